@@ -1,0 +1,64 @@
+"""gencore: write a core dump of the running Python process, every thread, without stopping it.
+
+The process pauses only for one ``fork()``: every thread is parked for a moment by a signal so
+its registers can be saved, a snapshot child is forked, and the child writes a kernel-compatible
+ELF core while the application carries on. pystack, py-spy, gdb and elfutils read the result.
+
+>>> import gencore
+>>> path = gencore.create_core()          # doctest: +SKIP
+>>> path.report.pause_s                   # doctest: +SKIP
+0.0021
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CoreChildError,
+    CoreDirectoryError,
+    CoreForkError,
+    CoreFormatError,
+    CoreTimeoutError,
+    CoreWriteError,
+    FreezeError,
+    GencoreError,
+    NotDumpableError,
+    UnsupportedPlatformError,
+)
+from .reader import CoreFile, open_core
+from .snapshot import (
+    VERSION,
+    CorePath,
+    SnapshotReport,
+    ThreadReport,
+    create_core,
+    create_core_async,
+    default_directory,
+    start_core,
+    supported,
+)
+
+__version__ = VERSION
+
+__all__ = [
+    "CoreChildError",
+    "CoreDirectoryError",
+    "CoreFile",
+    "CoreForkError",
+    "CoreFormatError",
+    "CorePath",
+    "CoreTimeoutError",
+    "CoreWriteError",
+    "FreezeError",
+    "GencoreError",
+    "NotDumpableError",
+    "SnapshotReport",
+    "ThreadReport",
+    "UnsupportedPlatformError",
+    "__version__",
+    "create_core",
+    "create_core_async",
+    "default_directory",
+    "open_core",
+    "start_core",
+    "supported",
+]

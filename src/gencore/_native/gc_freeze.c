@@ -1,0 +1,300 @@
+/* Thread freeze: park every other thread in a signal handler that saves its registers.
+ *
+ * The controller (the thread that will fork) lists /proc/self/task with raw getdents64,
+ * gives each thread a slot, and sends it the private freeze signal with tgkill. The handler
+ * finds its slot by tid, saves the interrupted context (general registers, XSAVE area,
+ * signal mask, fs/gs base) and parks on a futex until the controller releases everyone.
+ * New threads that appear meanwhile are found by rescanning until the list is stable.
+ * A thread that does not park within the timeout (signal blocked, uninterruptible sleep)
+ * keeps a slot marked GC_T_TIMEOUT with sp/pc from /proc/self/task/TID/syscall.
+ *
+ * No malloc and no libc locks once the first thread is parked: a parked thread may hold any
+ * of them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "gc_snapshot.h"
+#include "gc_sys.h"
+
+static struct gc_snapshot *volatile g_snap; /* non-NULL while a freeze is in flight */
+static int g_release;                       /* futex word: bumped to release parked threads */
+static int g_parked;                        /* futex word: number of threads parked */
+static int g_busy;                          /* one snapshot at a time, process-wide */
+static int g_handler_kept;                  /* our handler stays installed (stale signals) */
+static struct sigaction g_old_action;
+static int g_old_signal;
+
+int gc_freeze_busy(void) { return __atomic_load_n(&g_busy, __ATOMIC_ACQUIRE); }
+
+static void futex_wake_all(int *word)
+{
+    gc_sys6(SYS_futex, (long)word, FUTEX_WAKE_PRIVATE, 0x7fffffff, 0, 0, 0);
+}
+
+static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
+{
+    (void)sig;
+    (void)info;
+    struct gc_snapshot *s = __atomic_load_n(&g_snap, __ATOMIC_ACQUIRE);
+    if (!s) return; /* stale signal from a past snapshot */
+    int32_t tid = (int32_t)gc_gettid();
+    uint32_t n = __atomic_load_n(&s->nthreads, __ATOMIC_ACQUIRE);
+    struct gc_thread *t = NULL;
+    for (uint32_t i = 1; i < n; i++) {
+        if (s->threads[i].tid == tid) {
+            t = &s->threads[i];
+            break;
+        }
+    }
+    if (!t || __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) != GC_T_SIGNALED) return;
+
+    int release = __atomic_load_n(&g_release, __ATOMIC_ACQUIRE);
+    const ucontext_t *uc = ucontext;
+    gc_regs_from_ucontext(uc, t->regs);
+    gc_memcopy(&t->sigmask, &uc->uc_sigmask, sizeof t->sigmask);
+    t->xsave_len = gc_xsave_from_ucontext(uc, t->xsave, GC_XSAVE_CAP);
+
+    int expected = GC_T_SIGNALED;
+    if (!__atomic_compare_exchange_n(&t->state, &expected, GC_T_PARKED, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return; /* the controller gave up on us already */
+    __atomic_add_fetch(&g_parked, 1, __ATOMIC_ACQ_REL);
+    futex_wake_all(&g_parked);
+    while (__atomic_load_n(&g_release, __ATOMIC_ACQUIRE) == release)
+        gc_sys6(SYS_futex, (long)&g_release, FUTEX_WAIT_PRIVATE, release, 0, 0, 0);
+    /* errno is untouched: every call above is a raw syscall. */
+}
+
+/* Parse "nr a1 a2 a3 a4 a5 a6 sp pc" or "-1 sp pc" from /proc/self/task/TID/syscall. */
+static void regs_from_proc_syscall(struct gc_thread *t)
+{
+    char path[64], buf[256];
+    size_t pos = 0;
+    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
+    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)t->tid);
+    gc_fmt_str(path, sizeof path, &pos, "/syscall");
+    path[pos] = 0;
+    long fd = gc_open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    long n = gc_read((int)fd, buf, sizeof buf - 1);
+    gc_close((int)fd);
+    if (n <= 0) return;
+    buf[n] = 0;
+    uint64_t vals[10];
+    int nv = 0;
+    char *p = buf;
+    while (*p && nv < 10) {
+        while (*p == ' ' || *p == '\n') p++;
+        if (!*p) break;
+        int neg = 0;
+        uint64_t v = 0;
+        if (*p == '-') {
+            neg = 1;
+            p++;
+        }
+        if (p[0] == '0' && p[1] == 'x') {
+            p += 2;
+            for (; *p && *p != ' ' && *p != '\n'; p++) {
+                int c = *p;
+                int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                if (d < 0) return;
+                v = v * 16 + (uint64_t)d;
+            }
+        } else if (*p >= '0' && *p <= '9') {
+            for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+        } else {
+            return; /* "running": nothing usable */
+        }
+        vals[nv++] = neg ? (uint64_t)(-(int64_t)v) : v;
+    }
+    if (nv != 9 && nv != 3) return;
+    gc_memzero(t->regs, sizeof t->regs);
+    t->regs[15] = nv == 9 ? vals[0] : (uint64_t)-1; /* orig_rax */
+    t->regs[19] = vals[nv - 2];                      /* rsp */
+    t->regs[16] = vals[nv - 1];                      /* rip */
+    t->regs[17] = 0x33;
+    t->regs[20] = 0x2b;
+}
+
+static int task_exists(int32_t tid)
+{
+    char path[48];
+    size_t pos = 0;
+    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
+    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)tid);
+    path[pos] = 0;
+    long fd = gc_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    gc_close((int)fd);
+    return 1;
+}
+
+int gc_freeze_prepare(struct gc_snapshot *s)
+{
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&g_busy, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return -EBUSY;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = freeze_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    sigdelset(&sa.sa_mask, SIGSEGV);
+    sigdelset(&sa.sa_mask, SIGBUS);
+    sigdelset(&sa.sa_mask, SIGILL);
+    sigdelset(&sa.sa_mask, SIGFPE);
+    if (!(g_handler_kept && g_old_signal == s->freeze_signal)) {
+        struct sigaction old;
+        if (sigaction(s->freeze_signal, NULL, &old) < 0) goto fail_errno;
+        if ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != NULL
+                                        : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)) {
+            __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+            return -EEXIST; /* the application uses this signal */
+        }
+        if (sigaction(s->freeze_signal, &sa, &g_old_action) < 0) goto fail_errno;
+        g_old_signal = s->freeze_signal;
+        g_handler_kept = 0;
+    }
+    return 0;
+fail_errno : {
+    int e = errno;
+    __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+    return -e;
+}
+}
+
+/* Add every task of /proc/self/task that has no slot yet; signal it. Returns how many were new. */
+static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signaled)
+{
+    char buf[8192];
+    int added = 0;
+    int32_t pid = s->proc.pid;
+    gc_sys3(SYS_lseek, task_fd, 0, SEEK_SET);
+    for (;;) {
+        long n = gc_sys3(SYS_getdents64, task_fd, buf, sizeof buf);
+        if (n <= 0) break;
+        for (long off = 0; off < n;) {
+            struct {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(buf + off);
+            off += d->reclen;
+            if (d->name[0] < '0' || d->name[0] > '9') continue;
+            int32_t tid = 0;
+            for (const char *c = d->name; *c; c++) tid = tid * 10 + (*c - '0');
+            int known = 0;
+            for (uint32_t i = 0; i < s->nthreads; i++) {
+                if (s->threads[i].tid == tid) {
+                    known = 1;
+                    break;
+                }
+            }
+            if (known) continue;
+            if (s->nthreads >= s->cap) continue; /* no slot: it stays out of the core */
+            struct gc_thread *t = &s->threads[s->nthreads];
+            t->tid = tid;
+            t->xsave_len = 0;
+            __atomic_store_n(&t->state, GC_T_SIGNALED, __ATOMIC_RELEASE);
+            __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
+            if (gc_sys3(SYS_tgkill, pid, tid, s->freeze_signal) < 0) {
+                int expected = GC_T_SIGNALED;
+                __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE);
+            } else {
+                (*signaled)++;
+                added++;
+            }
+        }
+    }
+    return added;
+}
+
+int gc_freeze_all(struct gc_snapshot *s)
+{
+    uint64_t t0 = gc_now_ns();
+    __atomic_store_n(&g_parked, 0, __ATOMIC_RELEASE);
+    s->parked = s->timed_out = 0;
+    if (!s->want_threads) {
+        s->freeze_ns = 0;
+        return 0;
+    }
+    long task_fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (task_fd < 0) return (int)task_fd;
+    __atomic_store_n(&g_snap, s, __ATOMIC_RELEASE);
+
+    uint32_t signaled = 0;
+    uint64_t deadline = t0 + s->freeze_timeout_ns;
+    for (int round = 0; round < 64; round++) {
+        int added = scan_and_signal(s, (int)task_fd, &signaled);
+        if (round > 0 && added == 0) break;
+        /* Wait until every signaled thread parked, or the deadline. */
+        for (;;) {
+            int parked = __atomic_load_n(&g_parked, __ATOMIC_ACQUIRE);
+            if ((uint32_t)parked >= signaled) break;
+            uint64_t now = gc_now_ns();
+            if (now >= deadline) break;
+            uint64_t left = deadline - now;
+            if (left > 10000000ull) left = 10000000ull; /* re-check gone threads every 10 ms */
+            struct {
+                long sec, nsec;
+            } ts = {(long)(left / 1000000000ull), (long)(left % 1000000000ull)};
+            gc_sys6(SYS_futex, (long)&g_parked, FUTEX_WAIT_PRIVATE, parked, (long)&ts, 0, 0);
+            /* A signaled thread that exited will never park: stop waiting for it. */
+            for (uint32_t i = 1; i < s->nthreads; i++) {
+                struct gc_thread *t = &s->threads[i];
+                if (__atomic_load_n(&t->state, __ATOMIC_ACQUIRE) != GC_T_SIGNALED) continue;
+                if (!task_exists(t->tid)) {
+                    int expected = GC_T_SIGNALED;
+                    if (__atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0,
+                                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                        signaled--;
+                }
+            }
+        }
+        if (gc_now_ns() >= deadline) break;
+    }
+    /* Whoever did not park is incomplete: sp/pc from /proc where the kernel tells them. */
+    for (uint32_t i = 1; i < s->nthreads; i++) {
+        struct gc_thread *t = &s->threads[i];
+        int expected = GC_T_SIGNALED;
+        if (__atomic_compare_exchange_n(&t->state, &expected, GC_T_TIMEOUT, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            if (!task_exists(t->tid)) {
+                __atomic_store_n(&t->state, GC_T_GONE, __ATOMIC_RELEASE);
+                continue;
+            }
+            regs_from_proc_syscall(t);
+            s->timed_out++;
+            g_handler_kept = 1; /* its signal is still pending: keep an inert handler */
+        } else if (expected == GC_T_PARKED) {
+            s->parked++;
+        }
+    }
+    gc_close((int)task_fd);
+    s->freeze_ns = gc_now_ns() - t0;
+    return 0;
+}
+
+void gc_freeze_release(struct gc_snapshot *s)
+{
+    (void)s;
+    __atomic_store_n(&g_snap, NULL, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&g_release, 1, __ATOMIC_ACQ_REL);
+    futex_wake_all(&g_release);
+}
+
+void gc_freeze_finish(struct gc_snapshot *s)
+{
+    if (!g_handler_kept) sigaction(s->freeze_signal, &g_old_action, NULL);
+    __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+}

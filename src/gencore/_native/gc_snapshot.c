@@ -1,0 +1,138 @@
+/* Snapshot orchestration in the parent: buffers, freeze, caller context, clone, release.
+ *
+ * The pause the application sees is gc_freeze_all() + the caller's context + clone().
+ * Everything that allocates happens before the freeze; everything slow happens in the child.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "gc_snapshot.h"
+#include "gc_sys.h"
+
+#define CHILD_STACK_SIZE (1u << 20)
+
+static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* Map the thread slots, their XSAVE buffers and the child's stack; all MADV_DONTDUMP so
+ * they never show up as data in a core. */
+static int map_buffers(struct gc_snapshot *s, uint32_t cap)
+{
+    size_t slots = round_up(sizeof(struct gc_thread) * cap, 64);
+    size_t total = round_up(slots + (size_t)GC_XSAVE_CAP * cap, 4096);
+    void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return -errno;
+    madvise(m, total, MADV_DONTDUMP);
+    s->slots_map = m;
+    s->slots_map_size = total;
+    s->threads = m;
+    s->cap = cap;
+    for (uint32_t i = 0; i < cap; i++)
+        s->threads[i].xsave = (unsigned char *)m + slots + (size_t)GC_XSAVE_CAP * i;
+
+    void *st = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (st == MAP_FAILED) {
+        int e = errno;
+        munmap(m, total);
+        s->slots_map = NULL;
+        return -e;
+    }
+    madvise(st, CHILD_STACK_SIZE, MADV_DONTDUMP);
+    s->child_stack = st;
+    s->child_stack_size = CHILD_STACK_SIZE;
+    return 0;
+}
+
+void gc_snapshot_cleanup(struct gc_snapshot *s)
+{
+    if (s->slots_map) munmap(s->slots_map, s->slots_map_size);
+    if (s->child_stack) munmap(s->child_stack, s->child_stack_size);
+    s->slots_map = s->child_stack = NULL;
+}
+
+static int count_tasks(void)
+{
+    char buf[4096];
+    int n = 0;
+    long fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 64;
+    for (;;) {
+        long r = gc_sys3(SYS_getdents64, fd, buf, sizeof buf);
+        if (r <= 0) break;
+        for (long off = 0; off < r;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            if (buf[off + 19] >= '0' && buf[off + 19] <= '9') n++;
+            off += reclen;
+        }
+    }
+    gc_close((int)fd);
+    return n;
+}
+
+static int child_entry(void *arg)
+{
+    gc_child_main(arg);
+}
+
+/* Take the caller's context and fork, in one frame: the registers saved here describe a stack
+ * that the child never writes to (it runs on its own stack). */
+static __attribute__((noinline)) pid_t capture_and_fork(struct gc_snapshot *s)
+{
+    struct gc_thread *me = &s->threads[0];
+    ucontext_t uc;
+    getcontext(&uc);
+    gc_regs_from_ucontext(&uc, me->regs);
+    memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
+    me->xsave_len = gc_xsave_self(me->xsave, GC_XSAVE_CAP);
+    /* Exit signal 0: the child is invisible to waitpid(-1) reapers and to SIGCHLD=SIG_IGN
+     * auto-reaping; we reap it with __WALL. */
+    void *top = (char *)s->child_stack + s->child_stack_size - 64;
+    return clone(child_entry, top, 0, s);
+}
+
+int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
+{
+    int rc;
+    *child_pid = -1;
+    uint32_t cap = s->want_threads ? (uint32_t)count_tasks() * 2 + 64 : 1;
+    rc = map_buffers(s, cap);
+    if (rc < 0) return rc;
+    s->threads[0].tid = (int32_t)gc_gettid();
+    s->threads[0].state = GC_T_CALLER;
+    s->nthreads = 1;
+
+    rc = gc_freeze_prepare(s);
+    if (rc < 0) {
+        gc_snapshot_cleanup(s);
+        return rc;
+    }
+    rc = gc_freeze_all(s);
+    if (rc == 0) {
+        uint64_t t0 = gc_now_ns();
+        pid_t pid = capture_and_fork(s);
+        if (pid < 0) rc = -errno;
+        s->fork_ns = gc_now_ns() - t0;
+        *child_pid = pid;
+    }
+    gc_freeze_release(s);
+    gc_freeze_finish(s);
+    /* Threads run again: allocating is safe from here on. */
+    s->summary = malloc(sizeof *s->summary * s->nthreads);
+    if (s->summary) {
+        for (uint32_t i = 0; i < s->nthreads; i++) {
+            s->summary[s->nsummary].tid = s->threads[i].tid;
+            s->summary[s->nsummary].state = s->threads[i].state;
+            s->nsummary++;
+        }
+    }
+    gc_snapshot_cleanup(s);
+    return rc;
+}

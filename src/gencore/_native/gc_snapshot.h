@@ -1,0 +1,127 @@
+/* One snapshot: the state shared by the freeze (parent), the fork and the writer (child).
+ * No Python API here; gc_module.c is the only file that speaks to the interpreter. */
+#ifndef GC_SNAPSHOT_H
+#define GC_SNAPSHOT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GC_NREGS 27 /* user_regs_struct, x86_64 */
+
+enum gc_thread_state {
+    GC_T_EMPTY = 0,
+    GC_T_SIGNALED = 1, /* freeze signal sent, handler not run yet */
+    GC_T_PARKED = 2,   /* registers saved, thread waits for release */
+    GC_T_TIMEOUT = 3,  /* did not park in time: partial registers from /proc */
+    GC_T_CALLER = 4,   /* the thread that forks */
+    GC_T_GONE = 5,     /* exited during the freeze: not in the core */
+};
+
+struct gc_thread {
+    int32_t tid;
+    int32_t state; /* enum gc_thread_state, accessed atomically */
+    uint64_t regs[GC_NREGS];
+    uint64_t sigmask;
+    uint32_t xsave_len; /* bytes valid in xsave (0: no FP state captured) */
+    uint32_t pad;
+    unsigned char *xsave; /* GC_XSAVE_CAP bytes, 64-byte aligned */
+};
+
+/* Process facts captured by the parent before the freeze (the child cannot see them). */
+struct gc_procinfo {
+    int32_t pid, ppid, pgrp, sid;
+    uint32_t uid, gid;
+    char comm[16];
+    uint64_t page_size;
+};
+
+struct gc_siginfo {
+    int32_t signo, code, err;
+    int32_t sender_pid;
+    uint64_t addr;
+};
+
+/* Status records sent by the child on the status pipe (48 bytes, atomic pipe writes). */
+#define GC_STATUS_MAGIC 0x47435354u
+enum gc_status_kind { GC_ST_PROGRESS = 1, GC_ST_DONE = 2, GC_ST_ERROR = 3 };
+enum gc_stage {
+    GC_STAGE_SETUP = 1,
+    GC_STAGE_MAPS = 2,
+    GC_STAGE_NOTES = 3,
+    GC_STAGE_MEMORY = 4,
+    GC_STAGE_PUBLISH = 5,
+};
+struct gc_status {
+    uint32_t magic;
+    uint32_t kind;
+    int32_t err;   /* positive errno for GC_ST_ERROR */
+    uint32_t stage;
+    uint64_t written; /* bytes of memory written so far */
+    uint64_t total;   /* bytes of memory to write (upper bound, holes included) */
+    uint64_t file_size;
+    uint64_t nsegments;
+};
+
+struct gc_snapshot {
+    /* configuration */
+    int core_fd, dir_fd, status_fd;
+    const char *partial_name, *final_name;
+    const unsigned char *note; /* GENCORE JSON, may be NULL */
+    size_t note_len;
+    uint32_t filter;
+    int want_threads;
+    int freeze_signal;
+    uint64_t freeze_timeout_ns;
+    struct gc_siginfo siginfo; /* signo 0: generated on demand */
+    struct gc_procinfo proc;
+
+    /* threads: slot 0 is the caller */
+    struct gc_thread *threads;
+    uint32_t cap;
+    uint32_t nthreads;
+
+    /* results of the freeze */
+    uint64_t freeze_ns;
+    uint64_t fork_ns;
+    uint32_t parked, timed_out;
+
+    /* per-thread outcome, malloc'ed after the release (the slots are unmapped) */
+    struct gc_thread_summary {
+        int32_t tid, state;
+    } *summary;
+    uint32_t nsummary;
+
+    /* child resources prepared by the parent */
+    void *child_stack;
+    size_t child_stack_size;
+    void *slots_map;
+    size_t slots_map_size;
+};
+
+/* XSAVE buffer per thread: the largest user XSAVE area on x86_64 today is 11008 bytes (AMX). */
+#define GC_XSAVE_CAP 16384
+
+/* gc_freeze.c */
+int gc_freeze_prepare(struct gc_snapshot *s);
+int gc_freeze_all(struct gc_snapshot *s);
+void gc_freeze_release(struct gc_snapshot *s);
+void gc_freeze_finish(struct gc_snapshot *s);
+int gc_freeze_busy(void);
+
+/* gc_regs_x86_64.c */
+void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS]);
+uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap);
+uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap);
+uint64_t gc_fs_base(void);
+uint64_t gc_gs_base(void);
+uint32_t gc_xstate_size(void);
+uint64_t gc_xcr0(void);
+
+/* gc_snapshot.c */
+int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid);
+void gc_snapshot_cleanup(struct gc_snapshot *s);
+
+/* gc_writer.c: runs in the child, never returns */
+void gc_child_main(struct gc_snapshot *s) __attribute__((noreturn));
+
+#endif

@@ -1,0 +1,804 @@
+/* The snapshot child: writes a kernel-compatible ELF core of its own (copy-on-write) memory.
+ *
+ * Rules: raw syscalls only (gc_sys.h), no malloc, no stdio, no locks, no Python. Memory comes
+ * from an arena mmapped here; the child runs on a stack the parent mapped before the freeze.
+ * Layout and notes follow Linux's fs/binfmt_elf.c: PT_NOTE first, one PT_LOAD per VMA in
+ * address order (p_filesz 0 where nothing is dumped), data page-aligned after the notes.
+ */
+#define _GNU_SOURCE
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include "gc_procfs.h"
+#include "gc_snapshot.h"
+#include "gc_sys.h"
+
+#define ARENA_SIZE (1ull << 30) /* virtual; only what is used gets touched */
+#define BOUNCE_SIZE (1u << 20)
+#define WRITE_CHUNK (8u << 20)
+#define PROGRESS_EVERY (64ull << 20)
+
+#ifndef NT_X86_XSTATE
+#define NT_X86_XSTATE 0x202
+#endif
+#define NT_X86_XSAVE_LAYOUT 0x205
+#define NT_GENCORE_JSON 0x47430001u
+#define NT_GENCORE_CAPTURE 0x47430002u
+
+#ifndef MADV_DONTDUMP
+#define MADV_DONTDUMP 16
+#endif
+
+/* PAGEMAP_SCAN (Linux 6.7+); defined here so older headers build. */
+struct gc_pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct gc_page_region {
+    uint64_t start, end, categories;
+};
+#define GC_PAGEMAP_SCAN \
+    ((3u << 30) | ((unsigned)sizeof(struct gc_pm_scan_arg) << 16) | ('f' << 8) | 16u)
+#define PAGE_IS_PRESENT (1u << 3)
+#define PAGE_IS_SWAPPED (1u << 4)
+#define PAGE_IS_PFNZERO (1u << 5)
+
+struct child {
+    struct gc_snapshot *s;
+    struct gc_arena arena;
+    char *smaps;
+    struct gc_vma *vmas;
+    long nvma;
+    unsigned char *bounce;
+    struct gc_page_region *regions;
+    int mem_fd, pagemap_fd, have_scan;
+    uint64_t page;
+    uint64_t written, total, next_progress;
+    uint32_t stage;
+};
+
+/* ------------------------------------------------------------------ status */
+
+static void send_status(struct child *c, uint32_t kind, int err)
+{
+    struct gc_status st;
+    gc_memzero(&st, sizeof st);
+    st.magic = GC_STATUS_MAGIC;
+    st.kind = kind;
+    st.err = err;
+    st.stage = c->stage;
+    st.written = c->written;
+    st.total = c->total;
+    gc_write(c->s->status_fd, &st, sizeof st);
+}
+
+static __attribute__((noreturn)) void fail(struct child *c, long err)
+{
+    send_status(c, GC_ST_ERROR, (int)-err);
+    gc_sys3(SYS_unlinkat, c->s->dir_fd, c->s->partial_name, 0);
+    gc_sys1(SYS_exit_group, 1);
+    __builtin_unreachable();
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static void reset_signals(void)
+{
+    /* Block everything asynchronous (a terminal's ^C reaches the child too); synchronous
+     * faults stay deliverable with their default action. */
+    uint64_t mask = ~0ull;
+    mask &= ~((1ull << (SIGSEGV - 1)) | (1ull << (SIGBUS - 1)) | (1ull << (SIGILL - 1)) |
+              (1ull << (SIGFPE - 1)) | (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1)));
+    gc_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &mask, 0, 8);
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, 0, 0};
+    int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        gc_sys4(SYS_rt_sigaction, sigs[i], &dfl, 0, 8);
+}
+
+static void close_inherited(struct gc_snapshot *s)
+{
+    int keep[3] = {s->core_fd, s->dir_fd, s->status_fd};
+    /* sort the three */
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (keep[j] < keep[i]) {
+                int t = keep[i];
+                keep[i] = keep[j];
+                keep[j] = t;
+            }
+    unsigned lo = 0;
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        if ((unsigned)keep[i] > lo && gc_sys3(SYS_close_range, lo, keep[i] - 1, 0) < 0) ok = 0;
+        lo = (unsigned)keep[i] + 1;
+    }
+    if (gc_sys3(SYS_close_range, lo, ~0u, 0) < 0) ok = 0;
+    if (ok) return;
+    /* close_range missing (Linux < 5.9): close what /proc/self/fd lists. */
+    long dfd = gc_open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return;
+    char buf[4096];
+    for (;;) {
+        long n = gc_sys3(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n <= 0) break;
+        for (long off = 0; off < n;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            const char *name = buf + off + 19;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9') continue;
+            int fd = 0;
+            for (; *name; name++) fd = fd * 10 + (*name - '0');
+            if (fd != keep[0] && fd != keep[1] && fd != keep[2] && fd != dfd) gc_close(fd);
+        }
+    }
+    gc_close((int)dfd);
+}
+
+/* ------------------------------------------------------------------ notes */
+
+struct notebuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint32_t descsz)
+{
+    uint32_t namesz = (uint32_t)gc_strlen(name) + 1;
+    size_t need = 12 + ((namesz + 3) & ~3u) + ((descsz + 3) & ~3u);
+    if (nb->len + need > nb->cap) return NULL;
+    unsigned char *h = nb->p + nb->len;
+    gc_memzero(h, need);
+    ((uint32_t *)h)[0] = namesz;
+    ((uint32_t *)h)[1] = descsz;
+    ((uint32_t *)h)[2] = type;
+    gc_memcopy(h + 12, name, namesz);
+    nb->len += need;
+    return h + 12 + ((namesz + 3) & ~3u);
+}
+
+static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t)
+{
+    unsigned char *d = note_add(nb, "CORE", NT_PRSTATUS, 336);
+    if (!d) return -ENOMEM;
+    const struct gc_snapshot *s = c->s;
+    int first = t == &s->threads[0];
+    if (first) {
+        *(int32_t *)(d + 0) = s->siginfo.signo;
+        *(int32_t *)(d + 4) = s->siginfo.code;
+        *(int32_t *)(d + 8) = s->siginfo.err;
+        *(int16_t *)(d + 12) = (int16_t)s->siginfo.signo;
+    }
+    *(uint64_t *)(d + 24) = t->sigmask;
+    *(int32_t *)(d + 32) = t->tid;
+    *(int32_t *)(d + 36) = s->proc.ppid;
+    *(int32_t *)(d + 40) = s->proc.pgrp;
+    *(int32_t *)(d + 44) = s->proc.sid;
+    gc_memcopy(d + 112, t->regs, sizeof t->regs);
+    *(int32_t *)(d + 328) = t->xsave_len ? 1 : 0;
+    return 0;
+}
+
+static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t)
+{
+    if (!t->xsave_len) return 0;
+    unsigned char *d = note_add(nb, "CORE", NT_PRFPREG, 512);
+    if (!d) return -ENOMEM;
+    gc_memcopy(d, t->xsave, t->xsave_len < 464 ? t->xsave_len : 464);
+    /* bytes 464..511 stay zero, as the kernel writes them */
+    uint32_t size = gc_xstate_size();
+    if (size <= 512) return 0;
+    d = note_add(nb, "LINUX", NT_X86_XSTATE, size);
+    if (!d) return -ENOMEM;
+    gc_memcopy(d, t->xsave, t->xsave_len < size ? t->xsave_len : size);
+    gc_memzero(d + 464, 48);
+    *(uint64_t *)(d + 464) = gc_xcr0();
+    (void)c;
+    return 0;
+}
+
+static int add_prpsinfo(struct child *c, struct notebuf *nb)
+{
+    unsigned char *d = note_add(nb, "CORE", NT_PRPSINFO, 136);
+    if (!d) return -ENOMEM;
+    const struct gc_procinfo *p = &c->s->proc;
+    d[0] = 0;   /* state: running */
+    d[1] = 'R'; /* sname */
+    *(uint32_t *)(d + 16) = p->uid;
+    *(uint32_t *)(d + 20) = p->gid;
+    *(int32_t *)(d + 24) = p->pid;
+    *(int32_t *)(d + 28) = p->ppid;
+    *(int32_t *)(d + 32) = p->pgrp;
+    *(int32_t *)(d + 36) = p->sid;
+    gc_memcopy(d + 40, p->comm, 15);
+    char *args = (char *)d + 56;
+    long fd = gc_open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        long n = gc_read((int)fd, args, 79);
+        gc_close((int)fd);
+        if (n > 0) {
+            for (long i = 0; i < n; i++)
+                if (args[i] == 0) args[i] = ' ';
+            while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
+        }
+    }
+    return 0;
+}
+
+static int add_siginfo(struct child *c, struct notebuf *nb)
+{
+    unsigned char *d = note_add(nb, "CORE", NT_SIGINFO, 128);
+    if (!d) return -ENOMEM;
+    const struct gc_siginfo *si = &c->s->siginfo;
+    *(int32_t *)(d + 0) = si->signo;
+    *(int32_t *)(d + 4) = si->err;
+    *(int32_t *)(d + 8) = si->code;
+    if (si->signo == SIGSEGV || si->signo == SIGBUS || si->signo == SIGILL || si->signo == SIGFPE)
+        *(uint64_t *)(d + 16) = si->addr;
+    else if (si->sender_pid)
+        *(int32_t *)(d + 16) = si->sender_pid;
+    return 0;
+}
+
+static int add_auxv(struct child *c, struct notebuf *nb)
+{
+    char *auxv;
+    long n = gc_read_file(&c->arena, "/proc/self/auxv", &auxv);
+    if (n < 0) return (int)n;
+    unsigned char *d = note_add(nb, "CORE", NT_AUXV, (uint32_t)n);
+    if (!d) return -ENOMEM;
+    gc_memcopy(d, auxv, (size_t)n);
+    return 0;
+}
+
+static int is_file_vma(const struct child *c, const struct gc_vma *v)
+{
+    return v->path_off != UINT32_MAX && c->smaps[v->path_off] == '/' && !v->hidden;
+}
+
+static int add_file(struct child *c, struct notebuf *nb)
+{
+    uint64_t count = 0, strings = 0;
+    for (long i = 0; i < c->nvma; i++) {
+        if (!is_file_vma(c, &c->vmas[i])) continue;
+        count++;
+        strings += c->vmas[i].path_len + 1;
+    }
+    uint64_t size = 16 + count * 24 + strings;
+    if (size > (16u << 20)) return 0; /* the kernel drops oversized NT_FILE notes too */
+    unsigned char *d = note_add(nb, "CORE", NT_FILE, (uint32_t)size);
+    if (!d) return -ENOMEM;
+    uint64_t *w = (uint64_t *)d;
+    w[0] = count;
+    w[1] = c->page;
+    uint64_t k = 0;
+    char *str = (char *)d + 16 + count * 24;
+    for (long i = 0; i < c->nvma; i++) {
+        const struct gc_vma *v = &c->vmas[i];
+        if (!is_file_vma(c, v)) continue;
+        w[2 + k * 3] = v->start;
+        w[3 + k * 3] = v->end;
+        w[4 + k * 3] = v->pgoff / c->page;
+        k++;
+        gc_memcopy(str, c->smaps + v->path_off, v->path_len);
+        str[v->path_len] = 0;
+        str += v->path_len + 1;
+    }
+    return 0;
+}
+
+static int add_xsave_layout(struct notebuf *nb)
+{
+    uint64_t xcr0 = gc_xcr0();
+    uint32_t n = 0;
+    for (int i = 2; i < 64; i++)
+        if (xcr0 & (1ull << i)) n++;
+    if (!n || gc_xstate_size() <= 512) return 0;
+    uint32_t *d = note_add(nb, "LINUX", NT_X86_XSAVE_LAYOUT, n * 16);
+    if (!d) return -ENOMEM;
+    for (int i = 2, k = 0; i < 64; i++) {
+        if (!(xcr0 & (1ull << i))) continue;
+        unsigned a, b, cc, dd;
+        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(cc), "=d"(dd) : "a"(0xd), "c"(i));
+        d[k * 4 + 0] = (uint32_t)i;
+        d[k * 4 + 1] = a;
+        d[k * 4 + 2] = b;
+        d[k * 4 + 3] = 0;
+        k++;
+    }
+    return 0;
+}
+
+static int add_gencore_notes(struct child *c, struct notebuf *nb)
+{
+    const struct gc_snapshot *s = c->s;
+    if (s->note && s->note_len) {
+        unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_JSON, (uint32_t)s->note_len);
+        if (!d) return -ENOMEM;
+        gc_memcopy(d, s->note, s->note_len);
+    }
+    /* What the freeze saw, as JSON: only the child knows the final thread list. */
+    size_t cap = 256 + (size_t)s->nthreads * 48;
+    char *j = gc_arena_alloc(&c->arena, cap);
+    if (!j) return -ENOMEM;
+    size_t pos = 0;
+    gc_fmt_str(j, cap, &pos, "{\"threads\": [");
+    int first = 1;
+    for (uint32_t i = 0; i < s->nthreads; i++) {
+        const struct gc_thread *t = &s->threads[i];
+        if (t->state == GC_T_GONE || t->state == GC_T_EMPTY || t->state == GC_T_SIGNALED) continue;
+        if (!first) gc_fmt_str(j, cap, &pos, ", ");
+        first = 0;
+        gc_fmt_str(j, cap, &pos, "{\"tid\": ");
+        gc_fmt_u64(j, cap, &pos, (uint64_t)t->tid);
+        gc_fmt_str(j, cap, &pos,
+                   t->state == GC_T_CALLER   ? ", \"state\": \"caller\"}"
+                   : t->state == GC_T_PARKED ? ", \"state\": \"parked\"}"
+                                             : ", \"state\": \"incomplete\"}");
+    }
+    gc_fmt_str(j, cap, &pos, "], \"freeze_ns\": ");
+    gc_fmt_u64(j, cap, &pos, s->freeze_ns);
+    gc_fmt_str(j, cap, &pos, ", \"filter\": ");
+    gc_fmt_u64(j, cap, &pos, s->filter);
+    gc_fmt_str(j, cap, &pos, "}");
+    unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);
+    if (!d) return -ENOMEM;
+    gc_memcopy(d, j, pos);
+    return 0;
+}
+
+static int build_notes(struct child *c, struct notebuf *nb)
+{
+    const struct gc_snapshot *s = c->s;
+    int rc;
+    /* The caller first: gdb selects it, pystack/py-spy read process-wide notes after it. */
+    if ((rc = add_prstatus(c, nb, &s->threads[0]))) return rc;
+    if ((rc = add_prpsinfo(c, nb))) return rc;
+    if ((rc = add_siginfo(c, nb))) return rc;
+    if ((rc = add_auxv(c, nb))) return rc;
+    if ((rc = add_file(c, nb))) return rc;
+    if ((rc = add_fp(c, nb, &s->threads[0]))) return rc;
+    for (uint32_t i = 1; i < s->nthreads; i++) {
+        const struct gc_thread *t = &s->threads[i];
+        if (t->state != GC_T_PARKED && t->state != GC_T_TIMEOUT) continue;
+        if ((rc = add_prstatus(c, nb, t))) return rc;
+        if ((rc = add_fp(c, nb, t))) return rc;
+    }
+    if ((rc = add_xsave_layout(nb))) return rc;
+    return add_gencore_notes(c, nb);
+}
+
+/* ------------------------------------------------------------------ dump rules */
+
+static int is_special(const char *path)
+{
+    return gc_startswith(path, "[vdso]") || gc_startswith(path, "[vvar]") ||
+           gc_startswith(path, "[vvar_vclock]") || gc_startswith(path, "[vsyscall]") ||
+           gc_startswith(path, "[uprobes]");
+}
+
+static int first_bytes_are_elf(struct child *c, uint64_t addr)
+{
+    unsigned char m[4] = {0, 0, 0, 0};
+    if (gc_pread(c->mem_fd, m, 4, addr) != 4) return 0;
+    return m[0] == 0x7f && m[1] == 'E' && m[2] == 'L' && m[3] == 'F';
+}
+
+/* coredump_filter semantics of fs/coredump.c vma_dump_size(), first match wins. */
+static void decide(struct child *c, struct gc_vma *v)
+{
+    uint32_t f = c->s->filter;
+    uint64_t whole = v->end - v->start;
+    const char *path = v->path_off != UINT32_MAX ? c->smaps + v->path_off : "";
+    v->dump = 0;
+    v->how = GC_DUMP_NONE;
+    if (v->hidden) return;
+    if (is_special(path)) {
+        v->dump = whole;
+        /* [vvar] and [vsyscall] cannot be read from user space: leave a hole. */
+        v->how = (v->vmflags & (GC_VM_IO | GC_VM_PF)) || !(v->perms & GC_P_R) ? GC_DUMP_HOLE
+                                                                               : GC_DUMP_FILE;
+        return;
+    }
+    if (v->vmflags & GC_VM_DD) return;
+    if (v->vmflags & GC_VM_HT) {
+        if (f & ((v->vmflags & GC_VM_SH) ? (1u << 6) : (1u << 5))) {
+            v->dump = whole;
+            v->how = GC_DUMP_FILE;
+        }
+        return;
+    }
+    if (v->vmflags & GC_VM_IO) return;
+    int has_file = path[0] == '/';
+    if (v->vmflags & GC_VM_SH) {
+        int anon_shared = !has_file || v->inode == 0 || gc_endswith(path, v->path_len, " (deleted)") ||
+                          gc_startswith(path, "/dev/zero") || gc_startswith(path, "/SYSV") ||
+                          gc_startswith(path, "/memfd:");
+        if (f & (anon_shared ? 2u : 8u)) {
+            v->dump = whole;
+            v->how = GC_DUMP_SHARED;
+        }
+        return;
+    }
+    if ((v->anon_kb || v->swap_kb) && (f & 1u)) {
+        v->dump = whole;
+        v->how = has_file ? GC_DUMP_FILE : GC_DUMP_ANON;
+        return;
+    }
+    if (!has_file) return;
+    if (f & 4u) {
+        v->dump = whole;
+        v->how = GC_DUMP_FILE;
+        return;
+    }
+    if ((f & 16u) && v->pgoff == 0 && (v->perms & GC_P_R) && first_bytes_are_elf(c, v->start)) {
+        v->dump = c->page;
+        v->how = GC_DUMP_FILE;
+    }
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void maybe_progress(struct child *c)
+{
+    if (c->written >= c->next_progress) {
+        send_status(c, GC_ST_PROGRESS, 0);
+        c->next_progress = c->written + PROGRESS_EVERY;
+    }
+}
+
+static int fatal_write_error(long r)
+{
+    return r == -ENOSPC || r == -EDQUOT || r == -EFBIG || r == -EIO || r == -EBADF ||
+           r == -EROFS || r == -EINVAL;
+}
+
+/* One page that write() could not take from its address: read it through /proc/self/mem
+ * (FOLL_FORCE, like the kernel), else leave a hole. */
+static long copy_page_slow(struct child *c, uint64_t addr, uint64_t off)
+{
+    long r = gc_pread(c->mem_fd, c->bounce, c->page, addr);
+    if (r != (long)c->page) return 0; /* unreadable: hole */
+    for (;;) {
+        long w = gc_pwrite(c->s->core_fd, c->bounce, c->page, off);
+        if (w == -EINTR) continue;
+        if (w < 0) return w;
+        return 0;
+    }
+}
+
+/* Write [addr, addr+len) at file offset off, straight from memory where possible. */
+static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t off, int readable)
+{
+    while (len) {
+        uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
+        long w;
+        if (readable) {
+            w = gc_pwrite(c->s->core_fd, (const void *)addr, chunk, off);
+        } else {
+            if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
+            long r = gc_pread(c->mem_fd, c->bounce, chunk, addr);
+            if (r <= 0) {
+                w = -EFAULT;
+            } else {
+                chunk = (uint64_t)r;
+                w = gc_pwrite(c->s->core_fd, c->bounce, chunk, off);
+            }
+        }
+        if (w == -EINTR) continue;
+        if (w > 0) {
+            addr += (uint64_t)w;
+            off += (uint64_t)w;
+            len -= (uint64_t)w;
+            c->written += (uint64_t)w;
+            maybe_progress(c);
+            continue;
+        }
+        if (w < 0 && fatal_write_error(w)) return w;
+        /* EFAULT (or a zero-length write): this page is not readable through its address. */
+        uint64_t step = c->page - (addr & (c->page - 1));
+        if (step > len) step = len;
+        long r = copy_page_slow(c, addr & ~(c->page - 1), off - (addr & (c->page - 1)));
+        if (r < 0) return r;
+        addr += step;
+        off += step;
+        len -= step;
+        c->written += step;
+    }
+    return 0;
+}
+
+/* Private anonymous memory: only pages that exist (present or swapped, not the zero page). */
+static long dump_anon(struct child *c, struct gc_vma *v, int readable)
+{
+    uint64_t at = v->start;
+    if (c->have_scan) {
+        while (at < v->end) {
+            struct gc_pm_scan_arg arg;
+            gc_memzero(&arg, sizeof arg);
+            arg.size = sizeof arg;
+            arg.start = at;
+            arg.end = v->end;
+            arg.vec = (uint64_t)(uintptr_t)c->regions;
+            arg.vec_len = BOUNCE_SIZE / sizeof(struct gc_page_region);
+            arg.category_inverted = PAGE_IS_PFNZERO;
+            arg.category_mask = PAGE_IS_PFNZERO;
+            arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+            arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+            long n = gc_sys3(SYS_ioctl, c->pagemap_fd, GC_PAGEMAP_SCAN, &arg);
+            if (n == -EINTR) continue;
+            if (n < 0) {
+                c->have_scan = 0;
+                break;
+            }
+            for (long i = 0; i < n; i++) {
+                struct gc_page_region *r = &c->regions[i];
+                long e = copy_range(c, r->start, r->end - r->start, v->file_off + (r->start - v->start),
+                                    readable);
+                if (e < 0) return e;
+            }
+            if (arg.walk_end <= at) break;
+            at = arg.walk_end;
+        }
+        if (c->have_scan) return 0;
+    }
+    /* /proc/self/pagemap: one u64 per page, bit 63 present, bit 62 swapped. The entries
+     * live in the region buffer, so copy_range may use the bounce buffer meanwhile. */
+    uint64_t *ents = (uint64_t *)c->regions;
+    uint64_t per = BOUNCE_SIZE / 8;
+    while (at < v->end) {
+        uint64_t npages = (v->end - at) / c->page;
+        if (npages > per) npages = per;
+        long r = gc_pread(c->pagemap_fd, ents, npages * 8, (at / c->page) * 8);
+        if (r <= 0) return copy_range(c, at, v->end - at, v->file_off + (at - v->start), readable);
+        npages = (uint64_t)r / 8;
+        uint64_t run = 0;
+        for (uint64_t i = 0; i <= npages; i++) {
+            if (i < npages && (ents[i] >> 62) != 0) {
+                run++;
+                continue;
+            }
+            if (run) {
+                uint64_t s0 = at + (i - run) * c->page;
+                long e = copy_range(c, s0, run * c->page, v->file_off + (s0 - v->start), readable);
+                if (e < 0) return e;
+                run = 0;
+            }
+        }
+        at += npages * c->page;
+    }
+    return 0;
+}
+
+/* Shared memory is not copied by fork: only pages resident in the shared object (mincore),
+ * so that reading never allocates shmem pages in the application's memory. */
+static long dump_shared(struct child *c, struct gc_vma *v, int readable)
+{
+    unsigned char *vec = c->bounce;
+    uint64_t at = v->start;
+    while (at < v->end) {
+        uint64_t npages = (v->end - at) / c->page;
+        if (npages > BOUNCE_SIZE / 2) npages = BOUNCE_SIZE / 2;
+        if (gc_sys3(SYS_mincore, at, npages * c->page, vec) < 0)
+            return copy_range(c, at, v->end - at, v->file_off + (at - v->start), readable);
+        uint64_t run = 0;
+        for (uint64_t i = 0; i <= npages; i++) {
+            if (i < npages && (vec[i] & 1)) {
+                run++;
+                continue;
+            }
+            if (run) {
+                uint64_t s0 = at + (i - run) * c->page;
+                long e = copy_range(c, s0, run * c->page, v->file_off + (s0 - v->start), 1);
+                if (e < 0) return e;
+                run = 0;
+            }
+        }
+        at += npages * c->page;
+    }
+    return 0;
+}
+
+static long dump_vma(struct child *c, struct gc_vma *v)
+{
+    int readable = (v->perms & GC_P_R) != 0;
+    switch (v->how) {
+    case GC_DUMP_ANON:
+        return dump_anon(c, v, readable);
+    case GC_DUMP_SHARED:
+        return readable ? dump_shared(c, v, 1) : copy_range(c, v->start, v->dump, v->file_off, 0);
+    case GC_DUMP_FILE:
+        return copy_range(c, v->start, v->dump, v->file_off, readable);
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void hide_own_buffers(struct child *c)
+{
+    struct {
+        uint64_t a, b;
+    } own[3] = {
+        {(uint64_t)(uintptr_t)c->arena.base, (uint64_t)(uintptr_t)c->arena.base + ARENA_SIZE},
+        {(uint64_t)(uintptr_t)c->s->child_stack,
+         (uint64_t)(uintptr_t)c->s->child_stack + c->s->child_stack_size},
+        {(uint64_t)(uintptr_t)c->s->slots_map,
+         (uint64_t)(uintptr_t)c->s->slots_map + c->s->slots_map_size},
+    };
+    for (long i = 0; i < c->nvma; i++) {
+        struct gc_vma *v = &c->vmas[i];
+        if (!(v->vmflags & GC_VM_DD)) continue;
+        /* Covered entirely by our buffers (they may have merged with each other). */
+        uint64_t at = v->start;
+        for (int round = 0; round < 3 && at < v->end; round++)
+            for (int k = 0; k < 3; k++)
+                if (own[k].a <= at && at < own[k].b) at = own[k].b;
+        if (at >= v->end) v->hidden = 1;
+    }
+}
+
+void gc_child_main(struct gc_snapshot *s)
+{
+    struct child cs;
+    struct child *c = &cs;
+    gc_memzero(c, sizeof *c);
+    c->s = s;
+    c->page = s->proc.page_size;
+    c->stage = GC_STAGE_SETUP;
+    reset_signals();
+    close_inherited(s);
+    gc_sys5(SYS_prctl, 15 /* PR_SET_NAME */, "gencore-snap", 0, 0, 0);
+
+    long m = gc_sys6(SYS_mmap, 0, ARENA_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m < 0 && m > -4096) fail(c, m);
+    gc_sys3(SYS_madvise, m, ARENA_SIZE, MADV_DONTDUMP);
+    c->arena.base = (char *)m;
+    c->arena.size = ARENA_SIZE;
+    c->bounce = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
+    c->regions = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
+
+    long fd = gc_open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail(c, fd);
+    c->mem_fd = (int)fd;
+    fd = gc_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    c->pagemap_fd = (int)fd;
+    c->have_scan = fd >= 0;
+
+    /* Mappings */
+    c->stage = GC_STAGE_MAPS;
+    long n = gc_read_file(&c->arena, "/proc/self/smaps", &c->smaps);
+    if (n < 0) fail(c, n);
+    c->nvma = gc_parse_smaps(&c->arena, c->smaps, (size_t)n, &c->vmas);
+    if (c->nvma < 0) fail(c, c->nvma);
+    hide_own_buffers(c);
+    uint64_t nseg = 1;
+    for (long i = 0; i < c->nvma; i++) {
+        decide(c, &c->vmas[i]);
+        if (!c->vmas[i].hidden) nseg++;
+        c->total += c->vmas[i].dump;
+    }
+
+    /* Notes */
+    c->stage = GC_STAGE_NOTES;
+    struct notebuf nb;
+    nb.cap = 64u << 20;
+    nb.p = gc_arena_alloc(&c->arena, nb.cap);
+    nb.len = 0;
+    if (!nb.p) fail(c, -ENOMEM);
+    int rc = build_notes(c, &nb);
+    if (rc) fail(c, rc);
+
+    /* Layout */
+    int xnum = nseg > 0xffff;
+    uint64_t phoff = sizeof(Elf64_Ehdr);
+    uint64_t notes_off = phoff + nseg * sizeof(Elf64_Phdr);
+    uint64_t data_off = (notes_off + nb.len + c->page - 1) & ~(c->page - 1);
+    uint64_t off = data_off;
+    size_t hdr_len = (size_t)notes_off;
+    unsigned char *hdr = gc_arena_alloc(&c->arena, hdr_len);
+    if (!hdr) fail(c, -ENOMEM);
+    gc_memzero(hdr, hdr_len);
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)hdr;
+    eh->e_ident[EI_MAG0] = ELFMAG0;
+    eh->e_ident[EI_MAG1] = ELFMAG1;
+    eh->e_ident[EI_MAG2] = ELFMAG2;
+    eh->e_ident[EI_MAG3] = ELFMAG3;
+    eh->e_ident[EI_CLASS] = ELFCLASS64;
+    eh->e_ident[EI_DATA] = ELFDATA2LSB;
+    eh->e_ident[EI_VERSION] = EV_CURRENT;
+    eh->e_type = ET_CORE;
+    eh->e_machine = EM_X86_64;
+    eh->e_version = EV_CURRENT;
+    eh->e_phoff = phoff;
+    eh->e_ehsize = sizeof(Elf64_Ehdr);
+    eh->e_phentsize = sizeof(Elf64_Phdr);
+    eh->e_phnum = xnum ? 0xffff : (uint16_t)nseg;
+    Elf64_Phdr *ph = (Elf64_Phdr *)(hdr + phoff);
+    ph[0].p_type = PT_NOTE;
+    ph[0].p_offset = notes_off;
+    ph[0].p_filesz = nb.len;
+    ph[0].p_align = 4;
+    uint64_t k = 1;
+    for (long i = 0; i < c->nvma; i++) {
+        struct gc_vma *v = &c->vmas[i];
+        if (v->hidden) continue;
+        v->file_off = off;
+        Elf64_Phdr *p = &ph[k++];
+        p->p_type = PT_LOAD;
+        p->p_offset = off;
+        p->p_vaddr = v->start;
+        p->p_memsz = v->end - v->start;
+        p->p_filesz = v->dump;
+        p->p_flags = ((v->perms & GC_P_R) ? PF_R : 0) | ((v->perms & GC_P_W) ? PF_W : 0) |
+                     ((v->perms & GC_P_X) ? PF_X : 0);
+        p->p_align = c->page;
+        off += v->dump;
+    }
+    uint64_t file_size = off;
+    if (xnum) {
+        eh->e_shoff = off;
+        eh->e_shentsize = sizeof(Elf64_Shdr);
+        eh->e_shnum = 1;
+        file_size = off + sizeof(Elf64_Shdr);
+    }
+
+    long w = gc_pwrite(s->core_fd, hdr, hdr_len, 0);
+    if (w != (long)hdr_len) fail(c, w < 0 ? w : -EIO);
+    w = gc_pwrite(s->core_fd, nb.p, nb.len, notes_off);
+    if (w != (long)nb.len) fail(c, w < 0 ? w : -EIO);
+
+    /* Memory */
+    c->stage = GC_STAGE_MEMORY;
+    send_status(c, GC_ST_PROGRESS, 0);
+    c->next_progress = PROGRESS_EVERY;
+    for (long i = 0; i < c->nvma; i++) {
+        struct gc_vma *v = &c->vmas[i];
+        if (v->hidden || !v->dump) continue;
+        long e = dump_vma(c, v);
+        if (e < 0) fail(c, e);
+    }
+    if (xnum) {
+        Elf64_Shdr sh;
+        gc_memzero(&sh, sizeof sh);
+        sh.sh_size = 1;
+        sh.sh_info = (uint32_t)nseg;
+        w = gc_pwrite(s->core_fd, &sh, sizeof sh, off);
+        if (w != (long)sizeof sh) fail(c, w < 0 ? w : -EIO);
+    }
+    /* Holes at the end still count: set the full length. */
+    long e = gc_sys2(SYS_ftruncate, s->core_fd, file_size);
+    if (e < 0) fail(c, e);
+
+    /* Publish */
+    c->stage = GC_STAGE_PUBLISH;
+    e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
+                1 /* RENAME_NOREPLACE */);
+    if (e == -EINVAL || e == -ENOSYS) {
+        /* filesystem without RENAME_NOREPLACE: the name is unique by construction */
+        e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
+    }
+    if (e < 0) fail(c, e);
+    struct gc_status st;
+    gc_memzero(&st, sizeof st);
+    st.magic = GC_STATUS_MAGIC;
+    st.kind = GC_ST_DONE;
+    st.stage = GC_STAGE_PUBLISH;
+    st.written = c->written;
+    st.total = c->total;
+    st.file_size = file_size;
+    st.nsegments = nseg;
+    gc_write(s->status_fd, &st, sizeof st);
+    gc_sys1(SYS_exit_group, 0);
+    __builtin_unreachable();
+}

@@ -1,0 +1,300 @@
+"""Read ELF cores (ours or the kernel's): threads, mappings, notes, memory, GENCORE metadata.
+
+Built on pyelftools. Every malformed input raises :class:`~gencore.CoreFormatError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Optional, Union
+
+from .errors import CoreFormatError, GencoreError
+
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+NT_PRPSINFO = 3
+NT_AUXV = 6
+NT_X86_XSTATE = 0x202
+NT_X86_XSAVE_LAYOUT = 0x205
+NT_SIGINFO = 0x53494749
+NT_FILE = 0x46494C45
+NT_GENCORE_JSON = 0x47430001
+NT_GENCORE_CAPTURE = 0x47430002
+
+_NOTE_NAMES = {
+    "NT_PRSTATUS": NT_PRSTATUS,
+    "NT_PRFPREG": NT_PRFPREG,
+    "NT_FPREGSET": NT_PRFPREG,
+    "NT_PRPSINFO": NT_PRPSINFO,
+    "NT_AUXV": NT_AUXV,
+    "NT_SIGINFO": NT_SIGINFO,
+    "NT_FILE": NT_FILE,
+    "NT_X86_XSTATE": NT_X86_XSTATE,
+}
+
+X86_64_REGS = (
+    "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
+    "fs_base gs_base ds es fs gs"
+).split()
+
+
+class MemoryUnavailableError(GencoreError, LookupError):
+    """The address is not in the core (unmapped, or mapped but not dumped)."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """One ELF note: owner name, type and raw descriptor bytes."""
+
+    owner: str
+    type: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A thread from an ``NT_PRSTATUS`` note."""
+
+    tid: int
+    registers: dict[str, int]
+    signal: int
+    fpvalid: bool
+
+    @property
+    def pc(self) -> int:
+        """Instruction pointer."""
+        return self.registers.get("rip", 0)
+
+    @property
+    def sp(self) -> int:
+        """Stack pointer."""
+        return self.registers.get("rsp", 0)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A ``PT_LOAD`` segment with the file it maps (from ``NT_FILE``), if any."""
+
+    start: int
+    end: int
+    flags: str
+    offset: int
+    filesz: int
+    path: Optional[str] = None
+    file_offset: Optional[int] = None
+
+    @property
+    def size(self) -> int:
+        """Virtual size of the mapping."""
+        return self.end - self.start
+
+
+@dataclass
+class CoreFile:
+    """An opened core. Use :func:`open_core`; close it (or use ``with``) when done."""
+
+    path: Path
+    machine: int
+    notes: list[Note]
+    mappings: list[Mapping]
+    threads: list[Thread]
+    pid: Optional[int] = None
+    ppid: Optional[int] = None
+    uid: Optional[int] = None
+    command: str = ""
+    executable_name: str = ""
+    signal: int = 0
+    auxv: dict[int, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    capture: dict[str, Any] = field(default_factory=dict)
+    _f: Optional[BinaryIO] = None
+    _size: int = 0
+
+    def __enter__(self) -> CoreFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    @property
+    def python_stacks(self) -> list[dict[str, Any]]:
+        """Python stacks stored by gencore (innermost frame first), or ``[]``."""
+        return list(self.metadata.get("stacks", []))
+
+    @property
+    def incomplete_threads(self) -> list[int]:
+        """Threads that the snapshot could not park (partial registers)."""
+        return [t["tid"] for t in self.capture.get("threads", []) if t.get("state") == "incomplete"]
+
+    def mapping_at(self, addr: int) -> Optional[Mapping]:
+        """The mapping that contains ``addr``, if any."""
+        lo, hi = 0, len(self.mappings)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = self.mappings[mid]
+            if addr < m.start:
+                hi = mid
+            elif addr >= m.end:
+                lo = mid + 1
+            else:
+                return m
+        return None
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Bytes of memory at ``addr`` as the core holds them.
+
+        Holes in the file read as zeros (the kernel and gencore leave absent pages as holes).
+        Raises :class:`MemoryUnavailableError` for addresses that are unmapped or whose
+        mapping was not dumped.
+        """
+        out = bytearray()
+        while size > 0:
+            m = self.mapping_at(addr)
+            if m is None:
+                raise MemoryUnavailableError(f"address {addr:#x} is not mapped in the core")
+            rel = addr - m.start
+            if rel >= m.filesz:
+                raise MemoryUnavailableError(
+                    f"address {addr:#x} is in {m.path or 'an anonymous mapping'} "
+                    f"({m.start:#x}-{m.end:#x}), which was not dumped"
+                )
+            n = min(size, m.filesz - rel)
+            if self._f is None:
+                raise ValueError("the core file is closed")
+            self._f.seek(m.offset + rel)
+            chunk = self._f.read(n)
+            if len(chunk) < n:
+                raise CoreFormatError(
+                    f"{self.path} is truncated: mapping {m.start:#x} needs bytes up to "
+                    f"{m.offset + m.filesz} but the file has {self._size}"
+                )
+            out += chunk
+            addr += n
+            size -= n
+        return bytes(out)
+
+
+def _c_string(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _parse_notes(core: CoreFile) -> None:
+    files: list[tuple[int, int, int, str]] = []
+    for note in core.notes:
+        d = note.data
+        if note.owner == "CORE" and note.type == NT_PRSTATUS and len(d) >= 328:
+            regs = struct.unpack_from("<27Q", d, 112)
+            core.threads.append(
+                Thread(
+                    tid=struct.unpack_from("<i", d, 32)[0],
+                    registers=dict(zip(X86_64_REGS, regs)),
+                    signal=struct.unpack_from("<h", d, 12)[0],
+                    fpvalid=bool(struct.unpack_from("<i", d, 328)[0]),
+                )
+            )
+        elif note.owner == "CORE" and note.type == NT_PRPSINFO and len(d) >= 136:
+            core.uid, = struct.unpack_from("<I", d, 16)
+            core.pid, core.ppid = struct.unpack_from("<ii", d, 24)
+            core.executable_name = _c_string(d[40:56])
+            core.command = _c_string(d[56:136])
+        elif note.owner == "CORE" and note.type == NT_SIGINFO and len(d) >= 4:
+            core.signal = struct.unpack_from("<i", d, 0)[0]
+        elif note.owner == "CORE" and note.type == NT_AUXV:
+            for i in range(0, len(d) - 15, 16):
+                k, v = struct.unpack_from("<QQ", d, i)
+                if k == 0:
+                    break
+                core.auxv[k] = v
+        elif note.owner == "CORE" and note.type == NT_FILE and len(d) >= 16:
+            count, page = struct.unpack_from("<QQ", d, 0)
+            if 16 + count * 24 > len(d):
+                raise CoreFormatError(f"{core.path}: NT_FILE note claims {count} entries")
+            names = d[16 + count * 24 :].split(b"\0")
+            for i in range(count):
+                s, e, off = struct.unpack_from("<QQQ", d, 16 + i * 24)
+                name = names[i].decode("utf-8", "surrogateescape") if i < len(names) else ""
+                files.append((s, e, off * page, name))
+        elif note.owner == "GENCORE" and note.type in (NT_GENCORE_JSON, NT_GENCORE_CAPTURE):
+            try:
+                doc = json.loads(d.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise CoreFormatError(f"{core.path}: GENCORE note is not JSON: {e}") from None
+            if not isinstance(doc, dict):
+                raise CoreFormatError(f"{core.path}: GENCORE note is not a JSON object")
+            if note.type == NT_GENCORE_JSON:
+                core.metadata = doc
+            else:
+                core.capture = doc
+    by_start = {s: (e, off, name) for s, e, off, name in files}
+    core.mappings = [
+        Mapping(m.start, m.end, m.flags, m.offset, m.filesz, by_start[m.start][2],
+                by_start[m.start][1])
+        if m.start in by_start
+        else m
+        for m in core.mappings
+    ]
+
+
+def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
+    """Open an ELF core file and parse its notes and program headers.
+
+    Raises:
+        CoreFormatError: the file is missing, not an ELF core, or damaged.
+    """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    p = Path(path)
+    try:
+        f = open(p, "rb")  # noqa: SIM115 - kept open by CoreFile
+    except OSError as e:
+        raise CoreFormatError(f"cannot open {p}: {e.strerror}", errno=e.errno, stage="read") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        elf = ELFFile(f)
+        if elf.header["e_type"] != "ET_CORE":
+            raise CoreFormatError(f"{p} is an ELF file but not a core ({elf.header['e_type']})")
+        core = CoreFile(path=p, machine=0, notes=[], mappings=[], threads=[], _f=f, _size=size)
+        machine = elf.header["e_machine"]
+        core.machine = {"EM_X86_64": 62, "EM_AARCH64": 183}.get(machine, 0) if isinstance(
+            machine, str) else int(machine)
+        first_note = True
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE" and first_note:
+                first_note = False
+                if seg["p_offset"] + seg["p_filesz"] > size:
+                    raise CoreFormatError(f"{p} is truncated inside its notes")
+                for n in seg.iter_notes():
+                    t = n["n_type"]
+                    t = _NOTE_NAMES.get(t, 0) if isinstance(t, str) else int(t)
+                    core.notes.append(Note(n["n_name"] or "", t, bytes(n["n_descdata"])))
+            elif seg["p_type"] == "PT_LOAD":
+                fl = seg["p_flags"]
+                flags = ("r" if fl & 4 else "-") + ("w" if fl & 2 else "-") + ("x" if fl & 1 else "-")
+                core.mappings.append(
+                    Mapping(seg["p_vaddr"], seg["p_vaddr"] + seg["p_memsz"], flags,
+                            seg["p_offset"], seg["p_filesz"])
+                )
+        core.mappings.sort(key=lambda m: m.start)
+        _parse_notes(core)
+        return core
+    except CoreFormatError:
+        f.close()
+        raise
+    except (ELFError, ValueError, struct.error, OverflowError, KeyError, IndexError,
+            TypeError, AttributeError, AssertionError, UnicodeDecodeError, MemoryError) as e:
+        f.close()
+        raise CoreFormatError(f"{p} is not a readable ELF core: {type(e).__name__}: {e}") from None
+    except Exception as e:  # construct's own errors and anything else pyelftools raises
+        f.close()
+        raise CoreFormatError(f"{p} is not a readable ELF core: {type(e).__name__}: {e}") from None
