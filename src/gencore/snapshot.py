@@ -493,11 +493,13 @@ class _Job:
         )
 
     def _cleanup_files(self) -> None:
-        if self.dir_fd >= 0:
+        if self.dir_fd >= 0 and self.core_fd >= 0:
             try:
                 os.unlink(self.partial_name, dir_fd=self.dir_fd)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                log.warning("could not remove %s: %s", self.directory / self.partial_name, e)
 
     def _close(self) -> None:
         for attr in ("rfd", "core_fd", "dir_fd"):
@@ -701,13 +703,15 @@ def start_core(
     from that thread when the core is done (``error`` is ``None`` on success), the order of
     the original module's ``createCore(callback)``.
 
-    Preflight errors (bad directory, non-dumpable process...) are raised right away.
+    Preflight errors (bad directory, non-dumpable process...) are raised right away. The
+    future's ``child_pid`` attribute is the snapshot child's pid.
     """
     opts = _Options(directory, name, threads, python_stacks, filter, freeze_timeout, timeout,
                     freeze_signal, force)
     job = _start(opts)
     fut: concurrent.futures.Future[CorePath] = concurrent.futures.Future()
     fut.set_running_or_notify_cancel()
+    fut.child_pid = job.child_pid  # type: ignore[attr-defined]
 
     def run() -> None:
         try:

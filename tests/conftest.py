@@ -1,0 +1,88 @@
+"""Shared fixtures: the oracles (pystack, py-spy, gdb, elfutils) and target programs.
+
+The oracles are required: CI installs them, so a missing one fails the run instead of
+skipping the tests that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+PROGRAMS = HERE / "programs"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """Path of an oracle: next to the interpreter (pip installs), else on PATH."""
+    cand = BIN / name
+    if cand.exists():
+        return str(cand)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"required oracle {name!r} is not installed (see README: test set-up)")
+    return found
+
+
+def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_COLOR="1")
+    env.update(kw.pop("env", {}))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def real_python() -> str:
+    """The interpreter binary itself (not a venv symlink): what tools are given as PYTHON."""
+    return os.path.realpath(sys.executable)
+
+
+def python_gdb_script() -> Path | None:
+    exe = Path(real_python())
+    cand = exe.with_name(exe.name + "-gdb.py")
+    return cand if cand.exists() else None
+
+
+@pytest.fixture(scope="session")
+def stackmark_lib(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("lib") / "libstackmark.so"
+    subprocess.run(
+        ["gcc", "-O1", "-g", "-shared", "-fPIC", "-Wall", "-Wextra", "-o", str(out),
+         str(PROGRAMS / "stackmark.c")],
+        check=True,
+    )
+    return str(out)
+
+
+def run_target(tmp_path: Path, stackmark: str, timeout: float = 240, preexec=None, **cfg) -> dict:
+    coredir = tmp_path / "cores"
+    coredir.mkdir(exist_ok=True)
+    config = {"coredir": str(coredir), "workdir": str(tmp_path), "stackmark": stackmark, **cfg}
+    result = tmp_path / "result.json"
+    p = subprocess.run(
+        [sys.executable, str(PROGRAMS / "target.py"), json.dumps(config), str(result)],
+        capture_output=True, text=True, timeout=timeout, preexec_fn=preexec,
+    )
+    assert p.returncode == 0, f"target failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    data = json.loads(result.read_text())
+    data["stdout"], data["stderr"] = p.stdout, p.stderr
+    return data
+
+
+@pytest.fixture(scope="session")
+def target_core(tmp_path_factory, stackmark_lib) -> dict:
+    """One real multi-threaded process that dumped itself; shared by the oracle tests."""
+    tmp = tmp_path_factory.mktemp("target")
+    data = run_target(tmp, stackmark_lib, secret=True)
+    assert not data["errors"], data["errors"]
+    return data
+
+
+def py_version() -> str:
+    return sysconfig.get_python_version()

@@ -1,0 +1,272 @@
+"""Small scenarios run in a fresh interpreter by the tests: python scenario.py NAME ARGS_JSON.
+
+Each prints one JSON line with what it observed. Running them in their own process keeps the
+test runner's threads and signal handlers out of the picture.
+"""
+
+import asyncio
+import ctypes
+import json
+import mmap
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+
+import gencore
+
+args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+out: dict = {}
+
+
+def report(**kw):
+    out.update(kw)
+
+
+def error_info(e: BaseException) -> dict:
+    return {"type": type(e).__name__, "msg": str(e), "errno": getattr(e, "errno", None),
+            "stage": getattr(e, "stage", None), "written": getattr(e, "written", None)}
+
+
+def fds():
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+def children():
+    kids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids += f.read().split()
+        except OSError:
+            pass
+    return kids
+
+
+def idle_threads(n):
+    ev = threading.Event()
+    ts = [threading.Thread(target=ev.wait, name=f"idle{i}", daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    return ev
+
+
+def scenario_basic():
+    d = args["dir"]
+    kw = args.get("kw", {})
+    before = fds()
+    try:
+        p = gencore.create_core(d, **kw)
+        report(core=str(p), threads=[(t.tid, t.state) for t in p.report.threads],
+               incomplete=list(p.report.incomplete), written=p.report.written)
+    except gencore.GencoreError as e:
+        report(error=error_info(e))
+    report(fds_same=before == fds(), children=children(), listing=sorted(os.listdir(d))
+           if os.path.isdir(d) else None)
+
+
+def scenario_rlimit_core_zero():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    idle_threads(3)
+    scenario_basic()
+    report(rlimit=resource.getrlimit(resource.RLIMIT_CORE))
+
+
+def scenario_sigchld_ignored():
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    idle_threads(3)
+    scenario_basic()
+
+
+def scenario_reaper():
+    """Another waitpid(-1) reaper in the application must not steal our child."""
+    stolen = []
+
+    def reaper():
+        while not stopped.is_set():
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid:
+                    stolen.append(pid)
+            except ChildProcessError:
+                pass
+            time.sleep(0.0005)
+
+    stopped = threading.Event()
+    t = threading.Thread(target=reaper, daemon=True)
+    t.start()
+    scenario_basic()
+    stopped.set()
+    report(stolen=stolen)
+
+
+def scenario_concurrent():
+    n = args["n"]
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = str(gencore.create_core(args["dir"]))
+        except BaseException as e:
+            results[i] = error_info(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    report(results=results, children=children(), listing=sorted(os.listdir(args["dir"])))
+
+
+def scenario_blocked_signal():
+    sig = args.get("sig") or None
+    freeze = sig or int(os.environ.get("GENCORE_FREEZE_SIGNAL", 0)) or signal.SIGRTMAX - 3
+    ready = threading.Event()
+    go = threading.Event()
+    info = {}
+
+    def blocker():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {freeze})
+        info["tid"] = threading.get_native_id()
+        ready.set()
+        go.wait()
+        # the pending freeze signal is delivered now: the process must survive it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {freeze})
+        info["survived"] = True
+
+    t = threading.Thread(target=blocker, name="blocker")
+    t.start()
+    ready.wait()
+    idle_threads(2)
+    t0 = time.monotonic()
+    p = gencore.create_core(args["dir"], freeze_timeout=args["freeze_timeout"])
+    report(elapsed=time.monotonic() - t0, core=str(p), blocked_tid=info["tid"],
+           incomplete=list(p.report.incomplete), pause=p.report.pause_s)
+    go.set()
+    t.join()
+    time.sleep(0.2)
+    report(survived=info.get("survived", False))
+
+
+def scenario_stdout_eof():
+    # enough memory that writing takes a while, then leave while the child writes
+    blob = bytearray(os.urandom(1 << 20)) * args.get("mib", 256)
+    fut = gencore.start_core(args["dir"])
+    os.kill(fut.child_pid, signal.SIGSTOP)  # keep the child busy until the test says so
+    print(json.dumps({"child": fut.child_pid, "blob": len(blob)}), flush=True)
+    os._exit(0)
+
+
+def scenario_async():
+    idle_threads(2)
+
+    async def main():
+        t0 = time.monotonic()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        tk = asyncio.ensure_future(ticker())
+        p = await gencore.create_core_async(args["dir"])
+        tk.cancel()
+        return p, ticks, time.monotonic() - t0
+
+    p, ticks, el = asyncio.run(main())
+    report(core=str(p), ticks=ticks, threads=len(p.report.threads),
+           thread_names=[t.name for t in threading.enumerate()])
+
+
+def scenario_async_cancel():
+    blob = bytearray(os.urandom(1 << 20)) * 64  # noqa: F841
+
+    async def main():
+        task = asyncio.ensure_future(gencore.create_core_async(args["dir"]))
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+    report(outcome=asyncio.run(main()), children=children(), listing=sorted(os.listdir(args["dir"])))
+
+
+def scenario_start_core():
+    got = []
+    done = threading.Event()
+
+    def cb(err, path):
+        got.append((repr(err), str(path)))
+        done.set()
+
+    fut = gencore.start_core(args["dir"], callback=cb)
+    p = fut.result(60)
+    done.wait(10)
+    report(core=str(p), callback=got)
+
+
+def scenario_not_dumpable():
+    libc = ctypes.CDLL(None)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    try:
+        gencore.create_core(args["dir"])
+        report(refused=False)
+    except gencore.NotDumpableError as e:
+        report(refused=True, error=error_info(e))
+    p = gencore.create_core(args["dir"], force=True)
+    report(forced=str(p))
+
+
+def scenario_reservations():
+    """Huge virtual reservations must not cost blocks or writing."""
+    mmap_ = ctypes.CDLL(None).mmap
+    mmap_.restype = ctypes.c_void_p
+    mmap_.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+    MAP_PRIVATE, MAP_ANON, MAP_NORESERVE = 0x02, 0x20, 0x4000
+    keep = []
+    if args.get("reserve"):
+        # 2 GiB read-write, a few pages touched
+        big = mmap.mmap(-1, 2 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+        for off in range(0, 2 << 30, 256 << 20):
+            big[off] = 1
+        keep.append(big)
+        # 64 GiB PROT_NONE
+        addr = mmap_(None, 64 << 30, 0, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+    p = gencore.create_core(args["dir"])
+    st = os.stat(p)
+    report(core=str(p), blocks=st.st_blocks * 512, apparent=st.st_size,
+           written=p.report.written, elapsed=p.report.elapsed_s)
+
+
+def scenario_threads_false():
+    idle_threads(3)
+    p = gencore.create_core(args["dir"], threads=False)
+    report(core=str(p), threads=[(t.tid, t.state) for t in p.report.threads],
+           me=threading.get_native_id())
+
+
+def scenario_timeout():
+    blob = bytearray(os.urandom(1 << 20)) * 128  # noqa: F841
+    try:
+        gencore.create_core(args["dir"], timeout=0.0001)
+        report(timed_out=False)
+    except gencore.CoreTimeoutError as e:
+        report(timed_out=True, error=error_info(e))
+    time.sleep(0.1)
+    report(children=children(), listing=sorted(os.listdir(args["dir"])))
+
+
+if __name__ == "__main__":
+    globals()["scenario_" + sys.argv[1]]()
+    print(json.dumps(out), flush=True)

@@ -1,0 +1,48 @@
+"""The Python surface: async, callback form, threads=False, errors."""
+
+from __future__ import annotations
+
+import gencore
+from test_failures import assert_valid_core, no_partials, scenario
+
+
+def test_create_core_async_runs_the_loop_meanwhile(tmp_path):
+    r = scenario("async", dir=str(tmp_path))
+    assert r["threads"] == 3
+    assert r["thread_names"] == ["MainThread", "idle0", "idle1"]  # no helper thread
+    assert_valid_core(r["core"], 3)
+
+
+def test_create_core_async_cancel(tmp_path):
+    r = scenario("async_cancel", dir=str(tmp_path))
+    assert r["outcome"] == "cancelled"
+    assert r["listing"] == [] and r["children"] == []
+
+
+def test_start_core_future_and_callback(tmp_path):
+    r = scenario("start_core", dir=str(tmp_path))
+    assert r["callback"] == [["None", r["core"]]]
+    assert_valid_core(r["core"])
+
+
+def test_threads_false_captures_only_the_caller(tmp_path):
+    r = scenario("threads_false", dir=str(tmp_path))
+    assert r["threads"] == [[r["me"], "caller"]]
+    assert_valid_core(r["core"], 1)
+
+
+def test_errors_share_one_hierarchy():
+    for cls in (gencore.CoreDirectoryError, gencore.CoreWriteError, gencore.CoreTimeoutError,
+                gencore.NotDumpableError, gencore.FreezeError, gencore.CoreForkError,
+                gencore.UnsupportedPlatformError, gencore.CoreFormatError):
+        assert issubclass(cls, gencore.GencoreError)
+    e = gencore.CoreWriteError("no space left on /x", errno=28, stage="memory",
+                               advice="free space", written=1, total=2)
+    assert "free space" in str(e) and e.errno == 28 and e.stage == "memory"
+
+
+def test_directory_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENCORE_DIR", str(tmp_path))
+    p = gencore.create_core(threads=False)
+    assert p.parent == tmp_path and no_partials(p.name)
+    assert p.report is not None and p.report.written > 0

@@ -1,0 +1,221 @@
+"""All threads, every tool: pystack, py-spy, gdb and elfutils read our core of a live process."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import python_gdb_script, real_python, run, tool
+
+WORKER_FUNCS = {
+    "sleeper": "worker_sleep",
+    "locker": "worker_lock",
+    "selecter": "worker_select",
+    "receiver": "worker_recv",
+    "busy": "worker_busy",
+    "cblocked": "worker_cblocked",
+    "recursive": "worker_recursive",
+}
+
+
+def thread_ids(core: dict) -> dict[str, int]:
+    ids = {name: t["native_id"] for name, t in core["threads"].items()}
+    ids["MainThread"] = core["main_native_id"]
+    ids["snapshotter"] = core["snapshotter_native_id"]
+    return ids
+
+
+def thread_idents(core: dict) -> dict[str, int]:
+    """pthread_t of each thread: what py-spy prints before Python 3.11."""
+    ids = {name: t["ident"] for name, t in core["threads"].items()}
+    ids["MainThread"] = core["main_ident"]
+    ids["snapshotter"] = core["snapshotter_ident"]
+    return ids
+
+
+def blocks(text: str, header: str) -> dict[int, str]:
+    """Split tool output into {tid: block} on lines matching header (with a tid group)."""
+    out: dict[int, str] = {}
+    cur = None
+    for line in text.splitlines():
+        m = re.match(header, line)
+        if m:
+            g = m.group(1)
+            cur = int(g, 16) if g.startswith("0x") else int(g)
+            out.setdefault(cur, "")
+        elif cur is not None:
+            out[cur] += line + "\n"
+    return out
+
+
+def test_target_ran_cleanly(target_core):
+    assert target_core["errors"] == []
+    states = dict(target_core["report"]["threads"])
+    assert len(states) == 9, states  # main + 7 workers + the snapshotter
+    assert set(states.values()) == {"caller", "parked"}
+
+
+def test_pystack_sees_every_thread(target_core):
+    p = run([tool("pystack"), "core", target_core["core"], real_python()])
+    assert p.returncode == 0, p.stderr
+    per_thread = blocks(p.stdout, r"Traceback for thread (\d+)")
+    ids = thread_ids(target_core)
+    assert set(per_thread) == set(ids.values()), p.stdout
+    for name, func in WORKER_FUNCS.items():
+        assert f"in {func}" in per_thread[ids[name]], (name, per_thread[ids[name]])
+    assert "in main_wait" in per_thread[ids["MainThread"]]
+    assert per_thread[ids["recursive"]].count("in worker_recursive") == 501
+    assert "generated on demand" in p.stdout
+
+
+def test_pystack_native_merges_every_thread(target_core):
+    p = run([tool("pystack"), "core", "--native", target_core["core"], real_python()])
+    assert p.returncode == 0, p.stderr
+    assert "Unable to merge native stack" not in p.stdout + p.stderr
+    per_thread = blocks(p.stdout, r"Traceback for thread (\d+)")
+    assert len(per_thread) == 9
+    ids = thread_ids(target_core)
+    assert "stackmark_park" in per_thread[ids["cblocked"]]
+    for tid, text in per_thread.items():
+        assert "(C) File" in text, tid
+
+
+def test_py_spy_names_and_version(target_core):
+    p = run([tool("py-spy"), "dump", "--core", target_core["core"]])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"Python v{target_core['python_version']}" in p.stdout
+    threads = blocks(p.stdout, r"Thread (\d+|0x[0-9A-F]+)")
+    ids = thread_ids(target_core)
+    if all(isinstance(k, int) and k < (1 << 32) for k in threads):
+        label = {name: str(tid) for name, tid in ids.items()}
+    else:  # Python < 3.11 has no native thread id in its thread state: py-spy shows pthread_t
+        label = {name: f"0x{ident:X}" for name, ident in thread_idents(target_core).items()}
+    assert len(threads) == len(label), p.stdout
+    for name, lab in label.items():
+        assert re.search(rf"^Thread {lab}( \(\w+\))?: \"{name}\"", p.stdout, re.M), (name, p.stdout)
+    text = {name: p.stdout.split(f"Thread {lab}", 1)[1].split("\nThread ", 1)[0]
+            for name, lab in label.items()}
+    for name, func in WORKER_FUNCS.items():
+        assert func in text[name], name
+
+
+def test_gdb_backtraces_and_py_bt(target_core):
+    p = run(
+        ["gdb", "-nx", "-batch", "-iex", "set auto-load safe-path /",
+         "-ex", "info threads", "-ex", "thread apply all bt", "-ex", "thread apply all py-bt",
+         real_python(), target_core["core"]],
+        timeout=600,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    ids = thread_ids(target_core)
+    lwps = set(int(x) for x in re.findall(r"^\*?\s*\d+\s+Thread 0x[0-9a-f]+ \(LWP (\d+)\)", out, re.M))
+    assert lwps == set(ids.values()), out[:3000]
+    assert "Couldn't find general-purpose registers" not in out
+    bts = blocks(out, r"^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\)\)")
+    for tid in ids.values():
+        frames = re.findall(r"^#\d+ ", bts[tid], re.M)
+        assert len(frames) >= 3, (tid, bts[tid][:2000])
+    assert "stackmark_park" in bts[ids["cblocked"]]
+    if python_gdb_script() is not None:
+        for name, func in WORKER_FUNCS.items():
+            assert f"in {func}" in bts[ids[name]], (name, bts[ids[name]][-3000:])
+
+
+def test_eu_stack_unwinds_every_thread(target_core):
+    p = run([tool("eu-stack"), "--core", target_core["core"], "--executable", real_python()])
+    out = p.stdout + p.stderr
+    per = blocks(out, r"^TID (\d+):")
+    assert set(per) == set(thread_ids(target_core).values()), out[:2000]
+    for tid, text in per.items():
+        assert len(re.findall(r"^#\d+ ", text, re.M)) >= 3, (tid, text)
+
+
+def test_note_order_is_the_kernels(target_core):
+    p = run([tool("eu-readelf"), "-n", target_core["core"]])
+    assert p.returncode == 0, p.stderr
+    notes = re.findall(r"^\s+(CORE|LINUX|GENCORE)\s+(\d+)\s+(\S+)", p.stdout, re.M)
+    kinds = [t for _, _, t in notes]
+    sizes = {t: int(s) for _, s, t in notes}
+    assert kinds[:7] == ["PRSTATUS", "PRPSINFO", "SIGINFO", "AUXV", "FILE", "FPREGSET",
+                         "X86_XSTATE"]
+    rest = kinds[7:]
+    for i in range(8):  # every other thread: PRSTATUS, FPREGSET, X86_XSTATE
+        assert rest[i * 3:i * 3 + 3] == ["PRSTATUS", "FPREGSET", "X86_XSTATE"], rest
+    assert sizes["PRSTATUS"] == 336 and sizes["PRPSINFO"] == 136 and sizes["SIGINFO"] == 128
+    assert sizes["FPREGSET"] == 512
+    owners = [o for o, _, _ in notes]
+    assert owners[-2:] == ["GENCORE", "GENCORE"]
+
+
+def test_program_headers_and_build_ids(target_core):
+    p = run([tool("eu-readelf"), "-l", target_core["core"]])
+    lines = [ln.split() for ln in p.stdout.splitlines() if ln.strip().startswith(("NOTE", "LOAD"))]
+    assert lines[0][0] == "NOTE" and all(ln[0] == "LOAD" for ln in lines[1:])
+    vaddrs = [int(ln[2], 16) for ln in lines[1:]]
+    assert vaddrs == sorted(vaddrs)
+    offsets = [int(ln[1], 16) for ln in lines[1:]]
+    assert offsets[0] % 4096 == 0
+    u = run([tool("eu-unstrip"), "-n", "--core", target_core["core"]])
+    assert u.returncode == 0, u.stderr
+    with_ids = [ln for ln in u.stdout.splitlines() if re.match(r"^0x[0-9a-f]+\+0x[0-9a-f]+ [0-9a-f]{20,}", ln)]
+    names = " ".join(with_ids)
+    assert "libc.so" in names and "[vdso]" in names or "linux-vdso" in names, u.stdout
+    assert len(with_ids) >= 4, u.stdout
+
+
+@pytest.mark.parametrize("kind", ["heap", "bytearray", "mmap", "private-file", "stack"])
+def test_snapshot_memory_byte_for_byte(target_core, kind):
+    import gencore
+
+    samples = [s for s in target_core["samples"] if s["kind"] == kind]
+    assert len(samples) >= 100
+    with gencore.open_core(target_core["core"]) as core:
+        bad = [s for s in samples if core.read(s["addr"], s["len"]).hex() != s["expect"]]
+    assert not bad, f"{len(bad)} of {len(samples)} {kind} samples differ, e.g. {bad[0]}"
+
+
+def test_snapshot_samples_total(target_core):
+    assert len(target_core["samples"]) >= 1000
+
+
+def test_dontdump_secret_absent(target_core):
+    assert target_core["secret"]
+    x = 99991
+    pattern = bytearray()
+    for _ in range(1 << 16):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        pattern.append((x >> 16) & 0xFF)
+    needle = bytes(pattern[4096:4096 + 64])
+    with open(target_core["core"], "rb") as f:
+        data = f.read()
+    assert needle not in data
+    # the oracle is sound: a region without DONTDUMP does get dumped (see the samples test)
+
+
+def test_process_carries_on_untouched(target_core):
+    c = target_core
+    assert c["errors"] == []
+    assert c["alive"] == []
+    assert all(t["ok"] is True for t in c["threads"].values()), c["threads"]
+    assert c["busy_progressed"]
+    assert c["before"]["fds"] == c["after"]["fds"]
+    assert c["before"]["sig"] == c["after"]["sig"]
+    assert c["after"]["children"] == []
+    assert c["atfork"] == 0
+
+
+def test_metadata_note(target_core):
+    import gencore
+
+    with gencore.open_core(target_core["core"]) as core:
+        assert core.pid == target_core["pid"]
+        assert core.metadata["reason"] == "api"
+        assert core.metadata["python"]["version"] == target_core["python_version"]
+        names = {s["name"] for s in core.python_stacks}
+        assert {"MainThread", "sleeper", "recursive", "snapshotter"} <= names
+        rec = next(s for s in core.python_stacks if s["name"] == "recursive")
+        assert [f["function"] for f in rec["frames"]].count("worker_recursive") == 501
+        assert {t.tid for t in core.threads} == {t["tid"] for t in core.capture["threads"]}
+        assert core.threads[0].tid == dict((v, k) for k, v in target_core["report"]["threads"])["caller"]
