@@ -15,7 +15,9 @@ nox.options.reuse_existing_virtualenvs = False
 
 def _interpreter(version: str) -> str | None:
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    found = sorted(glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")))
+    found = sorted(
+        glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}"))
+    )
     return found[-1] if found else shutil.which(f"python{version}")
 
 
@@ -37,8 +39,16 @@ def tests(session: nox.Session) -> None:
         py = os.path.join(venv, "bin", "python")
         session.run(py, "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
         session.run(py, "-m", "pip", "install", "-q", ".[test]", external=True)
-        session.run(py, "-m", "pytest", "-p", "no:cacheprovider", *extra, external=True,
-                    env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]})
+        session.run(
+            py,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+            external=True,
+            env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]},
+        )
 
 
 @nox.session(python=False)

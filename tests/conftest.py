@@ -53,8 +53,18 @@ def python_gdb_script() -> Path | None:
 def stackmark_lib(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("lib") / "libstackmark.so"
     subprocess.run(
-        ["gcc", "-O1", "-g", "-shared", "-fPIC", "-Wall", "-Wextra", "-o", str(out),
-         str(PROGRAMS / "stackmark.c")],
+        [
+            "gcc",
+            "-O1",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            "-o",
+            str(out),
+            str(PROGRAMS / "stackmark.c"),
+        ],
         check=True,
     )
     return str(out)
@@ -67,7 +77,10 @@ def run_target(tmp_path: Path, stackmark: str, timeout: float = 240, preexec=Non
     result = tmp_path / "result.json"
     p = subprocess.run(
         [sys.executable, str(PROGRAMS / "target.py"), json.dumps(config), str(result)],
-        capture_output=True, text=True, timeout=timeout, preexec_fn=preexec,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec,
     )
     assert p.returncode == 0, f"target failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
     data = json.loads(result.read_text())

@@ -12,15 +12,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import PROGRAMS, real_python, run, tool
 
 import gencore
-from conftest import PROGRAMS, real_python, run, tool
 
 
 def scenario(name: str, timeout: float = 180, **args) -> dict:
     p = subprocess.run(
         [sys.executable, str(PROGRAMS / "scenario.py"), name, json.dumps(args)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert p.returncode == 0, f"scenario {name} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -48,8 +50,9 @@ def mount_tmpfs(tmp_path):
         d = tmp_path / f"mnt{len(mounted)}"
         d.mkdir()
         o = f"size={size}" + (f",{opts}" if opts else "")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", o, "tmpfs", str(d)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", o, "tmpfs", str(d)], capture_output=True, text=True
+        )
         assert r.returncode == 0, f"these tests run as root (CI does): mount failed: {r.stderr}"
         mounted.append(d)
         return d
@@ -131,8 +134,14 @@ def test_thread_blocking_freeze_signal(tmp_path):
 
 def test_stdout_reader_sees_eof_while_core_is_written(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, str(PROGRAMS / "scenario.py"), "stdout_eof", json.dumps({"dir": str(tmp_path)})],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(PROGRAMS / "scenario.py"),
+            "stdout_eof",
+            json.dumps({"dir": str(tmp_path)}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     pipes = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (proc.stdout, proc.stderr)}
     try:
@@ -140,16 +149,17 @@ def test_stdout_reader_sees_eof_while_core_is_written(tmp_path):
     finally:
         proc.kill()
     child = json.loads(out.decode().strip().splitlines()[-1])["child"]
+    # EOF came while the snapshot child still runs and the core is not yet published
+    published_at_eof = list(tmp_path.glob("core_*.core"))
+    assert os.path.exists(f"/proc/{child}"), "the child was gone already: no proof"
     try:
-        # the snapshot child is still there (stopped), yet the pipes reached EOF
-        with open(f"/proc/{child}/stat") as f:
-            assert f.read().split(") ")[1][0] == "T"
         with open(f"/proc/{child}/cmdline", "rb") as f:
-            assert f.read()  # still the application's image
+            assert f.read()  # still the application's image, not a zombie
         links = {os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")}
         assert not links & pipes, links
     finally:
         os.kill(child, signal.SIGCONT)
+    assert published_at_eof == []
     deadline = time.time() + 120
     while os.path.exists(f"/proc/{child}") and time.time() < deadline:
         time.sleep(0.05)
@@ -172,14 +182,20 @@ def test_not_dumpable_refused_unless_forced(tmp_path):
 
 
 def test_reservations_do_not_cost(tmp_path):
-    base = scenario("reservations", dir=str(tmp_path / "a") if (tmp_path / "a").mkdir() is None else "")
-    big = scenario("reservations", dir=str(tmp_path / "b") if (tmp_path / "b").mkdir() is None else "",
-                   reserve=True)
+    base = scenario(
+        "reservations", dir=str(tmp_path / "a") if (tmp_path / "a").mkdir() is None else ""
+    )
+    big = scenario(
+        "reservations",
+        dir=str(tmp_path / "b") if (tmp_path / "b").mkdir() is None else "",
+        reserve=True,
+    )
     # The 2 GiB mapping is listed with its full size (sparse) but only touched pages are
     # written; the 64 GiB PROT_NONE reservation is listed with nothing dumped.
     assert big["apparent"] >= base["apparent"] + (2 << 30) - (64 << 20)
-    assert big["blocks"] <= base["blocks"] + (16 << 20), (base, big)
-    assert big["written"] <= base["written"] + (16 << 20), (base, big)
+    # 8 touched pages: up to 8 transparent huge pages (2 MiB each) of real data
+    assert big["blocks"] <= base["blocks"] + (48 << 20), (base, big)
+    assert big["written"] <= base["written"] + (48 << 20), (base, big)
     with gencore.open_core(big["core"]) as core:
         huge = [m for m in core.mappings if m.size >= (64 << 30)]
         assert huge and all(m.filesz == 0 for m in huge)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import python_gdb_script, real_python, run, tool
 
 WORKER_FUNCS = {
@@ -85,7 +84,7 @@ def test_py_spy_names_and_version(target_core):
     p = run([tool("py-spy"), "dump", "--core", target_core["core"]])
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"Python v{target_core['python_version']}" in p.stdout
-    threads = blocks(p.stdout, r"Thread (\d+|0x[0-9A-F]+)")
+    threads = blocks(p.stdout, r"Thread (0x[0-9A-F]+|\d+)")
     ids = thread_ids(target_core)
     if all(isinstance(k, int) and k < (1 << 32) for k in threads):
         label = {name: str(tid) for name, tid in ids.items()}
@@ -94,23 +93,39 @@ def test_py_spy_names_and_version(target_core):
     assert len(threads) == len(label), p.stdout
     for name, lab in label.items():
         assert re.search(rf"^Thread {lab}( \(\w+\))?: \"{name}\"", p.stdout, re.M), (name, p.stdout)
-    text = {name: p.stdout.split(f"Thread {lab}", 1)[1].split("\nThread ", 1)[0]
-            for name, lab in label.items()}
+    text = {
+        name: p.stdout.split(f"Thread {lab}", 1)[1].split("\nThread ", 1)[0]
+        for name, lab in label.items()
+    }
     for name, func in WORKER_FUNCS.items():
         assert func in text[name], name
 
 
 def test_gdb_backtraces_and_py_bt(target_core):
     p = run(
-        ["gdb", "-nx", "-batch", "-iex", "set auto-load safe-path /",
-         "-ex", "info threads", "-ex", "thread apply all bt", "-ex", "thread apply all py-bt",
-         real_python(), target_core["core"]],
+        [
+            "gdb",
+            "-nx",
+            "-batch",
+            "-iex",
+            "set auto-load safe-path /",
+            "-ex",
+            "info threads",
+            "-ex",
+            "thread apply all bt",
+            "-ex",
+            "thread apply all py-bt",
+            real_python(),
+            target_core["core"],
+        ],
         timeout=600,
     )
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
     ids = thread_ids(target_core)
-    lwps = set(int(x) for x in re.findall(r"^\*?\s*\d+\s+Thread 0x[0-9a-f]+ \(LWP (\d+)\)", out, re.M))
+    lwps = set(
+        int(x) for x in re.findall(r"^\*?\s*\d+\s+Thread 0x[0-9a-f]+ \(LWP (\d+)\)", out, re.M)
+    )
     assert lwps == set(ids.values()), out[:3000]
     assert "Couldn't find general-purpose registers" not in out
     bts = blocks(out, r"^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\)\)")
@@ -138,11 +153,18 @@ def test_note_order_is_the_kernels(target_core):
     notes = re.findall(r"^\s+(CORE|LINUX|GENCORE)\s+(\d+)\s+(\S+)", p.stdout, re.M)
     kinds = [t for _, _, t in notes]
     sizes = {t: int(s) for _, s, t in notes}
-    assert kinds[:7] == ["PRSTATUS", "PRPSINFO", "SIGINFO", "AUXV", "FILE", "FPREGSET",
-                         "X86_XSTATE"]
+    assert kinds[:7] == [
+        "PRSTATUS",
+        "PRPSINFO",
+        "SIGINFO",
+        "AUXV",
+        "FILE",
+        "FPREGSET",
+        "X86_XSTATE",
+    ]
     rest = kinds[7:]
     for i in range(8):  # every other thread: PRSTATUS, FPREGSET, X86_XSTATE
-        assert rest[i * 3:i * 3 + 3] == ["PRSTATUS", "FPREGSET", "X86_XSTATE"], rest
+        assert rest[i * 3 : i * 3 + 3] == ["PRSTATUS", "FPREGSET", "X86_XSTATE"], rest
     assert sizes["PRSTATUS"] == 336 and sizes["PRPSINFO"] == 136 and sizes["SIGINFO"] == 128
     assert sizes["FPREGSET"] == 512
     owners = [o for o, _, _ in notes]
@@ -159,7 +181,11 @@ def test_program_headers_and_build_ids(target_core):
     assert offsets[0] % 4096 == 0
     u = run([tool("eu-unstrip"), "-n", "--core", target_core["core"]])
     assert u.returncode == 0, u.stderr
-    with_ids = [ln for ln in u.stdout.splitlines() if re.match(r"^0x[0-9a-f]+\+0x[0-9a-f]+ [0-9a-f]{20,}", ln)]
+    with_ids = [
+        ln
+        for ln in u.stdout.splitlines()
+        if re.match(r"^0x[0-9a-f]+\+0x[0-9a-f]+ [0-9a-f]{20,}", ln)
+    ]
     names = " ".join(with_ids)
     assert "libc.so" in names and "[vdso]" in names or "linux-vdso" in names, u.stdout
     assert len(with_ids) >= 4, u.stdout
@@ -187,7 +213,7 @@ def test_dontdump_secret_absent(target_core):
     for _ in range(1 << 16):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         pattern.append((x >> 16) & 0xFF)
-    needle = bytes(pattern[4096:4096 + 64])
+    needle = bytes(pattern[4096 : 4096 + 64])
     with open(target_core["core"], "rb") as f:
         data = f.read()
     assert needle not in data
@@ -218,4 +244,7 @@ def test_metadata_note(target_core):
         rec = next(s for s in core.python_stacks if s["name"] == "recursive")
         assert [f["function"] for f in rec["frames"]].count("worker_recursive") == 501
         assert {t.tid for t in core.threads} == {t["tid"] for t in core.capture["threads"]}
-        assert core.threads[0].tid == dict((v, k) for k, v in target_core["report"]["threads"])["caller"]
+        assert (
+            core.threads[0].tid
+            == dict((v, k) for k, v in target_core["report"]["threads"])["caller"]
+        )

@@ -42,17 +42,22 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
     return out, skipped
 
 
-def python_stacks(skip_frames_of_caller: int = 0) -> list[dict[str, Any]]:
-    """Every Python thread's stack, with name, ident and native id."""
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def python_stacks() -> list[dict[str, Any]]:
+    """Every Python thread's stack, with name, ident and native id.
+
+    gencore's own frames on top of the calling thread's stack are left out: the stack shows
+    the application at the point where it asked for the core.
+    """
     by_ident = {t.ident: t for t in threading.enumerate()}
     current = threading.get_ident()
     result = []
     for ident, frame in sys._current_frames().items():
         t = by_ident.get(ident)
         if ident == current:
-            for _ in range(skip_frames_of_caller):
-                if frame.f_back is None:
-                    break
+            while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
                 frame = frame.f_back
         frames, skipped = _frames(frame)
         result.append(
@@ -97,7 +102,7 @@ def build_note(
         ],
     }
     if with_stacks:
-        doc["stacks"] = python_stacks(skip_frames_of_caller=0)
+        doc["stacks"] = python_stacks()
     if extra:
         doc.update(extra)
     return json.dumps(doc, default=repr, separators=(",", ":")).encode()

@@ -203,7 +203,7 @@ def _parse_notes(core: CoreFile) -> None:
                 )
             )
         elif note.owner == "CORE" and note.type == NT_PRPSINFO and len(d) >= 136:
-            core.uid, = struct.unpack_from("<I", d, 16)
+            (core.uid,) = struct.unpack_from("<I", d, 16)
             core.pid, core.ppid = struct.unpack_from("<ii", d, 24)
             core.executable_name = _c_string(d[40:56])
             core.command = _c_string(d[56:136])
@@ -237,8 +237,9 @@ def _parse_notes(core: CoreFile) -> None:
                 core.capture = doc
     by_start = {s: (e, off, name) for s, e, off, name in files}
     core.mappings = [
-        Mapping(m.start, m.end, m.flags, m.offset, m.filesz, by_start[m.start][2],
-                by_start[m.start][1])
+        Mapping(
+            m.start, m.end, m.flags, m.offset, m.filesz, by_start[m.start][2], by_start[m.start][1]
+        )
         if m.start in by_start
         else m
         for m in core.mappings
@@ -258,7 +259,9 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
     try:
         f = open(p, "rb")  # noqa: SIM115 - kept open by CoreFile
     except OSError as e:
-        raise CoreFormatError(f"cannot open {p}: {e.strerror}", errno=e.errno, stage="read") from None
+        raise CoreFormatError(
+            f"cannot open {p}: {e.strerror}", errno=e.errno, stage="read"
+        ) from None
     try:
         size = os.fstat(f.fileno()).st_size
         elf = ELFFile(f)
@@ -266,8 +269,11 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
             raise CoreFormatError(f"{p} is an ELF file but not a core ({elf.header['e_type']})")
         core = CoreFile(path=p, machine=0, notes=[], mappings=[], threads=[], _f=f, _size=size)
         machine = elf.header["e_machine"]
-        core.machine = {"EM_X86_64": 62, "EM_AARCH64": 183}.get(machine, 0) if isinstance(
-            machine, str) else int(machine)
+        core.machine = (
+            {"EM_X86_64": 62, "EM_AARCH64": 183}.get(machine, 0)
+            if isinstance(machine, str)
+            else int(machine)
+        )
         first_note = True
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_NOTE" and first_note:
@@ -280,10 +286,17 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
                     core.notes.append(Note(n["n_name"] or "", t, bytes(n["n_descdata"])))
             elif seg["p_type"] == "PT_LOAD":
                 fl = seg["p_flags"]
-                flags = ("r" if fl & 4 else "-") + ("w" if fl & 2 else "-") + ("x" if fl & 1 else "-")
+                flags = (
+                    ("r" if fl & 4 else "-") + ("w" if fl & 2 else "-") + ("x" if fl & 1 else "-")
+                )
                 core.mappings.append(
-                    Mapping(seg["p_vaddr"], seg["p_vaddr"] + seg["p_memsz"], flags,
-                            seg["p_offset"], seg["p_filesz"])
+                    Mapping(
+                        seg["p_vaddr"],
+                        seg["p_vaddr"] + seg["p_memsz"],
+                        flags,
+                        seg["p_offset"],
+                        seg["p_filesz"],
+                    )
                 )
         core.mappings.sort(key=lambda m: m.start)
         _parse_notes(core)
@@ -291,8 +304,19 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
     except CoreFormatError:
         f.close()
         raise
-    except (ELFError, ValueError, struct.error, OverflowError, KeyError, IndexError,
-            TypeError, AttributeError, AssertionError, UnicodeDecodeError, MemoryError) as e:
+    except (
+        ELFError,
+        ValueError,
+        struct.error,
+        OverflowError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+        UnicodeDecodeError,
+        MemoryError,
+    ) as e:
         f.close()
         raise CoreFormatError(f"{p} is not a readable ELF core: {type(e).__name__}: {e}") from None
     except Exception as e:  # construct's own errors and anything else pyelftools raises

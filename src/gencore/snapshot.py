@@ -174,7 +174,9 @@ def _open_directory(directory: Optional[PathLike]) -> tuple[Path, int]:
         ) from None
     except NotADirectoryError as e:
         raise CoreDirectoryError(
-            f"{d} is not a directory", errno=e.errno, stage="preflight",
+            f"{d} is not a directory",
+            errno=e.errno,
+            stage="preflight",
             advice="pass a directory as directory=",
         ) from None
     except PermissionError as e:
@@ -226,6 +228,7 @@ class _Job:
     ) -> None:
         native = _require_native()
         self.t0 = time.monotonic()
+        self.threads = threads
         self.timeout = timeout
         self.on_progress = on_progress
         self.written = 0
@@ -290,8 +293,9 @@ class _Job:
             )
             self.rfd, wfd = os.pipe2(os.O_CLOEXEC)
             try:
-                self.result = self._fork(native, wfd, note, threads, filter, freeze_timeout, sig,
-                                         siginfo)
+                self.result = self._fork(
+                    native, wfd, note, threads, filter, freeze_timeout, sig, siginfo
+                )
             finally:
                 os.close(wfd)
             self.child_pid = self.result["pid"]
@@ -324,8 +328,16 @@ class _Job:
             try:
                 with _snapshot_lock:
                     return native.snapshot(
-                        self.core_fd, self.dir_fd, wfd, os.fsencode(self.partial_name),
-                        os.fsencode(self.final_name), note, threads, filter, freeze_timeout, sig,
+                        self.core_fd,
+                        self.dir_fd,
+                        wfd,
+                        os.fsencode(self.partial_name),
+                        os.fsencode(self.final_name),
+                        note,
+                        threads,
+                        filter,
+                        freeze_timeout,
+                        sig,
                         *siginfo,
                     )
             except OSError as e:
@@ -347,7 +359,9 @@ class _Job:
         if e.errno == errno_mod.EBUSY:
             return FreezeError(
                 "another snapshot kept the threads frozen for too long",
-                errno=e.errno, stage="freeze", advice="retry",
+                errno=e.errno,
+                stage="freeze",
+                advice="retry",
             )
         if e.errno in (errno_mod.ENOMEM, errno_mod.EAGAIN):
             return CoreForkError(
@@ -433,7 +447,7 @@ class _Job:
         )
         p = CorePath(self.path)
         p.report = report
-        if report.incomplete:
+        if report.incomplete and self.threads:
             log.warning(
                 "core %s: threads %s did not stop for the snapshot (signal blocked or "
                 "uninterruptible); only their stack and instruction pointers are in the core",
@@ -584,7 +598,9 @@ def create_core(
         directory: where to write; default ``$GENCORE_DIR``, else the current directory.
         name: file name stem; default ``core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>``. ``.core`` is
             appended.
-        threads: capture every thread (``False``: only the calling thread, like a plain fork).
+        threads: freeze and capture every thread. ``False``: only the calling thread is
+            captured (the original behaviour); the others are listed as incomplete, with the
+            stack and instruction pointers the kernel reports, and are never stopped.
         python_stacks: store every Python thread's stack in the core's GENCORE note.
         filter: ``/proc/PID/coredump_filter`` bits choosing which memory is written
             (default ``0xff``: all anonymous and file-backed memory and ELF headers).
@@ -605,8 +621,18 @@ def create_core(
     Raises:
         GencoreError: a subclass saying what failed, with ``errno``, ``stage`` and advice.
     """
-    opts = _Options(directory, name, threads, python_stacks, filter, freeze_timeout, timeout,
-                    freeze_signal, force, on_progress=on_progress)
+    opts = _Options(
+        directory,
+        name,
+        threads,
+        python_stacks,
+        filter,
+        freeze_timeout,
+        timeout,
+        freeze_signal,
+        force,
+        on_progress=on_progress,
+    )
     return _wait_blocking(_start(opts))
 
 
@@ -629,8 +655,18 @@ async def create_core_async(
     and a pidfd are then watched by the loop, so no helper thread is used. Cancelling the
     task kills the snapshot child and removes the partial file.
     """
-    opts = _Options(directory, name, threads, python_stacks, filter, freeze_timeout, timeout,
-                    freeze_signal, force, on_progress=on_progress)
+    opts = _Options(
+        directory,
+        name,
+        threads,
+        python_stacks,
+        filter,
+        freeze_timeout,
+        timeout,
+        freeze_signal,
+        force,
+        on_progress=on_progress,
+    )
     job = _start(opts)
     loop = asyncio.get_running_loop()
     pidfd = -1
@@ -706,8 +742,17 @@ def start_core(
     Preflight errors (bad directory, non-dumpable process...) are raised right away. The
     future's ``child_pid`` attribute is the snapshot child's pid.
     """
-    opts = _Options(directory, name, threads, python_stacks, filter, freeze_timeout, timeout,
-                    freeze_signal, force)
+    opts = _Options(
+        directory,
+        name,
+        threads,
+        python_stacks,
+        filter,
+        freeze_timeout,
+        timeout,
+        freeze_signal,
+        force,
+    )
     job = _start(opts)
     fut: concurrent.futures.Future[CorePath] = concurrent.futures.Future()
     fut.set_running_or_notify_cancel()

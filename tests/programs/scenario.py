@@ -26,8 +26,13 @@ def report(**kw):
 
 
 def error_info(e: BaseException) -> dict:
-    return {"type": type(e).__name__, "msg": str(e), "errno": getattr(e, "errno", None),
-            "stage": getattr(e, "stage", None), "written": getattr(e, "written", None)}
+    return {
+        "type": type(e).__name__,
+        "msg": str(e),
+        "errno": getattr(e, "errno", None),
+        "stage": getattr(e, "stage", None),
+        "written": getattr(e, "written", None),
+    }
 
 
 def fds():
@@ -59,12 +64,19 @@ def scenario_basic():
     before = fds()
     try:
         p = gencore.create_core(d, **kw)
-        report(core=str(p), threads=[(t.tid, t.state) for t in p.report.threads],
-               incomplete=list(p.report.incomplete), written=p.report.written)
+        report(
+            core=str(p),
+            threads=[(t.tid, t.state) for t in p.report.threads],
+            incomplete=list(p.report.incomplete),
+            written=p.report.written,
+        )
     except gencore.GencoreError as e:
         report(error=error_info(e))
-    report(fds_same=before == fds(), children=children(), listing=sorted(os.listdir(d))
-           if os.path.isdir(d) else None)
+    report(
+        fds_same=before == fds(),
+        children=children(),
+        listing=sorted(os.listdir(d)) if os.path.isdir(d) else None,
+    )
 
 
 def scenario_rlimit_core_zero():
@@ -144,8 +156,13 @@ def scenario_blocked_signal():
     idle_threads(2)
     t0 = time.monotonic()
     p = gencore.create_core(args["dir"], freeze_timeout=args["freeze_timeout"])
-    report(elapsed=time.monotonic() - t0, core=str(p), blocked_tid=info["tid"],
-           incomplete=list(p.report.incomplete), pause=p.report.pause_s)
+    report(
+        elapsed=time.monotonic() - t0,
+        core=str(p),
+        blocked_tid=info["tid"],
+        incomplete=list(p.report.incomplete),
+        pause=p.report.pause_s,
+    )
     go.set()
     t.join()
     time.sleep(0.2)
@@ -154,9 +171,11 @@ def scenario_blocked_signal():
 
 def scenario_stdout_eof():
     # enough memory that writing takes a while, then leave while the child writes
-    blob = bytearray(os.urandom(1 << 20)) * args.get("mib", 256)
+    blob = bytearray(os.urandom(1 << 20)) * args.get("mib", 768)
     fut = gencore.start_core(args["dir"])
-    os.kill(fut.child_pid, signal.SIGSTOP)  # keep the child busy until the test says so
+    # Keep the child from finishing before the test looks (the kernel may continue it when
+    # this process group is orphaned; the size alone then keeps it busy long enough).
+    os.kill(fut.child_pid, signal.SIGSTOP)
     print(json.dumps({"child": fut.child_pid, "blob": len(blob)}), flush=True)
     os._exit(0)
 
@@ -180,8 +199,12 @@ def scenario_async():
         return p, ticks, time.monotonic() - t0
 
     p, ticks, el = asyncio.run(main())
-    report(core=str(p), ticks=ticks, threads=len(p.report.threads),
-           thread_names=[t.name for t in threading.enumerate()])
+    report(
+        core=str(p),
+        ticks=ticks,
+        threads=len(p.report.threads),
+        thread_names=[t.name for t in threading.enumerate()],
+    )
 
 
 def scenario_async_cancel():
@@ -197,7 +220,9 @@ def scenario_async_cancel():
             return "cancelled"
         return "finished"
 
-    report(outcome=asyncio.run(main()), children=children(), listing=sorted(os.listdir(args["dir"])))
+    report(
+        outcome=asyncio.run(main()), children=children(), listing=sorted(os.listdir(args["dir"]))
+    )
 
 
 def scenario_start_core():
@@ -230,8 +255,14 @@ def scenario_reservations():
     """Huge virtual reservations must not cost blocks or writing."""
     mmap_ = ctypes.CDLL(None).mmap
     mmap_.restype = ctypes.c_void_p
-    mmap_.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_long]
+    mmap_.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     MAP_PRIVATE, MAP_ANON, MAP_NORESERVE = 0x02, 0x20, 0x4000
     keep = []
     if args.get("reserve"):
@@ -245,15 +276,23 @@ def scenario_reservations():
         assert addr not in (None, ctypes.c_void_p(-1).value)
     p = gencore.create_core(args["dir"])
     st = os.stat(p)
-    report(core=str(p), blocks=st.st_blocks * 512, apparent=st.st_size,
-           written=p.report.written, elapsed=p.report.elapsed_s)
+    report(
+        core=str(p),
+        blocks=st.st_blocks * 512,
+        apparent=st.st_size,
+        written=p.report.written,
+        elapsed=p.report.elapsed_s,
+    )
 
 
 def scenario_threads_false():
     idle_threads(3)
     p = gencore.create_core(args["dir"], threads=False)
-    report(core=str(p), threads=[(t.tid, t.state) for t in p.report.threads],
-           me=threading.get_native_id())
+    report(
+        core=str(p),
+        threads=[(t.tid, t.state) for t in p.report.threads],
+        me=threading.get_native_id(),
+    )
 
 
 def scenario_timeout():

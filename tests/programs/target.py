@@ -34,8 +34,11 @@ release = threading.Event()
 def record(name, fn):
     def run():
         try:
-            results["threads"][name] = {"native_id": threading.get_native_id(),
-                                        "ident": threading.get_ident(), "ok": fn()}
+            results["threads"][name] = {
+                "native_id": threading.get_native_id(),
+                "ident": threading.get_ident(),
+                "ok": fn(),
+            }
         except BaseException as e:  # any exception here is a test failure
             results["errors"].append(f"{name}: {type(e).__name__}: {e}")
 
@@ -127,8 +130,10 @@ def sample_region(kind, base, size, count):
 def plant():
     regions = {}
     # heap objects: many small ctypes buffers (malloc heap) and bytes objects
-    heap = [ctypes.create_string_buffer(bytes(rng.getrandbits(8) for _ in range(256)), 256)
-            for _ in range(64)]
+    heap = [
+        ctypes.create_string_buffer(bytes(rng.getrandbits(8) for _ in range(256)), 256)
+        for _ in range(64)
+    ]
     for b in heap:
         sample_region("heap", ctypes.addressof(b), 256, 4)
     # a bytearray
@@ -138,12 +143,13 @@ def plant():
     # an anonymous mmap
     anon = mmap.mmap(-1, 8 << 20)
     for off in range(0, 8 << 20, 4096):
-        anon[off:off + 64] = rng.getrandbits(512).to_bytes(64, "little")
+        anon[off : off + 64] = rng.getrandbits(512).to_bytes(64, "little")
     anon_addr = ctypes.addressof((ctypes.c_char * len(anon)).from_buffer(anon))
     for _ in range(250):
         page = rng.randrange(0, (8 << 20) // 4096)
-        samples.append({"kind": "mmap", "addr": anon_addr + page * 4096 + rng.randrange(0, 48),
-                        "len": 16})
+        samples.append(
+            {"kind": "mmap", "addr": anon_addr + page * 4096 + rng.randrange(0, 48), "len": 16}
+        )
     # a modified MAP_PRIVATE file mapping
     fpath = os.path.join(cfg["workdir"], "private.bin")
     with open(fpath, "wb") as f:
@@ -196,8 +202,11 @@ def sig_state():
     with open("/proc/self/status") as f:
         fields = dict(line.split(":", 1) for line in f if ":" in line)
     return {k: fields[k].strip() for k in ("SigCgt", "SigIgn", "SigBlk")} | {
-        "py": {s.name: repr(signal.getsignal(s)) for s in signal.Signals
-               if s not in (signal.SIGKILL, signal.SIGSTOP)}
+        "py": {
+            s.name: repr(signal.getsignal(s))
+            for s in signal.Signals
+            if s not in (signal.SIGKILL, signal.SIGSTOP)
+        }
     }
 
 
@@ -214,13 +223,18 @@ def children():
 
 def main():
     atfork = {"n": 0}
-    os.register_at_fork(before=lambda: atfork.__setitem__("n", atfork["n"] + 1),
-                        after_in_child=lambda: os._exit(99))
+    os.register_at_fork(
+        before=lambda: atfork.__setitem__("n", atfork["n"] + 1), after_in_child=lambda: os._exit(99)
+    )
     if cfg.get("sigchld_ignore"):
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     workers = [
-        ("sleeper", worker_sleep), ("locker", worker_lock), ("selecter", worker_select),
-        ("receiver", worker_recv), ("busy", worker_busy), ("cblocked", worker_cblocked),
+        ("sleeper", worker_sleep),
+        ("locker", worker_lock),
+        ("selecter", worker_select),
+        ("receiver", worker_recv),
+        ("busy", worker_busy),
+        ("cblocked", worker_cblocked),
         ("recursive", worker_recursive),
     ]
     threads = [threading.Thread(target=record(n, f), name=n, daemon=True) for n, f in workers]

@@ -170,7 +170,8 @@ fail_errno : {
 }
 }
 
-/* Add every task of /proc/self/task that has no slot yet; signal it. Returns how many were new. */
+/* Add every task of /proc/self/task that has no slot yet; signal it unless signaled is NULL.
+ * Returns how many were new. */
 static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signaled)
 {
     char buf[8192];
@@ -204,9 +205,12 @@ static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signale
             struct gc_thread *t = &s->threads[s->nthreads];
             t->tid = tid;
             t->xsave_len = 0;
-            __atomic_store_n(&t->state, GC_T_SIGNALED, __ATOMIC_RELEASE);
+            __atomic_store_n(&t->state, signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
             __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
-            if (gc_sys3(SYS_tgkill, pid, tid, s->freeze_signal) < 0) {
+            if (!signaled) {
+                regs_from_proc_syscall(t);
+                added++;
+            } else if (gc_sys3(SYS_tgkill, pid, tid, s->freeze_signal) < 0) {
                 int expected = GC_T_SIGNALED;
                 __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE);
@@ -219,17 +223,27 @@ static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signale
     return added;
 }
 
+static void list_unfrozen(struct gc_snapshot *s, int task_fd)
+{
+    scan_and_signal(s, task_fd, NULL);
+    for (uint32_t i = 1; i < s->nthreads; i++) s->timed_out++;
+}
+
 int gc_freeze_all(struct gc_snapshot *s)
 {
     uint64_t t0 = gc_now_ns();
     __atomic_store_n(&g_parked, 0, __ATOMIC_RELEASE);
     s->parked = s->timed_out = 0;
-    if (!s->want_threads) {
-        s->freeze_ns = 0;
-        return 0;
-    }
     long task_fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (task_fd < 0) return (int)task_fd;
+    if (!s->want_threads) {
+        /* Only the caller is captured. The others are still listed, with the sp/pc the kernel
+         * reports, because readers check thread ids against the PRSTATUS set. */
+        list_unfrozen(s, (int)task_fd);
+        gc_close((int)task_fd);
+        s->freeze_ns = gc_now_ns() - t0;
+        return 0;
+    }
     __atomic_store_n(&g_snap, s, __ATOMIC_RELEASE);
 
     uint32_t signaled = 0;

@@ -102,7 +102,7 @@ int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
 {
     int rc;
     *child_pid = -1;
-    uint32_t cap = s->want_threads ? (uint32_t)count_tasks() * 2 + 64 : 1;
+    uint32_t cap = (uint32_t)count_tasks() * 2 + 64;
     rc = map_buffers(s, cap);
     if (rc < 0) return rc;
     s->threads[0].tid = (int32_t)gc_gettid();

@@ -658,6 +658,8 @@ void gc_child_main(struct gc_snapshot *s)
     reset_signals();
     close_inherited(s);
     gc_sys5(SYS_prctl, 15 /* PR_SET_NAME */, "gencore-snap", 0, 0, 0);
+    /* Yield the CPU to the application: its threads preempt the writer when they wake. */
+    gc_sys3(SYS_setpriority, 0 /* PRIO_PROCESS */, 0, 10);
 
     long m = gc_sys6(SYS_mmap, 0, ARENA_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

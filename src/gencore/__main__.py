@@ -1,0 +1,7 @@
+"""``python -m gencore``: the gencore command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
