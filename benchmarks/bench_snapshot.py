@@ -6,8 +6,9 @@
 For each RSS size a fresh worker process fills that much anonymous memory, then for each
 thread count (Python threads besides the main one, all idle) measures side by side:
 
-  (a) pause: the longest stall seen by a native probe thread that spins on the clock during
-      gencore's snapshot, and gencore's own measure (freeze + fork);
+  (a) pause: the longest stall seen by a native probe thread that spins on the clock, over
+      the snapshot and the 50 ms after it (the child already writing), and gencore's own
+      measure (freeze + fork);
   (b) a bare raw fork() of the same process;
   (c) the time until gencore's core is published;
   (d) the kernel's core of the same process made the original way: a forked child that
@@ -40,8 +41,21 @@ HERE = Path(__file__).parent
 
 def build_probe(out: Path) -> str:
     lib = out / "libprobe.so"
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-pthread", "-Wall", "-Wextra", "-o",
-                    str(lib), str(HERE / "probe.c")], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-Wall",
+            "-Wextra",
+            "-o",
+            str(lib),
+            str(HERE / "probe.c"),
+        ],
+        check=True,
+    )
     return str(lib)
 
 
@@ -67,10 +81,8 @@ def kernel_core(workdir: Path) -> tuple[float, int, int]:
     elapsed = time.monotonic() - t0
     cores = list(d.iterdir())
     if not cores:
-        shutil.rmtree(d)
         return elapsed, -1, -1
     st = cores[0].stat()
-    shutil.rmtree(d)
     return elapsed, st.st_blocks * 512, st.st_size
 
 
@@ -86,9 +98,16 @@ def gcore(workdir: Path) -> tuple[float, int, int]:
     if p.returncode != 0 or not files:
         return -1.0, -1, -1
     st = files[0].stat()
-    for f in files:
-        f.unlink()
     return elapsed, st.st_blocks * 512, st.st_size
+
+
+def clean(workdir: Path) -> None:
+    """Remove this round's files, then let the filesystem settle (unlink + discard of GBs
+    would otherwise slow down whoever writes next)."""
+    for f in workdir.iterdir():
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    os.sync()
+    time.sleep(1.0)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -109,7 +128,7 @@ def worker(args: argparse.Namespace) -> None:
             t = threading.Thread(target=stop.wait, daemon=True)
             t.start()
             threads.append(t)
-        time.sleep(0.2)
+        clean(workdir)
         forks = sorted(probe.bare_fork_ns() / 1e6 for _ in range(5))
         # the probe's own noise floor over a quiet window
         probe.probe_reset()
@@ -118,34 +137,42 @@ def worker(args: argparse.Namespace) -> None:
         runs = []
         for _ in range(args.repeat):
             probe.probe_reset()
-            p = gencore.create_core(workdir, python_stacks=True)
+            fut = gencore.start_core(workdir)  # returns once the threads run again
+            time.sleep(0.05)
             stall = probe.probe_max_gap_ns() / 1e6
+            p = fut.result()
             st = os.stat(p)
             r = p.report
-            runs.append({
-                "probe_stall_ms": stall,
-                "pause_ms": r.pause_s * 1e3,
-                "freeze_ms": r.freeze_s * 1e3,
-                "fork_ms": r.fork_s * 1e3,
-                "publish_s": r.elapsed_s,
-                "blocks": st.st_blocks * 512,
-                "size": st.st_size,
-                "threads": len(r.threads),
-            })
-            os.unlink(p)
+            runs.append(
+                {
+                    "probe_stall_ms": stall,
+                    "pause_ms": r.pause_s * 1e3,
+                    "freeze_ms": r.freeze_s * 1e3,
+                    "fork_ms": r.fork_s * 1e3,
+                    "publish_s": r.elapsed_s,
+                    "blocks": st.st_blocks * 512,
+                    "size": st.st_size,
+                    "threads": len(r.threads),
+                }
+            )
+            clean(workdir)
         k_time, k_blocks, k_size = kernel_core(workdir)
+        clean(workdir)
         g_time, g_blocks, g_size = gcore(workdir) if args.gcore else (-1.0, -1, -1)
         best = min(runs, key=lambda x: x["publish_s"])
-        results.append({
-            "rss_mib": args.size,
-            "threads": best["threads"],
-            "bare_fork_ms": statistics.median(forks),
-            "probe_idle_gap_ms": idle_gap,
-            "gencore": runs,
-            "kernel": {"publish_s": k_time, "blocks": k_blocks, "size": k_size},
-            "gcore": {"publish_s": g_time, "blocks": g_blocks, "size": g_size},
-        })
+        results.append(
+            {
+                "rss_mib": args.size,
+                "threads": best["threads"],
+                "bare_fork_ms": statistics.median(forks),
+                "probe_idle_gap_ms": idle_gap,
+                "gencore": runs,
+                "kernel": {"publish_s": k_time, "blocks": k_blocks, "size": k_size},
+                "gcore": {"publish_s": g_time, "blocks": g_blocks, "size": g_size},
+            }
+        )
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        clean(workdir)
     stop.set()
     probe.probe_stop()
     del blob
@@ -160,6 +187,13 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where cores are written (default: a temp dir)")
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--no-gcore", dest="gcore", action="store_false")
+    ap.add_argument(
+        "--prewarm",
+        type=int,
+        default=12,
+        help="GiB of memory to touch once first: on VMs whose host backs guest "
+        "memory lazily, first-touch page faults would otherwise dominate",
+    )
     ap.add_argument("--worker-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -173,16 +207,36 @@ def main() -> None:
     probe = build_probe(out)
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="gencore-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.prewarm:
+        print(f"prewarming {args.prewarm} GiB ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [sys.executable, "-c", f"b = bytearray(b'\\1') * ({args.prewarm} << 30)"], check=True
+        )
     all_results = []
     for size in [int(x) for x in args.sizes.split(",")]:
-        cmd = [sys.executable, __file__, "--worker-size", str(size), "--probe", probe,
-               "--dir", str(workdir), "--threads", ",".join(map(str, args.threads)),
-               "--repeat", str(args.repeat)] + ([] if args.gcore else ["--no-gcore"])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker-size",
+            str(size),
+            "--probe",
+            probe,
+            "--dir",
+            str(workdir),
+            "--threads",
+            ",".join(map(str, args.threads)),
+            "--repeat",
+            str(args.repeat),
+        ] + ([] if args.gcore else ["--no-gcore"])
         print(f"RSS {size} MiB ...", file=sys.stderr, flush=True)
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         all_results += json.loads(p.stdout)
-    meta = {"kernel": os.uname().release, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": all_results}, indent=1))
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
 

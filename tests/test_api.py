@@ -57,3 +57,34 @@ def test_directory_from_environment(tmp_path, monkeypatch):
     p = gencore.create_core(threads=False)
     assert p.parent == tmp_path and no_partials(p.name)
     assert p.report is not None and p.report.written > 0
+
+
+def test_unsupported_platform_raises_clear_error(monkeypatch, tmp_path):
+    import gencore.snapshot as snap
+
+    monkeypatch.setattr(snap, "_native", None)
+    try:
+        gencore.create_core(tmp_path)
+    except gencore.UnsupportedPlatformError as e:
+        assert "Linux on x86_64" in str(e)
+    else:
+        raise AssertionError("create_core worked without the native engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gencore_stacks_command(tmp_path):
+    import subprocess
+    import sys
+
+    r = scenario("threads_false", dir=str(tmp_path))
+    p = subprocess.run(
+        [sys.executable, "-m", "gencore", "stacks", r["core"]], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Thread" in p.stdout and "scenario_threads_false" in p.stdout
+    bad = tmp_path / "not-a-core"
+    bad.write_bytes(b"\x7fELF" + b"\0" * 100)
+    p = subprocess.run(
+        [sys.executable, "-m", "gencore", "info", str(bad)], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and "gencore:" in p.stderr

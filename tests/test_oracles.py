@@ -248,3 +248,53 @@ def test_metadata_note(target_core):
             core.threads[0].tid
             == dict((v, k) for k, v in target_core["report"]["threads"])["caller"]
         )
+
+
+def test_layout_matches_a_kernel_core_of_the_same_process(tmp_path):
+    """The kernel's own core of the same process is the reference for program headers."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import PROGRAMS
+
+    import gencore
+
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    if "/" in pattern or pattern.startswith("|"):
+        pytest.skip(f"kernel reference cores need a plain core_pattern, this host has {pattern!r}")
+    kdir = tmp_path / "kernel"
+    kdir.mkdir()
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(PROGRAMS / "scenario.py"),
+            "kernel_reference",
+            json.dumps({"dir": str(tmp_path), "kdir": str(kdir)}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == -6, p.stderr
+    ours = json.loads(p.stdout.splitlines()[0])["core"]
+    kcores = list(kdir.iterdir())
+    assert len(kcores) == 1, "the kernel wrote no core (RLIMIT_CORE / core_pattern?)"
+    with gencore.open_core(ours) as a, gencore.open_core(kcores[0]) as k:
+        theirs = {m.start: m for m in k.mappings}
+        same = [m for m in a.mappings if m.start in theirs]
+        assert len(same) >= 0.9 * len(k.mappings), (len(same), len(k.mappings))
+        for m in same:
+            km = theirs[m.start]
+            if m.path and "(deleted)" not in m.path:
+                assert (m.end, m.flags, m.path) == (km.end, km.flags, km.path), (m, km)
+                assert m.filesz == km.filesz, (m, km)
+        kinds = [(n.owner, n.type) for n in a.notes if n.owner != "GENCORE"]
+        assert kinds == [(n.owner, n.type) for n in k.notes]
+        # fixed-size notes have the kernel's sizes (AUXV and FILE vary with the process)
+        fixed = {1, 2, 3, 0x53494749, 0x202, 0x205}
+        ours = {(n.type, len(n.data)) for n in a.notes if n.type in fixed}
+        assert ours == {(n.type, len(n.data)) for n in k.notes if n.type in fixed}
+        assert a.auxv == k.auxv
+        assert a.pid == k.pid

@@ -306,6 +306,19 @@ def scenario_timeout():
     report(children=children(), listing=sorted(os.listdir(args["dir"])))
 
 
+def scenario_kernel_reference():
+    """Our core, then the kernel's core of the same process (abort in a scratch directory)."""
+    idle_threads(3)
+    p = gencore.create_core(args["dir"])
+    print(json.dumps({"core": str(p), "pid": os.getpid()}), flush=True)
+    os.chdir(args["kdir"])
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+    with open("/proc/self/coredump_filter", "w") as f:
+        f.write("0xff")
+    signal.signal(signal.SIGABRT, signal.SIG_DFL)
+    os.abort()
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]]()
     print(json.dumps(out), flush=True)

@@ -26,6 +26,7 @@
 static struct gc_snapshot *volatile g_snap; /* non-NULL while a freeze is in flight */
 static int g_release;                       /* futex word: bumped to release parked threads */
 static int g_parked;                        /* futex word: number of threads parked */
+static int g_expected;                      /* threads signaled so far: the last parker wakes us */
 static int g_busy;                          /* one snapshot at a time, process-wide */
 static int g_handler_kept;                  /* our handler stays installed (stale signals) */
 static struct sigaction g_old_action;
@@ -65,8 +66,9 @@ static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
     if (!__atomic_compare_exchange_n(&t->state, &expected, GC_T_PARKED, 0, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE))
         return; /* the controller gave up on us already */
-    __atomic_add_fetch(&g_parked, 1, __ATOMIC_ACQ_REL);
-    futex_wake_all(&g_parked);
+    /* Only the last thread to park wakes the controller: one context switch, not one per thread. */
+    if (__atomic_add_fetch(&g_parked, 1, __ATOMIC_ACQ_REL) >= __atomic_load_n(&g_expected, __ATOMIC_ACQUIRE))
+        futex_wake_all(&g_parked);
     while (__atomic_load_n(&g_release, __ATOMIC_ACQUIRE) == release)
         gc_sys6(SYS_futex, (long)&g_release, FUTEX_WAIT_PRIVATE, release, 0, 0, 0);
     /* errno is untouched: every call above is a raw syscall. */
@@ -134,6 +136,43 @@ static int task_exists(int32_t tid)
     if (fd < 0) return 0;
     gc_close((int)fd);
     return 1;
+}
+
+/* True if /proc/self/task/TID/status says the thread blocks sig: it cannot park, so there is
+ * no point in waiting for it. */
+static int blocks_signal(int32_t tid, int sig)
+{
+    char path[64], buf[2048];
+    size_t pos = 0;
+    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
+    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)tid);
+    gc_fmt_str(path, sizeof path, &pos, "/status");
+    path[pos] = 0;
+    long fd = gc_open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    long n = gc_read((int)fd, buf, sizeof buf - 1);
+    gc_close((int)fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    for (char *p = buf; *p; p++) {
+        if ((p == buf || p[-1] == '\n') && gc_startswith(p, "SigBlk:")) {
+            p += 7;
+            while (*p == ' ' || *p == '\t') p++;
+            uint64_t mask = 0;
+            for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+                mask = mask * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+            return sig >= 1 && sig <= 64 && ((mask >> (sig - 1)) & 1);
+        }
+    }
+    return 0;
+}
+
+/* Give up on a thread that did not park: partial registers from /proc. */
+static void mark_incomplete(struct gc_snapshot *s, struct gc_thread *t)
+{
+    regs_from_proc_syscall(t);
+    s->timed_out++;
+    g_handler_kept = 1; /* its signal is still pending: keep an inert handler */
 }
 
 int gc_freeze_prepare(struct gc_snapshot *s)
@@ -207,10 +246,12 @@ static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signale
             t->xsave_len = 0;
             __atomic_store_n(&t->state, signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
             __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
+            if (signaled) __atomic_add_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
             if (!signaled) {
                 regs_from_proc_syscall(t);
                 added++;
             } else if (gc_sys3(SYS_tgkill, pid, tid, s->freeze_signal) < 0) {
+                __atomic_sub_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
                 int expected = GC_T_SIGNALED;
                 __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE);
@@ -233,6 +274,7 @@ int gc_freeze_all(struct gc_snapshot *s)
 {
     uint64_t t0 = gc_now_ns();
     __atomic_store_n(&g_parked, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_expected, 0, __ATOMIC_RELEASE);
     s->parked = s->timed_out = 0;
     long task_fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (task_fd < 0) return (int)task_fd;
@@ -248,6 +290,7 @@ int gc_freeze_all(struct gc_snapshot *s)
 
     uint32_t signaled = 0;
     uint64_t deadline = t0 + s->freeze_timeout_ns;
+    int checked_masks = 0;
     for (int round = 0; round < 64; round++) {
         int added = scan_and_signal(s, (int)task_fd, &signaled);
         if (round > 0 && added == 0) break;
@@ -258,22 +301,32 @@ int gc_freeze_all(struct gc_snapshot *s)
             uint64_t now = gc_now_ns();
             if (now >= deadline) break;
             uint64_t left = deadline - now;
-            if (left > 10000000ull) left = 10000000ull; /* re-check gone threads every 10 ms */
+            uint64_t cap = checked_masks ? 10000000ull : 1000000ull; /* re-check laggards */
+            if (left > cap) left = cap;
             struct {
                 long sec, nsec;
             } ts = {(long)(left / 1000000000ull), (long)(left % 1000000000ull)};
             gc_sys6(SYS_futex, (long)&g_parked, FUTEX_WAIT_PRIVATE, parked, (long)&ts, 0, 0);
-            /* A signaled thread that exited will never park: stop waiting for it. */
+            /* A signaled thread that exited, or that blocks the signal, will never park: stop
+             * waiting for it. Checked once the quick path (everyone parks in well under a
+             * millisecond) is over, so the common case reads no /proc files. */
+            if (gc_now_ns() - t0 < 2000000ull) continue;
             for (uint32_t i = 1; i < s->nthreads; i++) {
                 struct gc_thread *t = &s->threads[i];
                 if (__atomic_load_n(&t->state, __ATOMIC_ACQUIRE) != GC_T_SIGNALED) continue;
-                if (!task_exists(t->tid)) {
-                    int expected = GC_T_SIGNALED;
-                    if (__atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0,
-                                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                        signaled--;
+                int gone = !task_exists(t->tid);
+                int blocked = !gone && !checked_masks && blocks_signal(t->tid, s->freeze_signal);
+                if (!gone && !blocked) continue;
+                int expected = GC_T_SIGNALED;
+                if (__atomic_compare_exchange_n(&t->state, &expected,
+                                                gone ? GC_T_GONE : GC_T_TIMEOUT, 0,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                    signaled--;
+                    __atomic_sub_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
+                    if (blocked) mark_incomplete(s, t);
                 }
             }
+            checked_masks = 1;
         }
         if (gc_now_ns() >= deadline) break;
     }
@@ -287,9 +340,7 @@ int gc_freeze_all(struct gc_snapshot *s)
                 __atomic_store_n(&t->state, GC_T_GONE, __ATOMIC_RELEASE);
                 continue;
             }
-            regs_from_proc_syscall(t);
-            s->timed_out++;
-            g_handler_kept = 1; /* its signal is still pending: keep an inert handler */
+            mark_incomplete(s, t);
         } else if (expected == GC_T_PARKED) {
             s->parked++;
         }

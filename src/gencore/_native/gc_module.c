@@ -167,6 +167,7 @@ PyMODINIT_FUNC PyInit__native(void)
 {
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
+    gc_regs_init();
     if (PyModule_AddIntConstant(m, "STATUS_SIZE", (long)sizeof(struct gc_status)) < 0 ||
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_FREEZE_SIGNAL", (long)(SIGRTMAX - 3)) < 0 ||

@@ -109,6 +109,7 @@ void gc_freeze_finish(struct gc_snapshot *s);
 int gc_freeze_busy(void);
 
 /* gc_regs_x86_64.c */
+void gc_regs_init(void);
 void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS]);
 uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap);
 uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap);

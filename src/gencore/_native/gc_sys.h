@@ -62,12 +62,9 @@ static inline void gc_memzero(void *p, size_t n)
     while (n--) *d++ = 0;
 }
 
-static inline void gc_memcopy(void *dst, const void *src, size_t n)
-{
-    volatile unsigned char *d = dst;
-    const unsigned char *s = src;
-    while (n--) *d++ = *s++;
-}
+/* memcpy itself is async-signal-safe (no locks, no allocation) and much faster than a byte loop
+ * for the XSAVE areas copied in the freeze handler. */
+static inline void gc_memcopy(void *dst, const void *src, size_t n) { __builtin_memcpy(dst, src, n); }
 
 static inline size_t gc_strlen(const char *s)
 {
