@@ -165,27 +165,21 @@ def _open_directory(directory: Optional[PathLike]) -> tuple[Path, int]:
                     advice="pass the real directory, owned by you, as directory=",
                 )
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError as e:
-        raise CoreDirectoryError(
-            f"core directory {d} does not exist",
-            errno=e.errno,
-            stage="preflight",
-            advice="create it, or pass directory= / set GENCORE_DIR",
-        ) from None
-    except NotADirectoryError as e:
-        raise CoreDirectoryError(
-            f"{d} is not a directory",
-            errno=e.errno,
-            stage="preflight",
-            advice="pass a directory as directory=",
-        ) from None
-    except PermissionError as e:
-        raise CoreDirectoryError(
-            f"cannot open core directory {d}: {describe_errno(e.errno)}",
-            errno=e.errno,
-            stage="preflight",
-            advice="fix its permissions, or pass another directory= / set GENCORE_DIR",
-        ) from None
+    except OSError as e:
+        what, advice = {
+            errno_mod.ENOENT: (
+                f"core directory {d} does not exist",
+                "create it, or pass directory= / set GENCORE_DIR",
+            ),
+            errno_mod.ENOTDIR: (f"{d} is not a directory", "pass a directory as directory="),
+        }.get(
+            e.errno or 0,
+            (
+                f"cannot open core directory {d}: {describe_errno(e.errno)}",
+                "fix its permissions, or pass another directory= / set GENCORE_DIR",
+            ),
+        )
+        raise CoreDirectoryError(what, errno=e.errno, stage="preflight", advice=advice) from None
     return d, fd
 
 

@@ -62,7 +62,7 @@ struct child {
 
 /* ------------------------------------------------------------------ status */
 
-static void send_status(struct child *c, uint32_t kind, int err)
+static void send_result(struct child *c, uint32_t kind, int err, uint64_t file_size, uint64_t nseg)
 {
     struct gc_status st;
     gc_memzero(&st, sizeof st);
@@ -72,8 +72,12 @@ static void send_status(struct child *c, uint32_t kind, int err)
     st.stage = c->stage;
     st.written = c->written;
     st.total = c->total;
+    st.file_size = file_size;
+    st.nsegments = nseg;
     gc_write(c->s->status_fd, &st, sizeof st);
 }
+
+static void send_status(struct child *c, uint32_t kind, int err) { send_result(c, kind, err, 0, 0); }
 
 static __attribute__((noreturn)) void fail(struct child *c, long err)
 {
@@ -791,16 +795,7 @@ void gc_child_main(struct gc_snapshot *s)
         e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
     }
     if (e < 0) fail(c, e);
-    struct gc_status st;
-    gc_memzero(&st, sizeof st);
-    st.magic = GC_STATUS_MAGIC;
-    st.kind = GC_ST_DONE;
-    st.stage = GC_STAGE_PUBLISH;
-    st.written = c->written;
-    st.total = c->total;
-    st.file_size = file_size;
-    st.nsegments = nseg;
-    gc_write(s->status_fd, &st, sizeof st);
+    send_result(c, GC_ST_DONE, 0, file_size, nseg);
     gc_sys1(SYS_exit_group, 0);
     __builtin_unreachable();
 }
