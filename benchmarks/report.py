@@ -68,14 +68,15 @@ def plot(table: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for n in sorted({r["threads"] for r in table}):
+    for i, n in enumerate(sorted({r["threads"] for r in table})):
         sel = [r for r in table if r["threads"] == n]
         xs = [r["rss"] for r in sel]
-        a.plot(xs, [r["stall"] for r in sel], "o-", label=f"gencore pause, {n} threads")
-        b.plot(xs, [r["publish"] for r in sel], "o-", label=f"gencore, {n} threads")
+        c = f"C{i}"
+        a.plot(xs, [r["stall"] for r in sel], "o-", color=c, label=f"gencore, {n} threads")
+        a.plot(xs, [r["fork"] for r in sel], "--", color=c, label=f"bare fork(), {n} threads")
+        b.plot(xs, [r["publish"] for r in sel], "o-", color=c, label=f"gencore, {n} threads")
     sel = [r for r in table if r["threads"] == min(r["threads"] for r in table)]
     xs = [r["rss"] for r in sel]
-    a.plot(xs, [r["fork"] for r in sel], "k--", label="bare fork()")
     b.plot(xs, [r["kernel"] for r in sel], "k--", label="kernel core (original method)")
     if all(r["gcore"] > 0 for r in sel):
         b.plot(xs, [r["gcore"] for r in sel], "r:", label="gcore (process stopped throughout)")
@@ -84,6 +85,9 @@ def plot(table: list[dict], path: Path) -> bool:
         xscale="log", yscale="log", xlabel="RSS (MiB)", ylabel="s", title="Time to a finished core"
     )
     for ax in (a, b):
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -140,7 +144,10 @@ def main() -> None:
         f"- core published in ≤ 0.5 × the kernel's time at ≥ 1 GiB: worst ratio "
         f"{max((r['ratio'] for r in big), default=float('nan')):.2f}.",
         f"- allocated blocks ≤ the kernel's: worst gencore/kernel "
-        f"{max(r['blocks'] / r['kblocks'] for r in table if r['kblocks'] > 0):.3f}.",
+        f"{max(r['blocks'] / r['kblocks'] for r in table if r['kblocks'] > 0):.3f} "
+        f"(largest excess {max((r['blocks'] - r['kblocks']) >> 10 for r in table)} KiB). The "
+        "original method's core comes from a one-thread child, so it has one thread's register "
+        "notes; gencore's has every thread's (about 3.3 KiB each with this CPU's XSAVE size).",
         "",
         "`pause (probe)` is the longest time the probe thread could not run, over the snapshot "
         "and the 50 ms after it; `pause (own)` is gencore's measure (freeze + fork); both are the "
