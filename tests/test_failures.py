@@ -89,6 +89,15 @@ def test_enospc_on_small_tmpfs(mount_tmpfs):
     assert r["listing"] == [] and r["fds_same"] and r["children"] == []
 
 
+def test_file_size_limit_is_a_clear_error(tmp_path):
+    # RLIMIT_FSIZE would send SIGXFSZ; the child blocks it and gets EFBIG instead
+    r = scenario("fsize_limit", dir=str(tmp_path))
+    e = r["error"]
+    assert e["type"] == "CoreWriteError" and e["errno"] == 27, e
+    assert "file too large" in e["msg"] and str(tmp_path) in e["msg"]
+    assert r["listing"] == [] and r["fds_same"] and r["children"] == []
+
+
 def test_rlimit_core_zero(tmp_path):
     r = scenario("rlimit_core_zero", dir=str(tmp_path))
     assert r["rlimit"] == [0, 0]
@@ -110,13 +119,15 @@ def test_waitpid_reaper_in_app(tmp_path):
 
 def test_concurrent_callers_get_distinct_cores(tmp_path):
     r = scenario("concurrent", dir=str(tmp_path), n=8)
-    paths = r["results"]
-    assert all(isinstance(p, str) for p in paths), paths
+    assert all(isinstance(x, list) for x in r["results"]), r["results"]
+    paths = [p for p, _ in r["results"]]
     assert len(set(paths)) == 8
     assert no_partials(r["listing"]) and len(r["listing"]) == 8 and r["children"] == []
-    for p in paths:
+    for p, caller in r["results"]:
         with gencore.open_core(p) as core:
-            assert len(core.threads) >= 9  # the 8 callers and the main thread
+            # each core is its caller's: that thread comes first (gdb's selected thread)
+            assert core.threads[0].tid == caller
+            assert len(core.threads) >= 2
 
 
 def test_thread_blocking_freeze_signal(tmp_path):

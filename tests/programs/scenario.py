@@ -86,6 +86,11 @@ def scenario_rlimit_core_zero():
     report(rlimit=resource.getrlimit(resource.RLIMIT_CORE))
 
 
+def scenario_fsize_limit():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+    scenario_basic()
+
+
 def scenario_sigchld_ignored():
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     idle_threads(3)
@@ -122,7 +127,7 @@ def scenario_concurrent():
     def run(i):
         barrier.wait()
         try:
-            results[i] = str(gencore.create_core(args["dir"]))
+            results[i] = [str(gencore.create_core(args["dir"])), threading.get_native_id()]
         except BaseException as e:
             results[i] = error_info(e)
 
