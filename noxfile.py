@@ -53,5 +53,6 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff on the package, tests and benchmarks; C warnings are errors in the build."""
+    """ruff on the package, tests and benchmarks; mypy on the package."""
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", external=True)
+    session.run("mypy", "--ignore-missing-imports", "src/gencore", external=True)

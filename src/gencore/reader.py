@@ -280,7 +280,7 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
                 first_note = False
                 if seg["p_offset"] + seg["p_filesz"] > size:
                     raise CoreFormatError(f"{p} is truncated inside its notes")
-                for n in seg.iter_notes():
+                for n in seg.iter_notes():  # type: ignore[attr-defined]
                     t = n["n_type"]
                     t = _NOTE_NAMES.get(t, 0) if isinstance(t, str) else int(t)
                     core.notes.append(Note(n["n_name"] or "", t, bytes(n["n_descdata"])))

@@ -41,13 +41,16 @@ from .errors import (
 
 log = logging.getLogger("gencore")
 
+_IMPORT_ERROR: Optional[BaseException] = None
+_native: Any
 try:
-    from . import _native  # type: ignore[attr-defined]
+    from . import _native
 except ImportError as _e:  # pragma: no cover - exercised on unsupported platforms only
     _native = None
-    _IMPORT_ERROR: Optional[BaseException] = _e
+    _IMPORT_ERROR = _e
 else:
-    _IMPORT_ERROR = None
+    if not hasattr(_native, "snapshot"):  # the C sources' folder, not a built extension
+        _native = None
 
 VERSION = "0.1.0"
 DEFAULT_FILTER = 0xFF
@@ -694,7 +697,12 @@ async def create_core_async(
             except (AttributeError, OSError):
                 pidfd = -1
             if pidfd >= 0:
-                loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+
+                def on_exit() -> None:
+                    if not exited.done():
+                        exited.set_result(None)
+
+                loop.add_reader(pidfd, on_exit)
                 try:
                     await exited
                 finally:
