@@ -12,6 +12,16 @@ ELF core while the application carries on. pystack, py-spy, gdb and elfutils rea
 
 from __future__ import annotations
 
+from ._kernel import KernelCoreUnavailableError
+from .bundle import (
+    BundleError,
+    BundlePath,
+    bundle_core,
+    collect_core,
+    collect_core_async,
+    extract_bundle,
+    start_collect,
+)
 from .errors import (
     CoreChildError,
     CoreDirectoryError,
@@ -40,6 +50,14 @@ from .snapshot import (
 __version__ = VERSION
 
 __all__ = [
+    "BundleError",
+    "BundlePath",
+    "KernelCoreUnavailableError",
+    "bundle_core",
+    "collect_core",
+    "collect_core_async",
+    "extract_bundle",
+    "start_collect",
     "CoreChildError",
     "CoreDirectoryError",
     "CoreFile",

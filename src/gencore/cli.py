@@ -95,19 +95,37 @@ def _print_stacks(core: CoreFile, out: Any) -> None:
 
 def _info(core: CoreFile) -> dict[str, Any]:
     dumped = sum(m.filesz for m in core.mappings)
+    names = {
+        t.get("native_id"): t.get("name")
+        for t in core.metadata.get("threads", [])
+        if isinstance(t, dict)
+    }
+    files: dict[str, int] = {}
+    for m in core.mappings:
+        if m.path:
+            files[m.path] = files.get(m.path, 0) + m.size
+    anon = sum(m.size for m in core.mappings if not m.path)
     return {
         "path": str(core.path),
         "pid": core.pid,
         "command": core.command,
         "signal": core.signal,
-        "threads": [{"tid": t.tid, "pc": t.pc, "sp": t.sp} for t in core.threads],
+        "threads": [
+            {"tid": t.tid, "name": names.get(t.tid), "pc": t.pc, "sp": t.sp} for t in core.threads
+        ],
         "incomplete_threads": core.incomplete_threads,
         "mappings": len(core.mappings),
-        "file_mappings": len({m.path for m in core.mappings if m.path}),
+        "file_mappings": len(files),
+        "largest_files": sorted(files.items(), key=lambda kv: -kv[1])[:5],
+        "anonymous_bytes": anon,
+        "mapped_bytes": sum(m.size for m in core.mappings),
         "dumped_bytes": dumped,
         "file_size": os.stat(core.path).st_size,
         "allocated_bytes": os.stat(core.path).st_blocks * 512,
-        "metadata": {k: v for k, v in core.metadata.items() if k != "stacks"},
+        "metadata": {k: v for k, v in core.metadata.items() if k not in ("stacks", "threads")},
+        "bundle": {k: core.manifest.get(k) for k in ("executable", "files", "missing")}
+        if core.manifest
+        else None,
     }
 
 
@@ -124,6 +142,8 @@ def cmd_stacks(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     with open_core(args.core) as core:
         info = _info(core)
+    if core.manifest:
+        info["path"] = f"{args.core} (bundle)"
     if args.json:
         json.dump(info, sys.stdout, indent=1)
         print()
@@ -134,10 +154,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"threads:  {len(info['threads'])}"
         + (f" ({len(info['incomplete_threads'])} incomplete)" if info["incomplete_threads"] else "")
     )
-    print(f"mappings: {info['mappings']} ({info['file_mappings']} files)")
+    for t in info["threads"]:
+        print(f"  {t['tid']:>8}  pc {t['pc']:#014x}  sp {t['sp']:#014x}  {t['name'] or ''}")
     print(
-        f"size:     {info['file_size']} bytes, {info['allocated_bytes']} allocated, "
-        f"{info['dumped_bytes']} of memory"
+        f"mappings: {info['mappings']} ({info['file_mappings']} files), "
+        f"{_size(info['mapped_bytes'])} mapped, {_size(info['anonymous_bytes'])} anonymous"
+    )
+    for path, size in info["largest_files"]:
+        print(f"  {_size(size):>10}  {path}")
+    print(
+        f"size:     {_size(info['file_size'])} file, {_size(info['allocated_bytes'])} on disk, "
+        f"{_size(info['dumped_bytes'])} of memory dumped"
     )
     meta = info["metadata"]
     if meta:
@@ -145,7 +172,45 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"written:  by gencore {meta.get('gencore')} (reason {meta.get('reason')}) "
             f"for Python {meta.get('python', {}).get('version')}"
         )
+        if meta.get("exception"):
+            print(f"exception: {meta['exception'].get('text', '').strip().splitlines()[-1:]}")
+    if info["bundle"]:
+        b = info["bundle"]
+        print(
+            f"bundle:   {len(b['files'] or [])} files, executable {b['executable']}, "
+            f"{len(b['missing'] or [])} missing"
+        )
     return 0
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class _Progress:
+    """A one-line progress display on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.tty:
+            return
+        pct = 100.0 * done / total if total else 0.0
+        sys.stderr.write(f"\r{self.label}: {_size(done)} of {_size(total)} ({pct:.0f}%)   ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _find_tool(name: str) -> Optional[str]:
@@ -188,6 +253,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .bundle import bundle_core
+
+    progress = _Progress("bundling")
+    try:
+        path = bundle_core(args.core, format=args.format, keep_core=True, on_progress=progress)
+    finally:
+        progress.end()
+    print(path)
+    if path.manifest.get("missing"):
+        for m in path.manifest["missing"]:
+            print(f"missing: {m['path']}: {m['reason']}", file=sys.stderr)
+    return 0
+
+
+def debug_command(ex: Any, tool: str, extra: list[str]) -> list[str]:
+    """The command line that runs ``tool`` on an extracted bundle's own copies of the files."""
+    root, core = str(ex.root), str(ex.core)
+    exe = str(ex.executable) if ex.executable else None
+    if tool == "pystack":
+        cmd = [_find_tool("pystack") or "pystack", "core", core]
+        if exe:
+            cmd.append(exe)
+        return [*cmd, "--lib-search-root", root, *extra]
+    if tool == "gdb":
+        dirs = sorted({str(p.parent) for p in ex.root.rglob("*.so*")})
+        cmd = [
+            "gdb",
+            "-nx",
+            "-iex",
+            f"set auto-load safe-path {root}",
+            "-iex",
+            f"set sysroot {root}",
+            "-iex",
+            f"set solib-search-path {':'.join(dirs)}",
+            "-iex",
+            "set debuginfod enabled off",
+        ]
+        if not sys.stdin.isatty() and not extra:
+            cmd += [
+                "-batch",
+                "-ex",
+                "info threads",
+                "-ex",
+                "thread apply all bt",
+                "-ex",
+                "thread apply all py-bt",
+            ]
+        return [*cmd, *extra, *([exe] if exe else []), core]
+    if tool == "py-spy":
+        return [_find_tool("py-spy") or "py-spy", "dump", "--core", core, *extra]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from .bundle import extract_bundle
+
+    extra = list(args.args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    with tempfile.TemporaryDirectory(prefix="gencore-debug-") as tmp:
+        ex = extract_bundle(args.bundle, tmp)
+        if ex.executable is None:
+            print("gencore: the bundle has no executable; tools will guess it", file=sys.stderr)
+        cmd = debug_command(ex, args.tool, extra)
+        if args.print_command:
+            print(" ".join(cmd))
+        try:
+            return subprocess.call(cmd)
+        except FileNotFoundError:
+            print(f"gencore: {args.tool} is not installed", file=sys.stderr)
+            return 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import FAIL, run_checks
+
+    checks = run_checks(args.directory, trial=args.trial)
+    if args.json:
+        json.dump([c.as_dict() for c in checks], sys.stdout, indent=1)
+        print()
+    else:
+        for c in checks:
+            print(f"{c.level:<4}  {c.name:<13} {c.message}")
+            if c.advice and c.level != "OK":
+                print(f"{'':<19} -> {c.advice}")
+    return 1 if any(c.level == FAIL for c in checks) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gencore`` command."""
     ap = argparse.ArgumentParser(
@@ -199,14 +353,39 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="dump a small multi-threaded program and read it back")
     d.add_argument("--directory", "-d", help="where to write the core (default: a temp dir)")
     d.set_defaults(func=cmd_demo)
-    s = sub.add_parser("stacks", help="every Python thread's stack stored in a gencore core")
+    s = sub.add_parser("stacks", help="every Python thread's stack in a gencore core or bundle")
     s.add_argument("core")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stacks)
-    i = sub.add_parser("info", help="process, threads, mappings and sizes of a core")
+    i = sub.add_parser("info", help="process, threads, mappings and sizes of a core or bundle")
     i.add_argument("core")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+    b = sub.add_parser("bundle", help="pack an existing core with its executable and libraries")
+    b.add_argument("core")
+    b.add_argument("--format", choices=("tar.gz", "tar.zst"), default="tar.gz")
+    b.set_defaults(func=cmd_bundle)
+    g = sub.add_parser(
+        "debug",
+        help="run pystack, gdb or py-spy on a bundle's own copies of the files",
+        description="Extract BUNDLE safely into a temporary directory and run the tool there, "
+        "with libraries resolved from the bundle (pystack --lib-search-root; gdb sysroot and "
+        "python-gdb.py). Arguments after -- go to the tool.",
+    )
+    g.add_argument("bundle")
+    g.add_argument("--tool", choices=("pystack", "gdb", "py-spy"), default="pystack")
+    g.add_argument("--print-command", action="store_true", help="show the tool's command line")
+    g.add_argument("args", nargs=argparse.REMAINDER)
+    g.set_defaults(func=cmd_debug)
+    o = sub.add_parser("doctor", help="what would stop core dumps here, and how to fix it")
+    o.add_argument(
+        "--directory",
+        "-d",
+        help="where cores would be written (default: $GENCORE_DIR or the current directory)",
+    )
+    o.add_argument("--trial", action="store_true", help="also write and read back a real core")
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_doctor)
     return ap
 
 

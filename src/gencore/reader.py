@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,8 @@ class CoreFile:
     auxv: dict[int, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     capture: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    cleanup_dir: Optional[str] = None
     _f: Optional[BinaryIO] = None
     _size: int = 0
 
@@ -125,6 +128,9 @@ class CoreFile:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self.cleanup_dir is not None:
+            shutil.rmtree(self.cleanup_dir, ignore_errors=True)
+            self.cleanup_dir = None
 
     @property
     def python_stacks(self) -> list[dict[str, Any]]:
@@ -247,15 +253,26 @@ def _parse_notes(core: CoreFile) -> None:
 
 
 def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
-    """Open an ELF core file and parse its notes and program headers.
+    """Open an ELF core file, or the core inside a bundle, and parse its notes and headers.
+
+    A bundle (``.tar.gz``/``.tar.zst`` from :func:`~gencore.collect_core`) has its core
+    extracted to a private temporary directory, removed by :meth:`CoreFile.close`; its
+    manifest is in ``CoreFile.manifest``.
 
     Raises:
-        CoreFormatError: the file is missing, not an ELF core, or damaged.
+        CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
     """
+    from .bundle import is_bundle, open_bundle_core
+
+    if is_bundle(path):
+        return open_bundle_core(path)
+    return _open_elf(Path(path))
+
+
+def _open_elf(p: Path) -> CoreFile:
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
-    p = Path(path)
     try:
         f = open(p, "rb")  # noqa: SIM115 - kept open by CoreFile
     except OSError as e:

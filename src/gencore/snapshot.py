@@ -566,6 +566,45 @@ class _Options:
     on_progress: Optional[ProgressCallback] = field(default=None)
 
 
+def _kernel_core(
+    directory: Optional[PathLike], name: Optional[str], force: bool, timeout: Optional[float]
+) -> CorePath:
+    from . import _kernel
+
+    native = _require_native()
+    t0 = time.monotonic()
+    if native.dumpable() == 0 and not force:
+        raise NotDumpableError(
+            "this process is marked non-dumpable (prctl PR_SET_DUMPABLE 0): it may hold secrets",
+            stage="preflight",
+            advice="pass force=True if a core of it is really wanted",
+        )
+    _kernel.preflight()
+    stem = name if name is not None else make_stem()
+    final = stem if stem.endswith(".core") else stem + ".core"
+    d, dir_fd = _open_directory(directory)
+    try:
+        path, pid, fork_s = _kernel.create(native, d, dir_fd, final, force, timeout)
+    finally:
+        os.close(dir_fd)
+    size = os.stat(path)
+    p = CorePath(path)
+    p.report = SnapshotReport(
+        path=path,
+        child_pid=pid,
+        threads=(ThreadReport(threading.get_native_id(), "caller"),),
+        freeze_s=0.0,
+        fork_s=fork_s,
+        pause_s=fork_s,
+        elapsed_s=time.monotonic() - t0,
+        written=size.st_blocks * 512,
+        file_size=size.st_size,
+        segments=0,
+    )
+    log.info("kernel core %s written (%s)", path, _size(size.st_size))
+    return p
+
+
 def _start(opts: _Options) -> _Job:
     return _Job(**opts.__dict__)
 
@@ -582,6 +621,7 @@ def create_core(
     freeze_signal: Optional[int] = None,
     force: bool = False,
     on_progress: Optional[ProgressCallback] = None,
+    method: str = "native",
 ) -> CorePath:
     """Write a core dump of this process and return its path once it is complete.
 
@@ -610,6 +650,12 @@ def create_core(
             ``$GENCORE_FREEZE_SIGNAL``).
         force: write a core even if the process is marked non-dumpable.
         on_progress: called as ``on_progress(written, total)`` while the core is written.
+        method: ``"native"`` (default): the snapshot child writes the core itself.
+            ``"kernel"``: the original technique, a forked copy of this thread crashes with
+            SIGSEGV in a private directory and the kernel writes its core; only the calling
+            thread is in it, and it needs a ``core_pattern`` that writes a plain file
+            (a pipe to systemd-coredump or apport raises
+            :class:`~gencore.KernelCoreUnavailableError` right away).
 
     Returns:
         A :class:`CorePath` (a :class:`pathlib.Path`) whose ``report`` attribute holds the
@@ -618,6 +664,10 @@ def create_core(
     Raises:
         GencoreError: a subclass saying what failed, with ``errno``, ``stage`` and advice.
     """
+    if method == "kernel":
+        return _kernel_core(directory, name, force, timeout)
+    if method != "native":
+        raise ValueError(f"method must be 'native' or 'kernel', got {method!r}")
     opts = _Options(
         directory,
         name,

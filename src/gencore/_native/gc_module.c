@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gc_kernel.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 
@@ -150,7 +151,26 @@ static PyObject *py_dumpable(PyObject *self, PyObject *noargs)
     return PyLong_FromLong(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
 }
 
+PyDoc_STRVAR(kernel_fork_doc,
+             "kernel_fork(dir_fd, make_dumpable) -> pid\n\n"
+             "Fork a copy of this thread that dies by SIGSEGV in dir_fd so the kernel writes its\n"
+             "core there (the original technique). Reap it with reap(pid, ...).");
+
+static PyObject *py_kernel_fork(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int dir_fd, dumpable;
+    if (!PyArg_ParseTuple(args, "ip", &dir_fd, &dumpable)) return NULL;
+    long pid = gc_kernel_fork(dir_fd, dumpable);
+    if (pid < 0) {
+        errno = (int)-pid;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(pid);
+}
+
 static PyMethodDef methods[] = {
+    {"kernel_fork", py_kernel_fork, METH_VARARGS, kernel_fork_doc},
     {"snapshot", (PyCFunction)(void (*)(void))py_snapshot, METH_VARARGS | METH_KEYWORDS,
      snapshot_doc},
     {"reap", py_reap, METH_VARARGS, reap_doc},

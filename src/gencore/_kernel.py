@@ -1,0 +1,148 @@
+"""method="kernel": the original technique, a forked copy that the kernel dumps.
+
+Only the calling thread is in such a core (fork copies one thread), and it depends on the
+host's ``core_pattern``: a pipe handler (systemd-coredump, apport...) or an absolute path
+sends the core elsewhere. It is the fallback where the native writer is not available.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import resource
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import CoreChildError, CoreDirectoryError, CoreTimeoutError, GencoreError
+
+CORE_PATTERN_FILE = "/proc/sys/kernel/core_pattern"  # a test seam: tests point it elsewhere
+
+_HANDLERS = {
+    "systemd-coredump": "systemd-coredump (see coredumpctl)",
+    "apport": "apport (Ubuntu; see /var/crash)",
+    "abrt": "ABRT (see abrt-cli list)",
+    "kdumpctl": "kdump",
+    "core_pipe": "a container runtime's core handler",
+}
+
+
+class KernelCoreUnavailableError(GencoreError):
+    """The kernel would not write the core where method="kernel" can find it."""
+
+
+def read_core_pattern() -> str:
+    """The host's core_pattern (empty if it cannot be read)."""
+    try:
+        with open(CORE_PATTERN_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def core_pattern_problem(pattern: str) -> Optional[str]:
+    """Why method="kernel" cannot work with this core_pattern, or None."""
+    if pattern.startswith("|"):
+        prog = pattern[1:].split()[0] if pattern[1:].split() else "?"
+        base = os.path.basename(prog)
+        name = next((v for k, v in _HANDLERS.items() if k in base), prog)
+        return f"core_pattern pipes kernel cores to {name} ({pattern!r})"
+    if pattern.startswith("/"):
+        return f"core_pattern writes kernel cores to the absolute path {pattern!r}"
+    if "/" in pattern:
+        return f"core_pattern writes kernel cores into a subdirectory ({pattern!r})"
+    return None
+
+
+def preflight() -> None:
+    """Fail fast when the kernel's core would not land in our directory."""
+    problem = core_pattern_problem(read_core_pattern())
+    if problem:
+        raise KernelCoreUnavailableError(
+            problem + ": method='kernel' cannot collect it",
+            errno=errno_mod.ENOTSUP,
+            stage="preflight",
+            advice="use method='native' (the default), which writes the core itself",
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        raise KernelCoreUnavailableError(
+            "the hard RLIMIT_CORE is 0: the kernel will not write a core",
+            errno=errno_mod.EPERM,
+            stage="preflight",
+            advice="raise it (ulimit -H -c unlimited, LimitCORE= in systemd) or use "
+            "method='native'",
+        )
+
+
+def create(
+    native: Any,
+    directory: Path,
+    dir_fd: int,
+    final_name: str,
+    force: bool,
+    timeout: Optional[float],
+) -> tuple[Path, int, float]:
+    """Fork the dying copy, wait for the kernel's core, move it to ``final_name``."""
+    preflight()
+    tmp = tempfile.mkdtemp(prefix=".gencore-kernel-", dir=directory)  # 0700
+    tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    pid = -1
+    try:
+        t0 = time.monotonic()
+        try:
+            pid = native.kernel_fork(tmp_fd, force)
+        except OSError as e:
+            raise CoreChildError(
+                f"cannot fork the copy to dump: {os.strerror(e.errno or 0)}",
+                errno=e.errno,
+                stage="fork",
+                advice="the system is out of memory or processes",
+            ) from None
+        fork_s = time.monotonic() - t0
+        child = pid
+        status = None
+        while status is None:
+            status = native.reap(pid, False)
+            if status is None:
+                if timeout is not None and time.monotonic() - t0 > timeout:
+                    os.kill(pid, signal.SIGKILL)
+                    native.reap(pid, True)
+                    raise CoreTimeoutError(
+                        f"the kernel did not finish the core within {timeout:g} s",
+                        errno=errno_mod.ETIMEDOUT,
+                        stage="wait",
+                        advice="pass a larger timeout=",
+                    )
+                time.sleep(0.002)
+        pid = -1
+        names = os.listdir(tmp)
+        if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV) or not names:
+            raise CoreChildError(
+                f"the kernel wrote no core (wait status {status:#x}, core_pattern "
+                f"{read_core_pattern()!r})",
+                stage="wait",
+                advice="check RLIMIT_CORE, free space and the system log, or use method='native'",
+            )
+        src = os.path.join(tmp, max(names, key=lambda n: os.stat(os.path.join(tmp, n)).st_mtime))
+        os.chmod(src, 0o600)
+        target = directory / final_name
+        try:
+            os.link(src, target)
+        except FileExistsError:
+            raise CoreDirectoryError(
+                f"{target} already exists",
+                errno=errno_mod.EEXIST,
+                stage="publish",
+                advice="pass another name=",
+            ) from None
+        return target, child, fork_s
+    finally:
+        if pid > 0:
+            os.kill(pid, signal.SIGKILL)
+            native.reap(pid, True)
+        os.close(tmp_fd)
+        shutil.rmtree(tmp, ignore_errors=True)
