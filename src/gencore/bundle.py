@@ -376,7 +376,13 @@ def build_bundle(
         entry.update(source=source, **({"note": reason} if reason else {}))
         sources.append((_member(stem, w.path), f, entry))
     for s in scripts:
-        sources.append((_member(stem, s), open(s, "rb"), {"path": s, "gdb_script": True}))  # noqa: SIM115
+        sources.append(
+            (
+                _member(stem, s),
+                open(s, "rb"),
+                {"path": s, "build_id": None, "executable": False, "gdb_script": True},
+            )
+        )  # noqa: SIM115
 
     core_member = f"{stem}/{core_path.name}"
     total = core_path.stat().st_size

@@ -26,17 +26,6 @@ NT_FILE = 0x46494C45
 NT_GENCORE_JSON = 0x47430001
 NT_GENCORE_CAPTURE = 0x47430002
 
-_NOTE_NAMES = {
-    "NT_PRSTATUS": NT_PRSTATUS,
-    "NT_PRFPREG": NT_PRFPREG,
-    "NT_FPREGSET": NT_PRFPREG,
-    "NT_PRPSINFO": NT_PRPSINFO,
-    "NT_AUXV": NT_AUXV,
-    "NT_SIGINFO": NT_SIGINFO,
-    "NT_FILE": NT_FILE,
-    "NT_X86_XSTATE": NT_X86_XSTATE,
-}
-
 X86_64_REGS = (
     "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
     "fs_base gs_base ds es fs gs"
@@ -177,8 +166,11 @@ class CoreFile:
             n = min(size, m.filesz - rel)
             if self._f is None:
                 raise ValueError("the core file is closed")
-            self._f.seek(m.offset + rel)
-            chunk = self._f.read(n)
+            if m.offset + rel >= self._size:
+                chunk = b""
+            else:
+                self._f.seek(m.offset + rel)
+                chunk = self._f.read(n)
             if len(chunk) < n:
                 raise CoreFormatError(
                     f"{self.path} is truncated: mapping {m.start:#x} needs bytes up to "
@@ -188,6 +180,27 @@ class CoreFile:
             addr += n
             size -= n
         return bytes(out)
+
+
+def _split_notes(data: bytes, path: Path) -> list[Note]:
+    """The notes of a PT_NOTE segment (Elf64_Nhdr, 4-byte aligned), bounds-checked.
+
+    Done here rather than with pyelftools' note iterator, which decodes NT_FILE's file names
+    one byte at a time (a core has thousands) and types notes by name only for known owners.
+    """
+    notes = []
+    off = 0
+    while off + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+        name_off = off + 12
+        desc_off = name_off + ((namesz + 3) & ~3)
+        end = desc_off + ((descsz + 3) & ~3)
+        if desc_off + descsz > len(data):
+            raise CoreFormatError(f"{path}: note at offset {off} runs past its segment")
+        owner = data[name_off : name_off + namesz].split(b"\0", 1)[0].decode("latin-1")
+        notes.append(Note(owner, ntype, data[desc_off : desc_off + descsz]))
+        off = end
+    return notes
 
 
 def _c_string(b: bytes) -> str:
@@ -297,11 +310,17 @@ def _open_elf(p: Path) -> CoreFile:
                 first_note = False
                 if seg["p_offset"] + seg["p_filesz"] > size:
                     raise CoreFormatError(f"{p} is truncated inside its notes")
-                for n in seg.iter_notes():  # type: ignore[attr-defined]
-                    t = n["n_type"]
-                    t = _NOTE_NAMES.get(t, 0) if isinstance(t, str) else int(t)
-                    core.notes.append(Note(n["n_name"] or "", t, bytes(n["n_descdata"])))
+                f.seek(seg["p_offset"])
+                core.notes.extend(_split_notes(f.read(seg["p_filesz"]), p))
             elif seg["p_type"] == "PT_LOAD":
+                if (
+                    seg["p_vaddr"] + seg["p_memsz"] > 1 << 64
+                    or seg["p_filesz"] > seg["p_memsz"]
+                    or seg["p_offset"] >= 1 << 62
+                ):
+                    raise CoreFormatError(
+                        f"{p} has an impossible PT_LOAD segment at {seg['p_vaddr']:#x}"
+                    )
                 fl = seg["p_flags"]
                 flags = (
                     ("r" if fl & 4 else "-") + ("w" if fl & 2 else "-") + ("x" if fl & 1 else "-")

@@ -324,6 +324,55 @@ def scenario_kernel_reference():
     os.abort()
 
 
+def kernel_caller_frame():
+    """A recognisable Python frame on the caller's stack for method='kernel'."""
+    return gencore.create_core(args["dir"], method="kernel")
+
+
+def scenario_kernel_method():
+    import faulthandler
+
+    if args.get("faulthandler"):
+        faulthandler.enable()
+    if args.get("pattern_file"):
+        gencore._kernel.CORE_PATTERN_FILE = args["pattern_file"]
+    idle_threads(2)
+    before = fds()
+    t0 = time.monotonic()
+    try:
+        p = kernel_caller_frame()
+    except gencore.GencoreError as e:
+        report(error=error_info(e), elapsed=time.monotonic() - t0)
+    else:
+        pid = p.report.child_pid
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        report(core=str(p), child_pid=pid, child_alive=alive)
+    report(children=children(), fds_same=fds() == before, listing=sorted(os.listdir(args["dir"])))
+
+
+def scenario_doctor():
+    import ctypes
+
+    from gencore.cli import main
+
+    if args.get("dumpable0"):
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    if args.get("core0"):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    argv = ["doctor", "--json"] + (["--directory", args["dir"]] if args.get("dir") else [])
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    report(rc=rc, checks=json.loads(buf.getvalue()))
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]]()
     print(json.dumps(out), flush=True)
