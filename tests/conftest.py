@@ -99,3 +99,23 @@ def target_core(tmp_path_factory, stackmark_lib) -> dict:
 
 def py_version() -> str:
     return sysconfig.get_python_version()
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    mounted = []
+
+    def mount(size: str, opts: str = "") -> Path:
+        d = tmp_path / f"mnt{len(mounted)}"
+        d.mkdir()
+        o = f"size={size}" + (f",{opts}" if opts else "")
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", o, "tmpfs", str(d)], capture_output=True, text=True
+        )
+        assert r.returncode == 0, f"these tests run as root (CI does): mount failed: {r.stderr}"
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)])

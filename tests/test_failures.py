@@ -42,26 +42,6 @@ def assert_valid_core(path: str, nthreads: int | None = None) -> None:
     assert "Traceback for thread" in p.stdout
 
 
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    mounted = []
-
-    def mount(size: str, opts: str = "") -> Path:
-        d = tmp_path / f"mnt{len(mounted)}"
-        d.mkdir()
-        o = f"size={size}" + (f",{opts}" if opts else "")
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", o, "tmpfs", str(d)], capture_output=True, text=True
-        )
-        assert r.returncode == 0, f"these tests run as root (CI does): mount failed: {r.stderr}"
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in mounted:
-        subprocess.run(["umount", "-l", str(d)])
-
-
 def test_missing_directory_fails_before_fork(tmp_path):
     r = scenario("basic", dir=str(tmp_path / "nope"))
     assert r["error"]["type"] == "CoreDirectoryError"

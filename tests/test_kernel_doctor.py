@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from conftest import real_python, run, tool
-from test_failures import mount_tmpfs, scenario  # noqa: F401
+from test_failures import scenario
 
 
 def test_kernel_method_writes_the_kernels_core_and_no_copy_survives(tmp_path):
