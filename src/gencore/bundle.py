@@ -136,7 +136,7 @@ def _build_id_of_file(f: IO[bytes]) -> Optional[str]:
         elf = ELFFile(f)
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_NOTE":
-                for n in seg.iter_notes():
+                for n in seg.iter_notes():  # type: ignore[attr-defined]
                     if n["n_type"] == "NT_GNU_BUILD_ID":
                         return str(n["n_desc"])
     except (ELFError, ValueError, struct.error, OSError, AttributeError, KeyError):
