@@ -46,10 +46,15 @@ from .snapshot import (
     start_core,
     supported,
 )
+from .triggers import TriggerConfig, install, installed, uninstall
 
 __version__ = VERSION
 
 __all__ = [
+    "TriggerConfig",
+    "install",
+    "installed",
+    "uninstall",
     "BundleError",
     "BundlePath",
     "KernelCoreUnavailableError",

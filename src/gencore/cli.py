@@ -342,6 +342,137 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.level == FAIL for c in checks) else 0
 
 
+def _signal_arg(text: str) -> int:
+    import signal as sigmod
+
+    t = text.upper()
+    if t.isdigit():
+        return int(t)
+    name = t if t.startswith("SIG") else "SIG" + t
+    try:
+        return int(getattr(sigmod, name))
+    except AttributeError:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    import time
+
+    from .triggers import find_state
+
+    state = find_state(args.pid, args.state)
+    sig = args.signal or state.get("signal")
+    if not sig:
+        print(f"gencore: process {args.pid} installed no signal trigger", file=sys.stderr)
+        return 1
+    events = Path(state["events"])
+    directory = Path(state["directory"])
+    try:
+        offset = events.stat().st_size
+    except OSError:
+        offset = 0
+    os.kill(args.pid, sig)
+    deadline = time.monotonic() + args.timeout
+    progress = _Progress("writing")
+    name = None
+    core_done = False
+    buf = ""
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with open(events) as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except OSError:
+                chunk = ""
+            offset += len(chunk.encode())
+            buf += chunk
+            lines, _, buf = buf.rpartition("\n")
+            for line in lines.splitlines():
+                word, _, rest = line.partition(" ")
+                parts = rest.split()
+                if word == "start" and name is None:
+                    name = parts[0]
+                    if not args.wait:
+                        print(directory / name)
+                        return 0
+                elif word == "skipped" and name is None:
+                    reason = parts[0] if parts else "?"
+                    print(
+                        f"gencore: process {args.pid} skipped the dump ({reason} guard)",
+                        file=sys.stderr,
+                    )
+                    return 1
+                elif word == "progress" and parts and parts[0] == name:
+                    progress(int(parts[1]), int(parts[2]))
+                elif word == "error" and parts and parts[0] == name:
+                    progress.end()
+                    print(
+                        f"gencore: the core failed: {os.strerror(int(parts[1]))}", file=sys.stderr
+                    )
+                    return 1
+                elif word == "done" and parts and parts[0] == name:
+                    progress.end()
+                    core_done = True
+                    print(directory / name)
+                    if not state.get("collect"):
+                        return 0
+                elif word == "bundle" and core_done:
+                    print(directory / parts[0])
+                    return 0
+                elif word == "bundle-error" and core_done:
+                    print(f"gencore: bundling failed: {rest}", file=sys.stderr)
+                    return 1
+            time.sleep(0.05)
+    finally:
+        progress.end()
+    if core_done:
+        print(
+            "gencore: the bundle is not ready yet (the process may be stuck holding the "
+            "GIL; the core above is complete)",
+            file=sys.stderr,
+        )
+        return 0
+    print(
+        f"gencore: no core from process {args.pid} within {args.timeout:g} s"
+        + ("" if name is None else f" ({name} still being written)"),
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import runpy
+
+    from .triggers import install
+
+    rest = list(args.program)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.module is None and not rest:
+        print("gencore run: give a script (gencore run -- script.py) or -m module", file=sys.stderr)
+        return 2
+    install(
+        signals=tuple(args.signal) if args.signal else (_signal_arg("USR2"),),
+        directory=args.directory,
+        collect=args.collect,
+        format=args.format,
+        on_crash=args.on_crash,
+        on_exception=args.on_exception,
+        max_cores=args.max_cores,
+        min_interval=args.min_interval,
+    )
+    if args.module is not None:
+        sys.argv = [args.module, *rest]
+        runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+    else:
+        script = rest[0]
+        sys.argv = rest
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+        runpy.run_path(script, run_name="__main__")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gencore`` command."""
     ap = argparse.ArgumentParser(
@@ -386,12 +517,59 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--trial", action="store_true", help="also write and read back a real core")
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_doctor)
+    t = sub.add_parser(
+        "trigger",
+        help="make a process that installed the trigger dump itself",
+        description="Signal PID (which called gencore.install() or runs under `gencore run`) "
+        "and print the path of its new core. It finds the process's directory and signal "
+        "through the state file the process announced.",
+    )
+    t.add_argument("pid", type=int)
+    t.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the core is complete (and the bundle, if the process collects)",
+    )
+    t.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    t.add_argument("--signal", type=_signal_arg, help="override the announced signal")
+    t.add_argument("--state", help="the state file, if not in the usual place")
+    t.set_defaults(func=cmd_trigger)
+    r = sub.add_parser(
+        "run",
+        help="run a Python program with the triggers installed",
+        description="Like `python script.py` / `python -m module`, with gencore's triggers "
+        "installed first: gencore run [options] -- script.py args, or -m module args.",
+    )
+    r.add_argument("-m", dest="module", help="run a library module as a script")
+    r.add_argument(
+        "--signal",
+        action="append",
+        type=_signal_arg,
+        help="dump on this signal (repeatable; default SIGUSR2)",
+    )
+    r.add_argument("--directory", "-d", help="where cores go (default $GENCORE_DIR or cwd)")
+    r.add_argument("--collect", action="store_true", help="also write a bundle of each core")
+    r.add_argument("--format", choices=("tar.gz", "tar.zst"), default="tar.gz")
+    r.add_argument(
+        "--on-crash",
+        action="store_true",
+        help="core on SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT, then die as before",
+    )
+    r.add_argument("--on-exception", action="store_true", help="core on an unhandled exception")
+    r.add_argument("--max-cores", type=int, default=10)
+    r.add_argument("--min-interval", type=float, default=1.0)
+    r.add_argument("program", nargs=argparse.REMAINDER)
+    r.set_defaults(func=cmd_run)
     return ap
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gencore`` command."""
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        # The program's own exceptions and exit status are its own: they reach the
+        # interpreter (and the installed hooks) untouched.
+        return int(args.func(args))
     try:
         return int(args.func(args))
     except CoreFormatError as e:

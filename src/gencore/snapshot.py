@@ -134,8 +134,11 @@ def default_directory() -> Path:
 
 def make_stem(pid: Optional[int] = None) -> str:
     """``core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>`` in local time, seq per process."""
-    with _seq_lock:
-        n = next(_seq)
+    if _native is not None:
+        n = _native.next_seq()  # shared with the signal trigger, which names cores in C
+    else:
+        with _seq_lock:
+            n = next(_seq)
     return f"core_{time.strftime('%Y%m%d.%H%M%S')}.{pid or os.getpid()}.{n:03d}"
 
 

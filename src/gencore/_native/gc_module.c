@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "gc_kernel.h"
+#include "gc_trigger.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 
@@ -27,24 +28,6 @@ static const char *state_name(int st)
         return "incomplete";
     default:
         return "gone";
-    }
-}
-
-static void fill_procinfo(struct gc_procinfo *p)
-{
-    p->pid = getpid();
-    p->ppid = getppid();
-    p->pgrp = getpgrp();
-    p->sid = getsid(0);
-    p->uid = getuid();
-    p->gid = getgid();
-    p->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
-    memset(p->comm, 0, sizeof p->comm);
-    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t n = read(fd, p->comm, sizeof p->comm - 1);
-        close(fd);
-        if (n > 0 && p->comm[n - 1] == '\n') p->comm[n - 1] = 0;
     }
 }
 
@@ -90,7 +73,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     s.siginfo.code = code;
     s.siginfo.addr = addr;
     s.siginfo.sender_pid = sender;
-    fill_procinfo(&s.proc);
+    gc_procinfo_fill(&s.proc);
 
     pid_t pid = -1;
     /* The GIL stays held: snapshots from Python threads are serialised by it, and the caller's
@@ -169,7 +152,144 @@ static PyObject *py_kernel_fork(PyObject *self, PyObject *args)
     return PyLong_FromLong(pid);
 }
 
+static int int_tuple(PyObject *seq, int *out, int *n)
+{
+    PyObject *fast = PySequence_Fast(seq, "signals must be a sequence of ints");
+    if (!fast) return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    if (len > GC_TRIGGER_MAX_SIGNALS) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "too many signals");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        out[i] = (int)v;
+    }
+    *n = (int)len;
+    Py_DECREF(fast);
+    return 0;
+}
+
+static uint64_t seconds_ns(double v) { return v <= 0 ? 0 : (uint64_t)(v * 1e9); }
+
+PyDoc_STRVAR(trigger_install_doc,
+             "trigger_install(dir_fd, events_fd, notify_fd, signals, crash_signals, note,\n"
+             "                note_time_offset, crash_note, crash_note_time_offset, filter,\n"
+             "                freeze_signal, freeze_timeout, timeout, crash_timeout, max_cores,\n"
+             "                min_interval, min_free, tz_offset, python=None, directory=None,\n"
+             "                format=None)\n\n"
+             "Install the signal and crash handlers and start the reaper thread.");
+
+static PyObject *py_trigger_install(PyObject *self, PyObject *args)
+{
+    (void)self;
+    struct gc_trigger_config c;
+    memset(&c, 0, sizeof c);
+    PyObject *sigs, *crash;
+    Py_buffer note = {0}, crash_note = {0};
+    double freeze_timeout, timeout, crash_timeout, min_interval;
+    unsigned long long min_free;
+    long long tz;
+    const char *python = NULL, *directory = NULL, *format = NULL;
+    if (!PyArg_ParseTuple(args, "iiiOOy*ly*lIidddIdKL|zzz", &c.dir_fd, &c.events_fd,
+                          &c.notify_fd, &sigs, &crash, &note, &c.note_time_offset, &crash_note,
+                          &c.crash_note_time_offset, &c.filter, &c.freeze_signal, &freeze_timeout,
+                          &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free, &tz,
+                          &python, &directory, &format))
+        return NULL;
+    c.python = python;
+    c.directory = directory;
+    c.format = format;
+    int rc = 0;
+    if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
+        int_tuple(crash, c.crash_signals, &c.ncrash) < 0) {
+        rc = -1;
+        goto out;
+    }
+    c.pid = getpid();
+    c.note = note.buf;
+    c.note_len = (size_t)note.len;
+    c.crash_note = crash_note.buf;
+    c.crash_note_len = (size_t)crash_note.len;
+    c.freeze_timeout_ns = seconds_ns(freeze_timeout);
+    c.timeout_ns = seconds_ns(timeout);
+    c.crash_timeout_ns = seconds_ns(crash_timeout);
+    c.min_interval_ns = seconds_ns(min_interval);
+    c.min_free_bytes = min_free;
+    c.tz_offset = tz;
+    int r = gc_trigger_install(&c); /* copies the notes */
+    if (r < 0) {
+        errno = -r;
+        PyErr_SetFromErrno(PyExc_OSError);
+        rc = -1;
+    }
+out:
+    PyBuffer_Release(&note);
+    PyBuffer_Release(&crash_note);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    Py_BEGIN_ALLOW_THREADS;
+    gc_trigger_uninstall(); /* waits for a dump in flight */
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    struct gc_trigger_stats st;
+    gc_trigger_get_stats(&st);
+    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i}", "cores", st.cores, "merged",
+                         st.merged, "skipped_max_cores", st.skipped_limit, "skipped_min_interval",
+                         st.skipped_interval, "skipped_free_space", st.skipped_space, "failed",
+                         st.failed, "last_start_ns", (unsigned long long)st.last_start_ns,
+                         "active", gc_trigger_active());
+}
+
+static PyObject *py_trigger_claim(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_trigger_claim_python());
+}
+
+static PyObject *py_trigger_after_fork_child(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    gc_trigger_after_fork_child();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromUnsignedLong(gc_next_seq());
+}
+
 static PyMethodDef methods[] = {
+    {"trigger_install", py_trigger_install, METH_VARARGS, trigger_install_doc},
+    {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
+     "Restore the handlers; waits for a dump in flight; stops the reaper."},
+    {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
+    {"trigger_claim", py_trigger_claim, METH_NOARGS,
+     "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval."},
+    {"trigger_after_fork_child", py_trigger_after_fork_child, METH_NOARGS,
+     "Forget the parent's trigger state in a forked child."},
+    {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", py_kernel_fork, METH_VARARGS, kernel_fork_doc},
     {"snapshot", (PyCFunction)(void (*)(void))py_snapshot, METH_VARARGS | METH_KEYWORDS,
      snapshot_doc},
@@ -192,7 +312,9 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_FREEZE_SIGNAL", (long)(SIGRTMAX - 3)) < 0 ||
         PyModule_AddIntConstant(m, "SIGRTMIN", (long)SIGRTMIN) < 0 ||
-        PyModule_AddIntConstant(m, "SIGRTMAX", (long)SIGRTMAX) < 0) {
+        PyModule_AddIntConstant(m, "SIGRTMAX", (long)SIGRTMAX) < 0 ||
+        PyModule_AddIntConstant(m, "TRIGGER_RESULT_SIZE",
+                                (long)sizeof(struct gc_trigger_result)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

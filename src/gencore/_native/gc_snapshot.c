@@ -88,14 +88,40 @@ static __attribute__((noinline)) pid_t capture_and_fork(struct gc_snapshot *s)
 {
     struct gc_thread *me = &s->threads[0];
     ucontext_t uc;
-    getcontext(&uc);
-    gc_regs_from_ucontext(&uc, me->regs);
-    memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
-    me->xsave_len = gc_xsave_self(me->xsave, GC_XSAVE_CAP);
+    if (s->caller_uc) {
+        /* In a signal handler: the thread as it was when the signal arrived. */
+        const ucontext_t *iuc = s->caller_uc;
+        gc_regs_from_ucontext(iuc, me->regs);
+        memcpy(&me->sigmask, &iuc->uc_sigmask, sizeof me->sigmask);
+        me->xsave_len = gc_xsave_from_ucontext(iuc, me->xsave, GC_XSAVE_CAP);
+    } else {
+        getcontext(&uc);
+        gc_regs_from_ucontext(&uc, me->regs);
+        memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
+        me->xsave_len = gc_xsave_self(me->xsave, GC_XSAVE_CAP);
+    }
     /* Exit signal 0: the child is invisible to waitpid(-1) reapers and to SIGCHLD=SIG_IGN
      * auto-reaping; we reap it with __WALL. */
     void *top = (char *)s->child_stack + s->child_stack_size - 64;
     return clone(child_entry, top, 0, s);
+}
+
+void gc_procinfo_fill(struct gc_procinfo *p)
+{
+    p->pid = (int32_t)gc_getpid();
+    p->ppid = (int32_t)gc_sys0(SYS_getppid);
+    p->pgrp = (int32_t)gc_sys1(SYS_getpgid, 0);
+    p->sid = (int32_t)gc_sys1(SYS_getsid, 0);
+    p->uid = (uint32_t)gc_sys0(SYS_getuid);
+    p->gid = (uint32_t)gc_sys0(SYS_getgid);
+    p->page_size = 4096;
+    gc_memzero(p->comm, sizeof p->comm);
+    long fd = gc_open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        long n = gc_read((int)fd, p->comm, sizeof p->comm - 1);
+        gc_close((int)fd);
+        if (n > 0 && p->comm[n - 1] == '\n') p->comm[n - 1] = 0;
+    }
 }
 
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
@@ -124,8 +150,8 @@ int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
     }
     gc_freeze_release(s);
     gc_freeze_finish(s);
-    /* Threads run again: allocating is safe from here on. */
-    s->summary = malloc(sizeof *s->summary * s->nthreads);
+    /* Threads run again: allocating is safe from here on, except in a signal handler. */
+    s->summary = s->in_signal ? NULL : malloc(sizeof *s->summary * s->nthreads);
     if (s->summary) {
         for (uint32_t i = 0; i < s->nthreads; i++) {
             s->summary[s->nsummary].tid = s->threads[i].tid;

@@ -74,6 +74,9 @@ struct gc_snapshot {
     uint64_t freeze_timeout_ns;
     struct gc_siginfo siginfo; /* signo 0: generated on demand */
     struct gc_procinfo proc;
+    const void *caller_uc; /* set in a signal handler: the caller's registers are the
+                              interrupted context, not the handler's own */
+    int in_signal;         /* no malloc afterwards (no per-thread summary) */
 
     /* threads: slot 0 is the caller */
     struct gc_thread *threads;
@@ -120,6 +123,7 @@ uint64_t gc_xcr0(void);
 
 /* gc_snapshot.c */
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid);
+void gc_procinfo_fill(struct gc_procinfo *p); /* async-signal-safe */
 void gc_snapshot_cleanup(struct gc_snapshot *s);
 
 /* gc_writer.c: runs in the child, never returns */

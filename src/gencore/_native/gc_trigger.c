@@ -1,0 +1,739 @@
+/* Triggers: a core on a signal (kill -USR2) or on a crash (SIGSEGV, SIGBUS, ...), taken by the
+ * signal handler itself, so it works when no Python code can run (a thread stuck in C holding
+ * the GIL).
+ *
+ * Signal trigger: the handler claims the trigger, checks the guards (max cores, min interval,
+ * free space), opens the partial file, freezes every other thread, forks the snapshot child
+ * and hands the child to the reaper thread through a pipe. Everything in the handler is a raw
+ * system call on memory prepared at install time: no malloc, no locks, no stdio. The reaper
+ * (a native thread, it never needs the GIL) follows the child's status records, reaps it,
+ * writes the outcome to the events file (read by `gencore trigger`) and to a pipe the
+ * Python side listens on. A signal that arrives while a dump is running is merged into it.
+ *
+ * Crash trigger: the faulting thread's handler takes the core with the real signal in
+ * NT_SIGINFO and pr_cursig and itself first, waits for it (bounded), restores the previous
+ * action and lets the signal kill the process as it would have.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gc_snapshot.h"
+#include "gc_sys.h"
+#include "gc_trigger.h"
+
+#define NAME_CAP 96
+
+struct job {
+    int32_t pid;
+    int32_t rfd;
+    uint64_t start_ns;
+    char final[NAME_CAP];
+    char partial[NAME_CAP + 16];
+};
+
+static struct gc_trigger_config g_cfg;
+static int g_active;        /* handlers act only while 1 */
+static int g_claim;         /* 1 while a signal dump is in flight (merging) */
+static int g_crashing;      /* the first crash wins */
+static int g_reaper_rfd = -1, g_reaper_wfd = -1;
+static pthread_t g_reaper;
+static int g_reaper_started;
+static unsigned char *g_notes_map;
+static size_t g_notes_map_size;
+static struct sigaction g_old[GC_TRIGGER_MAX_SIGNALS];
+static int g_old_valid[GC_TRIGGER_MAX_SIGNALS];
+static struct sigaction g_crash_old[GC_TRIGGER_MAX_SIGNALS];
+static int g_crash_old_valid[GC_TRIGGER_MAX_SIGNALS];
+static struct gc_trigger_stats g_stats;
+static uint32_t g_seq;
+static char g_python[4096], g_directory[4096], g_format[16];
+extern char **environ;
+
+uint32_t gc_next_seq(void) { return __atomic_add_fetch(&g_seq, 1, __ATOMIC_ACQ_REL); }
+
+void gc_trigger_get_stats(struct gc_trigger_stats *out)
+{
+    out->cores = __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE);
+    out->merged = __atomic_load_n(&g_stats.merged, __ATOMIC_ACQUIRE);
+    out->skipped_limit = __atomic_load_n(&g_stats.skipped_limit, __ATOMIC_ACQUIRE);
+    out->skipped_interval = __atomic_load_n(&g_stats.skipped_interval, __ATOMIC_ACQUIRE);
+    out->skipped_space = __atomic_load_n(&g_stats.skipped_space, __ATOMIC_ACQUIRE);
+    out->failed = __atomic_load_n(&g_stats.failed, __ATOMIC_ACQUIRE);
+    out->last_start_ns = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
+}
+
+/* ---- async-signal-safe helpers --------------------------------------------------------- */
+
+static uint64_t realtime_s(void)
+{
+    struct {
+        long sec, nsec;
+    } ts;
+    gc_sys2(SYS_clock_gettime, 0 /* CLOCK_REALTIME */, &ts);
+    return (uint64_t)ts.sec;
+}
+
+static void fmt_pad(char *buf, size_t cap, size_t *pos, uint64_t v, int width)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n < width) tmp[n++] = '0';
+    while (n && *pos + 1 < cap) buf[(*pos)++] = tmp[--n];
+}
+
+/* core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq> in local time (offset taken at install). */
+static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq)
+{
+    int64_t lt = (int64_t)t + tz;
+    int64_t days = lt / 86400, secs = lt % 86400;
+    /* civil_from_days (H. Hinnant) */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    size_t pos = 0;
+    gc_fmt_str(buf, cap, &pos, "core_");
+    fmt_pad(buf, cap, &pos, (uint64_t)y, 4);
+    fmt_pad(buf, cap, &pos, (uint64_t)m, 2);
+    fmt_pad(buf, cap, &pos, (uint64_t)d, 2);
+    gc_fmt_str(buf, cap, &pos, ".");
+    fmt_pad(buf, cap, &pos, (uint64_t)(secs / 3600), 2);
+    fmt_pad(buf, cap, &pos, (uint64_t)(secs / 60 % 60), 2);
+    fmt_pad(buf, cap, &pos, (uint64_t)(secs % 60), 2);
+    gc_fmt_str(buf, cap, &pos, ".");
+    gc_fmt_u64(buf, cap, &pos, (uint64_t)pid);
+    gc_fmt_str(buf, cap, &pos, ".");
+    fmt_pad(buf, cap, &pos, seq, 3);
+    buf[pos] = 0;
+}
+
+static void set_names(struct job *j, uint64_t now_s)
+{
+    char stem[NAME_CAP - 8];
+    make_stem(stem, sizeof stem, now_s, g_cfg.tz_offset, (int)gc_getpid(), gc_next_seq());
+    size_t pos = 0;
+    gc_fmt_str(j->final, sizeof j->final, &pos, stem);
+    gc_fmt_str(j->final, sizeof j->final, &pos, ".core");
+    j->final[pos] = 0;
+    pos = 0;
+    gc_fmt_str(j->partial, sizeof j->partial, &pos, ".");
+    gc_fmt_str(j->partial, sizeof j->partial, &pos, j->final);
+    gc_fmt_str(j->partial, sizeof j->partial, &pos, ".partial");
+    j->partial[pos] = 0;
+}
+
+/* One line to the events file (O_APPEND: lines from the handler, the reaper and Python do
+ * not interleave). */
+static void event(const char *what, const char *name, int64_t a, int64_t b, int with_ab)
+{
+    if (g_cfg.events_fd < 0) return;
+    char line[256];
+    size_t pos = 0;
+    gc_fmt_str(line, sizeof line, &pos, what);
+    if (name) {
+        gc_fmt_str(line, sizeof line, &pos, " ");
+        gc_fmt_str(line, sizeof line, &pos, name);
+    }
+    if (with_ab) {
+        gc_fmt_str(line, sizeof line, &pos, " ");
+        gc_fmt_u64(line, sizeof line, &pos, (uint64_t)a);
+        gc_fmt_str(line, sizeof line, &pos, " ");
+        gc_fmt_u64(line, sizeof line, &pos, (uint64_t)b);
+    }
+    line[pos++] = '\n';
+    gc_write(g_cfg.events_fd, line, pos);
+}
+
+/* Stamp the capture time into the note's fixed-width "time" placeholder. */
+static void stamp_note(unsigned char *note, size_t len, long off)
+{
+    if (off < 0 || (size_t)off + 17 > len) return;
+    struct {
+        long sec, nsec;
+    } ts;
+    gc_sys2(SYS_clock_gettime, 0, &ts);
+    char buf[24];
+    size_t pos = 0;
+    fmt_pad(buf, sizeof buf, &pos, (uint64_t)ts.sec % 10000000000ull, 10);
+    buf[pos++] = '.';
+    fmt_pad(buf, sizeof buf, &pos, (uint64_t)ts.nsec / 1000, 6);
+    gc_memcopy(note + off, buf, 17);
+}
+
+/* Resident bytes of this process, from /proc/self/statm (async-signal-safe). */
+static uint64_t resident_bytes(void)
+{
+    char buf[128];
+    long fd = gc_open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    long n = gc_read((int)fd, buf, sizeof buf - 1);
+    gc_close((int)fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *p = buf;
+    while (*p && *p != ' ') p++;
+    while (*p == ' ') p++;
+    uint64_t v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+    return v * 4096;
+}
+
+static int enough_space(void)
+{
+    struct statfs st;
+    if (gc_sys2(SYS_fstatfs, g_cfg.dir_fd, &st) != 0) return 1;
+    uint64_t free_b = (uint64_t)st.f_bavail * (uint64_t)st.f_bsize;
+    return free_b >= resident_bytes() + g_cfg.min_free_bytes;
+}
+
+/* Open the partial file and fork the snapshot child. Returns 0 and fills *j, or -errno. */
+static int start_dump(struct job *j, int sig, const siginfo_t *info, const void *uc,
+                      unsigned char *note, size_t note_len)
+{
+    set_names(j, realtime_s());
+    long core_fd = gc_sys4(SYS_openat, g_cfg.dir_fd, j->partial,
+                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (core_fd < 0) return (int)core_fd;
+    int pfd[2];
+    long rc = gc_sys2(SYS_pipe2, pfd, O_CLOEXEC);
+    if (rc < 0) {
+        gc_close((int)core_fd);
+        gc_sys3(SYS_unlinkat, g_cfg.dir_fd, j->partial, 0);
+        return (int)rc;
+    }
+    struct gc_snapshot s;
+    gc_memzero(&s, sizeof s);
+    s.core_fd = (int)core_fd;
+    s.dir_fd = g_cfg.dir_fd;
+    s.status_fd = pfd[1];
+    s.partial_name = j->partial;
+    s.final_name = j->final;
+    s.note = note;
+    s.note_len = note_len;
+    s.filter = g_cfg.filter;
+    s.want_threads = 1;
+    s.freeze_signal = g_cfg.freeze_signal;
+    s.freeze_timeout_ns = g_cfg.freeze_timeout_ns;
+    s.siginfo.signo = sig;
+    s.siginfo.code = info ? info->si_code : 0;
+    s.siginfo.err = info ? info->si_errno : 0;
+    if (info && info->si_code > 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL ||
+                                      sig == SIGFPE))
+        s.siginfo.addr = (uint64_t)(uintptr_t)info->si_addr;
+    else if (info)
+        s.siginfo.sender_pid = info->si_pid;
+    s.caller_uc = uc;
+    s.in_signal = 1;
+    gc_procinfo_fill(&s.proc);
+    pid_t pid = -1;
+    int r = gc_snapshot_run(&s, &pid);
+    for (int tries = 0; r == -EBUSY && tries < 200; tries++) {
+        /* a snapshot from Python is in its freeze: a few ms at most */
+        struct {
+            long sec, nsec;
+        } ts = {0, 5000000};
+        gc_sys2(SYS_nanosleep, &ts, 0);
+        r = gc_snapshot_run(&s, &pid);
+    }
+    gc_close(pfd[1]);
+    gc_close((int)core_fd);
+    if (r < 0) {
+        gc_close(pfd[0]);
+        gc_sys3(SYS_unlinkat, g_cfg.dir_fd, j->partial, 0);
+        return r;
+    }
+    j->pid = pid;
+    j->rfd = pfd[0];
+    j->start_ns = gc_now_ns();
+    return 0;
+}
+
+/* Follow the child's status records until it is done, then reap it. Raw syscalls only:
+ * also used by the crash handler. Returns 0 when the core is published, else -errno. */
+static int follow_child(struct job *j, uint64_t timeout_ns, int progress_events,
+                        struct gc_status *last)
+{
+    struct gc_status rec;
+    size_t have = 0;
+    int result = -ECHILD;
+    uint64_t deadline = timeout_ns ? gc_now_ns() + timeout_ns : 0;
+    uint64_t next_progress = 0;
+    gc_memzero(last, sizeof *last);
+    for (;;) {
+        struct pollfd p = {j->rfd, POLLIN, 0};
+        long pr = gc_sys3(SYS_poll, &p, 1, 500);
+        if (pr < 0 && pr != -EINTR) break;
+        if (deadline && gc_now_ns() > deadline) {
+            result = -ETIMEDOUT;
+            gc_sys2(SYS_kill, j->pid, SIGKILL);
+            break;
+        }
+        if (pr <= 0) continue;
+        long n = gc_read(j->rfd, (char *)&rec + have, sizeof rec - have);
+        if (n == -EINTR) continue;
+        if (n <= 0) break; /* EOF: the child is gone */
+        have += (size_t)n;
+        if (have < sizeof rec) continue;
+        have = 0;
+        if (rec.magic != GC_STATUS_MAGIC) continue;
+        *last = rec;
+        if (rec.kind == GC_ST_PROGRESS) {
+            uint64_t now = gc_now_ns();
+            if (progress_events && now >= next_progress) {
+                event("progress", j->final, (int64_t)rec.written, (int64_t)rec.total, 1);
+                next_progress = now + 250000000ull;
+            }
+        } else if (rec.kind == GC_ST_DONE) {
+            result = 0;
+            break;
+        } else if (rec.kind == GC_ST_ERROR) {
+            result = -(rec.err ? rec.err : EIO);
+            break;
+        }
+    }
+    int status;
+    while (gc_sys4(SYS_wait4, j->pid, &status, __WALL, 0) == -EINTR) {
+    }
+    gc_close(j->rfd);
+    j->rfd = -1;
+    if (result != 0) gc_sys3(SYS_unlinkat, g_cfg.dir_fd, j->partial, 0);
+    return result;
+}
+
+/* ---- the signal trigger ----------------------------------------------------------------- */
+
+static void release_claim(void) { __atomic_store_n(&g_claim, 0, __ATOMIC_RELEASE); }
+
+static void trigger_handler(int sig, siginfo_t *info, void *uc)
+{
+    int saved_errno = errno;
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&g_claim, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        __atomic_add_fetch(&g_stats.merged, 1, __ATOMIC_ACQ_REL); /* a dump is running */
+        errno = saved_errno;
+        return;
+    }
+    if (!__atomic_load_n(&g_active, __ATOMIC_ACQUIRE) || gc_getpid() != g_cfg.pid) {
+        release_claim(); /* uninstalled, or a forked child that did not re-install */
+        errno = saved_errno;
+        return;
+    }
+    uint64_t now = gc_now_ns();
+    const char *skip = NULL;
+    uint32_t *counter = NULL;
+    uint64_t last = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
+    if (g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >= g_cfg.max_cores) {
+        skip = "skipped max_cores";
+        counter = &g_stats.skipped_limit;
+    } else if (last && g_cfg.min_interval_ns && now - last < g_cfg.min_interval_ns) {
+        skip = "skipped min_interval";
+        counter = &g_stats.skipped_interval;
+    } else if (!enough_space()) {
+        skip = "skipped free_space";
+        counter = &g_stats.skipped_space;
+    }
+    if (skip) {
+        __atomic_add_fetch(counter, 1, __ATOMIC_ACQ_REL);
+        event(skip, NULL, 0, 0, 0);
+        release_claim();
+        errno = saved_errno;
+        return;
+    }
+    struct job j;
+    gc_memzero(&j, sizeof j);
+    stamp_note(g_cfg.note, g_cfg.note_len, g_cfg.note_time_offset);
+    int rc = start_dump(&j, sig, info, uc, g_cfg.note, g_cfg.note_len);
+    if (rc < 0) {
+        __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
+        event("error", j.final, -rc, GC_STAGE_SETUP, 1);
+        release_claim();
+        errno = saved_errno;
+        return;
+    }
+    __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&g_stats.last_start_ns, now, __ATOMIC_RELEASE);
+    event("start", j.final, 0, 0, 0);
+    /* The reaper owns the job (and the claim) from here. */
+    if (gc_write(g_reaper_wfd, &j, sizeof j) != (long)sizeof j) {
+        struct gc_status st;
+        follow_child(&j, 0, 0, &st); /* cannot happen with a live reaper; never leave a zombie */
+        release_claim();
+    }
+    errno = saved_errno;
+}
+
+/* Append s to a JSON string literal being built in buf. */
+static void json_str(char *buf, size_t cap, size_t *pos, const char *s)
+{
+    for (; *s && *pos + 8 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[(*pos)++] = '\\';
+            buf[(*pos)++] = (char)ch;
+        } else if (ch < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            gc_fmt_str(buf, cap, pos, "\\u00");
+            buf[(*pos)++] = hex[ch >> 4];
+            buf[(*pos)++] = hex[ch & 15];
+        } else {
+            buf[(*pos)++] = (char)ch;
+        }
+    }
+}
+
+/* Build the bundle of a finished core with `python -m gencore.bundle`, from this native
+ * thread: no GIL needed, so it works while the application is stuck. */
+static void bundle(const struct job *j)
+{
+    char bname[NAME_CAP + 16];
+    size_t pos = 0, stem_len = gc_strlen(j->final) - 5; /* minus ".core" */
+    for (size_t i = 0; i < stem_len && pos + 1 < sizeof bname; i++) bname[pos++] = j->final[i];
+    gc_fmt_str(bname, sizeof bname, &pos, ".");
+    gc_fmt_str(bname, sizeof bname, &pos, g_format);
+    bname[pos] = 0;
+
+    char job[3 * 4096];
+    pos = 0;
+    gc_fmt_str(job, sizeof job, &pos, "{\"core\": \"");
+    json_str(job, sizeof job, &pos, g_directory);
+    json_str(job, sizeof job, &pos, "/");
+    json_str(job, sizeof job, &pos, j->final);
+    gc_fmt_str(job, sizeof job, &pos, "\", \"output\": \"");
+    json_str(job, sizeof job, &pos, g_directory);
+    json_str(job, sizeof job, &pos, "/");
+    json_str(job, sizeof job, &pos, bname);
+    gc_fmt_str(job, sizeof job, &pos, "\", \"format\": \"");
+    gc_fmt_str(job, sizeof job, &pos, g_format);
+    gc_fmt_str(job, sizeof job, &pos, "\", \"pid\": ");
+    gc_fmt_u64(job, sizeof job, &pos, (uint64_t)g_cfg.pid);
+    gc_fmt_str(job, sizeof job, &pos, ", \"remove_core\": false}");
+
+    int in[2];
+    if (pipe2(in, O_CLOEXEC) < 0) {
+        event("bundle-error", "cannot create a pipe", 0, 0, 0);
+        return;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    char *argv[] = {g_python, (char *)"-m", (char *)"gencore.bundle", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, g_python, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    if (rc != 0) {
+        close(in[1]);
+        event("bundle-error", "cannot start the bundle helper", 0, 0, 0);
+        return;
+    }
+    (void)!write(in[1], job, pos);
+    close(in[1]);
+    int status = 0;
+    /* An application reaper or SIGCHLD=SIG_IGN may take the helper's status: the file is the
+     * proof either way (the helper publishes it complete, with a rename). */
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    struct stat st;
+    if (fstatat(g_cfg.dir_fd, bname, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        event("bundle", bname, 0, 0, 0);
+    else
+        event("bundle-error", "the helper failed; see `gencore bundle CORE`", 0, 0, 0);
+}
+
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    /* Trigger signals go to application threads, so the core shows one of them interrupted.
+     * The freeze signal stays open: this thread is frozen like any other. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int i = 0; i < g_cfg.nsignals; i++) sigaddset(&mask, g_cfg.signals[i]);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    struct job j;
+    for (;;) {
+        long n = gc_read(g_reaper_rfd, &j, sizeof j);
+        if (n == -EINTR) continue;
+        if (n != (long)sizeof j) break; /* uninstall closed the pipe */
+        struct gc_status last;
+        int rc = follow_child(&j, g_cfg.timeout_ns, 1, &last);
+        struct gc_trigger_result res;
+        gc_memzero(&res, sizeof res);
+        res.kind = rc == 0 ? 1 : 2;
+        res.err = -rc;
+        res.stage = last.stage;
+        res.written = last.written;
+        res.total = last.total;
+        res.file_size = last.file_size;
+        res.elapsed_ns = gc_now_ns() - j.start_ns;
+        gc_memcopy(res.name, j.final, sizeof res.name < sizeof j.final ? sizeof res.name
+                                                                        : sizeof j.final);
+        if (rc == 0) {
+            event("done", j.final, 0, 0, 0);
+            if (g_python[0]) bundle(&j);
+        } else {
+            __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
+            event("error", j.final, -rc, last.stage, 1);
+        }
+        if (g_cfg.notify_fd >= 0) gc_write(g_cfg.notify_fd, &res, sizeof res);
+        release_claim();
+    }
+    return NULL;
+}
+
+/* ---- the crash trigger ------------------------------------------------------------------ */
+
+static int crash_index(int sig)
+{
+    for (int i = 0; i < g_cfg.ncrash; i++)
+        if (g_cfg.crash_signals[i] == sig) return i;
+    return -1;
+}
+
+static void say(const char *a, const char *b)
+{
+    char line[256];
+    size_t pos = 0;
+    gc_fmt_str(line, sizeof line, &pos, "gencore: ");
+    gc_fmt_str(line, sizeof line, &pos, a);
+    if (b) gc_fmt_str(line, sizeof line, &pos, b);
+    line[pos++] = '\n';
+    gc_write(2, line, pos);
+}
+
+static void crash_handler(int sig, siginfo_t *info, void *uc)
+{
+    int idx = crash_index(sig);
+    int expected = 0;
+    int first = __atomic_compare_exchange_n(&g_crashing, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE);
+    if (first && __atomic_load_n(&g_active, __ATOMIC_ACQUIRE) && gc_getpid() == g_cfg.pid &&
+        !(g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >=
+                                 g_cfg.max_cores) &&
+        enough_space()) {
+        struct job j;
+        gc_memzero(&j, sizeof j);
+        stamp_note(g_cfg.crash_note, g_cfg.crash_note_len, g_cfg.crash_note_time_offset);
+        int rc = start_dump(&j, sig, info, uc, g_cfg.crash_note, g_cfg.crash_note_len);
+        if (rc == 0) {
+            __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
+            event("start", j.final, 0, 0, 0);
+            struct gc_status last;
+            rc = follow_child(&j, g_cfg.crash_timeout_ns, 0, &last);
+        }
+        if (rc == 0) {
+            event("done", j.final, 0, 0, 0);
+            say("crash core written: ", j.final);
+        } else {
+            event("error", j.final, -rc, 0, 1);
+            say("crash core failed", NULL);
+        }
+    }
+    /* Die as we would have: the previous action comes back and the signal is raised again.
+     * A fault re-executes the faulting instruction on return; a sent signal is re-sent. */
+    if (idx >= 0 && g_crash_old_valid[idx])
+        sigaction(sig, &g_crash_old[idx], NULL);
+    else {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+    }
+    if (!info || info->si_code <= 0) gc_sys3(SYS_tgkill, gc_getpid(), gc_gettid(), sig);
+}
+
+/* ---- install / uninstall ---------------------------------------------------------------- */
+
+static int map_notes(const struct gc_trigger_config *c, unsigned char **note,
+                     unsigned char **crash_note)
+{
+    size_t size = (c->note_len + c->crash_note_len + 4095) & ~(size_t)4095;
+    if (!size) size = 4096;
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return -errno;
+    madvise(m, size, MADV_DONTDUMP);
+    g_notes_map = m;
+    g_notes_map_size = size;
+    *note = m;
+    *crash_note = (unsigned char *)m + c->note_len;
+    if (c->note_len) memcpy(*note, c->note, c->note_len);
+    if (c->crash_note_len) memcpy(*crash_note, c->crash_note, c->crash_note_len);
+    return 0;
+}
+
+int gc_trigger_install(const struct gc_trigger_config *c)
+{
+    if (__atomic_load_n(&g_active, __ATOMIC_ACQUIRE)) return -EALREADY;
+    /* Hold the claim until everything is ready: a signal arriving meanwhile is merged. */
+    __atomic_store_n(&g_claim, 1, __ATOMIC_RELEASE);
+    g_cfg = *c;
+    g_python[0] = g_directory[0] = g_format[0] = 0;
+    if (c->python && c->directory && c->format && strlen(c->python) < sizeof g_python &&
+        strlen(c->directory) < sizeof g_directory && strlen(c->format) < sizeof g_format) {
+        strcpy(g_python, c->python);
+        strcpy(g_directory, c->directory);
+        strcpy(g_format, c->format);
+    }
+    g_cfg.python = g_cfg.directory = g_cfg.format = NULL;
+    int rc = map_notes(c, &g_cfg.note, &g_cfg.crash_note);
+    if (rc < 0) return rc;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        rc = -errno;
+        goto fail_notes;
+    }
+    g_reaper_rfd = pfd[0];
+    g_reaper_wfd = pfd[1];
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* the reaper sets its own mask */
+    rc = -pthread_create(&g_reaper, NULL, reaper_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc < 0) goto fail_pipe;
+    g_reaper_started = 1;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = trigger_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < c->nsignals; i++) {
+        if (sigaction(c->signals[i], &sa, &g_old[i]) < 0) {
+            rc = -errno;
+            goto fail_signals;
+        }
+        g_old_valid[i] = 1;
+    }
+    struct sigaction ca;
+    memset(&ca, 0, sizeof ca);
+    ca.sa_sigaction = crash_handler;
+    ca.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&ca.sa_mask);
+    for (int i = 0; i < c->ncrash; i++) {
+        if (sigaction(c->crash_signals[i], &ca, &g_crash_old[i]) < 0) {
+            rc = -errno;
+            goto fail_signals;
+        }
+        g_crash_old_valid[i] = 1;
+    }
+    __atomic_store_n(&g_crashing, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_active, 1, __ATOMIC_RELEASE);
+    release_claim();
+    return 0;
+
+fail_signals:
+    gc_trigger_uninstall();
+    return rc;
+fail_pipe:
+    close(pfd[0]);
+    close(pfd[1]);
+    g_reaper_rfd = g_reaper_wfd = -1;
+fail_notes:
+    munmap(g_notes_map, g_notes_map_size);
+    g_notes_map = NULL;
+    release_claim();
+    return rc;
+}
+
+static void restore(int sig, struct sigaction *old, int *valid, void *ours)
+{
+    if (!*valid) return;
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        (void *)cur.sa_sigaction == ours)
+        sigaction(sig, old, NULL); /* only if nobody replaced us since */
+    *valid = 0;
+}
+
+void gc_trigger_uninstall(void)
+{
+    __atomic_store_n(&g_active, 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < g_cfg.nsignals; i++)
+        restore(g_cfg.signals[i], &g_old[i], &g_old_valid[i], (void *)trigger_handler);
+    for (int i = 0; i < g_cfg.ncrash; i++)
+        restore(g_cfg.crash_signals[i], &g_crash_old[i], &g_crash_old_valid[i],
+                (void *)crash_handler);
+    /* Wait for a dump in flight to finish: take the claim ourselves. */
+    int expected = 0;
+    while (!__atomic_compare_exchange_n(&g_claim, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+        expected = 0;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    if (g_reaper_wfd >= 0) close(g_reaper_wfd);
+    if (g_reaper_started) pthread_join(g_reaper, NULL);
+    g_reaper_started = 0;
+    if (g_reaper_rfd >= 0) close(g_reaper_rfd);
+    g_reaper_rfd = g_reaper_wfd = -1;
+    if (g_notes_map) munmap(g_notes_map, g_notes_map_size);
+    g_notes_map = NULL;
+    g_cfg.nsignals = g_cfg.ncrash = 0;
+    release_claim();
+}
+
+int gc_trigger_active(void) { return __atomic_load_n(&g_active, __ATOMIC_ACQUIRE); }
+
+void gc_trigger_after_fork_child(void)
+{
+    /* The reaper thread does not exist in a forked child; its pipe and the handlers' state
+     * belong to the parent. Forget them without touching the signal actions (install again
+     * restores/replaces them). */
+    __atomic_store_n(&g_active, 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < g_cfg.nsignals; i++)
+        if (g_old_valid[i]) sigaction(g_cfg.signals[i], &g_old[i], NULL);
+    for (int i = 0; i < g_cfg.ncrash; i++)
+        if (g_crash_old_valid[i]) sigaction(g_cfg.crash_signals[i], &g_crash_old[i], NULL);
+    memset(g_old_valid, 0, sizeof g_old_valid);
+    memset(g_crash_old_valid, 0, sizeof g_crash_old_valid);
+    g_cfg.nsignals = g_cfg.ncrash = 0;
+    g_reaper_started = 0;
+    if (g_reaper_rfd >= 0) close(g_reaper_rfd);
+    if (g_reaper_wfd >= 0) close(g_reaper_wfd);
+    g_reaper_rfd = g_reaper_wfd = -1;
+    if (g_notes_map) munmap(g_notes_map, g_notes_map_size);
+    g_notes_map = NULL;
+    memset(&g_stats, 0, sizeof g_stats);
+    __atomic_store_n(&g_claim, 0, __ATOMIC_RELEASE);
+}
+
+int gc_trigger_claim_python(void)
+{
+    /* A dump decided in Python (an unhandled exception) obeys the same guards. */
+    uint64_t now = gc_now_ns();
+    uint64_t last = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
+    if (g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >= g_cfg.max_cores) {
+        __atomic_add_fetch(&g_stats.skipped_limit, 1, __ATOMIC_ACQ_REL);
+        return 1;
+    }
+    if (last && g_cfg.min_interval_ns && now - last < g_cfg.min_interval_ns) {
+        __atomic_add_fetch(&g_stats.skipped_interval, 1, __ATOMIC_ACQ_REL);
+        return 2;
+    }
+    __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&g_stats.last_start_ns, now, __ATOMIC_RELEASE);
+    return 0;
+}

@@ -1,0 +1,564 @@
+"""Triggers: a core on a signal, on a crash and on an unhandled exception.
+
+The signal and crash triggers live in C (``gc_trigger.c``): the handler itself freezes the
+threads and forks the snapshot child, so ``kill -USR2 PID`` gives a core even when a thread
+stuck in C holds the GIL forever. A native reaper thread follows the child and publishes
+the core without the interpreter; a Python listener then logs it, builds the bundle if asked
+and calls ``on_core(path)`` once the interpreter can run.
+
+``gencore trigger PID`` finds a process that installed the trigger through a small state
+file, ``$XDG_RUNTIME_DIR/gencore/PID.json`` (else ``/tmp/gencore-UID/PID.json``), and follows
+its dumps through the events file next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Optional, Union
+
+from . import _metadata
+from .errors import GencoreError
+from .snapshot import (
+    DEFAULT_FILTER,
+    DEFAULT_FREEZE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    VERSION,
+    _freeze_signal,
+    _open_directory,
+    _Options,
+    _require_native,
+    _start,
+    _wait_blocking,
+)
+
+log = logging.getLogger("gencore")
+
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
+_TIME_PLACEHOLDER = "9999999999.999999"  # 17 characters the handler overwrites in place
+_RESULT = struct.Struct("<iiIIQQQQ96s")
+
+PathLike = Union[str, "os.PathLike[str]"]
+SignalSpec = Union[int, signal.Signals]
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """The triggers in force (see :func:`install`); ``counters`` are filled by :func:`installed`."""
+
+    signals: tuple[int, ...]
+    directory: Path
+    collect: bool
+    format: str
+    on_crash: bool
+    on_exception: bool
+    max_cores: int
+    min_interval: float
+    min_free: int
+    crash_timeout: float
+    state_file: Optional[Path]
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class _State:
+    """Everything install() set up, undone by uninstall()."""
+
+    def __init__(self) -> None:
+        self.config: Optional[TriggerConfig] = None
+        self.kwargs: dict[str, Any] = {}
+        self.dir_fd = -1
+        self.events_fd = -1
+        self.notify_r = -1
+        self.notify_w = -1
+        self.listener: Optional[threading.Thread] = None
+        self.on_core: Optional[Callable[[Path], None]] = None
+        self.prev_excepthook: Optional[Callable[..., Any]] = None
+        self.prev_threading_hook: Optional[Callable[..., Any]] = None
+        self.our_excepthook: Optional[Callable[..., Any]] = None
+        self.our_threading_hook: Optional[Callable[..., Any]] = None
+        self.state_file: Optional[Path] = None
+        self.events_file: Optional[Path] = None
+
+
+_lock = threading.RLock()
+_state = _State()
+_fork_hook_registered = False
+
+
+def state_dirs(env: Optional[dict[str, str]] = None) -> list[Path]:
+    """Where state files are announced, in the order they are looked up."""
+    env = dict(os.environ) if env is None else env
+    dirs = []
+    xdg = env.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        dirs.append(Path(xdg) / "gencore")
+    dirs.append(Path(f"/tmp/gencore-{os.geteuid()}"))
+    return dirs
+
+
+def _private_dir(d: Path) -> Path:
+    """Create ``d`` 0700, or check that an existing one is ours, private and no symlink."""
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != os.geteuid():
+        raise GencoreError(
+            f"{d} is not a private directory of this user",
+            stage="install",
+            advice="remove it, or set XDG_RUNTIME_DIR to a private directory",
+        )
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)
+    return d
+
+
+def _start_time(pid: int) -> Optional[int]:
+    """The process start time in clock ticks (/proc/PID/stat field 22): tells pid reuse apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, int]:
+    doc = json.loads(
+        _metadata.build_note(reason=reason, version=VERSION, with_stacks=False, extra=extra)
+    )
+    doc["time"] = 0.0
+    raw = json.dumps(doc, separators=(",", ":"))
+    raw = raw.replace('"time":0.0', '"time":' + _TIME_PLACEHOLDER, 1)
+    data = raw.encode()
+    return data, data.find(_TIME_PLACEHOLDER.encode())
+
+
+def _signal_numbers(signals: Any) -> tuple[int, ...]:
+    if isinstance(signals, (int, signal.Signals)):
+        signals = (signals,)
+    out = []
+    for s in signals or ():
+        n = int(s)
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in CRASH_SIGNALS:
+            raise ValueError(f"signal {n} cannot be a dump trigger")
+        out.append(n)
+    return tuple(out)
+
+
+def install(
+    signals: Any = (signal.SIGUSR2,),
+    directory: Optional[PathLike] = None,
+    *,
+    collect: bool = False,
+    format: str = "tar.gz",
+    on_crash: bool = False,
+    on_exception: bool = False,
+    max_cores: int = 10,
+    min_interval: float = 1.0,
+    min_free: int = 0,
+    on_core: Optional[Callable[[Path], None]] = None,
+    filter: int = DEFAULT_FILTER,
+    freeze_signal: Optional[int] = None,
+    freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
+    crash_timeout: float = 60.0,
+) -> TriggerConfig:
+    """Write a core when this process is signalled, crashes or dies of an exception.
+
+    Args:
+        signals: signals that dump (default ``SIGUSR2``); ``()`` for none. Handled in C: a
+            core is written even when the thread holding the GIL never returns from C.
+        directory: where cores go (default ``$GENCORE_DIR``, else the current directory).
+        collect: also pack each core into a bundle (see :func:`~gencore.collect_core`), once
+            the interpreter can run again; the loose core is kept.
+        format: the bundle format, ``tar.gz`` or ``tar.zst``.
+        on_crash: on SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT, write a core with the real
+            signal and the faulting thread first, then die exactly as before (previous handler,
+            e.g. faulthandler's, or the default action and the kernel's core).
+        on_exception: on an unhandled exception (``sys.excepthook``, ``threading.excepthook``)
+            write a core with reason ``exception`` and the traceback in its metadata, then
+            run the previous hook.
+        max_cores: at most this many cores from triggers in this process (0: no limit).
+        min_interval: seconds between two triggered cores; signals in between are ignored.
+            A signal that arrives while a dump runs is merged into it.
+        min_free: bytes that must stay free in ``directory`` beyond the process's resident
+            size, else a trigger is skipped.
+        on_core: called with the path of each core (or bundle) written by a trigger, from a
+            gencore thread, once the interpreter can run.
+        filter, freeze_signal, freeze_timeout, timeout: as for :func:`~gencore.create_core`.
+        crash_timeout: the longest a crash waits for its core before dying.
+
+    Calling install again replaces the configuration. Returns the :class:`TriggerConfig`.
+    """
+    global _fork_hook_registered
+    native = _require_native()
+    if format not in ("tar.gz", "tar.zst"):
+        raise ValueError(f"format must be tar.gz or tar.zst, got {format!r}")
+    sigs = _signal_numbers(signals)
+    kwargs = dict(
+        signals=sigs,
+        directory=directory,
+        collect=collect,
+        format=format,
+        on_crash=on_crash,
+        on_exception=on_exception,
+        max_cores=max_cores,
+        min_interval=min_interval,
+        min_free=min_free,
+        on_core=on_core,
+        filter=filter,
+        freeze_signal=freeze_signal,
+        freeze_timeout=freeze_timeout,
+        timeout=timeout,
+        crash_timeout=crash_timeout,
+    )
+    with _lock:
+        uninstall()
+        st = _state
+        fsig = _freeze_signal(freeze_signal)
+        d, st.dir_fd = _open_directory(directory)
+        try:
+            rdir = _private_dir(state_dirs()[0])
+            st.state_file = rdir / f"{os.getpid()}.json"
+            st.events_file = rdir / f"{os.getpid()}.events"
+            st.events_fd = os.open(
+                st.events_file,
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+            )
+            st.notify_r, st.notify_w = os.pipe2(os.O_CLOEXEC)
+            note, note_off = _note("signal")
+            crash_note, crash_off = _note("crash")
+            tz = time.localtime().tm_gmtoff
+            native.trigger_install(
+                st.dir_fd,
+                st.events_fd,
+                st.notify_w,
+                sigs,
+                CRASH_SIGNALS if on_crash else (),
+                note,
+                note_off,
+                crash_note,
+                crash_off,
+                filter,
+                fsig,
+                freeze_timeout,
+                timeout or 0.0,
+                crash_timeout,
+                max_cores,
+                min_interval,
+                min_free,
+                tz,
+                sys.executable if collect and sys.executable else None,
+                str(d) if collect else None,
+                format if collect else None,
+            )
+        except BaseException:
+            _close_fds(st)
+            raise
+        st.kwargs = kwargs
+        st.on_core = on_core
+        st.config = TriggerConfig(
+            signals=sigs,
+            directory=d,
+            collect=collect,
+            format=format,
+            on_crash=on_crash,
+            on_exception=on_exception,
+            max_cores=max_cores,
+            min_interval=min_interval,
+            min_free=min_free,
+            crash_timeout=crash_timeout,
+            state_file=st.state_file,
+        )
+        st.listener = threading.Thread(
+            target=_listen, args=(st.notify_r, st.config), name="gencore-trigger", daemon=True
+        )
+        st.listener.start()
+        if on_exception:
+            _hook_exceptions(st)
+        _announce(st, fsig)
+        if not _fork_hook_registered:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook_registered = True
+        log.info(
+            "gencore triggers installed: signals %s, crash %s, exception %s, cores to %s",
+            [signal.Signals(s).name for s in sigs],
+            on_crash,
+            on_exception,
+            d,
+        )
+        return st.config
+
+
+def _announce(st: _State, fsig: int) -> None:
+    assert st.state_file is not None and st.config is not None
+    doc = {
+        "pid": os.getpid(),
+        "start_time": _start_time(os.getpid()),
+        "signal": st.config.signals[0] if st.config.signals else None,
+        "signals": list(st.config.signals),
+        "directory": str(st.config.directory),
+        "events": str(st.events_file),
+        "collect": st.config.collect,
+        "format": st.config.format,
+        "gencore": VERSION,
+        "freeze_signal": fsig,
+    }
+    tmp = st.state_file.with_name(f".{st.state_file.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, st.state_file)
+
+
+def _close_fds(st: _State) -> None:
+    for attr in ("dir_fd", "events_fd", "notify_r", "notify_w"):
+        fd = getattr(st, attr)
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            setattr(st, attr, -1)
+
+
+def uninstall() -> None:
+    """Remove the triggers: every previous signal handler and exception hook comes back.
+
+    A dump in flight is finished first. Handlers or hooks that someone else replaced since
+    install() are left alone.
+    """
+    with _lock:
+        st = _state
+        if st.config is None:
+            return
+        native = _require_native()
+        native.trigger_uninstall()
+        if st.our_excepthook is not None and sys.excepthook is st.our_excepthook:
+            sys.excepthook = st.prev_excepthook  # type: ignore[assignment]
+        if st.our_threading_hook is not None and threading.excepthook is st.our_threading_hook:
+            threading.excepthook = st.prev_threading_hook  # type: ignore[assignment]
+        st.our_excepthook = st.our_threading_hook = None
+        # the listener sees EOF once the write end is closed
+        if st.notify_w >= 0:
+            os.close(st.notify_w)
+            st.notify_w = -1
+        if st.listener is not None and st.listener is not threading.current_thread():
+            st.listener.join(5)
+        st.listener = None
+        for p in (st.state_file, st.events_file):
+            if p is not None:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+        _close_fds(st)
+        st.config = None
+        st.state_file = st.events_file = None
+
+
+def installed() -> Optional[TriggerConfig]:
+    """The configuration in force with its counters, or None when no trigger is installed."""
+    with _lock:
+        if _state.config is None:
+            return None
+        counters = dict(_require_native().trigger_stats())
+        counters.pop("last_start_ns", None)
+        return TriggerConfig(**{**asdict(_state.config), "counters": counters})
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a prefork worker) gets triggers of its own, with its own state file."""
+    native = _require_native()
+    native.trigger_after_fork_child()
+    st = _state
+    if st.config is None:
+        return
+    kwargs = dict(st.kwargs)
+    st.config = None
+    st.listener = None
+    st.our_excepthook = st.our_threading_hook = None
+    _close_fds(st)
+    st.state_file = st.events_file = None
+    try:
+        install(**kwargs)
+    except Exception:
+        log.exception("could not install the gencore triggers in the forked child")
+
+
+def _append_event(line: str) -> None:
+    fd = _state.events_fd
+    if fd >= 0:
+        try:
+            os.write(fd, (line.rstrip("\n") + "\n").encode())
+        except OSError:
+            pass
+
+
+def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
+    """Bundle if asked (unless the native reaper did), then call on_core (listener thread)."""
+    result = path
+    if config.collect and bundled:
+        stem = path.name[: -len(".core")]
+        bundle = path.with_name(f"{stem}.{config.format}")
+        result = bundle if bundle.exists() else path
+    elif config.collect:
+        from .bundle import bundle_core
+
+        try:
+            result = bundle_core(path, format=config.format, keep_core=True, pid=os.getpid())
+            _append_event(f"bundle {result.name}")
+            log.info("bundle %s written", result)
+        except GencoreError as e:
+            _append_event("bundle-error " + str(e).replace("\n", " "))
+            log.error("bundling %s failed: %s", path, e)
+    cb = _state.on_core
+    if cb is not None:
+        try:
+            cb(result)
+        except Exception:
+            log.exception("on_core callback failed")
+
+
+def _listen(rfd: int, config: TriggerConfig) -> None:
+    buf = b""
+    while True:
+        try:
+            data = os.read(rfd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+        while len(buf) >= _RESULT.size:
+            rec, buf = buf[: _RESULT.size], buf[_RESULT.size :]
+            kind, err, stage, _, written, total, size, elapsed, name = _RESULT.unpack(rec)
+            fname = name.split(b"\0", 1)[0].decode()
+            path = config.directory / fname
+            if kind == 1:
+                log.info("core %s written by a signal trigger in %.2f s", path, elapsed / 1e9)
+                _deliver(config, path, bundled=True)
+            else:
+                log.error(
+                    "a signal-triggered core failed: %s (stage %d, wrote %d of %d bytes)",
+                    os.strerror(err),
+                    stage,
+                    written,
+                    total,
+                )
+    try:
+        os.close(rfd)
+    except OSError:
+        pass
+
+
+# -- exceptions -----------------------------------------------------------------------------
+
+
+def _exception_core(
+    exc_type: type[BaseException],
+    exc: Optional[BaseException],
+    tb: Optional[TracebackType],
+    thread: Optional[threading.Thread],
+) -> None:
+    config = _state.config
+    if config is None or exc_type in (SystemExit, KeyboardInterrupt):
+        return
+    if _require_native().trigger_claim() != 0:
+        log.warning("unhandled %s: no core (max_cores or min_interval)", exc_type.__name__)
+        return
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    extra = {
+        "exception": {
+            "type": f"{exc_type.__module__}.{exc_type.__qualname__}",
+            "message": str(exc),
+            "text": text,
+            "thread": thread.name if thread is not None else threading.current_thread().name,
+        }
+    }
+    try:
+        opts = _Options(
+            config.directory,
+            filter=_state.kwargs.get("filter", DEFAULT_FILTER),
+            reason="exception",
+            extra=extra,
+        )
+        path = _wait_blocking(_start(opts))
+    except GencoreError as e:
+        log.error("core for an unhandled %s failed: %s", exc_type.__name__, e)
+        return
+    log.info("core %s written for an unhandled %s", path, exc_type.__name__)
+    _append_event(f"done {path.name}")
+    _deliver(config, path)
+
+
+def _hook_exceptions(st: _State) -> None:
+    st.prev_excepthook = sys.excepthook
+    st.prev_threading_hook = threading.excepthook
+
+    def excepthook(
+        exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]
+    ) -> None:
+        try:
+            _exception_core(exc_type, exc, tb, None)
+        finally:
+            (st.prev_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+
+    def threading_hook(args: Any) -> None:
+        try:
+            _exception_core(args.exc_type, args.exc_value, args.exc_traceback, args.thread)
+        finally:
+            (st.prev_threading_hook or threading.__excepthook__)(args)
+
+    st.our_excepthook, st.our_threading_hook = excepthook, threading_hook
+    sys.excepthook = excepthook
+    threading.excepthook = threading_hook
+
+
+def find_state(pid: int, state: Optional[PathLike] = None) -> dict[str, Any]:
+    """The state file announced by process ``pid`` (for ``gencore trigger``).
+
+    Raises:
+        GencoreError: no such process, or it has not installed the trigger.
+    """
+    if not os.path.exists(f"/proc/{pid}"):
+        raise GencoreError(f"no process {pid}", stage="trigger", advice="check the pid")
+    candidates = [Path(state)] if state else []
+    if not state:
+        env: dict[str, str] = {}
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                for item in f.read().split(b"\0"):
+                    k, _, v = item.partition(b"=")
+                    if k == b"XDG_RUNTIME_DIR":
+                        env["XDG_RUNTIME_DIR"] = v.decode(errors="replace")
+        except OSError:
+            pass
+        for d in state_dirs(env) + state_dirs():
+            candidates.append(d / f"{pid}.json")
+    for c in candidates:
+        try:
+            doc = json.loads(c.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("pid") == pid and doc.get("start_time") == _start_time(pid):
+            doc["state_file"] = str(c)
+            return doc
+    raise GencoreError(
+        f"process {pid} has not installed the gencore trigger",
+        stage="trigger",
+        advice="call gencore.install() in it, or start it with `gencore run`",
+    )

@@ -1,0 +1,208 @@
+"""Programs for the trigger tests: python triggered.py MODE [ARGS_JSON].
+
+stuck      main thread holds the GIL forever inside a C call (a deadlocked mutex), 4 workers
+crash      a worker segfaults (ctypes.string_at(0)); "fh_first"/"fh_after" enable faulthandler
+exception  an unhandled exception in a worker ("thread") or in the main thread ("main")
+burst      100 signals in a burst against install(max_cores=..., min_interval=...)
+uninstall  install/uninstall restore every handler and hook
+fork       a forked child gets triggers of its own
+"""
+
+import ctypes
+import faulthandler
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+mode = sys.argv[1]
+args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+
+
+def workers(n, prefix="worker"):
+    def spin():
+        while True:
+            time.sleep(0.01)
+
+    for i in range(n):
+        threading.Thread(target=spin, name=f"{prefix}-{i}", daemon=True).start()
+
+
+def stuck_in_c():
+    libc = ctypes.PyDLL(None)  # PyDLL: the GIL stays held during the call
+    m = ctypes.create_string_buffer(64)
+    libc.pthread_mutex_init(m, None)
+    libc.pthread_mutex_lock(m)
+    print(json.dumps({"ready": os.getpid()}), flush=True)
+    libc.pthread_mutex_lock(m)  # never returns
+
+
+def crash_in_worker():
+    ctypes.string_at(0)
+
+
+def fail_in_worker():
+    raise ValueError("worker failed on purpose")
+
+
+def fail_in_main():
+    raise RuntimeError("main failed on purpose")
+
+
+class SigAction(ctypes.Structure):
+    _fields_ = [
+        ("handler", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong * 16),
+        ("flags", ctypes.c_int),
+        ("restorer", ctypes.c_void_p),
+    ]
+
+
+def c_handler(sig):
+    act = SigAction()
+    ctypes.CDLL(None, use_errno=True).sigaction(sig, None, ctypes.byref(act))
+    return act.handler or 0
+
+
+def children():
+    kids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids += f.read().split()
+        except OSError:
+            pass
+    return kids
+
+
+if mode == "stuck":
+    workers(4)
+    time.sleep(0.2)
+    stuck_in_c()
+
+elif mode == "crash":
+    if args.get("fh") == "fh_after":
+        faulthandler.enable()
+    workers(3, "idle")
+    time.sleep(0.2)
+    t = threading.Thread(target=crash_in_worker, name="crasher")
+    t.start()
+    t.join()
+
+elif mode == "exception":
+    workers(2)
+    if args["where"] == "thread":
+        t = threading.Thread(target=fail_in_worker, name="failing-worker")
+        t.start()
+        t.join()
+        time.sleep(0.1)
+        print(json.dumps({"after_thread": True}), flush=True)
+    else:
+        fail_in_main()
+
+elif mode == "burst":
+    import gencore
+
+    before_fds = sorted(os.listdir("/proc/self/fd"))
+    gencore.install(
+        directory=args["dir"], max_cores=args["max_cores"], min_interval=args["min_interval"]
+    )
+    installed_fds = sorted(os.listdir("/proc/self/fd"))
+    workers(3)
+    for _ in range(100):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(args.get("gap", 0.0))
+    deadline = time.time() + 60
+    while time.time() < deadline and any(n.endswith(".partial") for n in os.listdir(args["dir"])):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    counters = gencore.installed().counters
+    events = open(gencore.installed().state_file.with_suffix(".events")).read()
+    during_fds = sorted(os.listdir("/proc/self/fd"))
+    gencore.uninstall()
+    print(
+        json.dumps(
+            {
+                "counters": counters,
+                "events": events,
+                "children": children(),
+                "fds_during_same": during_fds == installed_fds,
+                "fds_after_same": sorted(os.listdir("/proc/self/fd")) == before_fds,
+                "listing": sorted(os.listdir(args["dir"])),
+            }
+        ),
+        flush=True,
+    )
+
+elif mode == "uninstall":
+    import gencore
+
+    faulthandler.enable()  # a previous C handler for the crash signals
+    signal.signal(signal.SIGUSR1, lambda *a: None)  # a previous Python handler
+    sigs = [
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGILL,
+        signal.SIGFPE,
+        signal.SIGABRT,
+    ]
+    before = {int(s): c_handler(s) for s in sigs}
+    hooks = (sys.excepthook, threading.excepthook)
+    fds = sorted(os.listdir("/proc/self/fd"))
+    kw = dict(
+        signals=(signal.SIGUSR1, signal.SIGUSR2),
+        directory=args["dir"],
+        on_crash=True,
+        on_exception=True,
+    )
+    gencore.install(**kw)
+    changed = {int(s): c_handler(s) != before[int(s)] for s in sigs}
+    hooked = (sys.excepthook, threading.excepthook) != hooks
+    gencore.install(**kw)  # twice is safe
+    state_file = str(gencore.installed().state_file)
+    gencore.uninstall()
+    after = {int(s): c_handler(s) for s in sigs}
+    print(
+        json.dumps(
+            {
+                "changed": changed,
+                "hooked": hooked,
+                "restored": after == before,
+                "hooks_restored": (sys.excepthook, threading.excepthook) == hooks,
+                "python_handler": signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL,
+                "fds_same": sorted(os.listdir("/proc/self/fd")) == fds,
+                "state_file_gone": not os.path.exists(state_file),
+                "installed": gencore.installed() is not None,
+            }
+        ),
+        flush=True,
+    )
+
+elif mode == "fork":
+    import gencore
+
+    gencore.install(directory=args["dir"], min_interval=0)
+    workers(2)
+    pid = os.fork()
+    if pid == 0:
+        workers(1, "child")
+        cfg = gencore.installed()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(3)
+        print(
+            json.dumps(
+                {
+                    "child": os.getpid(),
+                    "state": str(cfg.state_file),
+                    "counters": gencore.installed().counters,
+                }
+            ),
+            flush=True,
+        )
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(json.dumps({"parent": os.getpid(), "counters": gencore.installed().counters}), flush=True)

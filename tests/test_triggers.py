@@ -1,0 +1,206 @@
+"""Triggers: signal (even with the GIL held forever), crash, unhandled exception, guards."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROGRAMS, real_python, run, tool
+
+import gencore
+
+PROGRAM = str(PROGRAMS / "triggered.py")
+
+
+def gencore_run(
+    directory: Path, *opts: str, mode: str, args: dict | None = None, pre: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        sys.executable,
+        *pre,
+        "-m",
+        "gencore",
+        "run",
+        "--directory",
+        str(directory),
+        *opts,
+        "--",
+        PROGRAM,
+        mode,
+        json.dumps(args or {}),
+    ]
+
+
+def cores(directory: Path, suffix: str = ".core") -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith(suffix))
+
+
+def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
+    p = subprocess.Popen(
+        gencore_run(tmp_path, "--collect", mode="stuck"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = p.stdout.readline()
+        pid = json.loads(line)["ready"]
+        assert pid == p.pid
+        r = run(
+            [sys.executable, "-m", "gencore", "trigger", str(pid), "--wait", "--timeout", "120"]
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        core_path, bundle_path = r.stdout.split()
+        assert Path(core_path).parent == tmp_path and core_path.endswith(".core")
+        assert bundle_path.endswith(".tar.gz") and Path(bundle_path).exists()
+        assert p.poll() is None  # the application is still alive (and still stuck)
+    finally:
+        p.kill()
+        p.wait()
+    out = run([tool("pystack"), "core", "--native", core_path, real_python()]).stdout
+    threads = re.findall(r"Traceback for thread (\d+)", out)
+    assert len(threads) >= 5, out[-3000:]
+    main = out[out.index(f"Traceback for thread {pid} ") :]
+    main = (
+        main[: main.find("\nTraceback for thread", 1)]
+        if "\nTraceback for thread" in main[1:]
+        else main
+    )
+    assert "Has the GIL" in main
+    assert "stuck_in_c" in main and "pthread_mutex_lock" in main
+    assert out.count("in spin") >= 4
+    with gencore.open_core(core_path) as core:
+        assert core.metadata["reason"] == "signal"
+        assert core.signal == signal.SIGUSR2
+        assert len(core.threads) >= 6  # main, 4 workers, gencore's listener and reaper
+    # the bundle was built by the native reaper while the GIL was stuck
+    with gencore.open_core(bundle_path) as core:
+        assert core.manifest["executable"]
+
+
+def test_trigger_refuses_a_process_without_the_trigger(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        r = run([sys.executable, "-m", "gencore", "trigger", str(p.pid), "--timeout", "5"])
+        assert r.returncode == 1
+        assert "has not installed the gencore trigger" in r.stderr and "gencore run" in r.stderr
+        assert p.poll() is None  # not signalled: SIGUSR2's default would have killed it
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("fh", ["none", "fh_first", "fh_after"])
+def test_crash_core_then_the_process_dies_as_before(tmp_path, fh):
+    pre = ("-X", "faulthandler") if fh == "fh_first" else ()
+    r = run(gencore_run(tmp_path, "--on-crash", mode="crash", args={"fh": fh}, pre=pre))
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    found = cores(tmp_path)
+    assert len(found) == 1, r.stderr
+    assert f"crash core written: {found[0].name}" in r.stderr
+    if fh != "none":
+        assert "Fatal Python error: Segmentation fault" in r.stderr
+        assert "crash_in_worker" in r.stderr
+    with gencore.open_core(found[0]) as core:
+        assert core.signal == signal.SIGSEGV
+        assert core.metadata["reason"] == "crash"
+        first = core.threads[0]
+        assert first.signal == signal.SIGSEGV  # pr_cursig of the faulting thread
+    out = run([tool("pystack"), "core", str(found[0]), real_python()]).stdout
+    first_trace = out[out.index("Traceback for thread") :]
+    first_trace = first_trace[: first_trace.find("Traceback for thread", 10)]
+    assert f"Traceback for thread {first.tid}" in first_trace
+    assert "crash_in_worker" in first_trace  # the faulting thread comes first
+    ev = run([tool("eu-readelf"), "-n", str(found[0])]).stdout
+    assert re.search(
+        r"si_signo: 11, si_errno: 0, si_code: " + ("1" if fh != "fh_after" else "-6"), ev
+    ), ev[:3000]
+
+
+@pytest.mark.parametrize("where", ["thread", "main"])
+def test_unhandled_exception_core(tmp_path, where):
+    r = run(gencore_run(tmp_path, "--on-exception", mode="exception", args={"where": where}))
+    found = cores(tmp_path)
+    assert len(found) == 1, r.stderr
+    with gencore.open_core(found[0]) as core:
+        meta = core.metadata
+    assert meta["reason"] == "exception"
+    exc = meta["exception"]
+    if where == "thread":
+        assert r.returncode == 0 and '"after_thread": true' in r.stdout
+        assert exc["type"] == "builtins.ValueError" and exc["thread"] == "failing-worker"
+        assert "worker failed on purpose" in exc["text"] and "fail_in_worker" in exc["text"]
+        assert "Exception in thread failing-worker" in r.stderr  # the normal report
+    else:
+        assert r.returncode == 1
+        assert exc["type"] == "builtins.RuntimeError" and "fail_in_main" in exc["text"]
+        assert "Traceback (most recent call last)" in r.stderr
+        assert "RuntimeError: main failed on purpose" in r.stderr
+    p = run([sys.executable, "-m", "gencore", "info", str(found[0])])
+    assert "exception" in p.stdout
+
+
+def test_burst_of_signals_respects_the_guards(tmp_path):
+    r = run(
+        [
+            sys.executable,
+            PROGRAM,
+            "burst",
+            json.dumps({"dir": str(tmp_path), "max_cores": 3, "min_interval": 0.3, "gap": 0.01}),
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    c = res["counters"]
+    found = [n for n in res["listing"] if n.endswith(".core")]
+    assert 1 <= c["cores"] <= 3 and len(found) == c["cores"], res
+    assert c["failed"] == 0
+    assert c["skipped_min_interval"] + c["merged"] > 0
+    assert not any(n.endswith(".partial") for n in res["listing"])
+    assert res["children"] == [] and res["fds_during_same"] and res["fds_after_same"]
+    starts = [ln for ln in res["events"].splitlines() if ln.startswith("start")]
+    assert len(starts) == c["cores"]
+
+
+def test_max_cores_holds(tmp_path):
+    r = run(
+        [
+            sys.executable,
+            PROGRAM,
+            "burst",
+            json.dumps({"dir": str(tmp_path), "max_cores": 2, "min_interval": 0, "gap": 0.02}),
+        ]
+    )
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["counters"]["cores"] == 2, res
+    assert res["counters"]["skipped_max_cores"] > 0
+    assert len([n for n in res["listing"] if n.endswith(".core")]) == 2
+    assert "skipped max_cores" in res["events"]
+
+
+def test_uninstall_restores_every_handler_and_hook(tmp_path):
+    r = run([sys.executable, PROGRAM, "uninstall", json.dumps({"dir": str(tmp_path)})])
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(res["changed"].values()) and res["hooked"]  # install really replaced them
+    assert res["restored"] and res["hooks_restored"] and res["python_handler"]
+    assert res["fds_same"] and res["state_file_gone"] and not res["installed"]
+
+
+def test_forked_child_gets_its_own_trigger(tmp_path):
+    r = run([sys.executable, PROGRAM, "fork", json.dumps({"dir": str(tmp_path)})])
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
+    child = next(x for x in lines if "child" in x)
+    parent = next(x for x in lines if "parent" in x)
+    assert child["counters"]["cores"] == 1 and parent["counters"]["cores"] == 0
+    assert child["state"].endswith(f"/{child['child']}.json")
+    found = cores(tmp_path)
+    assert len(found) == 1 and f".{child['child']}." in found[0].name
+    with gencore.open_core(found[0]) as core:
+        assert core.pid == child["child"]
