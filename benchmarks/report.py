@@ -95,6 +95,47 @@ def plot(table: list[dict], path: Path) -> bool:
     return True
 
 
+def bundle_section(data: dict) -> list[str]:
+    """The bundling benchmark (benchmarks/bench_bundle.py), medians of its runs."""
+    import statistics
+
+    rows_ = data["rows"]
+
+    def med(key: str, field: str) -> float:
+        return statistics.median(r[key][field] for r in rows_)
+
+    core = statistics.median(r["core_bytes"] for r in rows_)
+    orig = med("original", "s")
+    out = [
+        "",
+        "## Bundling",
+        "",
+        f"One core of a process with {data['rss_mib']} MiB resident (a quarter random bytes, the "
+        f"rest repetitive records), {core / 2**20:.0f} MiB, bundled with its "
+        f"{rows_[0]['tar.gz']['files']} files three ways side by side; median of "
+        f"{len(rows_)} runs. `app CPU` is the CPU time the application's own interpreter spent "
+        "while the bundle was built.",
+        "",
+        "```",
+        "python benchmarks/bench_bundle.py --rss-mib 1024 --repeat 3",
+        "```",
+        "",
+        "| method | time s | vs tar -czf | size MiB | size / core | app CPU ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("tar.gz", "gencore tar.gz (gzip -1, helper)"),
+        ("tar.zst", "gencore tar.zst (zstd -3, all cores, helper)"),
+        ("original", "`tar -czf` through /bin/sh (the original)"),
+    ):
+        out.append(
+            f"| {label} | {med(key, 's'):.2f} | {med(key, 's') / orig:.2f} | "
+            f"{med(key, 'bytes') / 2**20:.0f} | {med(key, 'bytes') / core:.2f} | "
+            f"{med(key, 'app_cpu_s') * 1000:.0f} |"
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=str(HERE / "out" / "results.json"))
@@ -160,6 +201,9 @@ def main() -> None:
     ]
     if has_plot:
         lines += ["", f"![pause and completion]({Path(args.png).relative_to(ROOT)})"]
+    bundle = Path(args.results).with_name("bundle.json")
+    if bundle.exists():
+        lines += bundle_section(json.loads(bundle.read_text()))
     Path(args.md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -78,6 +78,8 @@ def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
         assert core.metadata["reason"] == "signal"
         assert core.signal == signal.SIGUSR2
         assert len(core.threads) >= 6  # main, 4 workers, gencore's listener and reaper
+    r = run([sys.executable, "-m", "gencore", "stacks", core_path])
+    assert "signal trigger" in r.stdout and "pystack core" in r.stdout
     # the bundle was built by the native reaper while the GIL was stuck
     with gencore.open_core(bundle_path) as core:
         assert core.manifest["executable"]

@@ -62,15 +62,26 @@ DEMO_PROGRAM = textwrap.dedent(
 def _print_stacks(core: CoreFile, out: Any) -> None:
     stacks = core.python_stacks
     if not stacks:
+        reason = core.metadata.get("reason")
+        if reason in ("signal", "crash"):
+            why = f"it was written by the {reason} trigger, in a signal handler where Python "
+            why += "cannot run"
+        elif core.metadata:
+            why = "it was written with python_stacks=False"
+        else:
+            why = "it was not written by gencore"
         print(
-            "no Python stacks in this core (written without python_stacks, or not by gencore)",
+            f"no Python stacks stored in this core: {why}. Read them from memory with "
+            "`pystack core CORE` (or `gencore debug BUNDLE`).",
             file=out,
         )
         return
     meta = core.metadata
     print(f"Process {core.pid}: {core.command}", file=out)
+    py = meta.get("python", {})
     print(
-        f"Python v{meta.get('python', {}).get('version', '?')} (reason: {meta.get('reason', '?')})",
+        f"Python v{py.get('version', '?')} ({py.get('executable', '?')}), "
+        f"reason: {meta.get('reason', '?')}",
         file=out,
     )
     print("", file=out)
@@ -173,7 +184,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"for Python {meta.get('python', {}).get('version')}"
         )
         if meta.get("exception"):
-            print(f"exception: {meta['exception'].get('text', '').strip().splitlines()[-1:]}")
+            lines = str(meta["exception"].get("text", "")).strip().splitlines()
+            print(f"exception: {lines[-1] if lines else meta['exception'].get('type')}")
     if info["bundle"]:
         b = info["bundle"]
         print(

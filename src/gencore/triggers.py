@@ -13,6 +13,7 @@ its dumps through the events file next to it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -231,6 +232,7 @@ def install(
         d, st.dir_fd = _open_directory(directory)
         try:
             rdir = _private_dir(state_dirs()[0])
+            _remove_stale(rdir)
             st.state_file = rdir / f"{os.getpid()}.json"
             st.events_file = rdir / f"{os.getpid()}.events"
             st.events_fd = os.open(
@@ -292,6 +294,7 @@ def install(
         _announce(st, fsig)
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=_after_fork_in_child)
+            atexit.register(_remove_state_files)
             _fork_hook_registered = True
         log.info(
             "gencore triggers installed: signals %s, crash %s, exception %s, cores to %s",
@@ -322,6 +325,41 @@ def _announce(st: _State, fsig: int) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f)
     os.replace(tmp, st.state_file)
+
+
+def _remove_state_files() -> None:
+    """At exit: the announcement goes (the handlers stay for crashes during shutdown)."""
+    st = _state
+    if st.config is None or st.state_file is None or os.getpid() != _announced_pid(st):
+        return
+    for p in (st.state_file, st.events_file):
+        try:
+            if p is not None:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _announced_pid(st: _State) -> int:
+    try:
+        return int(st.state_file.stem) if st.state_file is not None else -1
+    except ValueError:
+        return -1
+
+
+def _remove_stale(d: Path) -> None:
+    """State files of processes that are gone (killed before they could clean up)."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        stem, _, ext = n.partition(".")
+        if ext in ("json", "events") and stem.isdigit() and not os.path.exists(f"/proc/{stem}"):
+            try:
+                os.unlink(d / n)
+            except OSError:
+                pass
 
 
 def _close_fds(st: _State) -> None:

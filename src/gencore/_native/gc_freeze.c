@@ -28,11 +28,13 @@ static int g_release;                       /* futex word: bumped to release par
 static int g_parked;                        /* futex word: number of threads parked */
 static int g_expected;                      /* threads signaled so far: the last parker wakes us */
 static int g_busy;                          /* one snapshot at a time, process-wide */
+static int32_t g_busy_tid;                  /* the thread that holds g_busy */
 static int g_handler_kept;                  /* our handler stays installed (stale signals) */
 static struct sigaction g_old_action;
 static int g_old_signal;
 
 int gc_freeze_busy(void) { return __atomic_load_n(&g_busy, __ATOMIC_ACQUIRE); }
+int32_t gc_freeze_owner(void) { return __atomic_load_n(&g_busy_tid, __ATOMIC_ACQUIRE); }
 
 static void futex_wake_all(int *word)
 {
@@ -180,6 +182,7 @@ int gc_freeze_prepare(struct gc_snapshot *s)
     int expected = 0;
     if (!__atomic_compare_exchange_n(&g_busy, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return -EBUSY;
+    __atomic_store_n(&g_busy_tid, (int32_t)gc_gettid(), __ATOMIC_RELEASE);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = freeze_handler;
@@ -361,5 +364,6 @@ void gc_freeze_release(struct gc_snapshot *s)
 void gc_freeze_finish(struct gc_snapshot *s)
 {
     if (!g_handler_kept) sigaction(s->freeze_signal, &g_old_action, NULL);
+    __atomic_store_n(&g_busy_tid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
 }

@@ -110,6 +110,7 @@ int gc_freeze_all(struct gc_snapshot *s);
 void gc_freeze_release(struct gc_snapshot *s);
 void gc_freeze_finish(struct gc_snapshot *s);
 int gc_freeze_busy(void);
+int32_t gc_freeze_owner(void); /* tid holding the freeze, 0 if none */
 
 /* gc_regs_x86_64.c */
 void gc_regs_init(void);

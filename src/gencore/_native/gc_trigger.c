@@ -249,7 +249,9 @@ static int start_dump(struct job *j, int sig, const siginfo_t *info, const void 
     pid_t pid = -1;
     int r = gc_snapshot_run(&s, &pid);
     for (int tries = 0; r == -EBUSY && tries < 200; tries++) {
-        /* a snapshot from Python is in its freeze: a few ms at most */
+        /* A snapshot from Python is in its freeze: a few ms at most. If this very thread is
+         * the one taking it (we interrupted it), waiting would never end: it is merged. */
+        if (gc_freeze_owner() == (int32_t)gc_gettid()) break;
         struct {
             long sec, nsec;
         } ts = {0, 5000000};
@@ -365,6 +367,12 @@ static void trigger_handler(int sig, siginfo_t *info, void *uc)
     gc_memzero(&j, sizeof j);
     stamp_note(g_cfg.note, g_cfg.note_len, g_cfg.note_time_offset);
     int rc = start_dump(&j, sig, info, uc, g_cfg.note, g_cfg.note_len);
+    if (rc == -EBUSY) {
+        __atomic_add_fetch(&g_stats.merged, 1, __ATOMIC_ACQ_REL); /* a snapshot is under way */
+        release_claim();
+        errno = saved_errno;
+        return;
+    }
     if (rc < 0) {
         __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
         event("error", j.final, -rc, GC_STAGE_SETUP, 1);
