@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -97,11 +98,29 @@ def test_trigger_refuses_a_process_without_the_trigger(tmp_path):
         p.wait()
 
 
+def unlimited_core() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
 @pytest.mark.parametrize("fh", ["none", "fh_first", "fh_after"])
 def test_crash_core_then_the_process_dies_as_before(tmp_path, fh):
     pre = ("-X", "faulthandler") if fh == "fh_first" else ()
-    r = run(gencore_run(tmp_path, "--on-crash", mode="crash", args={"fh": fh}, pre=pre))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = tmp_path / "cores"
+    out.mkdir()
+    r = run(
+        gencore_run(out, "--on-crash", mode="crash", args={"fh": fh}, pre=pre),
+        cwd=cwd,
+        preexec_fn=unlimited_core,
+    )
     assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    # the kernel's own core too, as before (core_pattern is `core` on these machines)
+    kernel = [p for p in cwd.iterdir() if p.name.startswith("core")]
+    assert kernel, "the re-raised SIGSEGV left no kernel core"
+    with gencore.open_core(kernel[0]) as kcore:
+        assert kcore.signal == signal.SIGSEGV
+    tmp_path = out
     found = cores(tmp_path)
     assert len(found) == 1, r.stderr
     assert f"crash core written: {found[0].name}" in r.stderr
@@ -145,6 +164,60 @@ def test_unhandled_exception_core(tmp_path, where):
         assert "RuntimeError: main failed on purpose" in r.stderr
     p = run([sys.executable, "-m", "gencore", "info", str(found[0])])
     assert "exception" in p.stdout
+
+
+def test_run_a_module(tmp_path):
+    mod = tmp_path / "mods"
+    mod.mkdir()
+    (mod / "failmod.py").write_text(
+        "import sys\nprint('argv', sys.argv[1:])\nraise KeyError('from a module')\n"
+    )
+    out = tmp_path / "cores"
+    out.mkdir()
+    r = run(
+        [
+            sys.executable,
+            "-m",
+            "gencore",
+            "run",
+            "--on-exception",
+            "--directory",
+            str(out),
+            "-m",
+            "failmod",
+            "a",
+            "b",
+        ],
+        env={"PYTHONPATH": str(mod)},
+    )
+    assert r.returncode == 1 and "argv ['a', 'b']" in r.stdout
+    assert "KeyError: 'from a module'" in r.stderr
+    found = cores(out)
+    with gencore.open_core(found[0]) as core:
+        assert core.metadata["exception"]["type"] == "builtins.KeyError"
+
+
+def test_free_space_floor(tmp_path):
+    r = run(
+        [
+            sys.executable,
+            PROGRAM,
+            "burst",
+            json.dumps(
+                {
+                    "dir": str(tmp_path),
+                    "max_cores": 5,
+                    "min_interval": 0,
+                    "signals": 3,
+                    "gap": 0.2,
+                    "min_free": 1 << 60,
+                }
+            ),
+        ]
+    )
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["counters"]["cores"] == 0 and res["counters"]["skipped_free_space"] == 3, res
+    assert "skipped free_space" in res["events"] and res["listing"] == []
 
 
 def test_burst_of_signals_respects_the_guards(tmp_path):

@@ -107,11 +107,14 @@ elif mode == "burst":
 
     before_fds = sorted(os.listdir("/proc/self/fd"))
     gencore.install(
-        directory=args["dir"], max_cores=args["max_cores"], min_interval=args["min_interval"]
+        directory=args["dir"],
+        max_cores=args["max_cores"],
+        min_interval=args["min_interval"],
+        min_free=args.get("min_free", 0),
     )
     installed_fds = sorted(os.listdir("/proc/self/fd"))
     workers(3)
-    for _ in range(100):
+    for _ in range(args.get("signals", 100)):
         os.kill(os.getpid(), signal.SIGUSR2)
         time.sleep(args.get("gap", 0.0))
     deadline = time.time() + 60
