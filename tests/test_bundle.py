@@ -19,6 +19,9 @@ import gencore
 from gencore.bundle import ExtractedBundle, extract_bundle
 from gencore.cli import debug_command
 
+# time.sleep() waits in clock_nanosleep (3.11+) or select (3.9, 3.10)
+SLEEP_FRAME = re.compile(r"\b(__)?(clock_nanosleep|select)\b")
+
 
 def make_bundle(tmp_path: Path, stackmark: str, **args) -> dict:
     out = tmp_path / "out"
@@ -84,7 +87,7 @@ def test_pystack_resolves_libraries_from_the_bundle_only(bundle_gz, tmp_path):
     assert "bundled_worker_in_c" in out
     assert re.search(r"stackmark_park.*libprivmark\.so", out), out[-4000:]
     assert re.search(r"\((libc\.so\.6|libc-[\d.]+\.so)\)", out)
-    assert "clock_nanosleep" in out or "select" in out
+    assert SLEEP_FRAME.search(out)  # time.sleep's libc call, symbol from the bundle's libc
 
 
 def test_gdb_with_the_bundle_as_sysroot(bundle_gz, tmp_path):
@@ -111,7 +114,7 @@ def test_gdb_with_the_bundle_as_sysroot(bundle_gz, tmp_path):
     assert all(lib.startswith(str(ex.root)) for lib in libs), libs
     assert not re.search(r"^\s+No\s+/", out, re.M), "a library was not loaded from the bundle"
     assert "stackmark_park" in out
-    assert "clock_nanosleep" in out
+    assert SLEEP_FRAME.search(out)
     if python_gdb_script():
         assert "bundled_worker_sleeping" in out  # py-bt from the bundle's python-gdb.py
 
@@ -202,7 +205,9 @@ def test_deleted_or_replaced_library_comes_from_map_files(tmp_path, stackmark_li
 def test_zstd_bundles_from_async_and_callback_forms(tmp_path, stackmark_lib, mode):
     r = make_bundle(tmp_path, stackmark_lib, format="tar.zst", mode=mode)
     assert r["bundle"].endswith(".tar.zst")
-    assert r["threads"] and len(r["threads"]) == 4  # no helper thread left behind
+    # no gencore thread or helper process left behind (asyncio may keep its own watcher)
+    assert not [t for t in r["threads"] if t.startswith("gencore")], r["threads"]
+    assert r["children"] == []
     p = run([sys.executable, "-m", "gencore", "stacks", r["bundle"]])
     assert p.returncode == 0, p.stderr
     assert "bundled_worker_in_c" in p.stdout

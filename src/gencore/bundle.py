@@ -768,7 +768,7 @@ def start_collect(
     The freeze and fork happen before this returns. ``callback(error, path)`` is called from a
     daemon thread when the bundle is done.
     """
-    from .snapshot import start_core
+    from .snapshot import in_thread, start_core
 
     _check_format(format)
     core_fut = start_core(
@@ -782,25 +782,13 @@ def start_collect(
         freeze_signal=freeze_signal,
         force=force,
     )
-    fut: concurrent.futures.Future[BundlePath] = concurrent.futures.Future()
-    fut.set_running_or_notify_cancel()
     pid = os.getpid()
 
-    def run() -> None:
-        try:
-            core = core_fut.result()
-            path = bundle_core(core, format=format, keep_core=keep_core, pid=pid, timeout=timeout)
-        except BaseException as e:  # delivered through the future
-            fut.set_exception(e)
-            if callback is not None:
-                callback(e, None)
-            return
-        fut.set_result(path)
-        if callback is not None:
-            callback(None, path)
+    def work() -> BundlePath:
+        core = core_fut.result()
+        return bundle_core(core, format=format, keep_core=keep_core, pid=pid, timeout=timeout)
 
-    threading.Thread(target=run, name="gencore-collect", daemon=True).start()
-    return fut
+    return in_thread(work, callback, "gencore-collect")
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PosixPath
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _metadata
 from .errors import (
@@ -809,21 +809,35 @@ def start_core(
         force,
     )
     job = _start(opts)
-    fut: concurrent.futures.Future[CorePath] = concurrent.futures.Future()
-    fut.set_running_or_notify_cancel()
+    fut = in_thread(lambda: _wait_blocking(job), callback, "gencore-wait")
     fut.child_pid = job.child_pid  # type: ignore[attr-defined]
+    return fut
+
+
+T = TypeVar("T")
+
+
+def in_thread(
+    work: Callable[[], T],
+    callback: Optional[Callable[[Optional[BaseException], Optional[T]], None]],
+    name: str,
+) -> concurrent.futures.Future[T]:
+    """Run ``work`` in a daemon thread; deliver its result through a Future and
+    ``callback(error, result)`` (the original module's callback order)."""
+    fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
 
     def run() -> None:
         try:
-            path = _wait_blocking(job)
+            result = work()
         except BaseException as e:  # delivered through the future
             fut.set_exception(e)
             if callback is not None:
                 callback(e, None)
             return
-        fut.set_result(path)
+        fut.set_result(result)
         if callback is not None:
-            callback(None, path)
+            callback(None, result)
 
-    threading.Thread(target=run, name="gencore-wait", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return fut

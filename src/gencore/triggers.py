@@ -14,6 +14,7 @@ its dumps through the events file next to it.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -208,7 +209,7 @@ def install(
     if format not in ("tar.gz", "tar.zst"):
         raise ValueError(f"format must be tar.gz or tar.zst, got {format!r}")
     sigs = _signal_numbers(signals)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         signals=sigs,
         directory=directory,
         collect=collect,
@@ -272,19 +273,9 @@ def install(
             raise
         st.kwargs = kwargs
         st.on_core = on_core
-        st.config = TriggerConfig(
-            signals=sigs,
-            directory=d,
-            collect=collect,
-            format=format,
-            on_crash=on_crash,
-            on_exception=on_exception,
-            max_cores=max_cores,
-            min_interval=min_interval,
-            min_free=min_free,
-            crash_timeout=crash_timeout,
-            state_file=st.state_file,
-        )
+        fields = {f.name for f in dataclasses.fields(TriggerConfig)}
+        given = {k: v for k, v in kwargs.items() if k in fields}
+        st.config = TriggerConfig(**{**given, "directory": d, "state_file": st.state_file})
         st.listener = threading.Thread(
             target=_listen, args=(st.notify_r, st.config), name="gencore-trigger", daemon=True
         )
@@ -425,7 +416,7 @@ def _after_fork_in_child() -> None:
     st = _state
     if st.config is None:
         return
-    kwargs = dict(st.kwargs)
+    kwargs: dict[str, Any] = dict(st.kwargs)
     st.config = None
     st.listener = None
     st.our_excepthook = st.our_threading_hook = None

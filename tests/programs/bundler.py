@@ -55,7 +55,8 @@ print(
             "bundle": str(path),
             "pid": os.getpid(),
             "manifest_files": len(path.manifest["files"]),
-            "threads": [t.native_id for t in threading.enumerate()],
+            "threads": [t.name for t in threading.enumerate()],
+            "children": open(f"/proc/self/task/{os.getpid()}/children").read().split(),
             "listing": sorted(os.listdir(args["dir"])),
         }
     )

@@ -91,8 +91,8 @@ static inline int gc_endswith(const char *s, size_t n, const char *suffix)
     return 1;
 }
 
-/* Append the decimal form of v to buf at *pos (bounded by cap). */
-static inline void gc_fmt_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
+/* Append the decimal form of v to buf at *pos (bounded by cap), zero-padded to width. */
+static inline void gc_fmt_u64_pad(char *buf, size_t cap, size_t *pos, uint64_t v, int width)
 {
     char tmp[24];
     int n = 0;
@@ -100,7 +100,13 @@ static inline void gc_fmt_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
         tmp[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
+    while (n < width && n < (int)sizeof tmp) tmp[n++] = '0';
     while (n && *pos + 1 < cap) buf[(*pos)++] = tmp[--n];
+}
+
+static inline void gc_fmt_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
+{
+    gc_fmt_u64_pad(buf, cap, pos, v, 0);
 }
 
 static inline void gc_fmt_str(char *buf, size_t cap, size_t *pos, const char *s)

@@ -84,18 +84,6 @@ static uint64_t realtime_s(void)
     return (uint64_t)ts.sec;
 }
 
-static void fmt_pad(char *buf, size_t cap, size_t *pos, uint64_t v, int width)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n < width) tmp[n++] = '0';
-    while (n && *pos + 1 < cap) buf[(*pos)++] = tmp[--n];
-}
-
 /* core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq> in local time (offset taken at install). */
 static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq)
 {
@@ -114,17 +102,17 @@ static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, ui
     y += m <= 2;
     size_t pos = 0;
     gc_fmt_str(buf, cap, &pos, "core_");
-    fmt_pad(buf, cap, &pos, (uint64_t)y, 4);
-    fmt_pad(buf, cap, &pos, (uint64_t)m, 2);
-    fmt_pad(buf, cap, &pos, (uint64_t)d, 2);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)y, 4);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)m, 2);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)d, 2);
     gc_fmt_str(buf, cap, &pos, ".");
-    fmt_pad(buf, cap, &pos, (uint64_t)(secs / 3600), 2);
-    fmt_pad(buf, cap, &pos, (uint64_t)(secs / 60 % 60), 2);
-    fmt_pad(buf, cap, &pos, (uint64_t)(secs % 60), 2);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)(secs / 3600), 2);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)(secs / 60 % 60), 2);
+    gc_fmt_u64_pad(buf, cap, &pos, (uint64_t)(secs % 60), 2);
     gc_fmt_str(buf, cap, &pos, ".");
     gc_fmt_u64(buf, cap, &pos, (uint64_t)pid);
     gc_fmt_str(buf, cap, &pos, ".");
-    fmt_pad(buf, cap, &pos, seq, 3);
+    gc_fmt_u64_pad(buf, cap, &pos, seq, 3);
     buf[pos] = 0;
 }
 
@@ -175,9 +163,9 @@ static void stamp_note(unsigned char *note, size_t len, long off)
     gc_sys2(SYS_clock_gettime, 0, &ts);
     char buf[24];
     size_t pos = 0;
-    fmt_pad(buf, sizeof buf, &pos, (uint64_t)ts.sec % 10000000000ull, 10);
+    gc_fmt_u64_pad(buf, sizeof buf, &pos, (uint64_t)ts.sec % 10000000000ull, 10);
     buf[pos++] = '.';
-    fmt_pad(buf, sizeof buf, &pos, (uint64_t)ts.nsec / 1000, 6);
+    gc_fmt_u64_pad(buf, sizeof buf, &pos, (uint64_t)ts.nsec / 1000, 6);
     gc_memcopy(note + off, buf, 17);
 }
 
