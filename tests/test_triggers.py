@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,7 @@ def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
     assert out.count("in spin") >= 4
     with gencore.open_core(core_path) as core:
         assert core.metadata["reason"] == "signal"
+        assert abs(core.metadata["time"] - time.time()) < 300  # stamped by the handler
         assert core.signal == signal.SIGUSR2
         assert len(core.threads) >= 6  # main, 4 workers, gencore's listener and reaper
     r = run([sys.executable, "-m", "gencore", "stacks", core_path])

@@ -336,7 +336,7 @@ def scenario_kernel_method():
         faulthandler.enable()
     if args.get("pattern_file"):
         gencore._kernel.CORE_PATTERN_FILE = args["pattern_file"]
-    idle_threads(2)
+    idle_threads(args.get("threads", 2))
     before = fds()
     t0 = time.monotonic()
     try:

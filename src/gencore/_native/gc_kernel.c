@@ -7,6 +7,7 @@
  * the application's) runs, and exit_group() follows as a guard. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/prctl.h>
@@ -35,8 +36,26 @@ static void raise_limit(int resource)
     }
 }
 
-static __attribute__((noreturn)) void child(int dir_fd, int make_dumpable)
+/* Where the C library keeps this thread's kernel tid in its thread descriptor: found by
+ * value, the way debuggers find it. -1 if not found exactly once. */
+static long tid_offset(const char *self, int32_t tid)
 {
+    long found = -1;
+    for (long off = 0; off < 2048; off += 4) {
+        if (*(const int32_t *)(self + off) == tid) {
+            if (found >= 0) return -1;
+            found = off;
+        }
+    }
+    return found;
+}
+
+static __attribute__((noreturn)) void child(int dir_fd, int make_dumpable, char *self, long off)
+{
+    /* What glibc's fork() does for the new process: the thread descriptor names the new tid.
+     * Tools that match threads by pthread descriptor (pystack on Python <= 3.10, gdb's
+     * libthread_db) then find the core's only thread. */
+    if (off >= 0) *(volatile int32_t *)(self + off) = (int32_t)gc_gettid();
     uint64_t all = ~0ull, segv = 1ull << (SIGSEGV - 1);
     gc_sys4(SYS_rt_sigprocmask, SIG_BLOCK, &all, 0, 8);
     struct gc_ksigaction dfl = {SIG_DFL, 0, 0, 0};
@@ -61,7 +80,9 @@ long gc_kernel_fork(int dir_fd, int make_dumpable)
 {
     /* clone(flags = 0): a fork with exit signal 0, so SIGCHLD handlers and waitpid(-1)
      * reapers of the application never see it; the caller reaps it with __WALL. */
+    char *self = (char *)pthread_self();
+    long off = tid_offset(self, (int32_t)gc_gettid());
     long pid = gc_sys5(SYS_clone, 0, 0, 0, 0, 0);
-    if (pid == 0) child(dir_fd, make_dumpable);
+    if (pid == 0) child(dir_fd, make_dumpable, self, off);
     return pid;
 }

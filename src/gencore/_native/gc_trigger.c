@@ -23,6 +23,7 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -469,6 +470,7 @@ static void *reaper_main(void *arg)
     sigemptyset(&mask);
     for (int i = 0; i < g_cfg.nsignals; i++) sigaddset(&mask, g_cfg.signals[i]);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    prctl(PR_SET_NAME, "gencore-reaper", 0, 0, 0); /* what debuggers show for this thread */
     struct job j;
     for (;;) {
         long n = gc_read(g_reaper_rfd, &j, sizeof j);
