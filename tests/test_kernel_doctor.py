@@ -8,7 +8,6 @@ import sys
 from conftest import real_python, run, tool
 from test_failures import scenario
 
-
 # pystack on Python <= 3.10 matches threads by pthread descriptor: in a kernel-method core of a
 # multi-threaded process the other threads' descriptors name threads the core does not have
 # (fork copies one thread), so it refuses the core. From 3.11 it reads them.
