@@ -262,6 +262,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  pystack core --native {path} {exe}")
     print(f"  py-spy dump --core {path}")
     print(f"  gdb -iex 'set auto-load safe-path /' {exe} {path}")
+    print("for another machine, pack it with its libraries and open it there:")
+    print(f"  gencore bundle {path}")
+    print(f"  gencore debug {path[: -len('.core')]}.tar.gz -- --native")
     return 0
 
 
