@@ -244,6 +244,20 @@ def test_burst_of_signals_respects_the_guards(tmp_path):
     assert len(starts) == c["cores"]
 
 
+def test_signals_racing_with_python_snapshots(tmp_path):
+    r = run([sys.executable, PROGRAM, "mixed", json.dumps({"dir": str(tmp_path)})], timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not res["errors"] and len(res["made"]) == 6, res
+    assert res["counters"]["cores"] >= 1 and res["counters"]["failed"] == 0, res
+    found = [n for n in res["listing"] if n.endswith(".core")]
+    assert len(found) == 6 + res["counters"]["cores"], res
+    assert not any(n.endswith(".partial") for n in res["listing"]) and res["children"] == []
+    for name in found:
+        with gencore.open_core(tmp_path / name) as core:
+            assert len(core.threads) >= 4 and core.metadata["reason"] in ("api", "signal")
+
+
 def test_max_cores_holds(tmp_path):
     r = run(
         [

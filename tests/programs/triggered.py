@@ -139,6 +139,46 @@ elif mode == "burst":
         flush=True,
     )
 
+elif mode == "mixed":
+    # signal dumps racing with create_core() from a Python thread: the signal may even land
+    # in the thread that is taking its own snapshot
+    import gencore
+
+    gencore.install(directory=args["dir"], max_cores=0, min_interval=0)
+    workers(2)
+    made, errors = [], []
+
+    def python_dumps():
+        for _ in range(6):
+            try:
+                made.append(str(gencore.create_core(args["dir"], python_stacks=False)))
+            except gencore.GencoreError as e:
+                errors.append(str(e))
+
+    t = threading.Thread(target=python_dumps, name="python-dumps")
+    t.start()
+    while t.is_alive():
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.003)
+    deadline = time.time() + 120
+    while time.time() < deadline and any(n.endswith(".partial") for n in os.listdir(args["dir"])):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    counters = gencore.installed().counters
+    gencore.uninstall()
+    print(
+        json.dumps(
+            {
+                "made": made,
+                "errors": errors,
+                "counters": counters,
+                "children": children(),
+                "listing": sorted(os.listdir(args["dir"])),
+            }
+        ),
+        flush=True,
+    )
+
 elif mode == "uninstall":
     import gencore
 
