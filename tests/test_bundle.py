@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROGRAMS, python_gdb_script, real_python, run, tool
+from test_failures import scenario
 
 import gencore
 from gencore.bundle import ExtractedBundle, extract_bundle
@@ -214,6 +216,13 @@ def test_zstd_bundles_from_async_and_callback_forms(tmp_path, stackmark_lib, mod
     p = run([sys.executable, "-m", "gencore", "info", "--json", r["bundle"]])
     info = json.loads(p.stdout)
     assert len(info["threads"]) == 4 and info["bundle"]["executable"]
+
+
+def test_bundle_timeout_leaves_no_partial_and_keeps_the_core(tmp_path):
+    r = scenario("bundle_timeout", dir=str(tmp_path))
+    assert r["timed_out"] and r["error"]["errno"] == errno.ETIMEDOUT
+    assert "timeout=" in r["error"]["msg"] or "within" in r["error"]["msg"]
+    assert r["listing"] == [Path(r["core"]).name] and r["children"] == []
 
 
 def test_extraction_refuses_unsafe_members(tmp_path):

@@ -538,6 +538,13 @@ def _job(core: Path, fmt: str, keep_core: bool, pid: Optional[int]) -> tuple[byt
     return json.dumps(doc).encode(), output
 
 
+def _remove_partial(output: Path) -> None:
+    try:
+        os.unlink(output.with_name("." + output.name + ".partial"))
+    except OSError:
+        pass
+
+
 def _helper_cmd() -> list[str]:
     return [sys.executable, "-m", "gencore.bundle"]
 
@@ -596,7 +603,7 @@ def bundle_core(
     _check_format(format)
     core = Path(core)
     report = getattr(core, "report", None)
-    data, _ = _job(core, format, keep_core, pid)
+    data, output = _job(core, format, keep_core, pid)
     reply = _Reply(on_progress)
     try:
         p = subprocess.Popen(
@@ -634,6 +641,7 @@ def bundle_core(
     except BaseException:
         p.kill()
         p.wait()
+        _remove_partial(output)  # the killed helper could not
         raise
     t.join(5)
     return reply.finish(rc, b"".join(err_buf), report)
@@ -717,7 +725,7 @@ async def collect_core_async(
         force=force,
         on_progress=on_progress,
     )
-    data, _ = _job(core, format, keep_core, os.getpid())
+    data, output = _job(core, format, keep_core, os.getpid())
     reply = _Reply(on_progress)
     proc = await asyncio.create_subprocess_exec(
         *_helper_cmd(),
@@ -744,6 +752,7 @@ async def collect_core_async(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+            _remove_partial(output)
         raise
     return reply.finish(rc, stderr, core.report)
 

@@ -354,6 +354,18 @@ def scenario_kernel_method():
     report(children=children(), fds_same=fds() == before, listing=sorted(os.listdir(args["dir"])))
 
 
+def scenario_bundle_timeout():
+    blob = bytearray(os.urandom(1 << 20)) * 64  # noqa: F841 - something to compress
+    core = gencore.create_core(args["dir"])
+    try:
+        gencore.bundle_core(core, timeout=0.05)
+        report(timed_out=False)
+    except gencore.BundleError as e:
+        report(timed_out=True, error=error_info(e))
+    time.sleep(0.2)
+    report(children=children(), listing=sorted(os.listdir(args["dir"])), core=str(core))
+
+
 def scenario_doctor():
     import ctypes
 
