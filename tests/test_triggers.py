@@ -145,6 +145,32 @@ def test_crash_core_then_the_process_dies_as_before(tmp_path, fh):
     ), ev[:3000]
 
 
+def test_two_threads_crashing_at_once_give_one_core(tmp_path):
+    r = run(gencore_run(tmp_path, "--on-crash", mode="crash2"))
+    assert r.returncode == -signal.SIGSEGV, r.stderr[-2000:]
+    found = cores(tmp_path)
+    assert len(found) == 1 and r.stderr.count("crash core written") == 1, r.stderr
+    with gencore.open_core(found[0]) as core:
+        assert core.signal == signal.SIGSEGV and core.threads[0].signal == signal.SIGSEGV
+
+
+def test_signal_core_names_in_local_time_from_c(tmp_path):
+    import datetime
+
+    r = run([sys.executable, PROGRAM, "names", json.dumps({"dir": str(tmp_path)})])
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    seqs = []
+    for name, expected in res["names"]:
+        m = re.fullmatch(r"core_(\d{8}\.\d{6})\.(\d+)\.(\d{3})\.core", name)
+        assert m and int(m.group(2)) == res["pid"], name
+        got = datetime.datetime.strptime(m.group(1), "%Y%m%d.%H%M%S")
+        want = datetime.datetime.strptime(expected, "%Y%m%d.%H%M%S")
+        assert abs((got - want).total_seconds()) <= 2, (name, expected)
+        seqs.append(int(m.group(3)))
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
 @pytest.mark.parametrize("where", ["thread", "main"])
 def test_unhandled_exception_core(tmp_path, where):
     r = run(gencore_run(tmp_path, "--on-exception", mode="exception", args={"where": where}))

@@ -1,5 +1,6 @@
 """Type stub of the native snapshot engine (src/gencore/_native/*.c)."""
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 STATUS_SIZE: int
@@ -7,6 +8,7 @@ STATUS_MAGIC: int
 DEFAULT_FREEZE_SIGNAL: int
 SIGRTMIN: int
 SIGRTMAX: int
+TRIGGER_RESULT_SIZE: int
 
 def snapshot(
     core_fd: int,
@@ -26,4 +28,33 @@ def snapshot(
 ) -> dict[str, Any]: ...
 def reap(pid: int, block: bool) -> Optional[int]: ...
 def dumpable() -> int: ...
+def trigger_set_tz(offset: int) -> None: ...
 def kernel_fork(dir_fd: int, make_dumpable: bool) -> int: ...
+def trigger_install(
+    dir_fd: int,
+    events_fd: int,
+    notify_fd: int,
+    signals: Sequence[int],
+    crash_signals: Sequence[int],
+    note: bytes,
+    note_time_offset: int,
+    crash_note: bytes,
+    crash_note_time_offset: int,
+    filter: int,
+    freeze_signal: int,
+    freeze_timeout: float,
+    timeout: float,
+    crash_timeout: float,
+    max_cores: int,
+    min_interval: float,
+    min_free: int,
+    tz_offset: int,
+    python: Optional[str] = None,
+    directory: Optional[str] = None,
+    format: Optional[str] = None,
+) -> None: ...
+def trigger_uninstall() -> None: ...
+def trigger_stats() -> dict[str, int]: ...
+def trigger_claim() -> int: ...
+def trigger_after_fork_child() -> None: ...
+def next_seq() -> int: ...

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import signal
 import struct
 import sys
@@ -49,6 +50,7 @@ log = logging.getLogger("gencore")
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _TIME_PLACEHOLDER = "9999999999.999999"  # 17 characters the handler overwrites in place
 _RESULT = struct.Struct("<iiIIQQQQ96s")
+_TZ_REFRESH_S = 300.0
 
 PathLike = Union[str, "os.PathLike[str]"]
 SignalSpec = Union[int, signal.Signals]
@@ -464,10 +466,16 @@ def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
 
 def _listen(rfd: int, config: TriggerConfig) -> None:
     buf = b""
+    native = _require_native()
     while True:
         try:
+            ready, _, _ = select.select([rfd], [], [], _TZ_REFRESH_S)
+            if not ready:
+                # the C handler names cores in local time from an offset: follow DST changes
+                native.trigger_set_tz(time.localtime().tm_gmtoff)
+                continue
             data = os.read(rfd, 4096)
-        except OSError:
+        except (OSError, ValueError):
             break
         if not data:
             break

@@ -91,6 +91,41 @@ elif mode == "crash":
     t.start()
     t.join()
 
+elif mode == "crash2":
+    workers(2, "idle")
+    barrier = threading.Barrier(2)
+
+    def crash_together():
+        barrier.wait()
+        ctypes.string_at(0)
+
+    ts = [threading.Thread(target=crash_together, name=f"crasher-{i}") for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+elif mode == "names":
+    import datetime
+
+    import gencore
+    from gencore import _native
+
+    gencore.install(directory=args["dir"], min_interval=0)
+    names = []
+    for offset in (0, 5 * 3600 + 1800, -8 * 3600):
+        _native.trigger_set_tz(offset)
+        now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
+        before = set(os.listdir(args["dir"]))
+        os.kill(os.getpid(), signal.SIGUSR2)
+        while not [n for n in set(os.listdir(args["dir"])) - before if n.endswith(".core")]:
+            time.sleep(0.02)
+        new = [n for n in set(os.listdir(args["dir"])) - before if n.endswith(".core")][0]
+        names.append([new, now.strftime("%Y%m%d.%H%M%S")])
+        time.sleep(1.1)
+    gencore.uninstall()
+    print(json.dumps({"names": names, "pid": os.getpid()}), flush=True)
+
 elif mode == "exception":
     workers(2)
     if args["where"] == "thread":

@@ -273,6 +273,15 @@ static PyObject *py_trigger_after_fork_child(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args)
+{
+    (void)self;
+    long long off;
+    if (!PyArg_ParseTuple(args, "L", &off)) return NULL;
+    gc_trigger_set_tz(off);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -289,6 +298,8 @@ static PyMethodDef methods[] = {
      "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval."},
     {"trigger_after_fork_child", py_trigger_after_fork_child, METH_NOARGS,
      "Forget the parent's trigger state in a forked child."},
+    {"trigger_set_tz", py_trigger_set_tz, METH_VARARGS,
+     "Set the UTC offset (seconds east) used in signal-triggered core names."},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", py_kernel_fork, METH_VARARGS, kernel_fork_doc},
     {"snapshot", (PyCFunction)(void (*)(void))py_snapshot, METH_VARARGS | METH_KEYWORDS,

@@ -47,6 +47,7 @@ static struct gc_trigger_config g_cfg;
 static int g_active;        /* handlers act only while 1 */
 static int g_claim;         /* 1 while a signal dump is in flight (merging) */
 static int g_crashing;      /* the first crash wins */
+static int g_crash_done;    /* ... and the others wait for its core before dying */
 static int g_reaper_rfd = -1, g_reaper_wfd = -1;
 static pthread_t g_reaper;
 static int g_reaper_started;
@@ -120,7 +121,8 @@ static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, ui
 static void set_names(struct job *j, uint64_t now_s)
 {
     char stem[NAME_CAP - 8];
-    make_stem(stem, sizeof stem, now_s, g_cfg.tz_offset, (int)gc_getpid(), gc_next_seq());
+    make_stem(stem, sizeof stem, now_s, __atomic_load_n(&g_cfg.tz_offset, __ATOMIC_ACQUIRE),
+              (int)gc_getpid(), gc_next_seq());
     size_t pos = 0;
     gc_fmt_str(j->final, sizeof j->final, &pos, stem);
     gc_fmt_str(j->final, sizeof j->final, &pos, ".core");
@@ -550,6 +552,19 @@ static void crash_handler(int sig, siginfo_t *info, void *uc)
             say("crash core failed", NULL);
         }
     }
+    if (first) {
+        __atomic_store_n(&g_crash_done, 1, __ATOMIC_RELEASE);
+    } else {
+        /* Another thread crashed first and is writing the core: let it finish (bounded). */
+        uint64_t until = gc_now_ns() + (g_cfg.crash_timeout_ns ? g_cfg.crash_timeout_ns
+                                                                : 60000000000ull);
+        while (!__atomic_load_n(&g_crash_done, __ATOMIC_ACQUIRE) && gc_now_ns() < until) {
+            struct {
+                long sec, nsec;
+            } ts = {0, 10000000};
+            gc_sys2(SYS_nanosleep, &ts, 0);
+        }
+    }
     /* Die as we would have: the previous action comes back and the signal is raised again.
      * A fault re-executes the faulting instruction on return; a sent signal is re-sent. */
     if (idx >= 0 && g_crash_old_valid[idx])
@@ -638,6 +653,7 @@ int gc_trigger_install(const struct gc_trigger_config *c)
         g_crash_old_valid[i] = 1;
     }
     __atomic_store_n(&g_crashing, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_crash_done, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_active, 1, __ATOMIC_RELEASE);
     release_claim();
     return 0;
@@ -694,6 +710,8 @@ void gc_trigger_uninstall(void)
 }
 
 int gc_trigger_active(void) { return __atomic_load_n(&g_active, __ATOMIC_ACQUIRE); }
+
+void gc_trigger_set_tz(int64_t offset) { __atomic_store_n(&g_cfg.tz_offset, offset, __ATOMIC_RELEASE); }
 
 void gc_trigger_after_fork_child(void)
 {

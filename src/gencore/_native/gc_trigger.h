@@ -55,6 +55,7 @@ struct gc_trigger_result {
 int gc_trigger_install(const struct gc_trigger_config *c);
 void gc_trigger_uninstall(void);
 int gc_trigger_active(void);
+void gc_trigger_set_tz(int64_t offset); /* seconds east of UTC, for file names */
 void gc_trigger_after_fork_child(void);
 int gc_trigger_claim_python(void);
 void gc_trigger_get_stats(struct gc_trigger_stats *out);
