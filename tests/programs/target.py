@@ -246,7 +246,29 @@ def main():
     before = {"fds": fd_count(), "sig": sig_state(), "children": children()}
     out: dict = {}
 
+    main_ident = threading.get_ident()
+    expected = {t.ident: f.__name__ for t, (_, f) in zip(threads, workers)}
+    expected[main_ident] = "main_wait"
+
+    def in_function(frame, name):
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        return False
+
+    def settled():
+        """Every thread is inside its function (a loaded machine can be slow to get there)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            frames = sys._current_frames()
+            if all(in_function(frames.get(i), n) for i, n in expected.items()):
+                return
+            time.sleep(0.01)
+        results["errors"].append("threads did not reach their functions")
+
     def snap():
+        settled()
         out["snapshotter_native_id"] = threading.get_native_id()
         out["snapshotter_ident"] = threading.get_ident()
         try:
