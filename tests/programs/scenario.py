@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from _helpers import children
+
 import gencore
 
 args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
@@ -37,17 +39,6 @@ def error_info(e: BaseException) -> dict:
 
 def fds():
     return sorted(os.listdir("/proc/self/fd"))
-
-
-def children():
-    kids = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                kids += f.read().split()
-        except OSError:
-            pass
-    return kids
 
 
 def idle_threads(n):

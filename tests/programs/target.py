@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+from _helpers import children
+
 import gencore
 
 cfg = json.loads(sys.argv[1])
@@ -208,17 +210,6 @@ def sig_state():
             if s not in (signal.SIGKILL, signal.SIGSTOP)
         }
     }
-
-
-def children():
-    out = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                out += f.read().split()
-        except OSError:
-            pass
-    return out
 
 
 def main():

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from _helpers import children
+
 mode = sys.argv[1]
 args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
 
@@ -64,17 +66,6 @@ def c_handler(sig):
     act = SigAction()
     ctypes.CDLL(None, use_errno=True).sigaction(sig, None, ctypes.byref(act))
     return act.handler or 0
-
-
-def children():
-    kids = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                kids += f.read().split()
-        except OSError:
-            pass
-    return kids
 
 
 if mode == "stuck":

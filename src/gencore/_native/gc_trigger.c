@@ -597,6 +597,22 @@ static int map_notes(const struct gc_trigger_config *c, unsigned char **note,
     return 0;
 }
 
+/* Install handler for every signal of sigs, keeping the previous actions. */
+static int set_handlers(const int *sigs, int n, void (*handler)(int, siginfo_t *, void *),
+                        int flags, struct sigaction *old, int *valid)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_SIGINFO | flags;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < n; i++) {
+        if (sigaction(sigs[i], &sa, &old[i]) < 0) return -errno;
+        valid[i] = 1;
+    }
+    return 0;
+}
+
 int gc_trigger_install(const struct gc_trigger_config *c)
 {
     if (__atomic_load_n(&g_active, __ATOMIC_ACQUIRE)) return -EALREADY;
@@ -628,30 +644,11 @@ int gc_trigger_install(const struct gc_trigger_config *c)
     if (rc < 0) goto fail_pipe;
     g_reaper_started = 1;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = trigger_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    for (int i = 0; i < c->nsignals; i++) {
-        if (sigaction(c->signals[i], &sa, &g_old[i]) < 0) {
-            rc = -errno;
-            goto fail_signals;
-        }
-        g_old_valid[i] = 1;
-    }
-    struct sigaction ca;
-    memset(&ca, 0, sizeof ca);
-    ca.sa_sigaction = crash_handler;
-    ca.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&ca.sa_mask);
-    for (int i = 0; i < c->ncrash; i++) {
-        if (sigaction(c->crash_signals[i], &ca, &g_crash_old[i]) < 0) {
-            rc = -errno;
-            goto fail_signals;
-        }
-        g_crash_old_valid[i] = 1;
-    }
+    if ((rc = set_handlers(c->signals, c->nsignals, trigger_handler, SA_RESTART, g_old,
+                           g_old_valid)) < 0 ||
+        (rc = set_handlers(c->crash_signals, c->ncrash, crash_handler, SA_NODEFER, g_crash_old,
+                           g_crash_old_valid)) < 0)
+        goto fail_signals;
     __atomic_store_n(&g_crashing, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_crash_done, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_active, 1, __ATOMIC_RELEASE);
