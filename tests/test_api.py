@@ -60,9 +60,9 @@ def test_directory_from_environment(tmp_path, monkeypatch):
 
 
 def test_unsupported_platform_raises_clear_error(monkeypatch, tmp_path):
-    import gencore.snapshot as snap
+    import gencore._engine as engine
 
-    monkeypatch.setattr(snap, "_native", None)
+    monkeypatch.setattr(engine, "IMPORT_ERROR", ImportError("no engine here"))
     try:
         gencore.create_core(tmp_path)
     except gencore.UnsupportedPlatformError as e:

@@ -12,9 +12,8 @@ ELF core while the application carries on. pystack, py-spy, gdb and elfutils rea
 
 from __future__ import annotations
 
-from ._kernel import KernelCoreUnavailableError
+from ._version import VERSION
 from .bundle import (
-    BundleError,
     BundlePath,
     bundle_core,
     collect_core,
@@ -23,6 +22,7 @@ from .bundle import (
     start_collect,
 )
 from .errors import (
+    BundleError,
     CoreChildError,
     CoreDirectoryError,
     CoreForkError,
@@ -31,12 +31,12 @@ from .errors import (
     CoreWriteError,
     FreezeError,
     GencoreError,
+    KernelCoreUnavailableError,
     NotDumpableError,
     UnsupportedPlatformError,
 )
 from .reader import CoreFile, open_core
 from .snapshot import (
-    VERSION,
     CorePath,
     SnapshotReport,
     ThreadReport,

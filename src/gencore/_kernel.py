@@ -15,9 +15,16 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from .errors import CoreChildError, CoreDirectoryError, CoreTimeoutError, GencoreError
+from . import _engine
+from .errors import (
+    ADVICE_NATIVE,
+    CoreChildError,
+    KernelCoreUnavailableError,
+    exists_error,
+    timeout_error,
+)
 
 CORE_PATTERN_FILE = "/proc/sys/kernel/core_pattern"  # a test seam: tests point it elsewhere
 
@@ -29,9 +36,7 @@ _HANDLERS = {
     "core_pipe": "a container runtime's core handler",
 }
 
-
-class KernelCoreUnavailableError(GencoreError):
-    """The kernel would not write the core where method="kernel" can find it."""
+__all__ = ["KernelCoreUnavailableError", "core_pattern_problem", "preflight", "read_core_pattern"]
 
 
 def read_core_pattern() -> str:
@@ -65,9 +70,9 @@ def preflight() -> None:
             problem + ": method='kernel' cannot collect it",
             errno=errno_mod.ENOTSUP,
             stage="preflight",
-            advice="use method='native' (the default), which writes the core itself",
+            advice=ADVICE_NATIVE,
         )
-    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
     if hard == 0:
         raise KernelCoreUnavailableError(
             "the hard RLIMIT_CORE is 0: the kernel will not write a core",
@@ -78,8 +83,18 @@ def preflight() -> None:
         )
 
 
+def _wait(pid: int, t0: float, timeout: Optional[float]) -> int:
+    native = _engine.native
+    while True:
+        status = native.reap(pid=pid, block=False)
+        if status is not None:
+            return status
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            raise timeout_error("the kernel's core", timeout)
+        time.sleep(0.002)
+
+
 def create(
-    native: Any,
     directory: Path,
     dir_fd: int,
     final_name: str,
@@ -94,7 +109,7 @@ def create(
     try:
         t0 = time.monotonic()
         try:
-            pid = native.kernel_fork(tmp_fd, force)
+            pid = _engine.native.kernel_fork(dir_fd=tmp_fd, make_dumpable=force)
         except OSError as e:
             raise CoreChildError(
                 f"cannot fork the copy to dump: {os.strerror(e.errno or 0)}",
@@ -104,20 +119,7 @@ def create(
             ) from None
         fork_s = time.monotonic() - t0
         child = pid
-        status = None
-        while status is None:
-            status = native.reap(pid, False)
-            if status is None:
-                if timeout is not None and time.monotonic() - t0 > timeout:
-                    os.kill(pid, signal.SIGKILL)
-                    native.reap(pid, True)
-                    raise CoreTimeoutError(
-                        f"the kernel did not finish the core within {timeout:g} s",
-                        errno=errno_mod.ETIMEDOUT,
-                        stage="wait",
-                        advice="pass a larger timeout=",
-                    )
-                time.sleep(0.002)
+        status = _wait(pid, t0, timeout)
         pid = -1
         names = os.listdir(tmp)
         if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV) or not names:
@@ -133,16 +135,11 @@ def create(
         try:
             os.link(src, target)
         except FileExistsError:
-            raise CoreDirectoryError(
-                f"{target} already exists",
-                errno=errno_mod.EEXIST,
-                stage="publish",
-                advice="pass another name=",
-            ) from None
+            raise exists_error(target, stage="publish") from None
         return target, child, fork_s
     finally:
         if pid > 0:
             os.kill(pid, signal.SIGKILL)
-            native.reap(pid, True)
+            _engine.native.reap(pid=pid, block=True)
         os.close(tmp_fd)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
+from ._common import BUNDLE_FORMATS, format_size
 from .errors import CoreFormatError, GencoreError
 from .reader import CoreFile, open_core
 
@@ -169,13 +170,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {t['tid']:>8}  pc {t['pc']:#014x}  sp {t['sp']:#014x}  {t['name'] or ''}")
     print(
         f"mappings: {info['mappings']} ({info['file_mappings']} files), "
-        f"{_size(info['mapped_bytes'])} mapped, {_size(info['anonymous_bytes'])} anonymous"
+        f"{format_size(info['mapped_bytes'])} mapped, "
+        f"{format_size(info['anonymous_bytes'])} anonymous"
     )
     for path, size in info["largest_files"]:
-        print(f"  {_size(size):>10}  {path}")
+        print(f"  {format_size(size):>10}  {path}")
     print(
-        f"size:     {_size(info['file_size'])} file, {_size(info['allocated_bytes'])} on disk, "
-        f"{_size(info['dumped_bytes'])} of memory dumped"
+        f"size:     {format_size(info['file_size'])} file, "
+        f"{format_size(info['allocated_bytes'])} on disk, "
+        f"{format_size(info['dumped_bytes'])} of memory dumped"
     )
     meta = info["metadata"]
     if meta:
@@ -195,14 +198,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 class _Progress:
     """A one-line progress display on a terminal (stderr); silent otherwise."""
 
@@ -215,7 +210,9 @@ class _Progress:
         if not self.tty:
             return
         pct = 100.0 * done / total if total else 0.0
-        sys.stderr.write(f"\r{self.label}: {_size(done)} of {_size(total)} ({pct:.0f}%)   ")
+        sys.stderr.write(
+            f"\r{self.label}: {format_size(done)} of {format_size(total)} ({pct:.0f}%)   "
+        )
         sys.stderr.flush()
         self.shown = True
 
@@ -323,7 +320,7 @@ def debug_command(ex: Any, tool: str, extra: list[str]) -> list[str]:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from .bundle import extract_bundle
+    from ._extract import extract_bundle
 
     extra = list(args.args)
     if extra and extra[0] == "--":
@@ -509,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
     b = sub.add_parser("bundle", help="pack an existing core with its executable and libraries")
     b.add_argument("core")
-    b.add_argument("--format", choices=("tar.gz", "tar.zst"), default="tar.gz")
+    b.add_argument("--format", choices=BUNDLE_FORMATS, default="tar.gz")
     b.set_defaults(func=cmd_bundle)
     g = sub.add_parser(
         "debug",
@@ -564,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--directory", "-d", help="where cores go (default $GENCORE_DIR or cwd)")
     r.add_argument("--collect", action="store_true", help="also write a bundle of each core")
-    r.add_argument("--format", choices=("tar.gz", "tar.zst"), default="tar.gz")
+    r.add_argument("--format", choices=BUNDLE_FORMATS, default="tar.gz")
     r.add_argument(
         "--on-crash",
         action="store_true",

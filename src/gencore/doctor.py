@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import _kernel
-from .snapshot import _native, default_directory
+from . import _engine, _kernel
+from ._common import default_directory, format_size, resident_bytes
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -33,14 +33,6 @@ class Check:
         return asdict(self)
 
 
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _status_field(name: str) -> Optional[str]:
     try:
         with open("/proc/self/status") as f:
@@ -56,12 +48,8 @@ def _fmt_limit(v: int) -> str:
     return "unlimited" if v == resource.RLIM_INFINITY else f"{v} bytes"
 
 
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
-
-
 def check_platform() -> Check:
-    if _native is None:
+    if not _engine.available():
         u = os.uname()
         return Check(
             "platform",
@@ -105,7 +93,8 @@ def check_directory(directory: Path, rss: int) -> list[Check]:
             Check(
                 "free space",
                 FAIL,
-                f"{_gib(free)} free in {directory}, the process has {_gib(rss)} resident",
+                f"{format_size(free)} free in {directory}, the process has "
+                f"{format_size(rss)} resident",
                 "free space or choose a larger filesystem",
             )
         )
@@ -114,13 +103,17 @@ def check_directory(directory: Path, rss: int) -> list[Check]:
             Check(
                 "free space",
                 WARN,
-                f"{_gib(free)} free in {directory} for {_gib(rss)} resident",
+                f"{format_size(free)} free in {directory} for {format_size(rss)} resident",
                 "cores of a growing process may not fit",
             )
         )
     else:
         out.append(
-            Check("free space", OK, f"{_gib(free)} free in {directory} ({_gib(rss)} resident)")
+            Check(
+                "free space",
+                OK,
+                f"{format_size(free)} free in {directory} ({format_size(rss)} resident)",
+            )
         )
     return out
 
@@ -165,7 +158,7 @@ def check_rlimits() -> list[Check]:
 
 
 def check_dumpable() -> Check:
-    value = _native.dumpable() if _native is not None else 1
+    value = _engine.native.dumpable() if _engine.available() else 1
     if value == 0:
         return Check(
             "dumpable",
@@ -277,12 +270,12 @@ def run_checks(
     """Every check, for this process and ``directory`` (default: where cores would go)."""
     d = Path(directory) if directory is not None else default_directory()
     checks = [check_platform()]
-    checks += check_directory(d, _resident_bytes())
+    checks += check_directory(d, resident_bytes())
     checks += check_rlimits()
     checks.append(check_dumpable())
     checks.append(check_core_pattern())
     checks.append(check_seccomp())
     checks += check_kernel()
-    if trial and _native is not None and not any(c.level == FAIL for c in checks):
+    if trial and _engine.available() and not any(c.level == FAIL for c in checks):
         checks.append(check_trial(d))
     return checks

@@ -1,9 +1,34 @@
-"""The exception hierarchy: every failure of gencore is a :class:`GencoreError`."""
+"""The exception hierarchy and the advice it carries: every failure is a :class:`GencoreError`.
+
+The sentences that tell a person what to do live here, next to the classes, so that each
+raise site names what failed and picks its advice from one place.
+"""
 
 from __future__ import annotations
 
 import errno as _errno
+import os
+import signal
+from pathlib import Path
 from typing import Optional
+
+from ._common import format_size
+
+__all__ = [
+    "BundleError",
+    "CoreChildError",
+    "CoreDirectoryError",
+    "CoreForkError",
+    "CoreFormatError",
+    "CoreTimeoutError",
+    "CoreWriteError",
+    "FreezeError",
+    "GencoreError",
+    "KernelCoreUnavailableError",
+    "NotDumpableError",
+    "UnsupportedPlatformError",
+    "describe_errno",
+]
 
 
 class GencoreError(Exception):
@@ -12,7 +37,8 @@ class GencoreError(Exception):
     Attributes:
         errno: the operating-system error number behind the failure, or ``None``.
         stage: where it failed: ``"preflight"``, ``"freeze"``, ``"fork"``, ``"setup"``,
-            ``"maps"``, ``"notes"``, ``"memory"``, ``"publish"``, ``"wait"`` or ``"read"``.
+            ``"maps"``, ``"notes"``, ``"memory"``, ``"publish"``, ``"wait"``, ``"read"``,
+            ``"bundle"``, ``"install"`` or ``"trigger"``.
         advice: what a person can do about it (also part of ``str(error)``).
     """
 
@@ -60,10 +86,19 @@ class CoreWriteError(GencoreError):
         total: bytes of memory the core would have held (an upper bound).
     """
 
-    def __init__(self, message: str, *, written: int = 0, total: int = 0, **kw: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        written: int = 0,
+        total: int = 0,
+        errno: Optional[int] = None,
+        stage: str = "",
+        advice: str = "",
+    ) -> None:
         self.written = written
         self.total = total
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+        super().__init__(message, errno=errno, stage=stage, advice=advice)
 
 
 class CoreTimeoutError(GencoreError):
@@ -78,11 +113,141 @@ class CoreFormatError(GencoreError):
     """A file given to the reader is not a core gencore can read."""
 
 
+class KernelCoreUnavailableError(GencoreError):
+    """The kernel would not write the core where method="kernel" can find it."""
+
+
+class BundleError(GencoreError):
+    """Building or reading a bundle failed."""
+
+
 def describe_errno(code: Optional[int]) -> str:
     """Return ``"ENOSPC (No space left on device)"`` style text for an errno value."""
     if not code:
         return "unknown error"
-    import os
-
     name = _errno.errorcode.get(code, str(code))
     return f"{name} ({os.strerror(code)})"
+
+
+def signal_name(sig: int) -> str:
+    """``"SIGKILL"`` for 9, the number itself for an unknown signal."""
+    return signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+
+
+# -- advice shared by several raise sites ------------------------------------------------------
+
+ADVICE_DIRECTORY = "fix its permissions, or pass another directory= / set GENCORE_DIR"
+ADVICE_NAME = "pass another name="
+ADVICE_FORCE = "pass force=True if a core of it is really wanted"
+ADVICE_SPACE = "free space, or pass directory= / set GENCORE_DIR to a larger filesystem"
+ADVICE_FORK = (
+    "the system is out of memory or processes (check vm.overcommit_memory, ulimit -u, "
+    "cgroup pids.max)"
+)
+ADVICE_TIMEOUT = "pass a larger timeout="
+ADVICE_FREEZE_SIGNAL = (
+    "pass freeze_signal= or set GENCORE_FREEZE_SIGNAL to an unused real-time signal"
+)
+ADVICE_NATIVE = "use method='native' (the default), which writes the core itself"
+
+
+def directory_error(d: Path, err: Optional[int]) -> CoreDirectoryError:
+    """The directory ``d`` cannot be opened (``err`` from ``open``)."""
+    if err == _errno.ENOENT:
+        what, advice = (
+            f"core directory {d} does not exist",
+            ("create it, or pass directory= / set GENCORE_DIR"),
+        )
+    elif err == _errno.ENOTDIR:
+        what, advice = f"{d} is not a directory", "pass a directory as directory="
+    else:
+        what, advice = f"cannot open core directory {d}: {describe_errno(err)}", ADVICE_DIRECTORY
+    return CoreDirectoryError(what, errno=err, stage="preflight", advice=advice)
+
+
+def exists_error(path: Path, stage: str = "preflight") -> CoreDirectoryError:
+    """A file we must create exists already."""
+    return CoreDirectoryError(
+        f"{path} already exists", errno=_errno.EEXIST, stage=stage, advice=ADVICE_NAME
+    )
+
+
+def not_dumpable_error() -> NotDumpableError:
+    """The process is non-dumpable and ``force`` was not given."""
+    return NotDumpableError(
+        "this process is marked non-dumpable (prctl PR_SET_DUMPABLE 0): it may hold secrets",
+        stage="preflight",
+        advice=ADVICE_FORCE,
+    )
+
+
+def snapshot_error(err: Optional[int], sig: int) -> GencoreError:
+    """The native freeze + fork failed with ``err``."""
+    if err == _errno.EEXIST:
+        return FreezeError(
+            f"the freeze signal {sig} already has a handler in this process",
+            errno=err,
+            stage="freeze",
+            advice=ADVICE_FREEZE_SIGNAL,
+        )
+    if err == _errno.EBUSY:
+        return FreezeError(
+            "another snapshot kept the threads frozen for too long",
+            errno=err,
+            stage="freeze",
+            advice="retry",
+        )
+    if err in (_errno.ENOMEM, _errno.EAGAIN):
+        return CoreForkError(
+            f"cannot create the snapshot child: {describe_errno(err)}",
+            errno=err,
+            stage="fork",
+            advice=ADVICE_FORK,
+        )
+    return CoreForkError(f"snapshot failed: {describe_errno(err)}", errno=err, stage="fork")
+
+
+_SPACE_ERRORS = {
+    _errno.ENOSPC: "no space left on",
+    _errno.EDQUOT: "disk quota exceeded on",
+    _errno.EFBIG: "file too large for",
+}
+
+
+def write_error(directory: Path, err: int, stage: str, written: int, total: int) -> CoreWriteError:
+    """The snapshot child reported ``err`` at ``stage`` after writing ``written`` bytes."""
+    progress = f"{format_size(written)} of {format_size(total)}"
+    if err in _SPACE_ERRORS:
+        return CoreWriteError(
+            f"{_SPACE_ERRORS[err]} {directory}: wrote {progress}",
+            written=written,
+            total=total,
+            errno=err,
+            stage=stage,
+            advice=ADVICE_SPACE,
+        )
+    return CoreWriteError(
+        f"writing the core in {directory} failed at stage {stage}: {describe_errno(err)} "
+        f"(wrote {progress})",
+        written=written,
+        total=total,
+        errno=err,
+        stage=stage,
+        advice="check the filesystem and retry",
+    )
+
+
+def timeout_error(
+    what: str,
+    timeout: Optional[float],
+    detail: str = "",
+    advice: str = ADVICE_TIMEOUT,
+    stage: str = "wait",
+) -> CoreTimeoutError:
+    """``what`` was not finished within ``timeout`` seconds (``detail`` follows)."""
+    return CoreTimeoutError(
+        f"{what} was not finished within {timeout or 0:g} s{detail}",
+        errno=_errno.ETIMEDOUT,
+        stage=stage,
+        advice=advice,
+    )

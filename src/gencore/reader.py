@@ -1,6 +1,9 @@
 """Read ELF cores (ours or the kernel's): threads, mappings, notes, memory, GENCORE metadata.
 
-Built on pyelftools. Every malformed input raises :class:`~gencore.CoreFormatError`.
+This is the only module that reads ELF bytes: headers and segments through pyelftools, notes
+with its own bounds-checked parser, and what analysis needs from memory (build-ids of mapped
+ELF images, the dynamic loader's library names). Every malformed input raises
+:class:`~gencore.CoreFormatError`.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Union
+from typing import IO, Any, BinaryIO, Optional
 
+from ._common import PathLike
 from .errors import CoreFormatError, GencoreError
 
 NT_PRSTATUS = 1
@@ -25,6 +30,13 @@ NT_SIGINFO = 0x53494749
 NT_FILE = 0x46494C45
 NT_GENCORE_JSON = 0x47430001
 NT_GENCORE_CAPTURE = 0x47430002
+NT_GNU_BUILD_ID = 3
+AT_PHDR = 3
+AT_PHNUM = 5
+PT_DYNAMIC = 2
+PT_NOTE = 4
+PT_PHDR = 6
+DT_DEBUG = 21
 
 X86_64_REGS = (
     "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
@@ -181,6 +193,130 @@ class CoreFile:
             size -= n
         return bytes(out)
 
+    def c_string(self, addr: int, limit: int = 4096) -> str:
+        """The NUL-terminated string at ``addr`` (at most ``limit`` bytes)."""
+        out = b""
+        while len(out) < limit:
+            chunk = self.read(addr + len(out), 256)
+            i = chunk.find(b"\0")
+            if i >= 0:
+                return (out + chunk[:i]).decode("utf-8", "surrogateescape")
+            out += chunk
+        return out.decode("utf-8", "surrogateescape")
+
+    def build_id_at(self, start: int) -> Optional[str]:
+        """The GNU build-id of the ELF image mapped at ``start``, from the core's memory."""
+        try:
+            hdr = self.read(start, 64)
+            if hdr[:4] != b"\x7fELF" or hdr[4] != 2:
+                return None
+            (phoff,) = struct.unpack_from("<Q", hdr, 32)
+            phentsize, phnum = struct.unpack_from("<HH", hdr, 54)
+            if phentsize != 56 or phnum > 256:
+                return None
+            phdrs = self.read(start + phoff, phnum * 56)
+            for i in range(phnum):
+                p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * 56)
+                if p_type == PT_NOTE and 0 < p_filesz <= 65536:
+                    bid = build_id_from_notes(self.read(start + p_offset, p_filesz))
+                    if bid:
+                        return bid
+        except (GencoreError, struct.error, ValueError):
+            return None
+        return None
+
+    def _dynamic_section(self) -> Optional[int]:
+        """Address of the executable's ``_DYNAMIC`` (from AT_PHDR's program headers)."""
+        phdr = self.auxv.get(AT_PHDR)
+        phnum = self.auxv.get(AT_PHNUM, 0)
+        if phdr is None or not 0 < phnum <= 256:
+            return None
+        table = self.read(phdr, phnum * 56)
+        bias, dyn = None, None
+        for i in range(phnum):
+            p_type, _, _, p_vaddr = struct.unpack_from("<IIQQ", table, i * 56)
+            if p_type == PT_PHDR:
+                bias = phdr - p_vaddr
+            elif p_type == PT_DYNAMIC:
+                dyn = p_vaddr
+        return None if bias is None or dyn is None else dyn + bias
+
+    def loader_names(self) -> dict[str, str]:
+        """The dynamic loader's names of the loaded libraries (``link_map.l_name``) -> the
+        mapped path.
+
+        Debuggers look libraries up by these names (``/lib/x86_64-linux-gnu/libz.so.1``),
+        which can differ from the resolved paths of the mappings
+        (``/usr/lib/x86_64-linux-gnu/libz.so.1.2.13``).
+        """
+        names: dict[str, str] = {}
+        try:
+            addr = self._dynamic_section()
+            if addr is None:
+                return names
+            r_debug = None
+            for _ in range(512):
+                tag, val = struct.unpack("<qQ", self.read(addr, 16))
+                if tag == 0:
+                    break
+                if tag == DT_DEBUG:
+                    r_debug = val
+                addr += 16
+            if not r_debug:
+                return names
+            (lm,) = struct.unpack("<Q", self.read(r_debug + 8, 8))
+            for _ in range(4096):
+                if not lm:
+                    break
+                _, l_name, l_ld, l_next = struct.unpack("<QQQQ", self.read(lm, 32))
+                name = self.c_string(l_name) if l_name else ""
+                m = self.mapping_at(l_ld)
+                if name.startswith("/") and m is not None and m.path:
+                    names[name] = strip_deleted(m.path)[0]
+                lm = l_next
+        except (GencoreError, struct.error):
+            pass
+        return names
+
+
+def strip_deleted(path: str) -> tuple[str, bool]:
+    """A mapping's path without the kernel's `` (deleted)`` suffix, and whether it had one."""
+    if path.endswith(" (deleted)"):
+        return path[: -len(" (deleted)")], True
+    return path, False
+
+
+def build_id_from_notes(data: bytes) -> Optional[str]:
+    """The GNU build-id in a PT_NOTE segment's bytes, as hex."""
+    off = 0
+    while off + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+        name_end = off + 12 + ((namesz + 3) & ~3)
+        desc_end = name_end + ((descsz + 3) & ~3)
+        if desc_end > len(data):
+            return None
+        if ntype == NT_GNU_BUILD_ID and data[off + 12 : off + 12 + namesz].rstrip(b"\0") == b"GNU":
+            return data[name_end : name_end + descsz].hex()
+        off = desc_end
+    return None
+
+
+def build_id_of_file(f: IO[bytes]) -> Optional[str]:
+    """The GNU build-id of an ELF file on disk (``None`` if it has none or is not ELF)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(f)
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE":
+                for n in seg.iter_notes():  # type: ignore[attr-defined,unused-ignore]
+                    if n["n_type"] == "NT_GNU_BUILD_ID":
+                        return str(n["n_desc"])
+    except (ELFError, ValueError, struct.error, OSError, AttributeError, KeyError):
+        return None
+    return None
+
 
 def _split_notes(data: bytes, path: Path) -> list[Note]:
     """The notes of a PT_NOTE segment (Elf64_Nhdr, 4-byte aligned), bounds-checked.
@@ -265,7 +401,7 @@ def _parse_notes(core: CoreFile) -> None:
     ]
 
 
-def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
+def open_core(path: PathLike) -> CoreFile:
     """Open an ELF core file, or the core inside a bundle, and parse its notes and headers.
 
     A bundle (``.tar.gz``/``.tar.zst`` from :func:`~gencore.collect_core`) has its core
@@ -275,11 +411,20 @@ def open_core(path: Union[str, os.PathLike[str]]) -> CoreFile:
     Raises:
         CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
     """
-    from .bundle import is_bundle, open_bundle_core
+    from ._extract import extract_bundle, is_bundle
 
-    if is_bundle(path):
-        return open_bundle_core(path)
-    return _open_elf(Path(path))
+    if not is_bundle(path):
+        return _open_elf(Path(path))
+    tmp = tempfile.mkdtemp(prefix="gencore-bundle-")
+    try:
+        ex = extract_bundle(path, tmp, core_only=True)
+        core = _open_elf(ex.core)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    core.cleanup_dir = tmp
+    core.manifest = ex.manifest
+    return core
 
 
 def _open_elf(p: Path) -> CoreFile:

@@ -20,40 +20,33 @@ import logging
 import os
 import select
 import signal
-import struct
 import sys
 import threading
-import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
-from . import _metadata
-from .errors import GencoreError
-from .snapshot import (
+from . import _engine, _job, _metadata
+from ._common import (
+    BUNDLE_FORMATS,
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
     DEFAULT_TIMEOUT,
     VERSION,
-    _freeze_signal,
-    _open_directory,
-    _Options,
-    _require_native,
-    _start,
-    _wait_blocking,
+    PathLike,
+    tz_offset,
 )
+from ._helper import bundle_argv, bundle_name
+from ._options import CoreOptions, freeze_signal
+from .errors import GencoreError
 
 log = logging.getLogger("gencore")
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _TIME_PLACEHOLDER = "9999999999.999999"  # 17 characters the handler overwrites in place
-_RESULT = struct.Struct("<iiIIQQQQ96s")
 _TZ_REFRESH_S = 300.0
-
-PathLike = Union[str, "os.PathLike[str]"]
-SignalSpec = Union[int, signal.Signals]
 
 
 @dataclass(frozen=True)
@@ -206,13 +199,11 @@ def install(
 
     Calling install again replaces the configuration. Returns the :class:`TriggerConfig`.
     """
-    global _fork_hook_registered
-    native = _require_native()
-    if format not in ("tar.gz", "tar.zst"):
+    _engine.require()
+    if format not in BUNDLE_FORMATS:
         raise ValueError(f"format must be tar.gz or tar.zst, got {format!r}")
-    sigs = _signal_numbers(signals)
     kwargs: dict[str, Any] = dict(
-        signals=sigs,
+        signals=_signal_numbers(signals),
         directory=directory,
         collect=collect,
         format=format,
@@ -228,75 +219,89 @@ def install(
         timeout=timeout,
         crash_timeout=crash_timeout,
     )
+    CoreOptions(filter=filter, freeze_timeout=freeze_timeout, timeout=timeout).validate()
     with _lock:
         uninstall()
-        st = _state
-        fsig = _freeze_signal(freeze_signal)
-        d, st.dir_fd = _open_directory(directory)
-        try:
-            rdir = _private_dir(state_dirs()[0])
-            _remove_stale(rdir)
-            st.state_file = rdir / f"{os.getpid()}.json"
-            st.events_file = rdir / f"{os.getpid()}.events"
-            st.events_fd = os.open(
-                st.events_file,
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                0o600,
-            )
-            st.notify_r, st.notify_w = os.pipe2(os.O_CLOEXEC)
-            note, note_off = _note("signal")
-            crash_note, crash_off = _note("crash")
-            tz = time.localtime().tm_gmtoff
-            native.trigger_install(
-                st.dir_fd,
-                st.events_fd,
-                st.notify_w,
-                sigs,
-                CRASH_SIGNALS if on_crash else (),
-                note,
-                note_off,
-                crash_note,
-                crash_off,
-                filter,
-                fsig,
-                freeze_timeout,
-                timeout or 0.0,
-                crash_timeout,
-                max_cores,
-                min_interval,
-                min_free,
-                tz,
-                sys.executable if collect and sys.executable else None,
-                str(d) if collect else None,
-                format if collect else None,
-            )
-        except BaseException:
-            _close_fds(st)
-            raise
-        st.kwargs = kwargs
-        st.on_core = on_core
-        fields = {f.name for f in dataclasses.fields(TriggerConfig)}
-        given = {k: v for k, v in kwargs.items() if k in fields}
-        st.config = TriggerConfig(**{**given, "directory": d, "state_file": st.state_file})
-        st.listener = threading.Thread(
-            target=_listen, args=(st.notify_r, st.config), name="gencore-trigger", daemon=True
+        return _install(_state, kwargs)
+
+
+def _install(st: _State, kwargs: dict[str, Any]) -> TriggerConfig:
+    """Open the files, hand the configuration to C, start the listener, announce."""
+    global _fork_hook_registered
+    fsig = freeze_signal(kwargs["freeze_signal"])
+    d, st.dir_fd = _job.open_directory(kwargs["directory"])
+    try:
+        rdir = _private_dir(state_dirs()[0])
+        _remove_stale(rdir)
+        st.state_file = rdir / f"{os.getpid()}.json"
+        st.events_file = rdir / f"{os.getpid()}.events"
+        st.events_fd = os.open(
+            st.events_file,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
         )
-        st.listener.start()
-        if on_exception:
-            _hook_exceptions(st)
-        _announce(st, fsig)
-        if not _fork_hook_registered:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            atexit.register(_remove_state_files)
-            _fork_hook_registered = True
-        log.info(
-            "gencore triggers installed: signals %s, crash %s, exception %s, cores to %s",
-            [signal.Signals(s).name for s in sigs],
-            on_crash,
-            on_exception,
-            d,
+        st.notify_r, st.notify_w = os.pipe2(os.O_CLOEXEC)
+        _native_install(st, kwargs, d, fsig)
+    except BaseException:
+        _close_fds(st)
+        raise
+    st.kwargs = kwargs
+    st.on_core = kwargs["on_core"]
+    fields = {f.name for f in dataclasses.fields(TriggerConfig)}
+    given = {k: v for k, v in kwargs.items() if k in fields}
+    st.config = TriggerConfig(**{**given, "directory": d, "state_file": st.state_file})
+    st.listener = threading.Thread(
+        target=_listen, args=(st.notify_r, st.config), name="gencore-trigger", daemon=True
+    )
+    st.listener.start()
+    if kwargs["on_exception"]:
+        _hook_exceptions(st)
+    _announce(st, fsig)
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        atexit.register(_remove_state_files)
+        _fork_hook_registered = True
+    log.info(
+        "gencore triggers installed: signals %s, crash %s, exception %s, cores to %s",
+        [signal.Signals(s).name for s in kwargs["signals"]],
+        kwargs["on_crash"],
+        kwargs["on_exception"],
+        d,
+    )
+    return st.config
+
+
+def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) -> None:
+    """The C side: handlers, prebuilt notes, guards, the reaper and its helper command."""
+    note, note_off = _note("signal")
+    crash_note, crash_off = _note("crash")
+    helper = None
+    if kw["collect"] and sys.executable:
+        argv = bundle_argv(
+            sys.executable, directory, kw["format"], os.getpid(), events=st.events_file
         )
-        return st.config
+        helper = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    _engine.native.trigger_install(
+        dir_fd=st.dir_fd,
+        events_fd=st.events_fd,
+        notify_fd=st.notify_w,
+        signals=kw["signals"],
+        crash_signals=CRASH_SIGNALS if kw["on_crash"] else (),
+        note=note,
+        note_time_offset=note_off,
+        crash_note=crash_note,
+        crash_note_time_offset=crash_off,
+        filter=kw["filter"],
+        freeze_signal=fsig,
+        freeze_timeout=kw["freeze_timeout"],
+        timeout=kw["timeout"] or 0.0,
+        crash_timeout=kw["crash_timeout"],
+        max_cores=kw["max_cores"],
+        min_interval=kw["min_interval"],
+        min_free=kw["min_free"],
+        tz_offset=tz_offset(),
+        helper_argv=helper,
+    )
 
 
 def _announce(st: _State, fsig: int) -> None:
@@ -376,8 +381,7 @@ def uninstall() -> None:
         st = _state
         if st.config is None:
             return
-        native = _require_native()
-        native.trigger_uninstall()
+        _engine.native.trigger_uninstall()
         if st.our_excepthook is not None and sys.excepthook is st.our_excepthook:
             sys.excepthook = st.prev_excepthook  # type: ignore[assignment]
         if st.our_threading_hook is not None and threading.excepthook is st.our_threading_hook:
@@ -406,15 +410,14 @@ def installed() -> Optional[TriggerConfig]:
     with _lock:
         if _state.config is None:
             return None
-        counters = dict(_require_native().trigger_stats())
+        counters = dict(_engine.native.trigger_stats())
         counters.pop("last_start_ns", None)
         return TriggerConfig(**{**asdict(_state.config), "counters": counters})
 
 
 def _after_fork_in_child() -> None:
     """A forked child (a prefork worker) gets triggers of its own, with its own state file."""
-    native = _require_native()
-    native.trigger_after_fork_child()
+    _engine.native.trigger_after_fork_child()
     st = _state
     if st.config is None:
         return
@@ -443,8 +446,7 @@ def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
     """Bundle if asked (unless the native reaper did), then call on_core (listener thread)."""
     result = path
     if config.collect and bundled:
-        stem = path.name[: -len(".core")]
-        bundle = path.with_name(f"{stem}.{config.format}")
+        bundle = path.with_name(bundle_name(path.name, config.format))
         result = bundle if bundle.exists() else path
     elif config.collect:
         from .bundle import bundle_core
@@ -466,13 +468,14 @@ def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
 
 def _listen(rfd: int, config: TriggerConfig) -> None:
     buf = b""
-    native = _require_native()
+    native = _engine.native
+    size = _engine.TRIGGER_RESULT.size
     while True:
         try:
             ready, _, _ = select.select([rfd], [], [], _TZ_REFRESH_S)
             if not ready:
                 # the C handler names cores in local time from an offset: follow DST changes
-                native.trigger_set_tz(time.localtime().tm_gmtoff)
+                native.trigger_set_tz(offset=tz_offset())
                 continue
             data = os.read(rfd, 4096)
         except (OSError, ValueError):
@@ -480,9 +483,11 @@ def _listen(rfd: int, config: TriggerConfig) -> None:
         if not data:
             break
         buf += data
-        while len(buf) >= _RESULT.size:
-            rec, buf = buf[: _RESULT.size], buf[_RESULT.size :]
-            kind, err, stage, _, written, total, size, elapsed, name = _RESULT.unpack(rec)
+        while len(buf) >= size:
+            rec, buf = buf[:size], buf[size:]
+            kind, err, stage, _, written, total, _, elapsed, name = _engine.TRIGGER_RESULT.unpack(
+                rec
+            )
             fname = name.split(b"\0", 1)[0].decode()
             path = config.directory / fname
             if kind == 1:
@@ -514,7 +519,7 @@ def _exception_core(
     config = _state.config
     if config is None or exc_type in (SystemExit, KeyboardInterrupt):
         return
-    if _require_native().trigger_claim() != 0:
+    if _engine.native.trigger_claim() != 0:
         log.warning("unhandled %s: no core (max_cores or min_interval)", exc_type.__name__)
         return
     text = "".join(traceback.format_exception(exc_type, exc, tb))
@@ -527,13 +532,13 @@ def _exception_core(
         }
     }
     try:
-        opts = _Options(
+        opts = CoreOptions(
             config.directory,
             filter=_state.kwargs.get("filter", DEFAULT_FILTER),
             reason="exception",
             extra=extra,
         )
-        path = _wait_blocking(_start(opts))
+        path = _job.run(opts)
     except GencoreError as e:
         log.error("core for an unhandled %s failed: %s", exc_type.__name__, e)
         return
@@ -591,7 +596,11 @@ def find_state(pid: int, state: Optional[PathLike] = None) -> dict[str, Any]:
             doc = json.loads(c.read_text())
         except (OSError, ValueError):
             continue
-        if doc.get("pid") == pid and doc.get("start_time") == _start_time(pid):
+        if (
+            isinstance(doc, dict)
+            and doc.get("pid") == pid
+            and doc.get("start_time") == _start_time(pid)
+        ):
             doc["state_file"] = str(c)
             return doc
     raise GencoreError(

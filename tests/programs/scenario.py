@@ -326,6 +326,8 @@ def scenario_kernel_method():
     if args.get("faulthandler"):
         faulthandler.enable()
     if args.get("pattern_file"):
+        import gencore._kernel
+
         gencore._kernel.CORE_PATTERN_FILE = args["pattern_file"]
     idle_threads(args.get("threads", 2))
     before = fds()

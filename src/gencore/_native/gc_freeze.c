@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "gc_procfs.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 
@@ -80,17 +81,8 @@ static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
 static void regs_from_proc_syscall(struct gc_thread *t)
 {
     char path[64], buf[256];
-    size_t pos = 0;
-    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
-    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)t->tid);
-    gc_fmt_str(path, sizeof path, &pos, "/syscall");
-    path[pos] = 0;
-    long fd = gc_open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    long n = gc_read((int)fd, buf, sizeof buf - 1);
-    gc_close((int)fd);
-    if (n <= 0) return;
-    buf[n] = 0;
+    gc_task_path(path, sizeof path, t->tid, "syscall");
+    if (gc_read_small(path, buf, sizeof buf) <= 0) return;
     uint64_t vals[10];
     int nv = 0;
     char *p = buf;
@@ -119,21 +111,13 @@ static void regs_from_proc_syscall(struct gc_thread *t)
         vals[nv++] = neg ? (uint64_t)(-(int64_t)v) : v;
     }
     if (nv != 9 && nv != 3) return;
-    gc_memzero(t->regs, sizeof t->regs);
-    t->regs[15] = nv == 9 ? vals[0] : (uint64_t)-1; /* orig_rax */
-    t->regs[19] = vals[nv - 2];                      /* rsp */
-    t->regs[16] = vals[nv - 1];                      /* rip */
-    t->regs[17] = 0x33;
-    t->regs[20] = 0x2b;
+    gc_regs_from_sp_pc(t->regs, nv == 9 ? vals[0] : (uint64_t)-1, vals[nv - 2], vals[nv - 1]);
 }
 
 static int task_exists(int32_t tid)
 {
     char path[48];
-    size_t pos = 0;
-    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
-    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)tid);
-    path[pos] = 0;
+    gc_task_path(path, sizeof path, tid, NULL);
     long fd = gc_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return 0;
     gc_close((int)fd);
@@ -145,17 +129,8 @@ static int task_exists(int32_t tid)
 static int blocks_signal(int32_t tid, int sig)
 {
     char path[64], buf[2048];
-    size_t pos = 0;
-    gc_fmt_str(path, sizeof path, &pos, "/proc/self/task/");
-    gc_fmt_u64(path, sizeof path, &pos, (uint64_t)tid);
-    gc_fmt_str(path, sizeof path, &pos, "/status");
-    path[pos] = 0;
-    long fd = gc_open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    long n = gc_read((int)fd, buf, sizeof buf - 1);
-    gc_close((int)fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
+    gc_task_path(path, sizeof path, tid, "status");
+    if (gc_read_small(path, buf, sizeof buf) <= 0) return 0;
     for (char *p = buf; *p; p++) {
         if ((p == buf || p[-1] == '\n') && gc_startswith(p, "SigBlk:")) {
             p += 7;
@@ -212,59 +187,50 @@ fail_errno : {
 }
 }
 
+struct scan {
+    struct gc_snapshot *s;
+    uint32_t *signaled; /* NULL: list without signalling */
+    int added;
+};
+
+static int scan_one(long number, void *arg)
+{
+    struct scan *sc = arg;
+    struct gc_snapshot *s = sc->s;
+    int32_t tid = (int32_t)number;
+    for (uint32_t i = 0; i < s->nthreads; i++)
+        if (s->threads[i].tid == tid) return 0; /* known */
+    if (s->nthreads >= s->cap) return 0; /* no slot: it stays out of the core */
+    struct gc_thread *t = &s->threads[s->nthreads];
+    t->tid = tid;
+    t->xsave_len = 0;
+    __atomic_store_n(&t->state, sc->signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
+    if (!sc->signaled) {
+        regs_from_proc_syscall(t);
+        sc->added++;
+        return 0;
+    }
+    __atomic_add_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
+    if (gc_sys3(SYS_tgkill, s->proc.pid, tid, s->freeze_signal) < 0) {
+        __atomic_sub_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
+        int expected = GC_T_SIGNALED;
+        __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+    } else {
+        (*sc->signaled)++;
+        sc->added++;
+    }
+    return 0;
+}
+
 /* Add every task of /proc/self/task that has no slot yet; signal it unless signaled is NULL.
  * Returns how many were new. */
 static int scan_and_signal(struct gc_snapshot *s, int task_fd, uint32_t *signaled)
 {
-    char buf[8192];
-    int added = 0;
-    int32_t pid = s->proc.pid;
-    gc_sys3(SYS_lseek, task_fd, 0, SEEK_SET);
-    for (;;) {
-        long n = gc_sys3(SYS_getdents64, task_fd, buf, sizeof buf);
-        if (n <= 0) break;
-        for (long off = 0; off < n;) {
-            struct {
-                uint64_t ino;
-                int64_t off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *d = (void *)(buf + off);
-            off += d->reclen;
-            if (d->name[0] < '0' || d->name[0] > '9') continue;
-            int32_t tid = 0;
-            for (const char *c = d->name; *c; c++) tid = tid * 10 + (*c - '0');
-            int known = 0;
-            for (uint32_t i = 0; i < s->nthreads; i++) {
-                if (s->threads[i].tid == tid) {
-                    known = 1;
-                    break;
-                }
-            }
-            if (known) continue;
-            if (s->nthreads >= s->cap) continue; /* no slot: it stays out of the core */
-            struct gc_thread *t = &s->threads[s->nthreads];
-            t->tid = tid;
-            t->xsave_len = 0;
-            __atomic_store_n(&t->state, signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
-            __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
-            if (signaled) __atomic_add_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
-            if (!signaled) {
-                regs_from_proc_syscall(t);
-                added++;
-            } else if (gc_sys3(SYS_tgkill, pid, tid, s->freeze_signal) < 0) {
-                __atomic_sub_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
-                int expected = GC_T_SIGNALED;
-                __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE);
-            } else {
-                (*signaled)++;
-                added++;
-            }
-        }
-    }
-    return added;
+    struct scan sc = {s, signaled, 0};
+    gc_dir_numbers(task_fd, scan_one, &sc);
+    return sc.added;
 }
 
 static void list_unfrozen(struct gc_snapshot *s, int task_fd)

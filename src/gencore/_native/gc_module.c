@@ -106,11 +106,12 @@ PyDoc_STRVAR(reap_doc, "reap(pid, block) -> int | None\n\n"
                        "Returns the wait status, None if it is still running (block=False),\n"
                        "or -1 if it was already reaped by someone else (ECHILD).");
 
-static PyObject *py_reap(PyObject *self, PyObject *args)
+static PyObject *py_reap(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
+    static char *kwlist[] = {"pid", "block", NULL};
     int pid, block, status = 0;
-    if (!PyArg_ParseTuple(args, "ip", &pid, &block)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ip", kwlist, &pid, &block)) return NULL;
     pid_t r;
     Py_BEGIN_ALLOW_THREADS;
     do {
@@ -139,11 +140,12 @@ PyDoc_STRVAR(kernel_fork_doc,
              "Fork a copy of this thread that dies by SIGSEGV in dir_fd so the kernel writes its\n"
              "core there (the original technique). Reap it with reap(pid, ...).");
 
-static PyObject *py_kernel_fork(PyObject *self, PyObject *args)
+static PyObject *py_kernel_fork(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
+    static char *kwlist[] = {"dir_fd", "make_dumpable", NULL};
     int dir_fd, dumpable;
-    if (!PyArg_ParseTuple(args, "ip", &dir_fd, &dumpable)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ip", kwlist, &dir_fd, &dumpable)) return NULL;
     long pid = gc_kernel_fork(dir_fd, dumpable);
     if (pid < 0) {
         errno = (int)-pid;
@@ -178,33 +180,35 @@ static int int_tuple(PyObject *seq, int *out, int *n)
 static uint64_t seconds_ns(double v) { return v <= 0 ? 0 : (uint64_t)(v * 1e9); }
 
 PyDoc_STRVAR(trigger_install_doc,
-             "trigger_install(dir_fd, events_fd, notify_fd, signals, crash_signals, note,\n"
+             "trigger_install(*, dir_fd, events_fd, notify_fd, signals, crash_signals, note,\n"
              "                note_time_offset, crash_note, crash_note_time_offset, filter,\n"
              "                freeze_signal, freeze_timeout, timeout, crash_timeout, max_cores,\n"
-             "                min_interval, min_free, tz_offset, python=None, directory=None,\n"
-             "                format=None)\n\n"
-             "Install the signal and crash handlers and start the reaper thread.");
+             "                min_interval, min_free, tz_offset, helper_argv=None)\n\n"
+             "Install the signal and crash handlers and start the reaper thread. helper_argv is\n"
+             "the NUL-separated command run after each signal dump, with the core's name appended.");
 
-static PyObject *py_trigger_install(PyObject *self, PyObject *args)
+static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
+    static char *kwlist[] = {"dir_fd", "events_fd", "notify_fd", "signals", "crash_signals",
+                             "note", "note_time_offset", "crash_note", "crash_note_time_offset",
+                             "filter", "freeze_signal", "freeze_timeout", "timeout",
+                             "crash_timeout", "max_cores", "min_interval", "min_free",
+                             "tz_offset", "helper_argv", NULL};
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
     PyObject *sigs, *crash;
-    Py_buffer note = {0}, crash_note = {0};
+    Py_buffer note = {0}, crash_note = {0}, helper = {0};
     double freeze_timeout, timeout, crash_timeout, min_interval;
     unsigned long long min_free;
     long long tz;
-    const char *python = NULL, *directory = NULL, *format = NULL;
-    if (!PyArg_ParseTuple(args, "iiiOOy*ly*lIidddIdKL|zzz", &c.dir_fd, &c.events_fd,
-                          &c.notify_fd, &sigs, &crash, &note, &c.note_time_offset, &crash_note,
-                          &c.crash_note_time_offset, &c.filter, &c.freeze_signal, &freeze_timeout,
-                          &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free, &tz,
-                          &python, &directory, &format))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy*ly*lIidddIdKL|z*", kwlist, &c.dir_fd,
+                                     &c.events_fd, &c.notify_fd, &sigs, &crash, &note,
+                                     &c.note_time_offset, &crash_note, &c.crash_note_time_offset,
+                                     &c.filter, &c.freeze_signal, &freeze_timeout, &timeout,
+                                     &crash_timeout, &c.max_cores, &min_interval, &min_free, &tz,
+                                     &helper))
         return NULL;
-    c.python = python;
-    c.directory = directory;
-    c.format = format;
     int rc = 0;
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
         int_tuple(crash, c.crash_signals, &c.ncrash) < 0) {
@@ -216,13 +220,15 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args)
     c.note_len = (size_t)note.len;
     c.crash_note = crash_note.buf;
     c.crash_note_len = (size_t)crash_note.len;
+    c.helper_argv = helper.buf;
+    c.helper_argv_len = helper.buf ? (size_t)helper.len : 0;
     c.freeze_timeout_ns = seconds_ns(freeze_timeout);
     c.timeout_ns = seconds_ns(timeout);
     c.crash_timeout_ns = seconds_ns(crash_timeout);
     c.min_interval_ns = seconds_ns(min_interval);
     c.min_free_bytes = min_free;
     c.tz_offset = tz;
-    int r = gc_trigger_install(&c); /* copies the notes */
+    int r = gc_trigger_install(&c); /* copies the notes and the helper command */
     if (r < 0) {
         errno = -r;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -231,6 +237,7 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args)
 out:
     PyBuffer_Release(&note);
     PyBuffer_Release(&crash_note);
+    if (helper.buf) PyBuffer_Release(&helper);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
@@ -273,11 +280,12 @@ static PyObject *py_trigger_after_fork_child(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args)
+static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
+    static char *kwlist[] = {"offset", NULL};
     long long off;
-    if (!PyArg_ParseTuple(args, "L", &off)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L", kwlist, &off)) return NULL;
     gc_trigger_set_tz(off);
     Py_RETURN_NONE;
 }
@@ -289,8 +297,30 @@ static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
     return PyLong_FromUnsignedLong(gc_next_seq());
 }
 
+PyDoc_STRVAR(core_stem_doc,
+             "core_stem(time, tz_offset, pid, seq) -> str\n\n"
+             "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
+             "the signal handler. time is seconds since the epoch, tz_offset seconds east of UTC.");
+
+static PyObject *py_core_stem(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"time", "tz_offset", "pid", "seq", NULL};
+    unsigned long long t;
+    long long tz;
+    int pid;
+    unsigned int seq;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KLiI", kwlist, &t, &tz, &pid, &seq)) return NULL;
+    char buf[96];
+    gc_core_stem(buf, sizeof buf, t, tz, pid, seq);
+    return PyUnicode_FromString(buf);
+}
+
+#define KW(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
+
 static PyMethodDef methods[] = {
-    {"trigger_install", py_trigger_install, METH_VARARGS, trigger_install_doc},
+    {"core_stem", KW(py_core_stem), core_stem_doc},
+    {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
      "Restore the handlers; waits for a dump in flight; stops the reaper."},
     {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
@@ -298,13 +328,12 @@ static PyMethodDef methods[] = {
      "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval."},
     {"trigger_after_fork_child", py_trigger_after_fork_child, METH_NOARGS,
      "Forget the parent's trigger state in a forked child."},
-    {"trigger_set_tz", py_trigger_set_tz, METH_VARARGS,
+    {"trigger_set_tz", KW(py_trigger_set_tz),
      "Set the UTC offset (seconds east) used in signal-triggered core names."},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
-    {"kernel_fork", py_kernel_fork, METH_VARARGS, kernel_fork_doc},
-    {"snapshot", (PyCFunction)(void (*)(void))py_snapshot, METH_VARARGS | METH_KEYWORDS,
-     snapshot_doc},
-    {"reap", py_reap, METH_VARARGS, reap_doc},
+    {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
+    {"snapshot", KW(py_snapshot), snapshot_doc},
+    {"reap", KW(py_reap), reap_doc},
     {"dumpable", py_dumpable, METH_NOARGS, dumpable_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -13,6 +13,63 @@ void *gc_arena_alloc(struct gc_arena *a, size_t n)
     return a->base + at;
 }
 
+long gc_read_small(const char *path, char *buf, size_t cap)
+{
+    long fd = gc_open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fd;
+    long n;
+    do {
+        n = gc_read((int)fd, buf, cap - 1);
+    } while (n == -EINTR);
+    gc_close((int)fd);
+    buf[n > 0 ? n : 0] = 0;
+    return n;
+}
+
+void gc_task_path(char *buf, size_t cap, int32_t tid, const char *leaf)
+{
+    size_t pos = 0;
+    gc_fmt_str(buf, cap, &pos, "/proc/self/task/");
+    gc_fmt_u64(buf, cap, &pos, (uint64_t)tid);
+    if (leaf) {
+        gc_fmt_str(buf, cap, &pos, "/");
+        gc_fmt_str(buf, cap, &pos, leaf);
+    }
+    buf[pos] = 0;
+}
+
+long gc_dir_numbers(int dir_fd, gc_number_fn fn, void *arg)
+{
+    char buf[8192];
+    long visited = 0;
+    gc_sys3(SYS_lseek, dir_fd, 0, 0 /* SEEK_SET */);
+    for (;;) {
+        long n = gc_sys3(SYS_getdents64, dir_fd, buf, sizeof buf);
+        if (n == -EINTR) continue;
+        if (n < 0) return n;
+        if (n == 0) return visited;
+        for (long off = 0; off < n;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            const char *name = buf + off + 19; /* linux_dirent64: ino, off, reclen, type, name */
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9') continue;
+            long v = 0;
+            for (; *name >= '0' && *name <= '9'; name++) v = v * 10 + (*name - '0');
+            visited++;
+            if (fn(v, arg)) return visited;
+        }
+    }
+}
+
+uint64_t gc_second_field(const char *p)
+{
+    while (*p && *p != ' ') p++;
+    while (*p == ' ') p++;
+    uint64_t v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+    return v;
+}
+
 long gc_read_file(struct gc_arena *a, const char *path, char **out)
 {
     long fd = gc_open(path, O_RDONLY | O_CLOEXEC);

@@ -54,4 +54,23 @@ long gc_read_file(struct gc_arena *a, const char *path, char **out);
 /* Parse smaps text into an array of VMAs (in the arena); the string pool is the text itself. */
 long gc_parse_smaps(struct gc_arena *a, char *text, size_t len, struct gc_vma **out);
 
+/* Small /proc files and directories, shared by the freeze, the writer and the triggers.
+ * Raw system calls only: usable in signal handlers and in the snapshot child. */
+
+/* Read at most cap-1 bytes of path into buf and NUL-terminate; returns the length or -errno. */
+long gc_read_small(const char *path, char *buf, size_t cap);
+
+/* buf = "/proc/self/task/<tid>" or "/proc/self/task/<tid>/<leaf>". */
+void gc_task_path(char *buf, size_t cap, int32_t tid, const char *leaf);
+
+/* Call fn(number, arg) for every entry of the open directory dir_fd whose name is a decimal
+ * number (tids of /proc/self/task, fds of /proc/self/fd), from the start; fn returns non-zero
+ * to stop. Returns the number of entries visited or -errno. */
+typedef int (*gc_number_fn)(long number, void *arg);
+long gc_dir_numbers(int dir_fd, gc_number_fn fn, void *arg);
+
+/* The first unsigned decimal number after the first space-separated field of text (the
+ * resident pages of /proc/self/statm). */
+uint64_t gc_second_field(const char *text);
+
 #endif

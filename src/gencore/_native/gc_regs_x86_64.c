@@ -82,6 +82,16 @@ void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS])
     r[26] = (csgsfs >> 16) & 0xffff; /* gs selector */
 }
 
+void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc)
+{
+    gc_memzero(r, sizeof(uint64_t) * GC_NREGS);
+    r[15] = orig_syscall; /* orig_rax */
+    r[16] = pc;           /* rip */
+    r[17] = 0x33;         /* cs */
+    r[19] = sp;           /* rsp */
+    r[20] = 0x2b;         /* ss */
+}
+
 /* Copy the XSAVE image of the signal frame (standard format) into dst. Returns bytes copied. */
 uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap)
 {

@@ -14,6 +14,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "gc_procfs.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 
@@ -58,21 +59,19 @@ void gc_snapshot_cleanup(struct gc_snapshot *s)
     s->slots_map = s->child_stack = NULL;
 }
 
+static int count_one(long number, void *arg)
+{
+    (void)number;
+    (*(int *)arg)++;
+    return 0;
+}
+
 static int count_tasks(void)
 {
-    char buf[4096];
     int n = 0;
     long fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return 64;
-    for (;;) {
-        long r = gc_sys3(SYS_getdents64, fd, buf, sizeof buf);
-        if (r <= 0) break;
-        for (long off = 0; off < r;) {
-            unsigned short reclen = *(unsigned short *)(buf + off + 16);
-            if (buf[off + 19] >= '0' && buf[off + 19] <= '9') n++;
-            off += reclen;
-        }
-    }
+    gc_dir_numbers((int)fd, count_one, &n);
     gc_close((int)fd);
     return n;
 }
@@ -116,12 +115,8 @@ void gc_procinfo_fill(struct gc_procinfo *p)
     p->gid = (uint32_t)gc_sys0(SYS_getgid);
     p->page_size = 4096;
     gc_memzero(p->comm, sizeof p->comm);
-    long fd = gc_open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        long n = gc_read((int)fd, p->comm, sizeof p->comm - 1);
-        gc_close((int)fd);
-        if (n > 0 && p->comm[n - 1] == '\n') p->comm[n - 1] = 0;
-    }
+    long n = gc_read_small("/proc/self/comm", p->comm, sizeof p->comm);
+    if (n > 0 && p->comm[n - 1] == '\n') p->comm[n - 1] = 0;
 }
 
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)

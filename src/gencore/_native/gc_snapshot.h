@@ -115,6 +115,8 @@ int32_t gc_freeze_owner(void); /* tid holding the freeze, 0 if none */
 /* gc_regs_x86_64.c */
 void gc_regs_init(void);
 void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS]);
+/* Registers of a thread that did not park: only what /proc/self/task/TID/syscall tells. */
+void gc_regs_from_sp_pc(uint64_t regs[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc);
 uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap);
 uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap);
 uint64_t gc_fs_base(void);

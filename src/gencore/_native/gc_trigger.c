@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gc_procfs.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 #include "gc_trigger.h"
@@ -59,7 +61,13 @@ static struct sigaction g_crash_old[GC_TRIGGER_MAX_SIGNALS];
 static int g_crash_old_valid[GC_TRIGGER_MAX_SIGNALS];
 static struct gc_trigger_stats g_stats;
 static uint32_t g_seq;
-static char g_python[4096], g_directory[4096], g_format[16];
+static uint64_t g_page_size = 4096;
+/* The helper command run after each signal dump (bundles), NUL-separated, built in Python;
+ * the core's file name is appended as its last argument. */
+#define HELPER_ARGS 32
+static char g_helper[8192];
+static char *g_helper_argv[HELPER_ARGS + 2];
+static int g_helper_argc;
 extern char **environ;
 
 uint32_t gc_next_seq(void) { return __atomic_add_fetch(&g_seq, 1, __ATOMIC_ACQ_REL); }
@@ -86,8 +94,9 @@ static uint64_t realtime_s(void)
     return (uint64_t)ts.sec;
 }
 
-/* core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq> in local time (offset taken at install). */
-static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq)
+/* core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq> in local time: tz is seconds east of UTC. The one
+ * definition of core names (Python calls it too). Async-signal-safe. */
+void gc_core_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq)
 {
     int64_t lt = (int64_t)t + tz;
     int64_t days = lt / 86400, secs = lt % 86400;
@@ -121,7 +130,7 @@ static void make_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, ui
 static void set_names(struct job *j, uint64_t now_s)
 {
     char stem[NAME_CAP - 8];
-    make_stem(stem, sizeof stem, now_s, __atomic_load_n(&g_cfg.tz_offset, __ATOMIC_ACQUIRE),
+    gc_core_stem(stem, sizeof stem, now_s, __atomic_load_n(&g_cfg.tz_offset, __ATOMIC_ACQUIRE),
               (int)gc_getpid(), gc_next_seq());
     size_t pos = 0;
     gc_fmt_str(j->final, sizeof j->final, &pos, stem);
@@ -176,18 +185,8 @@ static void stamp_note(unsigned char *note, size_t len, long off)
 static uint64_t resident_bytes(void)
 {
     char buf[128];
-    long fd = gc_open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    long n = gc_read((int)fd, buf, sizeof buf - 1);
-    gc_close((int)fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *p = buf;
-    while (*p && *p != ' ') p++;
-    while (*p == ' ') p++;
-    uint64_t v = 0;
-    for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
-    return v * 4096;
+    if (gc_read_small("/proc/self/statm", buf, sizeof buf) <= 0) return 0;
+    return gc_second_field(buf) * g_page_size;
 }
 
 static int enough_space(void)
@@ -383,84 +382,44 @@ static void trigger_handler(int sig, siginfo_t *info, void *uc)
     errno = saved_errno;
 }
 
-/* Append s to a JSON string literal being built in buf. */
-static void json_str(char *buf, size_t cap, size_t *pos, const char *s)
+/* Run the helper (`python -m gencore._helper bundle ... CORE`) for a finished core, from this
+ * native thread: no GIL needed, so it works while the application is stuck. The helper writes
+ * its own "bundle" or "bundle-error" event. */
+static void run_helper(const struct job *j)
 {
-    for (; *s && *pos + 8 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            buf[(*pos)++] = '\\';
-            buf[(*pos)++] = (char)ch;
-        } else if (ch < 0x20) {
-            static const char hex[] = "0123456789abcdef";
-            gc_fmt_str(buf, cap, pos, "\\u00");
-            buf[(*pos)++] = hex[ch >> 4];
-            buf[(*pos)++] = hex[ch & 15];
-        } else {
-            buf[(*pos)++] = (char)ch;
-        }
-    }
-}
-
-/* Build the bundle of a finished core with `python -m gencore.bundle`, from this native
- * thread: no GIL needed, so it works while the application is stuck. */
-static void bundle(const struct job *j)
-{
-    char bname[NAME_CAP + 16];
-    size_t pos = 0, stem_len = gc_strlen(j->final) - 5; /* minus ".core" */
-    for (size_t i = 0; i < stem_len && pos + 1 < sizeof bname; i++) bname[pos++] = j->final[i];
-    gc_fmt_str(bname, sizeof bname, &pos, ".");
-    gc_fmt_str(bname, sizeof bname, &pos, g_format);
-    bname[pos] = 0;
-
-    char job[3 * 4096];
-    pos = 0;
-    gc_fmt_str(job, sizeof job, &pos, "{\"core\": \"");
-    json_str(job, sizeof job, &pos, g_directory);
-    json_str(job, sizeof job, &pos, "/");
-    json_str(job, sizeof job, &pos, j->final);
-    gc_fmt_str(job, sizeof job, &pos, "\", \"output\": \"");
-    json_str(job, sizeof job, &pos, g_directory);
-    json_str(job, sizeof job, &pos, "/");
-    json_str(job, sizeof job, &pos, bname);
-    gc_fmt_str(job, sizeof job, &pos, "\", \"format\": \"");
-    gc_fmt_str(job, sizeof job, &pos, g_format);
-    gc_fmt_str(job, sizeof job, &pos, "\", \"pid\": ");
-    gc_fmt_u64(job, sizeof job, &pos, (uint64_t)g_cfg.pid);
-    gc_fmt_str(job, sizeof job, &pos, ", \"remove_core\": false}");
-
-    int in[2];
-    if (pipe2(in, O_CLOEXEC) < 0) {
-        event("bundle-error", "cannot create a pipe", 0, 0, 0);
-        return;
-    }
+    g_helper_argv[g_helper_argc] = (char *)j->final;
+    g_helper_argv[g_helper_argc + 1] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    char *argv[] = {g_python, (char *)"-m", (char *)"gencore.bundle", NULL};
     pid_t pid;
-    int rc = posix_spawn(&pid, g_python, &fa, NULL, argv, environ);
+    int rc = posix_spawn(&pid, g_helper_argv[0], &fa, NULL, g_helper_argv, environ);
     posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
     if (rc != 0) {
-        close(in[1]);
         event("bundle-error", "cannot start the bundle helper", 0, 0, 0);
         return;
     }
-    (void)!write(in[1], job, pos);
-    close(in[1]);
+    /* An application reaper or SIGCHLD=SIG_IGN may take the helper's status: its event line
+     * says how it went either way. */
     int status = 0;
-    /* An application reaper or SIGCHLD=SIG_IGN may take the helper's status: the file is the
-     * proof either way (the helper publishes it complete, with a rename). */
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    struct stat st;
-    if (fstatat(g_cfg.dir_fd, bname, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        event("bundle", bname, 0, 0, 0);
-    else
-        event("bundle-error", "the helper failed; see `gencore bundle CORE`", 0, 0, 0);
+}
+
+/* Split the NUL-separated helper command into g_helper_argv; returns 0 or -EINVAL. */
+static int set_helper(const char *argv, size_t len)
+{
+    g_helper_argc = 0;
+    if (!argv || !len) return 0;
+    if (len >= sizeof g_helper || argv[len - 1] != 0) return -EINVAL;
+    memcpy(g_helper, argv, len);
+    for (size_t at = 0; at < len; at += strlen(g_helper + at) + 1) {
+        if (g_helper_argc >= HELPER_ARGS) return -EINVAL;
+        g_helper_argv[g_helper_argc++] = g_helper + at;
+    }
+    return 0;
 }
 
 static void *reaper_main(void *arg)
@@ -493,7 +452,7 @@ static void *reaper_main(void *arg)
                                                                         : sizeof j.final);
         if (rc == 0) {
             event("done", j.final, 0, 0, 0);
-            if (g_python[0]) bundle(&j);
+            if (g_helper_argc) run_helper(&j);
         } else {
             __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
             event("error", j.final, -rc, last.stage, 1);
@@ -619,16 +578,19 @@ int gc_trigger_install(const struct gc_trigger_config *c)
     /* Hold the claim until everything is ready: a signal arriving meanwhile is merged. */
     __atomic_store_n(&g_claim, 1, __ATOMIC_RELEASE);
     g_cfg = *c;
-    g_python[0] = g_directory[0] = g_format[0] = 0;
-    if (c->python && c->directory && c->format && strlen(c->python) < sizeof g_python &&
-        strlen(c->directory) < sizeof g_directory && strlen(c->format) < sizeof g_format) {
-        strcpy(g_python, c->python);
-        strcpy(g_directory, c->directory);
-        strcpy(g_format, c->format);
+    int rc = set_helper(c->helper_argv, c->helper_argv_len);
+    if (rc < 0) {
+        release_claim();
+        return rc;
     }
-    g_cfg.python = g_cfg.directory = g_cfg.format = NULL;
-    int rc = map_notes(c, &g_cfg.note, &g_cfg.crash_note);
-    if (rc < 0) return rc;
+    g_cfg.helper_argv = NULL;
+    long page = (long)getauxval(AT_PAGESZ);
+    g_page_size = page > 0 ? (uint64_t)page : 4096;
+    rc = map_notes(c, &g_cfg.note, &g_cfg.crash_note);
+    if (rc < 0) {
+        release_claim();
+        return rc;
+    }
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0) {
         rc = -errno;

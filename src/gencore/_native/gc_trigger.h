@@ -31,10 +31,10 @@ struct gc_trigger_config {
     uint64_t min_interval_ns;
     uint64_t min_free_bytes; /* beyond the resident size */
     int64_t tz_offset;       /* seconds east of UTC, for file names */
-    /* bundles, built by the reaper with a helper process (works while the GIL is stuck) */
-    const char *python;      /* interpreter for `python -m gencore.bundle`, or NULL */
-    const char *directory;   /* the directory's path, for the helper's job */
-    const char *format;      /* "tar.gz" or "tar.zst" */
+    /* bundles, built by the reaper with a helper process (works while the GIL is stuck):
+     * the command, NUL-separated, to which the core's file name is appended; NULL for none */
+    const char *helper_argv;
+    size_t helper_argv_len;
 };
 
 struct gc_trigger_stats {
@@ -60,5 +60,6 @@ void gc_trigger_after_fork_child(void);
 int gc_trigger_claim_python(void);
 void gc_trigger_get_stats(struct gc_trigger_stats *out);
 uint32_t gc_next_seq(void);
+void gc_core_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq);
 
 #endif

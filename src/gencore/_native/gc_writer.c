@@ -57,6 +57,9 @@ struct child {
     int mem_fd, pagemap_fd, have_scan;
     uint64_t page;
     uint64_t written, total, next_progress;
+    uint64_t nseg;      /* program headers, PT_NOTE included */
+    uint64_t data_end;  /* end of the last segment's data */
+    uint64_t file_size; /* data_end plus the PN_XNUM section header, if any */
     uint32_t stage;
 };
 
@@ -108,6 +111,19 @@ static void reset_signals(void)
         gc_sys4(SYS_rt_sigaction, sigs[i], &dfl, 0, 8);
 }
 
+struct keep_set {
+    int fds[4];
+};
+
+static int close_unless_kept(long fd, void *arg)
+{
+    const struct keep_set *ks = arg;
+    for (int i = 0; i < 4; i++)
+        if (ks->fds[i] == fd) return 0;
+    gc_close((int)fd);
+    return 0;
+}
+
 static void close_inherited(struct gc_snapshot *s)
 {
     int keep[3] = {s->core_fd, s->dir_fd, s->status_fd};
@@ -130,20 +146,8 @@ static void close_inherited(struct gc_snapshot *s)
     /* close_range missing (Linux < 5.9): close what /proc/self/fd lists. */
     long dfd = gc_open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return;
-    char buf[4096];
-    for (;;) {
-        long n = gc_sys3(SYS_getdents64, dfd, buf, sizeof buf);
-        if (n <= 0) break;
-        for (long off = 0; off < n;) {
-            unsigned short reclen = *(unsigned short *)(buf + off + 16);
-            const char *name = buf + off + 19;
-            off += reclen;
-            if (name[0] < '0' || name[0] > '9') continue;
-            int fd = 0;
-            for (; *name; name++) fd = fd * 10 + (*name - '0');
-            if (fd != keep[0] && fd != keep[1] && fd != keep[2] && fd != dfd) gc_close(fd);
-        }
-    }
+    struct keep_set ks = {{keep[0], keep[1], keep[2], (int)dfd}};
+    gc_dir_numbers((int)dfd, close_unless_kept, &ks);
     gc_close((int)dfd);
 }
 
@@ -224,16 +228,10 @@ static int add_prpsinfo(struct child *c, struct notebuf *nb)
     *(int32_t *)(d + 36) = p->sid;
     gc_memcopy(d + 40, p->comm, 15);
     char *args = (char *)d + 56;
-    long fd = gc_open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        long n = gc_read((int)fd, args, 79);
-        gc_close((int)fd);
-        if (n > 0) {
-            for (long i = 0; i < n; i++)
-                if (args[i] == 0) args[i] = ' ';
-            while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
-        }
-    }
+    long n = gc_read_small("/proc/self/cmdline", args, 80); /* psargs: 79 bytes and a NUL */
+    for (long i = 0; i < n; i++)
+        if (args[i] == 0) args[i] = ' ';
+    while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
     return 0;
 }
 
@@ -651,12 +649,10 @@ static void hide_own_buffers(struct child *c)
     }
 }
 
-void gc_child_main(struct gc_snapshot *s)
+/* Setup: signals, descriptors, priority, the arena and the /proc files the writer reads. */
+static void child_setup(struct child *c)
 {
-    struct child cs;
-    struct child *c = &cs;
-    gc_memzero(c, sizeof *c);
-    c->s = s;
+    struct gc_snapshot *s = c->s;
     c->page = s->proc.page_size;
     c->stage = GC_STAGE_SETUP;
     reset_signals();
@@ -680,42 +676,27 @@ void gc_child_main(struct gc_snapshot *s)
     fd = gc_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     c->pagemap_fd = (int)fd;
     c->have_scan = fd >= 0;
+}
 
-    /* Mappings */
+/* Mappings: parse smaps, hide our own buffers, decide what each VMA contributes. */
+static void child_maps(struct child *c)
+{
     c->stage = GC_STAGE_MAPS;
     long n = gc_read_file(&c->arena, "/proc/self/smaps", &c->smaps);
     if (n < 0) fail(c, n);
     c->nvma = gc_parse_smaps(&c->arena, c->smaps, (size_t)n, &c->vmas);
     if (c->nvma < 0) fail(c, c->nvma);
     hide_own_buffers(c);
-    uint64_t nseg = 1;
+    c->nseg = 1; /* PT_NOTE */
     for (long i = 0; i < c->nvma; i++) {
         decide(c, &c->vmas[i]);
-        if (!c->vmas[i].hidden) nseg++;
+        if (!c->vmas[i].hidden) c->nseg++;
         c->total += c->vmas[i].dump;
     }
+}
 
-    /* Notes */
-    c->stage = GC_STAGE_NOTES;
-    struct notebuf nb;
-    nb.cap = 64u << 20;
-    nb.p = gc_arena_alloc(&c->arena, nb.cap);
-    nb.len = 0;
-    if (!nb.p) fail(c, -ENOMEM);
-    int rc = build_notes(c, &nb);
-    if (rc) fail(c, rc);
-
-    /* Layout */
-    int xnum = nseg > 0xffff;
-    uint64_t phoff = sizeof(Elf64_Ehdr);
-    uint64_t notes_off = phoff + nseg * sizeof(Elf64_Phdr);
-    uint64_t data_off = (notes_off + nb.len + c->page - 1) & ~(c->page - 1);
-    uint64_t off = data_off;
-    size_t hdr_len = (size_t)notes_off;
-    unsigned char *hdr = gc_arena_alloc(&c->arena, hdr_len);
-    if (!hdr) fail(c, -ENOMEM);
-    gc_memzero(hdr, hdr_len);
-    Elf64_Ehdr *eh = (Elf64_Ehdr *)hdr;
+static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
+{
     eh->e_ident[EI_MAG0] = ELFMAG0;
     eh->e_ident[EI_MAG1] = ELFMAG1;
     eh->e_ident[EI_MAG2] = ELFMAG2;
@@ -726,15 +707,22 @@ void gc_child_main(struct gc_snapshot *s)
     eh->e_type = ET_CORE;
     eh->e_machine = EM_X86_64;
     eh->e_version = EV_CURRENT;
-    eh->e_phoff = phoff;
+    eh->e_phoff = sizeof(Elf64_Ehdr);
     eh->e_ehsize = sizeof(Elf64_Ehdr);
     eh->e_phentsize = sizeof(Elf64_Phdr);
-    eh->e_phnum = xnum ? 0xffff : (uint16_t)nseg;
-    Elf64_Phdr *ph = (Elf64_Phdr *)(hdr + phoff);
+    /* More than 65535 segments: PN_XNUM, the count goes in section header 0's sh_info. */
+    eh->e_phnum = c->nseg > 0xffff ? 0xffff : (uint16_t)c->nseg;
+}
+
+/* Program headers: PT_NOTE, then one PT_LOAD per VMA; assigns each VMA its file offset.
+ * Returns the file size (before the PN_XNUM section header). */
+static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, uint64_t notes_len)
+{
     ph[0].p_type = PT_NOTE;
     ph[0].p_offset = notes_off;
-    ph[0].p_filesz = nb.len;
+    ph[0].p_filesz = notes_len;
     ph[0].p_align = 4;
+    uint64_t off = (notes_off + notes_len + c->page - 1) & ~(c->page - 1);
     uint64_t k = 1;
     for (long i = 0; i < c->nvma; i++) {
         struct gc_vma *v = &c->vmas[i];
@@ -751,20 +739,48 @@ void gc_child_main(struct gc_snapshot *s)
         p->p_align = c->page;
         off += v->dump;
     }
-    uint64_t file_size = off;
-    if (xnum) {
-        eh->e_shoff = off;
+    return off;
+}
+
+static void write_all(struct child *c, const void *buf, size_t len, uint64_t off)
+{
+    long w = gc_pwrite(c->s->core_fd, buf, len, off);
+    if (w != (long)len) fail(c, w < 0 ? w : -EIO);
+}
+
+/* Notes and headers: everything before the memory. */
+static void child_headers(struct child *c)
+{
+    c->stage = GC_STAGE_NOTES;
+    struct notebuf nb;
+    nb.cap = 64u << 20;
+    nb.p = gc_arena_alloc(&c->arena, nb.cap);
+    nb.len = 0;
+    if (!nb.p) fail(c, -ENOMEM);
+    int rc = build_notes(c, &nb);
+    if (rc) fail(c, rc);
+
+    uint64_t notes_off = sizeof(Elf64_Ehdr) + c->nseg * sizeof(Elf64_Phdr);
+    unsigned char *hdr = gc_arena_alloc(&c->arena, (size_t)notes_off);
+    if (!hdr) fail(c, -ENOMEM);
+    gc_memzero(hdr, (size_t)notes_off);
+    fill_elf_header(c, (Elf64_Ehdr *)hdr);
+    c->data_end = fill_phdrs(c, (Elf64_Phdr *)(hdr + sizeof(Elf64_Ehdr)), notes_off, nb.len);
+    c->file_size = c->data_end;
+    if (c->nseg > 0xffff) {
+        Elf64_Ehdr *eh = (Elf64_Ehdr *)hdr;
+        eh->e_shoff = c->data_end;
         eh->e_shentsize = sizeof(Elf64_Shdr);
         eh->e_shnum = 1;
-        file_size = off + sizeof(Elf64_Shdr);
+        c->file_size += sizeof(Elf64_Shdr);
     }
+    write_all(c, hdr, (size_t)notes_off, 0);
+    write_all(c, nb.p, nb.len, notes_off);
+}
 
-    long w = gc_pwrite(s->core_fd, hdr, hdr_len, 0);
-    if (w != (long)hdr_len) fail(c, w < 0 ? w : -EIO);
-    w = gc_pwrite(s->core_fd, nb.p, nb.len, notes_off);
-    if (w != (long)nb.len) fail(c, w < 0 ? w : -EIO);
-
-    /* Memory */
+/* Memory: every dumped VMA at its offset, then the PN_XNUM section header and the length. */
+static void child_segments(struct child *c)
+{
     c->stage = GC_STAGE_MEMORY;
     send_status(c, GC_ST_PROGRESS, 0);
     c->next_progress = PROGRESS_EVERY;
@@ -774,28 +790,43 @@ void gc_child_main(struct gc_snapshot *s)
         long e = dump_vma(c, v);
         if (e < 0) fail(c, e);
     }
-    if (xnum) {
+    if (c->nseg > 0xffff) {
         Elf64_Shdr sh;
         gc_memzero(&sh, sizeof sh);
         sh.sh_size = 1;
-        sh.sh_info = (uint32_t)nseg;
-        w = gc_pwrite(s->core_fd, &sh, sizeof sh, off);
-        if (w != (long)sizeof sh) fail(c, w < 0 ? w : -EIO);
+        sh.sh_info = (uint32_t)c->nseg;
+        write_all(c, &sh, sizeof sh, c->data_end);
     }
     /* Holes at the end still count: set the full length. */
-    long e = gc_sys2(SYS_ftruncate, s->core_fd, file_size);
+    long e = gc_sys2(SYS_ftruncate, c->s->core_fd, c->file_size);
     if (e < 0) fail(c, e);
+}
 
-    /* Publish */
+/* Publish: the final name appears only now, complete. */
+static void child_publish(struct child *c)
+{
+    struct gc_snapshot *s = c->s;
     c->stage = GC_STAGE_PUBLISH;
-    e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
-                1 /* RENAME_NOREPLACE */);
+    long e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
+                     1 /* RENAME_NOREPLACE */);
     if (e == -EINVAL || e == -ENOSYS) {
         /* filesystem without RENAME_NOREPLACE: the name is unique by construction */
         e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
     }
     if (e < 0) fail(c, e);
-    send_result(c, GC_ST_DONE, 0, file_size, nseg);
+    send_result(c, GC_ST_DONE, 0, c->file_size, c->nseg);
+}
+
+void gc_child_main(struct gc_snapshot *s)
+{
+    struct child cs;
+    gc_memzero(&cs, sizeof cs);
+    cs.s = s;
+    child_setup(&cs);
+    child_maps(&cs);
+    child_headers(&cs);
+    child_segments(&cs);
+    child_publish(&cs);
     gc_sys1(SYS_exit_group, 0);
     __builtin_unreachable();
 }

@@ -1,0 +1,112 @@
+"""Helpers shared by every module: types, defaults, names, sizes, resident memory, threads."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar, Union
+
+from ._version import VERSION
+
+PathLike = Union[str, "os.PathLike[str]"]
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(done, total)``: bytes written (or packed) so far, and the expected total."""
+
+DEFAULT_FILTER = 0xFF
+DEFAULT_FREEZE_TIMEOUT = 0.25
+DEFAULT_TIMEOUT = 600.0
+BUNDLE_FORMATS = ("tar.gz", "tar.zst")
+
+__all__ = [
+    "BUNDLE_FORMATS",
+    "DEFAULT_FILTER",
+    "DEFAULT_FREEZE_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "VERSION",
+    "PathLike",
+    "ProgressCallback",
+    "core_names",
+    "default_directory",
+    "format_size",
+    "in_thread",
+    "resident_bytes",
+    "tz_offset",
+]
+
+
+def default_directory() -> Path:
+    """``$GENCORE_DIR`` if set, else the current working directory."""
+    env = os.environ.get("GENCORE_DIR")
+    return Path(env) if env else Path.cwd()
+
+
+def tz_offset() -> int:
+    """Seconds east of UTC now (core names are in local time)."""
+    return time.localtime().tm_gmtoff
+
+
+def core_names(stem: str) -> tuple[str, str]:
+    """The final and the partial file names of the core with this stem.
+
+    Raises:
+        ValueError: the stem is not a plain file name.
+    """
+    if "/" in stem or stem in ("", ".", "..") or "\0" in stem:
+        raise ValueError(f"name must be a plain file name, got {stem!r}")
+    final = stem if stem.endswith(".core") else stem + ".core"
+    return final, f".{final}.partial"
+
+
+def stem_of(name: str, suffix: str = ".core") -> str:
+    """A core (or bundle) file name without its suffix."""
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+def format_size(n: float) -> str:
+    """``"1.5 GiB"``-style text for a byte count."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{int(n)} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover - the loop always returns
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (``/proc/self/statm``), 0 if unknown."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+T = TypeVar("T")
+
+
+def in_thread(
+    work: Callable[[], T],
+    callback: Optional[Callable[[Optional[BaseException], Optional[T]], None]],
+    name: str,
+) -> concurrent.futures.Future[T]:
+    """Run ``work`` in a daemon thread; deliver its result through a Future and
+    ``callback(error, result)`` (the original module's callback order)."""
+    fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as e:  # delivered through the future
+            fut.set_exception(e)
+            if callback is not None:
+                callback(e, None)
+            return
+        fut.set_result(result)
+        if callback is not None:
+            callback(None, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut

@@ -1,0 +1,424 @@
+"""The helper process: ``python -m gencore._helper bundle ...`` packs a core into a bundle.
+
+It runs at nice 10 outside the application's interpreter (started by :mod:`gencore.bundle`,
+or by the native reaper after a signal dump while the GIL may be stuck), so the application
+only waits. The command line is built by :func:`bundle_argv`, its one definition; the C
+reaper appends the core's file name. Progress and the result are JSON lines on stdout; with
+``--events`` the outcome is also appended to the trigger's events file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import socket
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+from ._common import VERSION, stem_of
+from ._extract import import_zstandard
+from .reader import AT_PHDR, CoreFile, build_id_of_file, open_core, strip_deleted
+
+_CHUNK = 1 << 20
+
+
+def bundle_argv(
+    python: str,
+    directory: Path,
+    fmt: str,
+    pid: Optional[int],
+    *,
+    remove_core: bool = False,
+    events: Optional[Path] = None,
+) -> list[str]:
+    """The helper's command line, without the core's file name (appended by the caller)."""
+    argv = [python, "-m", "gencore._helper", "bundle", "--directory", str(directory)]
+    argv += ["--format", fmt]
+    if pid is not None:
+        argv += ["--pid", str(pid)]
+    if remove_core:
+        argv.append("--remove-core")
+    if events is not None:
+        argv += ["--events", str(events)]
+    return argv
+
+
+def bundle_name(core_name: str, fmt: str) -> str:
+    """``<stem>.tar.gz`` for ``<stem>.core``."""
+    return f"{stem_of(core_name)}.{fmt}"
+
+
+# --------------------------------------------------------------------------------------------
+# Which files a core needs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Wanted:
+    """A file-backed ELF mapping the bundle should carry."""
+
+    path: str  # path in the process (without " (deleted)")
+    start: int  # address of the mapping at file offset 0 (or the first one)
+    end: int
+    deleted: bool
+    memory_build_id: Optional[str]
+    executable: bool = False
+    gdb_script: bool = False
+    source: str = ""
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def _wanted_files(core: CoreFile) -> list[_Wanted]:
+    exe_addr = core.auxv.get(AT_PHDR)
+    by_path: dict[str, _Wanted] = {}
+    for m in core.mappings:
+        if not m.path or not m.path.startswith("/") or m.path.startswith(("/dev/", "/memfd:")):
+            continue
+        path, deleted = strip_deleted(m.path)
+        w = by_path.get(path)
+        if w is None:
+            w = by_path[path] = _Wanted(path, m.start, m.end, deleted, None)
+        elif m.file_offset == 0 and w.start > m.start:
+            w.start, w.end = m.start, m.end
+        if exe_addr is not None and m.start <= exe_addr < m.end:
+            w.executable = True
+    out = []
+    for w in by_path.values():
+        w.memory_build_id = core.build_id_at(w.start)
+        head_in_core = w.memory_build_id is not None
+        if head_in_core or _is_elf(w.path) or w.deleted:
+            out.append(w)
+    return out
+
+
+def _gdb_scripts(files: list[_Wanted]) -> list[str]:
+    """``<objfile>-gdb.py`` auto-load scripts of the bundled files (python-gdb.py)."""
+    found = []
+    for w in files:
+        real = os.path.realpath(w.path)
+        for cand in (
+            w.path + "-gdb.py",
+            real + "-gdb.py",
+            "/usr/share/gdb/auto-load" + real + "-gdb.py",
+            "/usr/share/gdb/auto-load" + w.path + "-gdb.py",
+        ):
+            if os.path.isfile(cand) and cand not in found:
+                found.append(cand)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Packing
+# --------------------------------------------------------------------------------------------
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a file once, hashing it and reporting progress."""
+
+    def __init__(self, f: IO[bytes], progress: Callable[[int], None]) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override,unused-ignore]
+        data = self.f.read(n if n is not None and n >= 0 else _CHUNK)
+        self.sha.update(data)
+        self.progress(len(data))
+        return data
+
+
+def _member(stem: str, path: str) -> str:
+    rel = os.path.normpath(path).lstrip("/")
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"unsafe member path {path!r}")
+    return f"{stem}/{rel}"
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mode = 0o600
+    ti.mtime = int(time.time())
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def _open_source(w: _Wanted, pid: Optional[int]) -> tuple[Optional[IO[bytes]], str, str]:
+    """The bytes of a mapped file: from disk if they still match, else from map_files."""
+    reason = ""
+    if not w.deleted:
+        try:
+            f = open(w.path, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as e:
+            reason = f"cannot open: {e.strerror}"
+        else:
+            disk_id = build_id_of_file(f)
+            if w.memory_build_id is None or disk_id == w.memory_build_id:
+                f.seek(0)
+                return f, "file", ""
+            f.close()
+            reason = f"replaced on disk (build-id {disk_id} != loaded {w.memory_build_id})"
+    else:
+        reason = "deleted since it was loaded"
+    if pid is not None:
+        try:
+            f = open(f"/proc/{pid}/map_files/{w.start:x}-{w.end:x}", "rb")  # noqa: SIM115
+            return f, "map_files", reason
+        except OSError as e:
+            reason += f"; /proc/{pid}/map_files unreadable: {e.strerror}"
+    return None, "", reason
+
+
+def _open_output(path: Path, fmt: str) -> tuple[tarfile.TarFile, list[Any]]:
+    raw = open(path, "xb")  # noqa: SIM115 - closed through the returned list
+    os.fchmod(raw.fileno(), 0o600)
+    if fmt == "tar.gz":
+        return tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1), [raw]
+    zstandard = import_zstandard()
+    writer = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
+    return tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT), [writer, raw]
+
+
+_Source = tuple[str, IO[bytes], dict[str, Any]]
+
+
+@dataclass
+class _Plan:
+    """What goes into one bundle, found from the core before anything is written."""
+
+    sources: list[_Source] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    stacks: list[dict[str, Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for _, f, _ in self.sources:
+            f.close()
+
+
+def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
+    plan = _Plan()
+    core = open_core(core_path)
+    try:
+        wanted = _wanted_files(core)
+        plan.aliases = core.loader_names()
+        plan.meta = core.metadata
+        plan.stacks = core.python_stacks
+        pid = pid if pid is not None and pid == core.pid else None
+    finally:
+        core.close()
+    for w in wanted:
+        f, source, reason = _open_source(w, pid)
+        entry: dict[str, Any] = {
+            "path": w.path,
+            "build_id": w.memory_build_id,
+            "executable": w.executable,
+        }
+        if f is None:
+            plan.missing.append({**entry, "reason": reason})
+            continue
+        entry.update(source=source, **({"note": reason} if reason else {}))
+        plan.sources.append((_member(stem, w.path), f, entry))
+    for s in _gdb_scripts(wanted):
+        entry = {"path": s, "build_id": None, "executable": False, "gdb_script": True}
+        plan.sources.append((_member(stem, s), open(s, "rb"), entry))  # noqa: SIM115
+    return plan
+
+
+class _Progress:
+    """Counts bytes packed and reports at most five times a second."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None]) -> None:
+        self.done, self.total, self.report, self.last = 0, total, report, 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last > 0.2:
+            self.last = now
+            self.report(self.done, self.total)
+
+
+def _add(tar: tarfile.TarFile, member: str, f: IO[bytes], progress: _Progress) -> dict[str, Any]:
+    """Add one file (read once, hashed on the way) and describe it for the manifest."""
+    size = os.fstat(f.fileno()).st_size
+    reader = _HashingReader(f, progress)
+    tar.addfile(_tarinfo(member, size), reader)  # type: ignore[arg-type,unused-ignore]
+    return {"member": member, "size": size, "sha256": reader.sha.hexdigest()}
+
+
+def _manifest(
+    plan: _Plan, core_doc: dict[str, Any], files: list[dict[str, Any]], aliases: dict[str, str]
+) -> dict[str, Any]:
+    u = os.uname()
+    meta = plan.meta
+    return {
+        "format": 1,
+        "gencore": VERSION,
+        "pid": meta.get("pid"),
+        "time": meta.get("time"),
+        "reason": meta.get("reason"),
+        "host": meta.get("host") or socket.gethostname(),
+        "kernel": {"release": u.release, "version": u.version, "machine": u.machine},
+        "python": meta.get("python", {}),
+        "core": core_doc,
+        "executable": next((d["member"] for d in files if d.get("executable")), None),
+        "files": files,
+        "aliases": aliases,
+        "missing": plan.missing,
+        "stacks": plan.stacks,
+        "bundled_by": {"python": platform.python_version(), "time": time.time()},
+    }
+
+
+def _pack(
+    tar: tarfile.TarFile, plan: _Plan, core_path: Path, stem: str, progress: _Progress
+) -> dict[str, Any]:
+    with open(core_path, "rb") as cf:
+        core_doc = _add(tar, f"{stem}/{core_path.name}", cf, progress)
+    files = []
+    for member, f, entry in plan.sources:
+        if entry.get("build_id") is None and not entry.get("gdb_script"):
+            entry["build_id"] = build_id_of_file(f)
+            f.seek(0)
+        files.append({**entry, **_add(tar, member, f, progress)})
+    members = {d["path"]: d["member"] for d in files}
+    aliases = {}
+    for name, target in sorted(plan.aliases.items()):
+        if name in members or target not in members:
+            continue
+        ti = _tarinfo(_member(stem, name), 0)
+        ti.type = tarfile.LNKTYPE
+        ti.linkname = members[target]
+        tar.addfile(ti)
+        aliases[name] = target
+    manifest = _manifest(plan, core_doc, files, aliases)
+    data = json.dumps(manifest, indent=1).encode()
+    tar.addfile(_tarinfo(f"{stem}/manifest.json", len(data)), io.BytesIO(data))
+    return manifest
+
+
+def build_bundle(
+    core_path: Path,
+    output: Path,
+    fmt: str,
+    pid: Optional[int],
+    report: Callable[[int, int], None],
+    stem: str,
+) -> dict[str, Any]:
+    """Pack a core, its executable and libraries into ``output``; returns the manifest."""
+    plan = _plan(core_path, pid, stem)
+    try:
+        total = core_path.stat().st_size + sum(
+            os.fstat(f.fileno()).st_size for _, f, _ in plan.sources
+        )
+        progress = _Progress(total, report)
+        tar, closers = _open_output(output, fmt)
+        try:
+            manifest = _pack(tar, plan, core_path, stem, progress)
+            tar.close()
+        finally:
+            for c in closers:
+                c.close()
+    finally:
+        plan.close()
+    report(total, total)
+    return manifest
+
+
+def _event(events: Optional[str], line: str) -> None:
+    if not events:
+        return
+    try:
+        fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _bundle_main(args: argparse.Namespace) -> int:
+    out = sys.stdout
+
+    def say(doc: dict[str, Any]) -> None:
+        out.write(json.dumps(doc) + "\n")
+        out.flush()
+
+    directory = Path(args.directory)
+    core = directory / args.core
+    final = directory / bundle_name(args.core, args.format)
+    partial = final.with_name("." + final.name + ".partial")
+    try:
+        manifest = build_bundle(
+            core,
+            partial,
+            args.format,
+            args.pid,
+            lambda d, t: say({"progress": [d, t]}),
+            stem_of(final.name, "." + args.format),
+        )
+        try:
+            os.link(partial, final)
+        finally:
+            os.unlink(partial)
+        if args.remove_core:
+            os.unlink(core)
+    except BaseException as e:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        say({"error": f"{type(e).__name__}: {e}", "errno": getattr(e, "errno", None)})
+        _event(args.events, f"bundle-error {type(e).__name__}: {e}")
+        return 1
+    _event(args.events, f"bundle {final.name}")
+    say({"ok": str(final), "manifest": manifest})
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``python -m gencore._helper``."""
+    ap = argparse.ArgumentParser(prog="python -m gencore._helper")
+    sub = ap.add_subparsers(dest="job", required=True)
+    b = sub.add_parser("bundle", help="pack DIRECTORY/CORE into DIRECTORY/<stem>.<format>")
+    b.add_argument("--directory", required=True)
+    b.add_argument("--format", choices=("tar.gz", "tar.zst"), required=True)
+    b.add_argument("--pid", type=int)
+    b.add_argument("--remove-core", action="store_true")
+    b.add_argument("--events")
+    b.add_argument("core")
+    args = ap.parse_args(argv)
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    return _bundle_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

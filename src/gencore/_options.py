@@ -1,0 +1,107 @@
+"""The options of one core, validated once by the public functions and carried to the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, Optional, TypedDict
+
+from ._common import (
+    DEFAULT_FILTER,
+    DEFAULT_FREEZE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    PathLike,
+    ProgressCallback,
+)
+from .errors import FreezeError
+
+METHODS = ("native", "kernel")
+
+
+class CoreOptionArgs(TypedDict, total=False):
+    """The keyword arguments every core-taking function accepts (see ``create_core``)."""
+
+    name: Optional[str]
+    threads: bool
+    python_stacks: bool
+    filter: int
+    freeze_timeout: float
+    timeout: Optional[float]
+    freeze_signal: Optional[int]
+    force: bool
+    on_progress: Optional[ProgressCallback]
+    method: str
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """How to take one core; built (and checked) by :meth:`build` before anything is forked.
+
+    ``reason``, ``extra`` and ``siginfo`` are set by the triggers, not by the public API.
+    """
+
+    directory: Optional[PathLike] = None
+    name: Optional[str] = None
+    threads: bool = True
+    python_stacks: bool = True
+    filter: int = DEFAULT_FILTER
+    freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
+    timeout: Optional[float] = DEFAULT_TIMEOUT
+    freeze_signal: Optional[int] = None
+    force: bool = False
+    on_progress: Optional[ProgressCallback] = None
+    method: str = "native"
+    reason: str = "api"
+    extra: Optional[dict[str, Any]] = None
+    siginfo: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @classmethod
+    def build(
+        cls, directory: Optional[PathLike], options: CoreOptionArgs, **internal: Any
+    ) -> CoreOptions:
+        """Check the public options (unknown names are a ``TypeError``, bad values a
+        ``ValueError``) and return the frozen options."""
+        for key in options:
+            if key not in CoreOptionArgs.__annotations__:
+                raise TypeError(f"unexpected keyword argument {key!r}")
+        values: dict[str, Any] = {**options, **internal}
+        opts = cls(directory=directory, **values)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for impossible values."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be 'native' or 'kernel', got {self.method!r}")
+        if not isinstance(self.filter, int) or not 0 <= self.filter <= 0x1FF:
+            raise ValueError(f"filter must be coredump_filter bits 0..0x1ff, got {self.filter!r}")
+        if self.name is not None:
+            from ._common import core_names
+
+            core_names(self.name)
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds or None, got {self.timeout!r}")
+        if self.freeze_timeout < 0:
+            raise ValueError(f"freeze_timeout must be >= 0 seconds, got {self.freeze_timeout!r}")
+
+    def replace(self, **changes: Any) -> CoreOptions:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def freeze_signal(value: Optional[int]) -> int:
+    """The real-time signal that parks threads: the argument, ``$GENCORE_FREEZE_SIGNAL`` or
+    ``SIGRTMAX-3``."""
+    if value is None:
+        env = os.environ.get("GENCORE_FREEZE_SIGNAL")
+        value = int(env) if env else signal.SIGRTMAX - 3
+    sig = int(value)
+    if not (signal.SIGRTMIN <= sig <= signal.SIGRTMAX):
+        raise FreezeError(
+            f"freeze signal {sig} is not a real-time signal",
+            advice=f"choose one in {int(signal.SIGRTMIN)}..{int(signal.SIGRTMAX)}",
+            stage="preflight",
+        )
+    return sig
