@@ -1,15 +1,22 @@
-"""Run the test suite on every CPython 3.9-3.13 found on this machine (pyenv or PATH)."""
+"""Sessions of the test suite (run through ./scripts/test).
+
+- ``unit``: the fast tier (tests/unit) as an unprivileged user, no debuggers: seconds.
+- ``tests``: the whole suite on every CPython 3.9-3.13 found here (pyenv or PATH), each in a
+  fresh venv with pystack, py-spy and the other oracles' Python parts.
+- ``lint``: ruff on everything, mypy --strict on the package.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import tempfile
 
 import nox
 
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["unit", "tests", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -22,6 +29,39 @@ def _interpreter(version: str) -> str | None:
 
 
 PYTHONS = [v for v in VERSIONS if _interpreter(v)]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _venv(session: nox.Session, exe: str, where: str, extra: str) -> str:
+    session.run(exe, "-m", "venv", "--clear", where, external=True)
+    py = os.path.join(where, "bin", "python")
+    session.run(py, "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
+    session.run(py, "-m", "pip", "install", "-q", f".[{extra}]", external=True)
+    return py
+
+
+@nox.session(python=False)
+def unit(session: nox.Session) -> None:
+    """tests/unit as user nobody (when run as root), with no debugger on PATH.
+
+    The system interpreter is used as root: nobody cannot enter root's pyenv directory.
+    """
+    as_nobody = os.geteuid() == 0 and os.path.exists(SYSTEM_PYTHON)
+    exe = SYSTEM_PYTHON if as_nobody else (_interpreter(PYTHONS[-1]) if PYTHONS else None)
+    if exe is None:
+        session.error("no CPython 3.9-3.13 interpreter found")
+    base = tempfile.mkdtemp(prefix="gencore-unit-")
+    os.chmod(base, 0o755)
+    try:
+        py = _venv(session, exe, os.path.join(base, "venv"), "unit")
+        shutil.copytree("tests/unit", os.path.join(base, "unit"))
+        env = {"PATH": os.path.join(base, "venv", "bin") + ":/usr/bin:/bin", "HOME": base}
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(base, "unit")]
+        if as_nobody:
+            cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        session.run(*cmd, *session.posargs, external=True, env=env)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @nox.session(python=False)
@@ -33,12 +73,10 @@ def tests(session: nox.Session) -> None:
     extra = session.posargs[1:] if only else session.posargs
     for version in only or PYTHONS:
         exe = _interpreter(version)
-        venv = os.path.join(session.create_tmp(), f"venv-{version}")
+        assert exe is not None
         session.log(f"=== Python {version}: {exe}")
-        session.run(exe, "-m", "venv", "--clear", venv, external=True)
-        py = os.path.join(venv, "bin", "python")
-        session.run(py, "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
-        session.run(py, "-m", "pip", "install", "-q", ".[test]", external=True)
+        venv = os.path.join(session.create_tmp(), f"venv-{version}")
+        py = _venv(session, exe, venv, "test")
         session.run(
             py,
             "-m",
@@ -53,6 +91,6 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff on the package, tests and benchmarks; mypy on the package."""
+    """ruff on the package, tests and benchmarks; mypy --strict on the package."""
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", external=True)
-    session.run("mypy", "--ignore-missing-imports", "src/gencore", external=True)
+    session.run("mypy", "--strict", "--ignore-missing-imports", "src/gencore", external=True)

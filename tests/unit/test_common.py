@@ -1,0 +1,133 @@
+"""Shared helpers: names, sizes, options, the native contract."""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+import gencore
+from gencore import _common, _engine
+from gencore._options import CoreOptions, freeze_signal
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "x\0y"])
+def test_core_names_refuse_paths(bad):
+    with pytest.raises(ValueError, match="plain file name"):
+        _common.core_names(bad)
+
+
+def test_core_names():
+    assert _common.core_names("core_1") == ("core_1.core", ".core_1.core.partial")
+    assert _common.core_names("x.core") == ("x.core", ".x.core.partial")
+    assert _common.stem_of("a.b.core") == "a.b" and _common.stem_of("a.tar.gz", ".tar.gz") == "a"
+
+
+@pytest.mark.parametrize(
+    "n, text", [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"), (3 << 30, "3.0 GiB")]
+)
+def test_format_size(n, text):
+    assert _common.format_size(n) == text
+
+
+def test_default_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENCORE_DIR", str(tmp_path))
+    assert _common.default_directory() == tmp_path
+    monkeypatch.delenv("GENCORE_DIR")
+    assert _common.default_directory() == Path.cwd()
+
+
+def test_resident_bytes_is_plausible():
+    assert 1 << 20 < _common.resident_bytes() < 1 << 40
+
+
+def test_in_thread_delivers_result_and_error_in_callback_order():
+    seen = []
+    fut = _common.in_thread(lambda: 42, lambda e, r: seen.append((e, r)), "t")
+    assert fut.result(5) == 42
+
+    def boom() -> int:
+        raise KeyError("x")
+
+    fut2 = _common.in_thread(boom, lambda e, r: seen.append((type(e), r)), "t")
+    with pytest.raises(KeyError):
+        fut2.result(5)
+    assert seen == [(None, 42), (KeyError, None)]
+
+
+@pytest.mark.parametrize(
+    "kw, exc, text",
+    [
+        ({"filter": 0x200}, ValueError, "filter"),
+        ({"filter": -1}, ValueError, "filter"),
+        ({"method": "gcore"}, ValueError, "method"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"freeze_timeout": -1}, ValueError, "freeze_timeout"),
+        ({"name": "../etc"}, ValueError, "plain file name"),
+        ({"thread": False}, TypeError, "thread"),
+    ],
+)
+def test_options_are_checked_before_anything_runs(kw, exc, text):
+    with pytest.raises(exc, match=text):
+        CoreOptions.build(None, kw)
+
+
+def test_options_carry_every_public_argument():
+    opts = CoreOptions.build("/tmp", {"name": "n", "threads": False, "timeout": None})
+    assert (opts.directory, opts.name, opts.threads, opts.timeout) == ("/tmp", "n", False, None)
+    assert opts.replace(reason="signal").reason == "signal" and opts.reason == "api"
+
+
+def test_freeze_signal(monkeypatch):
+    assert freeze_signal(None) == signal.SIGRTMAX - 3
+    monkeypatch.setenv("GENCORE_FREEZE_SIGNAL", str(signal.SIGRTMIN + 1))
+    assert freeze_signal(None) == signal.SIGRTMIN + 1
+    with pytest.raises(gencore.FreezeError, match="real-time"):
+        freeze_signal(signal.SIGUSR1)
+
+
+def test_version_is_single_sourced():
+    from importlib.metadata import version
+
+    assert gencore.__version__ == version("gencore")
+
+
+def test_errors_carry_stage_errno_and_advice():
+    e = gencore.errors.write_error(Path("/var/cores"), 28, "memory", 1 << 30, 3 << 30)
+    assert isinstance(e, gencore.CoreWriteError) and e.errno == 28 and e.stage == "memory"
+    assert str(e).startswith("no space left on /var/cores: wrote 1.0 GiB of 3.0 GiB;")
+    assert "free space" in e.advice
+    d = gencore.errors.directory_error(Path("/x"), 2)
+    assert "does not exist" in str(d) and d.stage == "preflight"
+
+
+# -- the native contract ---------------------------------------------------------------------
+
+
+
+@pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux x86_64 only")
+def test_native_matches_its_stub_and_struct_sizes():
+    assert _engine.native.STATUS_SIZE == _engine.STATUS.size
+    assert _engine.native.TRIGGER_RESULT_SIZE == _engine.TRIGGER_RESULT.size
+    stub = Path(_engine.__file__).with_name("_native.pyi")
+    declared = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+    exported = {n for n in dir(_engine.native) if callable(getattr(_engine.native, n))}
+    assert declared == exported
+
+
+@pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux x86_64 only")
+@pytest.mark.parametrize("offset", [0, 5 * 3600 + 1800, -8 * 3600])
+def test_core_names_come_from_one_definition(offset):
+    t = 1_767_225_599  # 2025-12-31 23:59:59 UTC
+    stem = _engine.native.core_stem(time=t, tz_offset=offset, pid=77, seq=5)
+    local = datetime.datetime.fromtimestamp(t, datetime.timezone.utc) + datetime.timedelta(
+        seconds=offset
+    )
+    assert stem == f"core_{local:%Y%m%d.%H%M%S}.77.005"
+    assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore._job.make_stem())
+    assert gencore._job.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
