@@ -2,7 +2,9 @@
 
 - ``unit``: the fast tier (tests/unit) as an unprivileged user, no debuggers: seconds.
 - ``tests``: the whole suite on every CPython 3.9-3.13 found here (pyenv or PATH), each in a
-  fresh venv with pystack, py-spy and the other oracles' Python parts.
+  fresh venv with pystack, py-spy and the other oracles' Python parts; then on 3.14 and 3.15
+  in a Debian sid root (``scripts/sid-root``, built once and cached under /var/cache/gencore)
+  unless they are on this machine already.
 - ``lint``: ruff on everything, mypy --strict on the package.
 """
 
@@ -16,6 +18,7 @@ import tempfile
 import nox
 
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+SID_VERSIONS = ["3.14", "3.15"]  # from Debian sid when this machine has no such interpreter
 nox.options.sessions = ["unit", "tests", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
@@ -69,24 +72,40 @@ def tests(session: nox.Session) -> None:
     """Build, install and test gencore on each interpreter, with pystack and py-spy."""
     if not PYTHONS:
         session.error("no CPython 3.9-3.13 interpreter found")
-    only = session.posargs[:1] if session.posargs and session.posargs[0] in VERSIONS else []
+    every = VERSIONS + SID_VERSIONS
+    only = session.posargs[:1] if session.posargs and session.posargs[0] in every else []
     extra = session.posargs[1:] if only else session.posargs
-    for version in only or PYTHONS:
-        exe = _interpreter(version)
-        assert exe is not None
-        session.log(f"=== Python {version}: {exe}")
-        venv = os.path.join(session.create_tmp(), f"venv-{version}")
-        py = _venv(session, exe, venv, "test")
-        session.run(
-            py,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            *extra,
-            external=True,
-            env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]},
-        )
+    failed = []
+    for version in only or PYTHONS + SID_VERSIONS:
+        try:
+            _test_one(session, version, extra)
+        except nox.command.CommandFailed:
+            failed.append(version)  # the other interpreters still run: the full picture
+    if failed:
+        session.error(f"the suite failed on Python {', '.join(failed)}")
+
+
+def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
+    exe = _interpreter(version)
+    if exe is None and version in SID_VERSIONS:
+        session.log(f"=== Python {version}: in the Debian sid root")
+        session.run("scripts/sid-root", "test", version, *extra, external=True)
+        return
+    if exe is None:
+        session.error(f"no Python {version} here")
+    session.log(f"=== Python {version}: {exe}")
+    venv = os.path.join(session.create_tmp(), f"venv-{version}")
+    py = _venv(session, exe, venv, "test")
+    session.run(
+        py,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+        external=True,
+        env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]},
+    )
 
 
 @nox.session(python=False)

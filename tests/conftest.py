@@ -49,6 +49,32 @@ def python_gdb_script() -> Path | None:
     return cand if cand.exists() else None
 
 
+def pystack_can_merge() -> bool:
+    """Whether pystack --native can merge C and Python frames for this interpreter.
+
+    It needs the interpreter's symbol table to recognise the eval loop's frames. Debian's
+    python3.X binaries are stripped (the symbols are in -dbgsym packages); there pystack
+    says "Unable to merge native stack due to insufficient native information" for every
+    thread, on the kernel's own core of the same process too.
+    """
+    import sysconfig
+
+    from elftools.elf.elffile import ELFFile
+
+    paths = [real_python()]
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        paths.append(os.path.join(libdir, sysconfig.get_config_var("LDLIBRARY") or ""))
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                if ELFFile(f).get_section_by_name(".symtab") is None:
+                    return False
+        except OSError:
+            continue
+    return True
+
+
 @pytest.fixture(scope="session")
 def stackmark_lib(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("lib") / "libstackmark.so"

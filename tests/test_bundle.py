@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, python_gdb_script, real_python, run, tool
+from conftest import PROGRAMS, pystack_can_merge, python_gdb_script, real_python, run, tool
 from test_failures import scenario
 
 import gencore
@@ -75,7 +75,6 @@ def test_pystack_resolves_libraries_from_the_bundle_only(bundle_gz, tmp_path):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout + p.stderr
-    assert "Unable to merge native stack" not in out
     search = re.search(r"Using library search path: (\S+)", out)
     assert search, out[-3000:]
     assert all(d.startswith(str(ex.root)) for d in search.group(1).split(":"))
@@ -87,6 +86,9 @@ def test_pystack_resolves_libraries_from_the_bundle_only(bundle_gz, tmp_path):
     # every worker, with native frames resolved from the bundle's libc and private library
     assert out.count("bundled_worker_sleeping") >= 2
     assert "bundled_worker_in_c" in out
+    if not pystack_can_merge():
+        return  # a stripped interpreter: see pystack_can_merge; gdb checks the C frames
+    assert "Unable to merge native stack" not in out
     assert re.search(r"stackmark_park.*libprivmark\.so", out), out[-4000:]
     assert re.search(r"\((libc\.so\.6|libc-[\d.]+\.so)\)", out)
     assert SLEEP_FRAME.search(out)  # time.sleep's libc call, symbol from the bundle's libc
@@ -124,7 +126,9 @@ def test_gdb_with_the_bundle_as_sysroot(bundle_gz, tmp_path):
 def test_gencore_debug_runs_pystack_in_one_command(bundle_gz):
     p = run([sys.executable, "-m", "gencore", "debug", bundle_gz["bundle"], "--", "--native"])
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "bundled_worker_in_c" in p.stdout and "stackmark_park" in p.stdout
+    assert "bundled_worker_in_c" in p.stdout
+    if pystack_can_merge():
+        assert "stackmark_park" in p.stdout
     p = run(
         [sys.executable, "-m", "gencore", "debug", "--tool", "gdb", bundle_gz["bundle"]],
         stdin=subprocess.DEVNULL,

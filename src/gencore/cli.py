@@ -304,15 +304,10 @@ def debug_command(ex: Any, tool: str, extra: list[str]) -> list[str]:
             "set debuginfod enabled off",
         ]
         if not sys.stdin.isatty() and not extra:
-            cmd += [
-                "-batch",
-                "-ex",
-                "info threads",
-                "-ex",
-                "thread apply all bt",
-                "-ex",
-                "thread apply all py-bt",
-            ]
+            cmd += ["-batch", "-ex", "info threads", "-ex", "thread apply all bt"]
+            # py-bt exists only where the bundle carries the interpreter's python-gdb.py
+            if any(f.get("gdb_script") for f in ex.manifest.get("files", [])):
+                cmd += ["-ex", "thread apply all py-bt"]
         return [*cmd, *extra, *([exe] if exe else []), core]
     if tool == "py-spy":
         return [_find_tool("py-spy") or "py-spy", "dump", "--core", core, *extra]

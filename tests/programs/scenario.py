@@ -169,6 +169,19 @@ def scenario_stdout_eof():
     # enough memory that writing takes a while, then leave while the child writes
     blob = bytearray(os.urandom(1 << 20)) * args.get("mib", 768)
     fut = gencore.start_core(args["dir"])
+    # The child closes what it inherited first thing; on a loaded machine it may not have
+    # run yet. Stop it only once our stdout is no longer among its descriptors.
+    ours = os.readlink("/proc/self/fd/1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            fds = os.listdir(f"/proc/{fut.child_pid}/fd")
+            theirs = {os.readlink(f"/proc/{fut.child_pid}/fd/{fd}") for fd in fds}
+        except OSError:
+            theirs = set()
+        if ours not in theirs:
+            break
+        time.sleep(0.001)
     # Keep the child from finishing before the test looks (the kernel may continue it when
     # this process group is orphaned; the size alone then keeps it busy long enough).
     os.kill(fut.child_pid, signal.SIGSTOP)

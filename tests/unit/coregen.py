@@ -66,7 +66,9 @@ class Core:
         notes.append(note("CORE", 3, prpsinfo(self.pid, 1, 1000, "python3", "python3 app.py")))
         aux = b"".join(struct.pack("<QQ", k, v) for k, v in self.auxv.items()) + bytes(16)
         notes.append(note("CORE", 6, aux))
-        files = [(s.vaddr, s.vaddr + s.size, s.file_offset, s.path) for s in self.segments if s.path]
+        files = [
+            (s.vaddr, s.vaddr + s.size, s.file_offset, s.path) for s in self.segments if s.path
+        ]
         notes.append(note("CORE", 0x46494C45, nt_file(files)))
         for tid in self.threads[1:]:
             notes.append(note("CORE", 1, prstatus(tid)))

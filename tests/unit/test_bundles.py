@@ -85,7 +85,11 @@ def evil_bundle(path: Path) -> None:
 
         def add(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = ""):
             ti = tarfile.TarInfo(name)
-            ti.size, ti.type, ti.linkname = (len(data) if kind == tarfile.REGTYPE else 0), kind, link
+            ti.size, ti.type, ti.linkname = (
+                (len(data) if kind == tarfile.REGTYPE else 0),
+                kind,
+                link,
+            )
             tar.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
         add("s/s.core", b"\x7fELF")

@@ -109,7 +109,6 @@ def test_errors_carry_stage_errno_and_advice():
 # -- the native contract ---------------------------------------------------------------------
 
 
-
 @pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux x86_64 only")
 def test_native_matches_its_stub_and_struct_sizes():
     assert _engine.native.STATUS_SIZE == _engine.STATUS.size
