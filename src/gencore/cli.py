@@ -362,11 +362,25 @@ def _signal_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
 
 
+def cmd_inject(args: argparse.Namespace) -> int:
+    """``gencore trigger --inject PID``: a 3.14+ process that never imported gencore."""
+    from ._inject import inject
+
+    doc = inject(args.pid, args.directory, args.wait, args.timeout)
+    if "error" in doc:
+        print(f"gencore: the core of process {args.pid} failed: {doc['error']}", file=sys.stderr)
+        return 1
+    print(doc.get("ok") or doc["started"])
+    return 0
+
+
 def cmd_trigger(args: argparse.Namespace) -> int:
     import time
 
     from .triggers import find_state
 
+    if args.inject:
+        return cmd_inject(args)
     state = find_state(args.pid, args.state)
     sig = args.signal or state.get("signal")
     if not sig:
@@ -539,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     t.add_argument("--signal", type=_signal_arg, help="override the announced signal")
+    t.add_argument(
+        "--inject",
+        action="store_true",
+        help="for a Python 3.14+ process that never imported gencore: run one create_core in "
+        "it through sys.remote_exec (needs ptrace permission: root, CAP_SYS_PTRACE or the "
+        "same user)",
+    )
+    t.add_argument(
+        "--directory", "-d", help="with --inject: where the core goes (default: its cwd)"
+    )
     t.add_argument("--state", help="the state file, if not in the usual place")
     t.set_defaults(func=cmd_trigger)
     r = sub.add_parser(

@@ -116,9 +116,11 @@ def start_core(
     ``createCore(callback)``.
 
     Preflight errors (bad directory, non-dumpable process...) are raised right away. The
-    future's ``child_pid`` attribute is the snapshot child's pid.
+    future's ``child_pid`` attribute is the snapshot child's pid, ``path`` the core's path
+    once it is published.
     """
     job = _job.Job(CoreOptions.build(directory, options))
     fut = in_thread(lambda: _job.wait_blocking(job), callback, "gencore-wait")
     fut.child_pid = job.child_pid  # type: ignore[attr-defined]
+    fut.path = job.path  # type: ignore[attr-defined]
     return fut
