@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sysconfig
 from typing import Optional
 
 from .errors import UnsupportedPlatformError
@@ -24,22 +25,36 @@ TRIGGER_RESULT = struct.Struct("<iiIIQQQQ96s")
 __all__ = ["IMPORT_ERROR", "STATUS", "TRIGGER_RESULT", "available", "native", "require"]
 
 IMPORT_ERROR: Optional[BaseException] = None
-try:
-    from . import _native as native
-except ImportError as _e:  # pragma: no cover - exercised on unsupported platforms only
-    IMPORT_ERROR = _e
+
+
+def free_threaded() -> bool:
+    """True on a free-threaded (``--disable-gil``, 3.13t/3.14t) interpreter."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+if free_threaded():
+    # Not imported at all: CPython would turn the GIL back on for an extension that does not
+    # declare free-threading support, behind the application's back.
+    IMPORT_ERROR = ImportError(
+        "free-threaded interpreters (3.13t, 3.14t) are not supported by the snapshot engine yet"
+    )
 else:
-    if not hasattr(native, "snapshot"):  # the C sources' folder, not a built extension
-        IMPORT_ERROR = ImportError("gencore._native is not built (a source tree?)")
-    elif (native.STATUS_SIZE, native.TRIGGER_RESULT_SIZE) != (
-        STATUS.size,
-        TRIGGER_RESULT.size,
-    ):
-        IMPORT_ERROR = ImportError(
-            f"gencore._native does not match this gencore (status records "
-            f"{native.STATUS_SIZE}/{native.TRIGGER_RESULT_SIZE} bytes, expected "
-            f"{STATUS.size}/{TRIGGER_RESULT.size}): reinstall gencore"
-        )
+    try:
+        from . import _native as native
+    except ImportError as _e:  # pragma: no cover - exercised on unsupported platforms only
+        IMPORT_ERROR = _e
+    else:
+        if not hasattr(native, "snapshot"):  # the C sources' folder, not a built extension
+            IMPORT_ERROR = ImportError("gencore._native is not built (a source tree?)")
+        elif (native.STATUS_SIZE, native.TRIGGER_RESULT_SIZE) != (
+            STATUS.size,
+            TRIGGER_RESULT.size,
+        ):
+            IMPORT_ERROR = ImportError(
+                f"gencore._native does not match this gencore (status records "
+                f"{native.STATUS_SIZE}/{native.TRIGGER_RESULT_SIZE} bytes, expected "
+                f"{STATUS.size}/{TRIGGER_RESULT.size}): reinstall gencore"
+            )
 
 
 def available() -> bool:
@@ -52,7 +67,8 @@ def require() -> None:
     if IMPORT_ERROR is not None:
         u = os.uname()
         raise UnsupportedPlatformError(
-            "gencore's snapshot engine supports Linux on x86_64 only",
+            "gencore's snapshot engine supports Linux on x86_64 with CPython's default "
+            "(GIL) build only",
             advice=f"this is {u.sysname} {u.machine} ({IMPORT_ERROR}); cores from elsewhere "
             "can still be read here with open_core, gencore info and gencore stacks",
             stage="preflight",

@@ -130,3 +130,24 @@ def test_core_names_come_from_one_definition(offset):
     assert stem == f"core_{local:%Y%m%d.%H%M%S}.77.005"
     assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore._job.make_stem())
     assert gencore._job.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
+
+
+def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
+    """On 3.13t/3.14t the engine is not imported (it would re-enable the GIL): a clear error."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sysconfig; real = sysconfig.get_config_var\n"
+        "sysconfig.get_config_var = lambda n: 1 if n == 'Py_GIL_DISABLED' else real(n)\n"
+        "import sys, gencore\n"
+        "try:\n"
+        f"    gencore.create_core({str(tmp_path)!r})\n"
+        "except gencore.UnsupportedPlatformError as e:\n"
+        "    print('refused:', e)\n"
+        "print('native imported:', 'gencore._native' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "refused:" in out and "free-threaded" in out, out
+    assert "native imported: False" in out
+    assert list(tmp_path.iterdir()) == []
