@@ -19,7 +19,7 @@ import nox
 
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 SID_VERSIONS = ["3.14", "3.15"]  # from Debian sid when this machine has no such interpreter
-nox.options.sessions = ["unit", "tests", "lint"]
+nox.options.sessions = ["unit", "tests", "wheels", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -105,6 +105,36 @@ def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
         *extra,
         external=True,
         env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]},
+    )
+
+
+@nox.session(python=False)
+def wheels(session: nox.Session) -> None:
+    """Build the sdist and wheels (scripts/build-wheels), then install each wheel with no
+    compiler reachable on 3.9-3.13 and, in the sid root, 3.14 and 3.15 (tests/wheels)."""
+    session.run("scripts/build-wheels", external=True)
+    session.run("scripts/sid-root", "ensure", external=True)
+    venv = os.path.join(session.create_tmp(), "venv-wheels")
+    exe = _interpreter(PYTHONS[-1]) if PYTHONS else None
+    if exe is None:
+        session.error("no CPython 3.9-3.13 interpreter found")
+    session.run(exe, "-m", "venv", "--clear", venv, external=True)
+    py = os.path.join(venv, "bin", "python")
+    session.run(py, "-m", "pip", "install", "-q", "pytest", external=True)
+    session.run(
+        py,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/wheels",
+        *session.posargs,
+        external=True,
+        env={
+            "GENCORE_WHEEL_TESTS": "1",
+            "GENCORE_DIST": os.path.abspath("dist"),
+            "GENCORE_AUDITWHEEL": os.path.abspath(".nox/build/bin/auditwheel"),
+        },
     )
 
 

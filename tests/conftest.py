@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+# The wheel tests need built wheels: `./scripts/test -s wheels` builds them and runs these.
+collect_ignore = [] if os.environ.get("GENCORE_WHEEL_TESTS") else ["wheels"]
 PROGRAMS = HERE / "programs"
 BIN = Path(sys.executable).parent
 

@@ -1,6 +1,9 @@
-/* CPython binding: the only file that uses the Python API. */
+/* CPython binding: the only file that uses the Python API, and only its limited (stable) part,
+ * so that one abi3 build serves every CPython from 3.9 on (setup.py sets Py_LIMITED_API). */
 #define PY_SSIZE_T_CLEAN
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* as pyconfig.h defines it */
+#endif
 #include <Python.h>
 
 #include <errno.h>
@@ -45,13 +48,15 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
                              "signo", "code", "addr", "sender", NULL};
     int core_fd, dir_fd, status_fd, threads, freeze_signal;
     const char *partial, *final;
-    Py_buffer note = {0};
+    const char *note = NULL;
+    Py_ssize_t note_len = 0;
     unsigned int filter;
     double freeze_timeout;
     int signo = 0, code = 0, sender = 0;
     unsigned long long addr = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz*pIdi|iiKi", kwlist, &core_fd, &dir_fd,
-                                     &status_fd, &partial, &final, &note, &threads, &filter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKi", kwlist, &core_fd, &dir_fd,
+                                     &status_fd, &partial, &final, &note, &note_len, &threads,
+                                     &filter,
                                      &freeze_timeout, &freeze_signal, &signo, &code, &addr,
                                      &sender))
         return NULL;
@@ -63,8 +68,8 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     s.status_fd = status_fd;
     s.partial_name = partial;
     s.final_name = final;
-    s.note = note.buf;
-    s.note_len = note.buf ? (size_t)note.len : 0;
+    s.note = (const unsigned char *)note;
+    s.note_len = note ? (size_t)note_len : 0;
     s.filter = filter;
     s.want_threads = threads;
     s.freeze_signal = freeze_signal;
@@ -79,7 +84,6 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     /* The GIL stays held: snapshots from Python threads are serialised by it, and the caller's
      * Python state cannot change under the freeze. */
     int rc = gc_snapshot_run(&s, &pid);
-    if (note.buf) PyBuffer_Release(&note);
     if (rc < 0) {
         errno = -rc;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -156,24 +160,21 @@ static PyObject *py_kernel_fork(PyObject *self, PyObject *args, PyObject *kw)
 
 static int int_tuple(PyObject *seq, int *out, int *n)
 {
-    PyObject *fast = PySequence_Fast(seq, "signals must be a sequence of ints");
-    if (!fast) return -1;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t len = PySequence_Size(seq);
+    if (len < 0) return -1;
     if (len > GC_TRIGGER_MAX_SIGNALS) {
-        Py_DECREF(fast);
         PyErr_SetString(PyExc_ValueError, "too many signals");
         return -1;
     }
     for (Py_ssize_t i = 0; i < len; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (v == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
+        PyObject *item = PySequence_GetItem(seq, i);
+        if (!item) return -1;
+        long v = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (v == -1 && PyErr_Occurred()) return -1;
         out[i] = (int)v;
     }
     *n = (int)len;
-    Py_DECREF(fast);
     return 0;
 }
 
@@ -198,30 +199,28 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
     PyObject *sigs, *crash;
-    Py_buffer note = {0}, crash_note = {0}, helper = {0};
+    const char *note, *crash_note, *helper = NULL;
+    Py_ssize_t note_len, crash_note_len, helper_len = 0;
     double freeze_timeout, timeout, crash_timeout, min_interval;
     unsigned long long min_free;
     long long tz;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy*ly*lIidddIdKL|z*", kwlist, &c.dir_fd,
-                                     &c.events_fd, &c.notify_fd, &sigs, &crash, &note,
-                                     &c.note_time_offset, &crash_note, &c.crash_note_time_offset,
-                                     &c.filter, &c.freeze_signal, &freeze_timeout, &timeout,
-                                     &crash_timeout, &c.max_cores, &min_interval, &min_free, &tz,
-                                     &helper))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy#ly#lIidddIdKL|z#", kwlist, &c.dir_fd,
+                                     &c.events_fd, &c.notify_fd, &sigs, &crash, &note, &note_len,
+                                     &c.note_time_offset, &crash_note, &crash_note_len,
+                                     &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
+                                     &freeze_timeout, &timeout, &crash_timeout, &c.max_cores,
+                                     &min_interval, &min_free, &tz, &helper, &helper_len))
         return NULL;
-    int rc = 0;
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
-        int_tuple(crash, c.crash_signals, &c.ncrash) < 0) {
-        rc = -1;
-        goto out;
-    }
+        int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
+        return NULL;
     c.pid = getpid();
-    c.note = note.buf;
-    c.note_len = (size_t)note.len;
-    c.crash_note = crash_note.buf;
-    c.crash_note_len = (size_t)crash_note.len;
-    c.helper_argv = helper.buf;
-    c.helper_argv_len = helper.buf ? (size_t)helper.len : 0;
+    c.note = (unsigned char *)note; /* copied by gc_trigger_install */
+    c.note_len = (size_t)note_len;
+    c.crash_note = (unsigned char *)crash_note;
+    c.crash_note_len = (size_t)crash_note_len;
+    c.helper_argv = helper;
+    c.helper_argv_len = helper ? (size_t)helper_len : 0;
     c.freeze_timeout_ns = seconds_ns(freeze_timeout);
     c.timeout_ns = seconds_ns(timeout);
     c.crash_timeout_ns = seconds_ns(crash_timeout);
@@ -231,14 +230,8 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     int r = gc_trigger_install(&c); /* copies the notes and the helper command */
     if (r < 0) {
         errno = -r;
-        PyErr_SetFromErrno(PyExc_OSError);
-        rc = -1;
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
-out:
-    PyBuffer_Release(&note);
-    PyBuffer_Release(&crash_note);
-    if (helper.buf) PyBuffer_Release(&helper);
-    if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
 
