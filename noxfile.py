@@ -96,16 +96,13 @@ def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
     session.log(f"=== Python {version}: {exe}")
     venv = os.path.join(session.create_tmp(), f"venv-{version}")
     py = _venv(session, exe, venv, "test")
-    session.run(
-        py,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        *extra,
-        external=True,
-        env={"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]},
+    _pytest(
+        session, py, extra, {"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]}
     )
+
+
+def _pytest(session: nox.Session, py: str, args: list[str], env: dict[str, str]) -> None:
+    session.run(py, "-m", "pytest", "-p", "no:cacheprovider", *args, external=True, env=env)
 
 
 @nox.session(python=False)
@@ -121,21 +118,12 @@ def wheels(session: nox.Session) -> None:
     session.run(exe, "-m", "venv", "--clear", venv, external=True)
     py = os.path.join(venv, "bin", "python")
     session.run(py, "-m", "pip", "install", "-q", "pytest", external=True)
-    session.run(
-        py,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "tests/wheels",
-        *session.posargs,
-        external=True,
-        env={
-            "GENCORE_WHEEL_TESTS": "1",
-            "GENCORE_DIST": os.path.abspath("dist"),
-            "GENCORE_AUDITWHEEL": os.path.abspath(".nox/build/bin/auditwheel"),
-        },
-    )
+    env = {
+        "GENCORE_WHEEL_TESTS": "1",
+        "GENCORE_DIST": os.path.abspath("dist"),
+        "GENCORE_AUDITWHEEL": os.path.abspath(".nox/build/bin/auditwheel"),
+    }
+    _pytest(session, py, ["tests/wheels", *session.posargs], env)
 
 
 @nox.session(python=False)
