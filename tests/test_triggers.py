@@ -145,6 +145,53 @@ def test_crash_core_then_the_process_dies_as_before(tmp_path, fh):
     ), ev[:3000]
 
 
+@pytest.fixture(scope="module")
+def overflow_lib(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("overflow") / "liboverflow.so"
+    src = PROGRAMS / "overflow.c"
+    subprocess.run(["gcc", "-O0", "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
+    return str(out)
+
+
+@pytest.mark.parametrize("where", ["worker", "main"])
+@pytest.mark.parametrize("fh", [False, True])
+def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh):
+    pre = ("-X", "faulthandler") if fh else ()  # faulthandler's smaller alternate stack first
+    r = run(
+        gencore_run(
+            tmp_path,
+            "--on-crash",
+            mode="overflow",
+            args={"lib": overflow_lib, "where": where},
+            pre=pre,
+        ),
+        cwd=tmp_path,
+    )
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    found = cores(tmp_path)
+    assert len(found) == 1, r.stderr[-2000:]
+    assert f"crash core written: {found[0].name}" in r.stderr
+    if fh:
+        assert "Fatal Python error: Segmentation fault" in r.stderr
+    with gencore.open_core(found[0]) as core:
+        assert core.signal == signal.SIGSEGV and core.metadata["reason"] == "crash"
+        first = core.threads[0]
+        assert first.signal == signal.SIGSEGV
+        # the faulting thread's stack pointer is at the low end of its overflowed stack (in
+        # a worker's guard page, or just below the main thread's [stack])
+        m = min((m for m in core.mappings if m.end > first.sp), key=lambda m: m.start)
+        assert m.start - (1 << 20) <= first.sp < m.start + 64 * 1024, (hex(first.sp), m)
+    # the overflowing thread is first in the core (gdb selects it); pystack shows its frame
+    out = run([tool("pystack"), "core", str(found[0]), real_python()]).stdout
+    mine = out[out.index(f"Traceback for thread {first.tid} ") :]
+    mine = (
+        mine[: mine.find("Traceback for thread", 10)]
+        if "Traceback for thread" in mine[10:]
+        else mine
+    )
+    assert "in overflow_in_c" in mine, out[-3000:]
+
+
 def test_two_threads_crashing_at_once_give_one_core(tmp_path):
     r = run(gencore_run(tmp_path, "--on-crash", mode="crash2"))
     assert r.returncode == -signal.SIGSEGV, r.stderr[-2000:]
@@ -321,3 +368,54 @@ def test_forked_child_gets_its_own_trigger(tmp_path):
     assert len(found) == 1 and f".{child['child']}." in found[0].name
     with gencore.open_core(found[0]) as core:
         assert core.pid == child["child"]
+
+
+ALTSTACK_PROBE = r"""
+import ctypes, faulthandler, json, threading, time
+import gencore
+
+class StackT(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def altstack():
+    s = StackT()
+    assert libc.sigaltstack(None, ctypes.byref(s)) == 0
+    return [s.sp, s.flags, s.size]
+
+faulthandler.enable()  # the main thread gets faulthandler's alternate stack
+seen = {}
+def worker(key):
+    while key not in seen:
+        time.sleep(0.01)
+    seen[key + "-state"] = altstack()
+    time.sleep(0.3)
+    seen[key + "-after"] = altstack()
+w = threading.Thread(target=worker, args=("w",))
+w.start()
+main_before = altstack()
+gencore.install(on_crash=True)
+time.sleep(0.3)  # the helper thread covers the worker
+covered = gencore.installed().counters["altstacks"]
+main_during = altstack()
+seen["w"] = 1
+time.sleep(0.1)
+gencore.uninstall()
+w.join()
+print(json.dumps({"before": main_before, "during": main_during, "after": altstack(),
+                  "covered": covered, "worker": seen["w-state"], "worker_after": seen["w-after"]}))
+"""
+
+
+def test_alternate_stacks_are_given_and_taken_back(tmp_path):
+    r = run([sys.executable, "-c", ALTSTACK_PROBE], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["covered"] >= 3  # main, worker, the helper thread
+    # faulthandler's stack was too small for our handler: replaced while installed ...
+    assert d["during"][2] >= 64 * 1024 and d["during"][0] != d["before"][0]
+    assert d["worker"][2] == 64 * 1024 and d["worker"][1] == 0
+    # ... and back afterwards, in the main thread and the worker (SS_DISABLE = 2)
+    assert d["after"] == d["before"]
+    assert d["worker_after"][1] == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from ._common import (
 )
 from ._helper import bundle_argv, bundle_name
 from ._options import CoreOptions, freeze_signal
-from .errors import GencoreError
+from .errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 
 log = logging.getLogger("gencore")
 
@@ -281,6 +282,30 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
             sys.executable, directory, kw["format"], os.getpid(), events=st.events_file
         )
         helper = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    try:
+        _trigger_install(st, kw, note, note_off, crash_note, crash_off, fsig, helper)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise
+        raise FreezeError(
+            f"signal {fsig - 1} (the crash handler's alternate-stack signal, the freeze signal "
+            "minus one) already has a handler in this process",
+            errno=e.errno,
+            stage="install",
+            advice=ADVICE_FREEZE_SIGNAL,
+        ) from None
+
+
+def _trigger_install(
+    st: _State,
+    kw: dict[str, Any],
+    note: bytes,
+    note_off: int,
+    crash_note: bytes,
+    crash_off: int,
+    fsig: int,
+    helper: Optional[bytes],
+) -> None:
     _engine.native.trigger_install(
         dir_fd=st.dir_fd,
         events_fd=st.events_fd,
@@ -301,6 +326,9 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
         min_free=kw["min_free"],
         tz_offset=tz_offset(),
         helper_argv=helper,
+        # the crash handler runs on an alternate stack (a stack overflow gets a core too),
+        # given to each thread through this private signal
+        altstack_signal=fsig - 1 if kw["on_crash"] else 0,
     )
 
 

@@ -3,7 +3,7 @@
 Usage: python injectable.py MODE   (MODE: loop | blocked)
 
 Four workers sleep in functions with recognisable names. The main thread loops (safe points
-every 50 ms) or, in "blocked", waits in C (pause()) until a signal. Every SIGUSR1 prints one
+every 50 ms) or, in "blocked", waits in C (pause()) until a signal. Every SIGUSR1 makes the main loop print one
 JSON line: open fds, threads, and the modules imported since start-up.
 """
 
@@ -53,12 +53,19 @@ def report(*_):
     )
 
 
+wanted = []
+
+
 def main_loop():
     while True:
+        if wanted:
+            wanted.pop()
+            report()
         time.sleep(0.05)
 
 
-signal.signal(signal.SIGUSR1, report)
+# the handler only asks: printing from it could re-enter a print in progress
+signal.signal(signal.SIGUSR1, lambda *_: wanted.append(1))
 for i, f in enumerate((inj_worker_0, inj_worker_1, inj_worker_2, inj_worker_3)):
     threading.Thread(target=f, name=f"inj-{i}", daemon=True).start()
 START_MODULES = set(sys.modules)  # what the program itself needs, reporting included

@@ -2,6 +2,7 @@
 
 stuck      main thread holds the GIL forever inside a C call (a deadlocked mutex), 4 workers
 crash      a worker segfaults (ctypes.string_at(0)); "fh_first"/"fh_after" enable faulthandler
+overflow   a C stack overflow (unbounded recursion) in the main thread or a worker
 exception  an unhandled exception in a worker ("thread") or in the main thread ("main")
 burst      100 signals in a burst against install(max_cores=..., min_interval=...)
 uninstall  install/uninstall restore every handler and hook
@@ -81,6 +82,23 @@ elif mode == "crash":
     t = threading.Thread(target=crash_in_worker, name="crasher")
     t.start()
     t.join()
+
+elif mode == "overflow":
+    # a C stack overflow in the main thread or in a worker started after install
+    lib = ctypes.CDLL(args["lib"])
+    workers(2, "idle")
+
+    def overflow_in_c():
+        time.sleep(0.3)  # started after install: the helper thread gives it a stack first
+        lib.overflow_forever(0)
+
+    if args["where"] == "main":
+        time.sleep(0.3)
+        overflow_in_c()
+    else:
+        t = threading.Thread(target=overflow_in_c, name="overflowing")
+        t.start()
+        t.join()
 
 elif mode == "crash2":
     workers(2, "idle")

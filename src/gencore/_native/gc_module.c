@@ -195,7 +195,7 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
                              "note", "note_time_offset", "crash_note", "crash_note_time_offset",
                              "filter", "freeze_signal", "freeze_timeout", "timeout",
                              "crash_timeout", "max_cores", "min_interval", "min_free",
-                             "tz_offset", "helper_argv", NULL};
+                             "tz_offset", "helper_argv", "altstack_signal", NULL};
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
     PyObject *sigs, *crash;
@@ -204,12 +204,13 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     double freeze_timeout, timeout, crash_timeout, min_interval;
     unsigned long long min_free;
     long long tz;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy#ly#lIidddIdKL|z#", kwlist, &c.dir_fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy#ly#lIidddIdKL|z#i", kwlist, &c.dir_fd,
                                      &c.events_fd, &c.notify_fd, &sigs, &crash, &note, &note_len,
                                      &c.note_time_offset, &crash_note, &crash_note_len,
                                      &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
                                      &freeze_timeout, &timeout, &crash_timeout, &c.max_cores,
-                                     &min_interval, &min_free, &tz, &helper, &helper_len))
+                                     &min_interval, &min_free, &tz, &helper, &helper_len,
+                                     &c.altstack_signal))
         return NULL;
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
         int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
@@ -251,11 +252,11 @@ static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
     (void)noargs;
     struct gc_trigger_stats st;
     gc_trigger_get_stats(&st);
-    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i}", "cores", st.cores, "merged",
+    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i,s:I}", "cores", st.cores, "merged",
                          st.merged, "skipped_max_cores", st.skipped_limit, "skipped_min_interval",
                          st.skipped_interval, "skipped_free_space", st.skipped_space, "failed",
                          st.failed, "last_start_ns", (unsigned long long)st.last_start_ns,
-                         "active", gc_trigger_active());
+                         "active", gc_trigger_active(), "altstacks", st.altstacks);
 }
 
 static PyObject *py_trigger_claim(PyObject *self, PyObject *noargs)

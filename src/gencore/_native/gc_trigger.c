@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gc_altstack.h"
 #include "gc_procfs.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
@@ -53,6 +54,7 @@ static int g_crash_done;    /* ... and the others wait for its core before dying
 static int g_reaper_rfd = -1, g_reaper_wfd = -1;
 static pthread_t g_reaper;
 static int g_reaper_started;
+static int g_altstacks; /* crash handler on alternate stacks: the reaper covers new threads */
 static unsigned char *g_notes_map;
 static size_t g_notes_map_size;
 static struct sigaction g_old[GC_TRIGGER_MAX_SIGNALS];
@@ -81,6 +83,7 @@ void gc_trigger_get_stats(struct gc_trigger_stats *out)
     out->skipped_space = __atomic_load_n(&g_stats.skipped_space, __ATOMIC_ACQUIRE);
     out->failed = __atomic_load_n(&g_stats.failed, __ATOMIC_ACQUIRE);
     out->last_start_ns = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
+    out->altstacks = gc_altstack_count();
 }
 
 /* ---- async-signal-safe helpers --------------------------------------------------------- */
@@ -434,6 +437,15 @@ static void *reaper_main(void *arg)
     prctl(PR_SET_NAME, "gencore-reaper", 0, 0, 0); /* what debuggers show for this thread */
     struct job j;
     for (;;) {
+        if (g_altstacks) {
+            /* Every 50 ms: give threads started since an alternate stack for the crash handler. */
+            struct pollfd p = {g_reaper_rfd, POLLIN, 0};
+            long pr = gc_sys3(SYS_poll, &p, 1, 50);
+            if (pr == 0 || pr == -EINTR) {
+                gc_altstack_scan();
+                continue;
+            }
+        }
         long n = gc_read(g_reaper_rfd, &j, sizeof j);
         if (n == -EINTR) continue;
         if (n != (long)sizeof j) break; /* uninstall closed the pipe */
@@ -598,18 +610,23 @@ int gc_trigger_install(const struct gc_trigger_config *c)
     }
     g_reaper_rfd = pfd[0];
     g_reaper_wfd = pfd[1];
+    if (c->ncrash && c->altstack_signal > 0) {
+        rc = gc_altstack_start(c->altstack_signal);
+        if (rc < 0) goto fail_pipe;
+        g_altstacks = 1;
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); /* the reaper sets its own mask */
     rc = -pthread_create(&g_reaper, NULL, reaper_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc < 0) goto fail_pipe;
+    if (rc < 0) goto fail_altstacks;
     g_reaper_started = 1;
 
     if ((rc = set_handlers(c->signals, c->nsignals, trigger_handler, SA_RESTART, g_old,
                            g_old_valid)) < 0 ||
-        (rc = set_handlers(c->crash_signals, c->ncrash, crash_handler, SA_NODEFER, g_crash_old,
-                           g_crash_old_valid)) < 0)
+        (rc = set_handlers(c->crash_signals, c->ncrash, crash_handler, SA_NODEFER | SA_ONSTACK,
+                           g_crash_old, g_crash_old_valid)) < 0)
         goto fail_signals;
     __atomic_store_n(&g_crashing, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_crash_done, 0, __ATOMIC_RELEASE);
@@ -620,6 +637,9 @@ int gc_trigger_install(const struct gc_trigger_config *c)
 fail_signals:
     gc_trigger_uninstall();
     return rc;
+fail_altstacks:
+    if (g_altstacks) gc_altstack_stop();
+    g_altstacks = 0;
 fail_pipe:
     close(pfd[0]);
     close(pfd[1]);
@@ -662,6 +682,9 @@ void gc_trigger_uninstall(void)
     g_reaper_started = 0;
     if (g_reaper_rfd >= 0) close(g_reaper_rfd);
     g_reaper_rfd = g_reaper_wfd = -1;
+    /* The crash handlers are gone and the reaper has stopped: the stacks can go back. */
+    if (g_altstacks) gc_altstack_stop();
+    g_altstacks = 0;
     if (g_notes_map) munmap(g_notes_map, g_notes_map_size);
     g_notes_map = NULL;
     g_cfg.nsignals = g_cfg.ncrash = 0;
@@ -686,6 +709,8 @@ void gc_trigger_after_fork_child(void)
     memset(g_crash_old_valid, 0, sizeof g_crash_old_valid);
     g_cfg.nsignals = g_cfg.ncrash = 0;
     g_reaper_started = 0;
+    gc_altstack_forget();
+    g_altstacks = 0;
     if (g_reaper_rfd >= 0) close(g_reaper_rfd);
     if (g_reaper_wfd >= 0) close(g_reaper_wfd);
     g_reaper_rfd = g_reaper_wfd = -1;

@@ -16,6 +16,7 @@ struct gc_trigger_config {
     int nsignals;
     int crash_signals[GC_TRIGGER_MAX_SIGNALS];
     int ncrash;
+    int altstack_signal; /* private signal that gives threads an alternate stack (0: none) */
     unsigned char *note; /* GENCORE JSON for signal dumps */
     size_t note_len;
     long note_time_offset; /* where the 17-character capture time goes, or -1 */
@@ -40,6 +41,7 @@ struct gc_trigger_config {
 struct gc_trigger_stats {
     uint32_t cores, merged, skipped_limit, skipped_interval, skipped_space, failed;
     uint64_t last_start_ns;
+    uint32_t altstacks; /* threads whose crash handler runs on an alternate stack */
 };
 
 /* What the reaper tells the Python listener about each signal dump. */

@@ -1,0 +1,256 @@
+/* Alternate signal stacks for the crash handler, so that a stack overflow still gets a core.
+ *
+ * sigaltstack is per thread and only a thread can set its own. The thread that installs the
+ * triggers sets one directly; every other thread, present or started later (threading
+ * threads and C libraries' threads alike), is found by gc_altstack_scan() on the gencore
+ * helper thread, which maps a stack for it and sends it a private real-time signal whose
+ * handler installs that stack (in the interrupted context, which rt_sigreturn applies) (unless the thread already has one at least as large, e.g.
+ * faulthandler's bigger one). Stacks of threads that are gone are unmapped by the next scan:
+ * no handler can run on them any more. gc_altstack_stop() puts back each thread's previous
+ * alternate stack (signalled again) and unmaps only stacks no thread still uses.
+ *
+ * The handler uses raw system calls only (errno untouched) and lock-free slots.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include "gc_altstack.h"
+#include "gc_procfs.h"
+#include "gc_sys.h"
+
+#define MAX_SLOTS 4096
+#define GUARD 4096
+
+enum { S_EMPTY = 0, S_SENT, S_INSTALLED, S_KEPT, S_RESTORED };
+
+struct kstack { /* the kernel's stack_t */
+    void *sp;
+    int flags;
+    size_t size;
+};
+
+struct slot {
+    int32_t tid;
+    int32_t state;
+    uint32_t seen;
+    int32_t pad;
+    char *map; /* GUARD + GC_ALTSTACK_SIZE bytes, the guard page first */
+    struct kstack old;
+};
+
+static struct slot *g_slots; /* mmapped: MAX_SLOTS */
+static int g_sig;
+static int g_restoring;
+static uint32_t g_gen;
+static struct sigaction g_old_action;
+
+static struct slot *find(int32_t tid)
+{
+    for (int i = 0; i < MAX_SLOTS; i++)
+        if (__atomic_load_n(&g_slots[i].tid, __ATOMIC_ACQUIRE) == tid) return &g_slots[i];
+    return NULL;
+}
+
+/* Set this thread's alternate stack. In a signal handler (uc) it must go into the saved
+ * context: rt_sigreturn restores the alternate stack from there. */
+static int set_altstack(const struct kstack *k, void *uc)
+{
+    if (!uc) return gc_sys2(SYS_sigaltstack, k, 0) == 0;
+    ucontext_t *u = uc;
+    u->uc_stack.ss_sp = k->sp;
+    u->uc_stack.ss_flags = k->flags;
+    u->uc_stack.ss_size = k->size;
+    return 1;
+}
+
+static void put_stack(struct slot *s, void *uc)
+{
+    struct kstack cur;
+    if (gc_sys2(SYS_sigaltstack, 0, &cur) != 0) return;
+    if (!(cur.flags & SS_DISABLE) && cur.size >= GC_ALTSTACK_SIZE) {
+        __atomic_store_n(&s->state, S_KEPT, __ATOMIC_RELEASE); /* big enough already */
+        return;
+    }
+    s->old = cur;
+    struct kstack ours = {s->map + GUARD, 0, GC_ALTSTACK_SIZE};
+    if (set_altstack(&ours, uc)) __atomic_store_n(&s->state, S_INSTALLED, __ATOMIC_RELEASE);
+}
+
+static void take_back(struct slot *s, void *uc)
+{
+    struct kstack cur;
+    if (gc_sys2(SYS_sigaltstack, 0, &cur) != 0) return;
+    if (cur.sp == s->map + GUARD) {
+        struct kstack prev = s->old;
+        if (prev.flags & SS_DISABLE) prev = (struct kstack){0, SS_DISABLE, 0};
+        if (!set_altstack(&prev, uc)) return; /* running on it: keep it */
+    }
+    __atomic_store_n(&s->state, S_RESTORED, __ATOMIC_RELEASE);
+}
+
+static void handler(int sig, siginfo_t *info, void *uc)
+{
+    (void)sig;
+    (void)info;
+    struct slot *s = find((int32_t)gc_gettid());
+    if (!s) return;
+    int st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&g_restoring, __ATOMIC_ACQUIRE)) {
+        if (st == S_INSTALLED) take_back(s, uc);
+    } else if (st == S_SENT) {
+        put_stack(s, uc);
+    }
+}
+
+static struct slot *claim(int32_t tid)
+{
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct slot *s = &g_slots[i];
+        if (__atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) != 0) continue;
+        long m = gc_sys6(SYS_mmap, 0, GUARD + GC_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m < 0 && m > -4096) return NULL;
+        gc_sys3(SYS_mprotect, m, GUARD, PROT_NONE);
+        gc_sys3(SYS_madvise, m, GUARD + GC_ALTSTACK_SIZE, MADV_DONTDUMP);
+        s->map = (char *)m;
+        s->seen = g_gen;
+        s->state = S_SENT;
+        __atomic_store_n(&s->tid, tid, __ATOMIC_RELEASE);
+        return s;
+    }
+    return NULL; /* more threads than slots: the rest run without a stack of ours */
+}
+
+static void release(struct slot *s)
+{
+    if (s->map) gc_sys2(SYS_munmap, s->map, GUARD + GC_ALTSTACK_SIZE);
+    s->map = NULL;
+    s->state = S_EMPTY;
+    __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
+}
+
+static int see(long number, void *arg)
+{
+    (void)arg;
+    int32_t tid = (int32_t)number;
+    struct slot *s = find(tid);
+    if (s) {
+        s->seen = g_gen;
+        return 0;
+    }
+    s = claim(tid);
+    if (s && tid == (int32_t)gc_gettid())
+        put_stack(s, NULL);
+    else if (s && gc_sys3(SYS_tgkill, gc_getpid(), tid, g_sig) < 0)
+        release(s); /* it exited meanwhile */
+    return 0;
+}
+
+void gc_altstack_scan(void)
+{
+    if (!g_slots) return;
+    long fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    g_gen++;
+    gc_dir_numbers((int)fd, see, NULL);
+    gc_close((int)fd);
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct slot *s = &g_slots[i];
+        if (__atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) && s->seen != g_gen) release(s); /* gone */
+    }
+}
+
+int gc_altstack_start(int sig)
+{
+    if (g_slots) return 0;
+    struct sigaction old;
+    if (sigaction(sig, NULL, &old) < 0) return -errno;
+    if ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != NULL
+                                    : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN))
+        return -EEXIST; /* the application uses this signal */
+    void *m = mmap(NULL, sizeof(struct slot) * MAX_SLOTS, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return -errno;
+    madvise(m, sizeof(struct slot) * MAX_SLOTS, MADV_DONTDUMP);
+    g_slots = m;
+    g_sig = sig;
+    __atomic_store_n(&g_restoring, 0, __ATOMIC_RELEASE);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(sig, &sa, &g_old_action) < 0) {
+        int e = errno;
+        munmap(g_slots, sizeof(struct slot) * MAX_SLOTS);
+        g_slots = NULL;
+        return -e;
+    }
+    gc_altstack_scan(); /* this thread directly, the others by signal */
+    return 0;
+}
+
+void gc_altstack_stop(void)
+{
+    if (!g_slots) return;
+    __atomic_store_n(&g_restoring, 1, __ATOMIC_RELEASE);
+    int32_t me = (int32_t)gc_gettid();
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct slot *s = &g_slots[i];
+        int32_t tid = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
+        if (!tid || __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != S_INSTALLED) continue;
+        if (tid == me)
+            take_back(s, NULL);
+        else if (gc_sys3(SYS_tgkill, gc_getpid(), tid, g_sig) < 0)
+            __atomic_store_n(&s->state, S_RESTORED, __ATOMIC_RELEASE); /* gone */
+    }
+    /* Give the others a moment to put their previous stacks back. */
+    for (int round = 0; round < 50; round++) {
+        int pending = 0;
+        for (int i = 0; i < MAX_SLOTS; i++)
+            if (g_slots[i].tid && __atomic_load_n(&g_slots[i].state, __ATOMIC_ACQUIRE) == S_INSTALLED)
+                pending++;
+        if (!pending) break;
+        struct {
+            long sec, nsec;
+        } ts = {0, 2000000};
+        gc_sys2(SYS_nanosleep, &ts, 0);
+    }
+    int leaked = 0;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct slot *s = &g_slots[i];
+        if (!s->tid) continue;
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == S_INSTALLED) {
+            leaked = 1; /* a thread that never took the signal still has it: leave it mapped */
+            continue;
+        }
+        release(s);
+    }
+    sigaction(g_sig, &g_old_action, NULL);
+    if (!leaked) munmap(g_slots, sizeof(struct slot) * MAX_SLOTS);
+    g_slots = NULL;
+}
+
+void gc_altstack_forget(void)
+{
+    /* A forked child: one thread, which keeps its stack (inherited memory); the handler goes
+     * so that installing again starts afresh. */
+    if (g_slots) sigaction(g_sig, &g_old_action, NULL);
+    g_slots = NULL;
+}
+
+uint32_t gc_altstack_count(void)
+{
+    uint32_t n = 0;
+    if (!g_slots) return 0;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        int st = __atomic_load_n(&g_slots[i].state, __ATOMIC_ACQUIRE);
+        if (g_slots[i].tid && (st == S_INSTALLED || st == S_KEPT)) n++;
+    }
+    return n;
+}
