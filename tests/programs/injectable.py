@@ -3,8 +3,8 @@
 Usage: python injectable.py MODE   (MODE: loop | blocked)
 
 Four workers sleep in functions with recognisable names. The main thread loops (safe points
-every 50 ms) or, in "blocked", waits in C (pause()) until a signal. Every SIGUSR1 makes the main loop print one
-JSON line: open fds, threads, and the modules imported since start-up.
+every 50 ms) or, in "blocked", waits in C (pause()) until a signal. Every SIGUSR1 makes the
+main loop print one JSON line: open fds, threads, and the modules imported since start-up.
 """
 
 import ctypes
