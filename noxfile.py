@@ -96,9 +96,13 @@ def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
     session.log(f"=== Python {version}: {exe}")
     venv = os.path.join(session.create_tmp(), f"venv-{version}")
     py = _venv(session, exe, venv, "test")
-    _pytest(
-        session, py, extra, {"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"]}
-    )
+    # each interpreter's temporary files (cores) go when its run ends: CI disks are small
+    tmp = tempfile.mkdtemp(prefix=f"gencore-tests-{version}-", dir=session.create_tmp())
+    env = {"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"], "TMPDIR": tmp}
+    try:
+        _pytest(session, py, extra, env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pytest(session: nox.Session, py: str, args: list[str], env: dict[str, str]) -> None:
