@@ -80,12 +80,41 @@ def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
         assert core.metadata["reason"] == "signal"
         assert abs(core.metadata["time"] - time.time()) < 300  # stamped by the handler
         assert core.signal == signal.SIGUSR2
-        assert len(core.threads) >= 6  # main, 4 workers, gencore's listener and reaper
+        assert len(core.threads) >= 6  # main, 4 workers, the gencore thread
     r = run([sys.executable, "-m", "gencore", "stacks", core_path])
     assert "signal trigger" in r.stdout and "pystack core" in r.stdout
     # the bundle was built by the native reaper while the GIL was stuck
     with gencore.open_core(bundle_path) as core:
         assert core.manifest["executable"]
+
+
+def test_trigger_wait_follows_a_target_that_exits_during_its_dump(tmp_path):
+    p = subprocess.Popen(
+        [sys.executable, PROGRAM, "exit", json.dumps({"dir": str(tmp_path)})],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pid = json.loads(p.stdout.readline())["ready"]
+        t0 = time.monotonic()
+        r = run(
+            [sys.executable, "-m", "gencore", "trigger", str(pid), "--wait", "--timeout", "120"]
+        )
+        took = time.monotonic() - t0
+        assert p.wait(30) == 0
+    finally:
+        p.kill()
+        p.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert took < 60  # reported when the core was published, not at the end of --timeout
+    core_path = Path(r.stdout.split()[0])
+    assert core_path.parent == tmp_path and core_path.exists()
+    assert not list(tmp_path.glob(".*.partial"))
+    with gencore.open_core(core_path) as core:
+        assert core.pid == pid and core.metadata["reason"] == "signal"
+    # eu-stack reads the whole core: it was complete when reported
+    es = run([tool("eu-stack"), "--core", str(core_path), "--executable", real_python()])
+    assert f"TID {pid}:" in es.stdout, es.stderr
 
 
 def test_trigger_refuses_a_process_without_the_trigger(tmp_path):

@@ -13,6 +13,7 @@ ELF core while the application carries on. pystack, py-spy, gdb and elfutils rea
 from __future__ import annotations
 
 from ._version import VERSION
+from ._watch import heartbeat, watch_loop
 from .bundle import (
     BundlePath,
     bundle_core,
@@ -52,9 +53,11 @@ __version__ = VERSION
 
 __all__ = [
     "TriggerConfig",
+    "heartbeat",
     "install",
     "installed",
     "uninstall",
+    "watch_loop",
     "BundleError",
     "BundlePath",
     "KernelCoreUnavailableError",

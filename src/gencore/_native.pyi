@@ -3,7 +3,7 @@
 Every entry point takes keyword arguments (the C side parses them by name).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 STATUS_SIZE: int
@@ -12,6 +12,9 @@ DEFAULT_FREEZE_SIGNAL: int
 SIGRTMIN: int
 SIGRTMAX: int
 TRIGGER_RESULT_SIZE: int
+WATCH_REASON_CAP: int
+WATCH_DETAIL_CAP: int
+WATCH_LOOPS: int
 
 def snapshot(
     core_fd: int,
@@ -56,7 +59,20 @@ def trigger_install(
     tz_offset: int,
     helper_argv: Optional[bytes] = None,
     altstack_signal: int = 0,
+    hang_timeout: float = 0.0,
+    heartbeat_timeout: float = 0.0,
+    rss_limit: int = 0,
+    rss_interval: float = 0.5,
+    watch_note: bytes = b"",
+    watch_note_time_offset: int = -1,
+    watch_note_reason_offset: int = -1,
+    watch_note_detail_offset: int = -1,
+    probe_callback: Optional[Callable[[], None]] = None,
 ) -> None: ...
+def trigger_quiesce() -> None: ...
+def watch_heartbeat() -> None: ...
+def watch_loop_beat(slot: int) -> None: ...
+def watch_loop_stop(slot: int) -> None: ...
 def trigger_uninstall() -> None: ...
 def trigger_stats() -> dict[str, int]: ...
 def trigger_claim() -> int: ...

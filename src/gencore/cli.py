@@ -15,7 +15,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._common import BUNDLE_FORMATS, format_size
 from .errors import CoreFormatError, GencoreError
@@ -375,7 +375,6 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    import time
 
     from .triggers import find_state
 
@@ -386,13 +385,27 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if not sig:
         print(f"gencore: process {args.pid} installed no signal trigger", file=sys.stderr)
         return 1
-    events = Path(state["events"])
     directory = Path(state["directory"])
     try:
-        offset = events.stat().st_size
-    except OSError:
-        offset = 0
-    os.kill(args.pid, sig)
+        # kept open: an exiting process removes its events file, what it wrote stays readable
+        events = open(state["events"], "rb")
+    except OSError as e:
+        print(f"gencore: cannot read the events of process {args.pid}: {e}", file=sys.stderr)
+        return 1
+    with events:
+        events.seek(0, os.SEEK_END)
+        os.kill(args.pid, sig)
+        return _follow_trigger(args, state, events, directory)
+
+
+def _follow_trigger(
+    args: argparse.Namespace, state: dict[str, Any], events: Any, directory: Path
+) -> int:
+    """Follow the events of one triggered dump (see cmd_trigger)."""
+    import time
+
+    from .triggers import process_alive
+
     deadline = time.monotonic() + args.timeout
     progress = _Progress("writing")
     name = None
@@ -400,14 +413,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     buf = ""
     try:
         while time.monotonic() < deadline:
-            try:
-                with open(events) as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except OSError:
-                chunk = ""
-            offset += len(chunk.encode())
-            buf += chunk
+            alive = process_alive(args.pid, state.get("start_time"))
+            buf += events.read().decode(errors="replace")
             lines, _, buf = buf.rpartition("\n")
             for line in lines.splitlines():
                 word, _, rest = line.partition(" ")
@@ -444,6 +451,9 @@ def cmd_trigger(args: argparse.Namespace) -> int:
                 elif word == "bundle-error" and core_done:
                     print(f"gencore: bundling failed: {rest}", file=sys.stderr)
                     return 1
+            if not alive:  # everything it wrote has been read: the rest is on disk
+                progress.end()
+                return _after_exit(args.pid, directory, name, core_done, deadline)
             time.sleep(0.05)
     finally:
         progress.end()
@@ -462,6 +472,61 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 1
 
 
+def _after_exit(
+    pid: int, directory: Path, name: Optional[str], core_done: bool, deadline: float
+) -> int:
+    """The target exited during its dump: its snapshot child lives on and publishes the
+    core (``.NAME.partial`` renamed to NAME) or removes the partial file on failure."""
+    import time
+
+    if name is None:
+        print(f"gencore: process {pid} exited before it started a core", file=sys.stderr)
+        return 1
+    if core_done:  # printed already; the bundle was due
+        print(f"gencore: process {pid} exited before its bundle was built", file=sys.stderr)
+        return 0
+    final, partial = directory / name, directory / f".{name}.partial"
+    while time.monotonic() < deadline and not final.exists() and partial.exists():
+        time.sleep(0.05)
+    if final.exists():
+        print(final)
+        print(f"gencore: process {pid} exited; its core is complete", file=sys.stderr)
+        return 0
+    print(
+        f"gencore: process {pid} exited and its core {name} "
+        + ("is still being written" if partial.exists() else "was not completed"),
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _size_arg(text: str) -> int:
+    from ._watch import parse_size
+
+    try:
+        return parse_size(text, "size")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> None:
+    install(
+        signals=tuple(args.signal) if args.signal else (_signal_arg("USR2"),),
+        directory=args.directory,
+        collect=args.collect,
+        format=args.format,
+        on_crash=args.on_crash,
+        on_exception=args.on_exception,
+        max_cores=args.max_cores,
+        min_interval=args.min_interval,
+        min_free=args.min_free,
+        hang_timeout=args.on_hang,
+        heartbeat_timeout=args.heartbeat_timeout,
+        rss_limit=args.on_rss,
+        on_memory_error=args.on_memory_error,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import runpy
 
@@ -473,16 +538,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.module is None and not rest:
         print("gencore run: give a script (gencore run -- script.py) or -m module", file=sys.stderr)
         return 2
-    install(
-        signals=tuple(args.signal) if args.signal else (_signal_arg("USR2"),),
-        directory=args.directory,
-        collect=args.collect,
-        format=args.format,
-        on_crash=args.on_crash,
-        on_exception=args.on_exception,
-        max_cores=args.max_cores,
-        min_interval=args.min_interval,
-    )
+    try:
+        _install_for_run(install, args)
+    except ValueError as e:
+        print(f"gencore run: {e}", file=sys.stderr)
+        return 2
+    except GencoreError as e:
+        print(f"gencore run: {e}", file=sys.stderr)
+        return 1
     if args.module is not None:
         sys.argv = [args.module, *rest]
         runpy.run_module(args.module, run_name="__main__", alter_sys=True)
@@ -587,8 +650,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="core on SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT, then die as before",
     )
     r.add_argument("--on-exception", action="store_true", help="core on an unhandled exception")
+    r.add_argument(
+        "--on-hang",
+        type=float,
+        metavar="SECONDS",
+        help="core when no thread can take the GIL, or the main asyncio loop runs no "
+        "callback, for SECONDS",
+    )
+    r.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="core when gencore.heartbeat() is not called for SECONDS (after a first call)",
+    )
+    r.add_argument(
+        "--on-rss",
+        metavar="LIMIT",
+        help="core when the resident size passes LIMIT: bytes, 300M, 2G, or 80%% of the "
+        "cgroup's memory limit (else of RAM)",
+    )
+    r.add_argument(
+        "--on-memory-error", action="store_true", help="core on an unhandled MemoryError"
+    )
     r.add_argument("--max-cores", type=int, default=10)
     r.add_argument("--min-interval", type=float, default=1.0)
+    r.add_argument(
+        "--min-free",
+        type=_size_arg,
+        default=0,
+        metavar="SIZE",
+        help="skip a core unless SIZE stays free beyond the process's resident size",
+    )
     r.add_argument("program", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_run)
     return ap

@@ -1,10 +1,12 @@
-"""Triggers: a core on a signal, on a crash and on an unhandled exception.
+"""Triggers: a core on a signal, a crash, an unhandled exception, a hang or a memory limit.
 
 The signal and crash triggers live in C (``gc_trigger.c``): the handler itself freezes the
 threads and forks the snapshot child, so ``kill -USR2 PID`` gives a core even when a thread
-stuck in C holds the GIL forever. A native reaper thread follows the child and publishes
-the core without the interpreter; a Python listener then logs it, builds the bundle if asked
-and calls ``on_core(path)`` once the interpreter can run.
+stuck in C holds the GIL forever. One native helper thread, named ``gencore``, follows the
+child and publishes the core without the interpreter, and runs the watchdog (hangs, memory).
+No Python thread waits meanwhile: when a core is done, a short-lived probe thread takes the
+GIL and starts a short-lived ``gencore-deliver`` thread that logs it and calls
+``on_core(path)``.
 
 ``gencore trigger PID`` finds a process that installed the trigger through a small state
 file, ``$XDG_RUNTIME_DIR/gencore/PID.json`` (else ``/tmp/gencore-UID/PID.json``), and follows
@@ -19,7 +21,6 @@ import errno
 import json
 import logging
 import os
-import select
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from . import _engine, _job, _metadata
+from . import _engine, _job, _metadata, _watch
 from ._common import (
     BUNDLE_FORMATS,
     DEFAULT_FILTER,
@@ -37,6 +38,7 @@ from ._common import (
     DEFAULT_TIMEOUT,
     VERSION,
     PathLike,
+    format_size,
     tz_offset,
 )
 from ._helper import bundle_argv, bundle_name
@@ -47,7 +49,6 @@ log = logging.getLogger("gencore")
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _TIME_PLACEHOLDER = "9999999999.999999"  # 17 characters the handler overwrites in place
-_TZ_REFRESH_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class TriggerConfig:
     min_free: int
     crash_timeout: float
     state_file: Optional[Path]
+    hang_timeout: float = 0.0
+    heartbeat_timeout: float = 0.0
+    rss_limit: int = 0
+    rss_interval: float = 0.5
+    on_memory_error: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -78,7 +84,6 @@ class _State:
         self.events_fd = -1
         self.notify_r = -1
         self.notify_w = -1
-        self.listener: Optional[threading.Thread] = None
         self.on_core: Optional[Callable[[Path], None]] = None
         self.prev_excepthook: Optional[Callable[..., Any]] = None
         self.prev_threading_hook: Optional[Callable[..., Any]] = None
@@ -132,6 +137,19 @@ def _start_time(pid: int) -> Optional[int]:
         return None
 
 
+def process_alive(pid: int, start_time: Optional[int]) -> bool:
+    """True while process ``pid`` is the one that started at ``start_time`` (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return False
+    if rest[0] in (b"Z", b"X"):
+        return False
+    return start_time is None or int(rest[19]) == start_time
+
+
 def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, int]:
     doc = json.loads(
         _metadata.build_note(reason=reason, version=VERSION, with_stacks=False, extra=extra)
@@ -141,6 +159,17 @@ def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, i
     raw = raw.replace('"time":0.0', '"time":' + _TIME_PLACEHOLDER, 1)
     data = raw.encode()
     return data, data.find(_TIME_PLACEHOLDER.encode())
+
+
+def _watch_note() -> tuple[bytes, int, int, int]:
+    """The watchdog's note: fixed-width places for the time, the reason and what was seen,
+    filled in by the helper thread (JSON padded with spaces)."""
+    reason_cap, detail_cap = _engine.native.WATCH_REASON_CAP, _engine.native.WATCH_DETAIL_CAP
+    reason_mark, detail_mark = "R" * (reason_cap - 2), "D" * (detail_cap - 2)
+    data, time_off = _note(reason_mark, {"watch": detail_mark})
+    reason_off = data.find(f'"{reason_mark}"'.encode())
+    detail_off = data.find(f'"{detail_mark}"'.encode())
+    return data, time_off, reason_off, detail_off
 
 
 def _signal_numbers(signals: Any) -> tuple[int, ...]:
@@ -172,8 +201,14 @@ def install(
     freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT,
     timeout: float = DEFAULT_TIMEOUT,
     crash_timeout: float = 60.0,
+    hang_timeout: Optional[float] = None,
+    heartbeat_timeout: Optional[float] = None,
+    rss_limit: Optional[_watch.Limit] = None,
+    rss_interval: float = 0.5,
+    on_memory_error: bool = False,
 ) -> TriggerConfig:
-    """Write a core when this process is signalled, crashes or dies of an exception.
+    """Write a core when this process is signalled, crashes, dies of an exception, hangs or
+    grows past a memory limit.
 
     Args:
         signals: signals that dump (default ``SIGUSR2``); ``()`` for none. Handled in C: a
@@ -197,12 +232,39 @@ def install(
             gencore thread, once the interpreter can run.
         filter, freeze_signal, freeze_timeout, timeout: as for :func:`~gencore.create_core`.
         crash_timeout: the longest a crash waits for its core before dying.
+        hang_timeout: seconds; one core (reason ``hang: gil``) when no thread could take
+            the GIL for this long (a thread holds it and never lets go, e.g. stuck in C),
+            and one (``hang: loop``) when a watched asyncio loop runs no callback for this
+            long: the loop ``asyncio.run`` runs in the main thread, and loops given to
+            :func:`~gencore.watch_loop`. Checked by the native ``gencore`` thread, which
+            needs no GIL; a short-lived probe thread tries to take the GIL every
+            ``min(1, hang_timeout / 4)`` seconds.
+        heartbeat_timeout: seconds; once :func:`~gencore.heartbeat` has been called, one
+            core (``hang: heartbeat``) when it is not called again for this long.
+        rss_limit: one core (``memory: rss``) when the resident size passes this: bytes, a
+            size such as ``"300M"`` or ``"2G"``, or ``"80%"`` of the cgroup's memory limit
+            (else of the machine's RAM). Armed again once the size falls below 90% of it.
+        rss_interval: seconds between two reads of the resident size.
+        on_memory_error: a core (reason ``memory: error``) when a MemoryError goes
+            unhandled, even without ``on_exception``.
 
-    Calling install again replaces the configuration. Returns the :class:`TriggerConfig`.
+    Each stall or crossing gives one core, whatever its length; every trigger obeys
+    ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
+    configuration. Returns the :class:`TriggerConfig`.
+
+    Raises:
+        ValueError: an invalid limit or timeout (the message names the argument).
+        GencoreError: the helper thread could not start.
     """
     _engine.require()
     if format not in BUNDLE_FORMATS:
         raise ValueError(f"format must be tar.gz or tar.zst, got {format!r}")
+    hang = _watch.seconds(hang_timeout, "hang_timeout")
+    beat = _watch.seconds(heartbeat_timeout, "heartbeat_timeout")
+    rss = _watch.rss_limit_bytes(rss_limit)
+    interval = _watch.seconds(rss_interval, "rss_interval")
+    if rss and not interval:
+        raise ValueError("rss_interval must be positive when rss_limit is set")
     kwargs: dict[str, Any] = dict(
         signals=_signal_numbers(signals),
         directory=directory,
@@ -219,6 +281,11 @@ def install(
         freeze_timeout=freeze_timeout,
         timeout=timeout,
         crash_timeout=crash_timeout,
+        hang_timeout=hang,
+        heartbeat_timeout=beat,
+        rss_limit=rss,
+        rss_interval=interval,
+        on_memory_error=on_memory_error,
     )
     CoreOptions(filter=filter, freeze_timeout=freeze_timeout, timeout=timeout).validate()
     with _lock:
@@ -227,7 +294,8 @@ def install(
 
 
 def _install(st: _State, kwargs: dict[str, Any]) -> TriggerConfig:
-    """Open the files, hand the configuration to C, start the listener, announce."""
+    """Open the files, hand the configuration to C (which starts the helper thread), watch
+    event loops, hook exceptions, announce."""
     global _fork_hook_registered
     fsig = freeze_signal(kwargs["freeze_signal"])
     d, st.dir_fd = _job.open_directory(kwargs["directory"])
@@ -241,7 +309,7 @@ def _install(st: _State, kwargs: dict[str, Any]) -> TriggerConfig:
             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
             0o600,
         )
-        st.notify_r, st.notify_w = os.pipe2(os.O_CLOEXEC)
+        st.notify_r, st.notify_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         _native_install(st, kwargs, d, fsig)
     except BaseException:
         _close_fds(st)
@@ -251,22 +319,24 @@ def _install(st: _State, kwargs: dict[str, Any]) -> TriggerConfig:
     fields = {f.name for f in dataclasses.fields(TriggerConfig)}
     given = {k: v for k, v in kwargs.items() if k in fields}
     st.config = TriggerConfig(**{**given, "directory": d, "state_file": st.state_file})
-    st.listener = threading.Thread(
-        target=_listen, args=(st.notify_r, st.config), name="gencore-trigger", daemon=True
-    )
-    st.listener.start()
-    if kwargs["on_exception"]:
+    if kwargs["hang_timeout"]:
+        _watch.start_loops(kwargs["hang_timeout"])
+    if kwargs["on_exception"] or kwargs["on_memory_error"]:
         _hook_exceptions(st)
     _announce(st, fsig)
     if not _fork_hook_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
-        atexit.register(_remove_state_files)
+        atexit.register(_at_exit)
         _fork_hook_registered = True
     log.info(
-        "gencore triggers installed: signals %s, crash %s, exception %s, cores to %s",
+        "gencore triggers installed: signals %s, crash %s, exception %s, hang %s s, "
+        "heartbeat %s s, rss limit %s, cores to %s",
         [signal.Signals(s).name for s in kwargs["signals"]],
         kwargs["on_crash"],
         kwargs["on_exception"],
+        kwargs["hang_timeout"] or "off",
+        kwargs["heartbeat_timeout"] or "off",
+        format_size(kwargs["rss_limit"]) if kwargs["rss_limit"] else "off",
         d,
     )
     return st.config
@@ -276,6 +346,7 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
     """The C side: handlers, prebuilt notes, guards, the reaper and its helper command."""
     note, note_off = _note("signal")
     crash_note, crash_off = _note("crash")
+    watch_note, watch_time, watch_reason, watch_detail = _watch_note()
     helper = None
     if kw["collect"] and sys.executable:
         argv = bundle_argv(
@@ -283,10 +354,26 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
         )
         helper = b"".join(os.fsencode(a) + b"\0" for a in argv)
     try:
-        _trigger_install(st, kw, note, note_off, crash_note, crash_off, fsig, helper)
+        _engine.native.trigger_install(
+            **_trigger_args(st, kw, note, note_off, crash_note, crash_off, fsig, helper),
+            hang_timeout=kw["hang_timeout"],
+            heartbeat_timeout=kw["heartbeat_timeout"],
+            rss_limit=kw["rss_limit"],
+            rss_interval=kw["rss_interval"],
+            watch_note=watch_note,
+            watch_note_time_offset=watch_time,
+            watch_note_reason_offset=watch_reason,
+            watch_note_detail_offset=watch_detail,
+            probe_callback=_wake,
+        )
     except OSError as e:
-        if e.errno != errno.EEXIST:
-            raise
+        if e.errno not in (errno.EEXIST,):
+            raise GencoreError(
+                f"the gencore triggers could not be installed: {os.strerror(e.errno or 0)}",
+                errno=e.errno,
+                stage="install",
+                advice="check the process's thread and memory limits (ulimit -u, -v)",
+            ) from e
         raise FreezeError(
             f"signal {fsig - 1} (the crash handler's alternate-stack signal, the freeze signal "
             "minus one) already has a handler in this process",
@@ -296,7 +383,7 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
         ) from None
 
 
-def _trigger_install(
+def _trigger_args(
     st: _State,
     kw: dict[str, Any],
     note: bytes,
@@ -305,8 +392,9 @@ def _trigger_install(
     crash_off: int,
     fsig: int,
     helper: Optional[bytes],
-) -> None:
-    _engine.native.trigger_install(
+) -> dict[str, Any]:
+    """The signal and crash triggers' part of ``trigger_install``'s arguments."""
+    return dict(
         dir_fd=st.dir_fd,
         events_fd=st.events_fd,
         notify_fd=st.notify_w,
@@ -345,6 +433,9 @@ def _announce(st: _State, fsig: int) -> None:
         "format": st.config.format,
         "gencore": VERSION,
         "freeze_signal": fsig,
+        "hang_timeout": st.config.hang_timeout,
+        "heartbeat_timeout": st.config.heartbeat_timeout,
+        "rss_limit": st.config.rss_limit,
     }
     tmp = st.state_file.with_name(f".{st.state_file.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -353,8 +444,15 @@ def _announce(st: _State, fsig: int) -> None:
     os.replace(tmp, st.state_file)
 
 
+def _at_exit() -> None:
+    """Interpreter exit: no more probe threads (they would need the GIL of an interpreter
+    being finalized); the announcement goes; the handlers stay for crashes during shutdown."""
+    if _engine.native is not None:
+        _engine.native.trigger_quiesce()
+    _remove_state_files()
+
+
 def _remove_state_files() -> None:
-    """At exit: the announcement goes (the handlers stay for crashes during shutdown)."""
     st = _state
     if st.config is None or st.state_file is None or os.getpid() != _announced_pid(st):
         return
@@ -415,13 +513,8 @@ def uninstall() -> None:
         if st.our_threading_hook is not None and threading.excepthook is st.our_threading_hook:
             threading.excepthook = st.prev_threading_hook  # type: ignore[assignment]
         st.our_excepthook = st.our_threading_hook = None
-        # the listener sees EOF once the write end is closed
-        if st.notify_w >= 0:
-            os.close(st.notify_w)
-            st.notify_w = -1
-        if st.listener is not None and st.listener is not threading.current_thread():
-            st.listener.join(5)
-        st.listener = None
+        _watch.stop_loops()
+        _deliver_records(st.config, _drain(st))  # cores finished but not yet delivered
         for p in (st.state_file, st.events_file):
             if p is not None:
                 try:
@@ -451,7 +544,7 @@ def _after_fork_in_child() -> None:
         return
     kwargs: dict[str, Any] = dict(st.kwargs)
     st.config = None
-    st.listener = None
+    _watch.stop_loops()
     st.our_excepthook = st.our_threading_hook = None
     _close_fds(st)
     st.state_file = st.events_file = None
@@ -471,7 +564,8 @@ def _append_event(line: str) -> None:
 
 
 def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
-    """Bundle if asked (unless the native reaper did), then call on_core (listener thread)."""
+    """Bundle if asked (unless the helper process did), then call on_core (from the
+    ``gencore-deliver`` thread, or the thread with the unhandled exception)."""
     result = path
     if config.collect and bundled:
         bundle = path.with_name(bundle_name(path.name, config.format))
@@ -494,45 +588,61 @@ def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
             log.exception("on_core callback failed")
 
 
-def _listen(rfd: int, config: TriggerConfig) -> None:
-    buf = b""
-    native = _engine.native
-    size = _engine.TRIGGER_RESULT.size
-    while True:
+def _drain(st: _State) -> list[tuple[Any, ...]]:
+    """The result records waiting in the notify pipe (non-blocking)."""
+    data = b""
+    while st.notify_r >= 0:
         try:
-            ready, _, _ = select.select([rfd], [], [], _TZ_REFRESH_S)
-            if not ready:
-                # the C handler names cores in local time from an offset: follow DST changes
-                native.trigger_set_tz(offset=tz_offset())
-                continue
-            data = os.read(rfd, 4096)
-        except (OSError, ValueError):
+            chunk = os.read(st.notify_r, 65536)
+        except OSError:  # EAGAIN: all read; EBADF: uninstalled meanwhile
             break
-        if not data:
+        if not chunk:
             break
-        buf += data
-        while len(buf) >= size:
-            rec, buf = buf[:size], buf[size:]
-            kind, err, stage, _, written, total, _, elapsed, name = _engine.TRIGGER_RESULT.unpack(
-                rec
+        data += chunk
+    size = _engine.TRIGGER_RESULT.size
+    return [
+        _engine.TRIGGER_RESULT.unpack(data[i : i + size])
+        for i in range(0, len(data), size)
+        if i + size <= len(data)
+    ]
+
+
+def _wake() -> None:
+    """Called by a probe thread (native, with the GIL) when the helper thread has news.
+
+    It must not log or call ``threading.current_thread()`` (that would leave a dummy thread
+    in ``threading.enumerate()``): it refreshes the time zone used in core names and hands
+    finished cores to a short-lived ``gencore-deliver`` thread.
+    """
+    st = _state
+    config = st.config
+    if config is None:
+        return
+    _engine.native.trigger_set_tz(offset=tz_offset())  # core names follow DST changes
+    records = _drain(st)
+    if records:
+        threading.Thread(
+            target=_deliver_records, args=(config, records), name="gencore-deliver", daemon=True
+        ).start()
+
+
+def _deliver_records(config: Optional[TriggerConfig], records: list[tuple[Any, ...]]) -> None:
+    """Log each core the helper thread finished, then bundle/on_core (see _deliver)."""
+    for kind, err, stage, _, written, total, _, elapsed, name in records:
+        if config is None:
+            return
+        path = config.directory / name.split(b"\0", 1)[0].decode()
+        if kind == 1:
+            log.info("core %s written by a trigger in %.2f s", path, elapsed / 1e9)
+            _deliver(config, path, bundled=True)
+        else:
+            log.error(
+                "a triggered core failed: %s (stage %d, wrote %d of %d bytes)",
+                os.strerror(err),
+                stage,
+                written,
+                total,
             )
-            fname = name.split(b"\0", 1)[0].decode()
-            path = config.directory / fname
-            if kind == 1:
-                log.info("core %s written by a signal trigger in %.2f s", path, elapsed / 1e9)
-                _deliver(config, path, bundled=True)
-            else:
-                log.error(
-                    "a signal-triggered core failed: %s (stage %d, wrote %d of %d bytes)",
-                    os.strerror(err),
-                    stage,
-                    written,
-                    total,
-                )
-    try:
-        os.close(rfd)
-    except OSError:
-        pass
 
 
 # -- exceptions -----------------------------------------------------------------------------
@@ -547,8 +657,13 @@ def _exception_core(
     config = _state.config
     if config is None or exc_type in (SystemExit, KeyboardInterrupt):
         return
-    if _engine.native.trigger_claim() != 0:
-        log.warning("unhandled %s: no core (max_cores or min_interval)", exc_type.__name__)
+    memory = issubclass(exc_type, MemoryError)
+    if not (config.on_exception or (memory and config.on_memory_error)):
+        return
+    skipped = _engine.native.trigger_claim()
+    if skipped:
+        guard = {1: "max_cores", 2: "min_interval", 3: "min_free"}.get(skipped, "a guard")
+        log.warning("unhandled %s: no core (%s)", exc_type.__name__, guard)
         return
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     extra = {
@@ -563,7 +678,7 @@ def _exception_core(
         opts = CoreOptions(
             config.directory,
             filter=_state.kwargs.get("filter", DEFAULT_FILTER),
-            reason="exception",
+            reason="memory: error" if memory else "exception",
             extra=extra,
         )
         path = _job.run(opts)

@@ -7,6 +7,7 @@ exception  an unhandled exception in a worker ("thread") or in the main thread (
 burst      100 signals in a burst against install(max_cores=..., min_interval=...)
 uninstall  install/uninstall restore every handler and hook
 fork       a forked child gets triggers of its own
+exit       exits as soon as a core is being written (200 MiB resident: the write takes a while)
 """
 
 import ctypes
@@ -182,6 +183,21 @@ elif mode == "burst":
         ),
         flush=True,
     )
+
+elif mode == "exit":
+    import gencore
+
+    gencore.install(directory=args["dir"])
+    ballast = bytearray(200 << 20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    print(json.dumps({"ready": os.getpid()}), flush=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(
+        n.endswith(".partial") for n in os.listdir(args["dir"])
+    ):
+        time.sleep(0.001)
+    sys.exit(0)  # atexit removes the state and events files; the snapshot child carries on
 
 elif mode == "mixed":
     # signal dumps racing with create_core() from a Python thread: the signal may even land

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,13 +181,52 @@ static int int_tuple(PyObject *seq, int *out, int *n)
 
 static uint64_t seconds_ns(double v) { return v <= 0 ? 0 : (uint64_t)(v * 1e9); }
 
+/* Called with the GIL, in a probe thread, when the helper thread has news for Python. */
+static PyObject *g_probe_callback;
+
+/* A probe: a short-lived thread that shows the interpreter can still hand over the GIL (the
+ * watchdog times how long it waits) and lets Python deliver finished cores. It is started by
+ * the helper thread and keeps that thread's signal mask (trigger signals blocked). */
+static void *probe_main(void *arg)
+{
+    (void)arg;
+    prctl(PR_SET_NAME, "gencore-probe", 0, 0, 0);
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (gc_trigger_probe_done() && g_probe_callback) {
+        PyObject *r = PyObject_CallObject(g_probe_callback, NULL);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_WriteUnraisable(g_probe_callback);
+    }
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int start_probe(void)
+{
+    pthread_attr_t a;
+    pthread_t t;
+    if (pthread_attr_init(&a) != 0) return -ENOMEM;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, probe_main, NULL);
+    pthread_attr_destroy(&a);
+    return -rc;
+}
+
 PyDoc_STRVAR(trigger_install_doc,
              "trigger_install(*, dir_fd, events_fd, notify_fd, signals, crash_signals, note,\n"
              "                note_time_offset, crash_note, crash_note_time_offset, filter,\n"
              "                freeze_signal, freeze_timeout, timeout, crash_timeout, max_cores,\n"
-             "                min_interval, min_free, tz_offset, helper_argv=None)\n\n"
-             "Install the signal and crash handlers and start the reaper thread. helper_argv is\n"
-             "the NUL-separated command run after each signal dump, with the core's name appended.");
+             "                min_interval, min_free, tz_offset, helper_argv=None,\n"
+             "                altstack_signal=0, hang_timeout=0, heartbeat_timeout=0, rss_limit=0,\n"
+             "                rss_interval=0.5, watch_note=b'', watch_note_time_offset=-1,\n"
+             "                watch_note_reason_offset=-1, watch_note_detail_offset=-1,\n"
+             "                probe_callback=None)\n\n"
+             "Install the signal and crash handlers and start the helper thread (reaper and\n"
+             "watchdog). helper_argv is the NUL-separated command run after each signal dump,\n"
+             "with the core's name appended. probe_callback is called with the GIL from a\n"
+             "short-lived thread when finished cores wait in the notify pipe.");
 
 static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -195,31 +235,43 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
                              "note", "note_time_offset", "crash_note", "crash_note_time_offset",
                              "filter", "freeze_signal", "freeze_timeout", "timeout",
                              "crash_timeout", "max_cores", "min_interval", "min_free",
-                             "tz_offset", "helper_argv", "altstack_signal", NULL};
+                             "tz_offset", "helper_argv", "altstack_signal", "hang_timeout",
+                             "heartbeat_timeout", "rss_limit", "rss_interval", "watch_note",
+                             "watch_note_time_offset", "watch_note_reason_offset",
+                             "watch_note_detail_offset", "probe_callback", NULL};
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
-    PyObject *sigs, *crash;
-    const char *note, *crash_note, *helper = NULL;
-    Py_ssize_t note_len, crash_note_len, helper_len = 0;
+    PyObject *sigs, *crash, *callback = Py_None;
+    const char *note, *crash_note, *helper = NULL, *watch_note = NULL;
+    Py_ssize_t note_len, crash_note_len, helper_len = 0, watch_note_len = 0;
     double freeze_timeout, timeout, crash_timeout, min_interval;
-    unsigned long long min_free;
+    double hang = 0, heartbeat = 0, rss_interval = 0.5;
+    unsigned long long min_free, rss_limit = 0;
     long long tz;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiOOy#ly#lIidddIdKL|z#i", kwlist, &c.dir_fd,
-                                     &c.events_fd, &c.notify_fd, &sigs, &crash, &note, &note_len,
-                                     &c.note_time_offset, &crash_note, &crash_note_len,
-                                     &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
-                                     &freeze_timeout, &timeout, &crash_timeout, &c.max_cores,
-                                     &min_interval, &min_free, &tz, &helper, &helper_len,
-                                     &c.altstack_signal))
+    c.watch_note_time_offset = c.watch_note_reason_offset = c.watch_note_detail_offset = -1;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllO", kwlist, &c.dir_fd, &c.events_fd,
+            &c.notify_fd, &sigs, &crash, &note, &note_len, &c.note_time_offset, &crash_note,
+            &crash_note_len, &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
+            &freeze_timeout, &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free,
+            &tz, &helper, &helper_len, &c.altstack_signal, &hang, &heartbeat, &rss_limit,
+            &rss_interval, &watch_note, &watch_note_len, &c.watch_note_time_offset,
+            &c.watch_note_reason_offset, &c.watch_note_detail_offset, &callback))
         return NULL;
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
         int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
         return NULL;
+    if (callback != Py_None && !PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "probe_callback must be callable");
+        return NULL;
+    }
     c.pid = getpid();
     c.note = (unsigned char *)note; /* copied by gc_trigger_install */
     c.note_len = (size_t)note_len;
     c.crash_note = (unsigned char *)crash_note;
     c.crash_note_len = (size_t)crash_note_len;
+    c.watch_note = (unsigned char *)watch_note;
+    c.watch_note_len = watch_note ? (size_t)watch_note_len : 0;
     c.helper_argv = helper;
     c.helper_argv_len = helper ? (size_t)helper_len : 0;
     c.freeze_timeout_ns = seconds_ns(freeze_timeout);
@@ -228,11 +280,60 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     c.min_interval_ns = seconds_ns(min_interval);
     c.min_free_bytes = min_free;
     c.tz_offset = tz;
+    c.hang_timeout_ns = seconds_ns(hang);
+    c.heartbeat_timeout_ns = seconds_ns(heartbeat);
+    c.rss_limit_bytes = rss_limit;
+    c.rss_interval_ns = seconds_ns(rss_interval);
+    c.start_probe = start_probe;
+    if (callback != Py_None) {
+        /* never released: a probe thread started earlier may still be about to call it */
+        Py_INCREF(callback);
+        g_probe_callback = callback;
+    }
     int r = gc_trigger_install(&c); /* copies the notes and the helper command */
     if (r < 0) {
         errno = -r;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_trigger_quiesce(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    gc_trigger_quiesce();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_watch_heartbeat(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    gc_watch_heartbeat((int32_t)gc_gettid());
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_watch_loop_beat(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"slot", NULL};
+    int slot;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &slot)) return NULL;
+    if (gc_watch_loop_beat(slot, (int32_t)gc_gettid()) < 0) {
+        PyErr_SetString(PyExc_ValueError, "no such loop slot");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_watch_loop_stop(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"slot", NULL};
+    int slot;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &slot)) return NULL;
+    gc_watch_loop_stop(slot);
     Py_RETURN_NONE;
 }
 
@@ -252,11 +353,12 @@ static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
     (void)noargs;
     struct gc_trigger_stats st;
     gc_trigger_get_stats(&st);
-    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i,s:I}", "cores", st.cores, "merged",
+    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i,s:I,s:I,s:I,s:I}", "cores", st.cores, "merged",
                          st.merged, "skipped_max_cores", st.skipped_limit, "skipped_min_interval",
                          st.skipped_interval, "skipped_free_space", st.skipped_space, "failed",
                          st.failed, "last_start_ns", (unsigned long long)st.last_start_ns,
-                         "active", gc_trigger_active(), "altstacks", st.altstacks);
+                         "active", gc_trigger_active(), "altstacks", st.altstacks, "hangs",
+                         st.hangs, "memory", st.memory, "probes", st.probes);
 }
 
 static PyObject *py_trigger_claim(PyObject *self, PyObject *noargs)
@@ -319,11 +421,20 @@ static PyMethodDef methods[] = {
      "Restore the handlers; waits for a dump in flight; stops the reaper."},
     {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
     {"trigger_claim", py_trigger_claim, METH_NOARGS,
-     "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval."},
+     "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval,\n"
+     "3 free space."},
     {"trigger_after_fork_child", py_trigger_after_fork_child, METH_NOARGS,
      "Forget the parent's trigger state in a forked child."},
     {"trigger_set_tz", KW(py_trigger_set_tz),
      "Set the UTC offset (seconds east) used in signal-triggered core names."},
+    {"trigger_quiesce", py_trigger_quiesce, METH_NOARGS,
+     "Interpreter exit: the helper thread starts no more probe threads."},
+    {"watch_heartbeat", py_watch_heartbeat, METH_NOARGS,
+     "The application is alive (heartbeat_timeout); records the calling thread."},
+    {"watch_loop_beat", KW(py_watch_loop_beat),
+     "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
+    {"watch_loop_stop", KW(py_watch_loop_stop),
+     "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"snapshot", KW(py_snapshot), snapshot_doc},
@@ -343,6 +454,9 @@ PyMODINIT_FUNC PyInit__native(void)
     if (!m) return NULL;
     gc_regs_init();
     if (PyModule_AddIntConstant(m, "STATUS_SIZE", (long)sizeof(struct gc_status)) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_REASON_CAP", (long)GC_WATCH_REASON_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_DETAIL_CAP", (long)GC_WATCH_DETAIL_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_LOOPS", (long)GC_WATCH_LOOPS) < 0 ||
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_FREEZE_SIGNAL", (long)(SIGRTMAX - 3)) < 0 ||
         PyModule_AddIntConstant(m, "SIGRTMIN", (long)SIGRTMIN) < 0 ||

@@ -77,6 +77,8 @@ struct gc_snapshot {
     const void *caller_uc; /* set in a signal handler: the caller's registers are the
                               interrupted context, not the handler's own */
     int in_signal;         /* no malloc afterwards (no per-thread summary) */
+    int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
+                              caller's; 0: the caller (the watchdog points at the stalled one) */
 
     /* threads: slot 0 is the caller */
     struct gc_thread *threads;

@@ -84,6 +84,9 @@ void gc_trigger_get_stats(struct gc_trigger_stats *out)
     out->failed = __atomic_load_n(&g_stats.failed, __ATOMIC_ACQUIRE);
     out->last_start_ns = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
     out->altstacks = gc_altstack_count();
+    out->hangs = __atomic_load_n(&g_stats.hangs, __ATOMIC_ACQUIRE);
+    out->memory = __atomic_load_n(&g_stats.memory, __ATOMIC_ACQUIRE);
+    out->probes = __atomic_load_n(&g_stats.probes, __ATOMIC_ACQUIRE);
 }
 
 /* ---- async-signal-safe helpers --------------------------------------------------------- */
@@ -202,7 +205,7 @@ static int enough_space(void)
 
 /* Open the partial file and fork the snapshot child. Returns 0 and fills *j, or -errno. */
 static int start_dump(struct job *j, int sig, const siginfo_t *info, const void *uc,
-                      unsigned char *note, size_t note_len)
+                      unsigned char *note, size_t note_len, int32_t first_tid)
 {
     set_names(j, realtime_s());
     long core_fd = gc_sys4(SYS_openat, g_cfg.dir_fd, j->partial,
@@ -238,6 +241,7 @@ static int start_dump(struct job *j, int sig, const siginfo_t *info, const void 
         s.siginfo.sender_pid = info->si_pid;
     s.caller_uc = uc;
     s.in_signal = 1;
+    s.first_tid = first_tid;
     gc_procinfo_fill(&s.proc);
     pid_t pid = -1;
     int r = gc_snapshot_run(&s, &pid);
@@ -320,67 +324,90 @@ static int follow_child(struct job *j, uint64_t timeout_ns, int progress_events,
 
 static void release_claim(void) { __atomic_store_n(&g_claim, 0, __ATOMIC_RELEASE); }
 
-static void trigger_handler(int sig, siginfo_t *info, void *uc)
+/* The guards every trigger obeys (max_cores; min_interval unless a crash; free space).
+ * Returns 0 to go on, else which one said no (counted; SKIPPED names it for the events). */
+static const char *const SKIPPED[] = {NULL, "skipped max_cores", "skipped min_interval",
+                                      "skipped free_space"};
+
+static int guard(int check_interval)
 {
-    int saved_errno = errno;
+    uint64_t now = gc_now_ns();
+    uint64_t last = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
+    if (g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >= g_cfg.max_cores) {
+        __atomic_add_fetch(&g_stats.skipped_limit, 1, __ATOMIC_ACQ_REL);
+        return 1;
+    }
+    if (check_interval && last && g_cfg.min_interval_ns && now - last < g_cfg.min_interval_ns) {
+        __atomic_add_fetch(&g_stats.skipped_interval, 1, __ATOMIC_ACQ_REL);
+        return 2;
+    }
+    if (!enough_space()) {
+        __atomic_add_fetch(&g_stats.skipped_space, 1, __ATOMIC_ACQ_REL);
+        return 3;
+    }
+    return 0;
+}
+
+/* Take the claim (one dump at a time) and apply the guards: 1 when the caller may dump and
+ * owns the claim. A trigger that finds a dump running is merged into it. */
+static int claim_dump(void)
+{
     int expected = 0;
     if (!__atomic_compare_exchange_n(&g_claim, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
-        __atomic_add_fetch(&g_stats.merged, 1, __ATOMIC_ACQ_REL); /* a dump is running */
-        errno = saved_errno;
-        return;
+        __atomic_add_fetch(&g_stats.merged, 1, __ATOMIC_ACQ_REL);
+        return 0;
     }
     if (!__atomic_load_n(&g_active, __ATOMIC_ACQUIRE) || gc_getpid() != g_cfg.pid) {
         release_claim(); /* uninstalled, or a forked child that did not re-install */
-        errno = saved_errno;
-        return;
+        return 0;
     }
-    uint64_t now = gc_now_ns();
-    const char *skip = NULL;
-    uint32_t *counter = NULL;
-    uint64_t last = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
-    if (g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >= g_cfg.max_cores) {
-        skip = "skipped max_cores";
-        counter = &g_stats.skipped_limit;
-    } else if (last && g_cfg.min_interval_ns && now - last < g_cfg.min_interval_ns) {
-        skip = "skipped min_interval";
-        counter = &g_stats.skipped_interval;
-    } else if (!enough_space()) {
-        skip = "skipped free_space";
-        counter = &g_stats.skipped_space;
-    }
+    int skip = guard(1);
     if (skip) {
-        __atomic_add_fetch(counter, 1, __ATOMIC_ACQ_REL);
-        event(skip, NULL, 0, 0, 0);
+        event(SKIPPED[skip], NULL, 0, 0, 0);
         release_claim();
-        errno = saved_errno;
-        return;
+        return 0;
     }
-    struct job j;
-    gc_memzero(&j, sizeof j);
-    stamp_note(g_cfg.note, g_cfg.note_len, g_cfg.note_time_offset);
-    int rc = start_dump(&j, sig, info, uc, g_cfg.note, g_cfg.note_len);
+    return 1;
+}
+
+/* Start a claimed dump; 0 when the snapshot child runs (counted), else the claim is released. */
+static int claimed_dump(struct job *j, int sig, siginfo_t *info, const void *uc,
+                        unsigned char *note, size_t note_len, int32_t first_tid)
+{
+    uint64_t now = gc_now_ns();
+    gc_memzero(j, sizeof *j);
+    int rc = start_dump(j, sig, info, uc, note, note_len, first_tid);
     if (rc == -EBUSY) {
         __atomic_add_fetch(&g_stats.merged, 1, __ATOMIC_ACQ_REL); /* a snapshot is under way */
         release_claim();
-        errno = saved_errno;
-        return;
+        return rc;
     }
     if (rc < 0) {
         __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
-        event("error", j.final, -rc, GC_STAGE_SETUP, 1);
+        event("error", j->final, -rc, GC_STAGE_SETUP, 1);
         release_claim();
-        errno = saved_errno;
-        return;
+        return rc;
     }
     __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
     __atomic_store_n(&g_stats.last_start_ns, now, __ATOMIC_RELEASE);
-    event("start", j.final, 0, 0, 0);
-    /* The reaper owns the job (and the claim) from here. */
-    if (gc_write(g_reaper_wfd, &j, sizeof j) != (long)sizeof j) {
-        struct gc_status st;
-        follow_child(&j, 0, 0, &st); /* cannot happen with a live reaper; never leave a zombie */
-        release_claim();
+    event("start", j->final, 0, 0, 0);
+    return 0;
+}
+
+static void trigger_handler(int sig, siginfo_t *info, void *uc)
+{
+    int saved_errno = errno;
+    struct job j;
+    if (claim_dump()) {
+        stamp_note(g_cfg.note, g_cfg.note_len, g_cfg.note_time_offset);
+        /* The reaper owns the job (and the claim) from here. */
+        if (claimed_dump(&j, sig, info, uc, g_cfg.note, g_cfg.note_len, 0) == 0 &&
+            gc_write(g_reaper_wfd, &j, sizeof j) != (long)sizeof j) {
+            struct gc_status st;
+            follow_child(&j, 0, 0, &st); /* cannot happen with a live reaper: no zombie */
+            release_claim();
+        }
     }
     errno = saved_errno;
 }
@@ -425,6 +452,210 @@ static int set_helper(const char *argv, size_t len)
     return 0;
 }
 
+/* A running dump to its end: reaped, published, the bundle helper run, Python told (through
+ * the notify pipe and a probe thread), the claim released. */
+static void finish_job(struct job *j);
+
+/* ---- the watchdog ----------------------------------------------------------------------- */
+
+enum { W_GIL, W_LOOP, W_HEARTBEAT, W_RSS };
+static const char *const W_REASONS[] = {"hang: gil", "hang: loop", "hang: heartbeat",
+                                        "memory: rss"};
+
+static struct {
+    uint64_t probe_sent_ns; /* a probe thread waits for the GIL since then (0: none) */
+    uint64_t probe_done_ns;
+    int quiesced;           /* interpreter exit: no more probe threads */
+    int wake;               /* Python has results to deliver, or a time zone to refresh */
+    uint64_t next_tz_ns;
+    int gil_episode;
+    uint64_t hb_ns;
+    int32_t hb_tid;
+    int hb_episode;
+    struct {
+        uint64_t beat_ns;
+        int32_t tid;
+        int armed, episode;
+    } loops[GC_WATCH_LOOPS];
+    uint64_t next_rss_ns;
+    int rss_episode;
+} g_w;
+
+#define TZ_REFRESH_NS 300000000000ull
+
+static int watching(void)
+{
+    return g_cfg.hang_timeout_ns || g_cfg.heartbeat_timeout_ns || g_cfg.rss_limit_bytes;
+}
+
+/* Fill a fixed-width placeholder of the note: text, then spaces (JSON whitespace). */
+static void fill_field(long off, size_t cap, const char *text, size_t len)
+{
+    if (off < 0 || (size_t)off + cap > g_cfg.watch_note_len) return;
+    unsigned char *d = g_cfg.watch_note + off;
+    for (size_t i = 0; i < cap; i++) d[i] = i < len ? (unsigned char)text[i] : ' ';
+}
+
+/* A stall or the memory limit: one core through the signal trigger's path, from this thread,
+ * with the stalled thread's notes first. value: stalled ns, or resident bytes. */
+static void watch_dump(int kind, int32_t first_tid, uint64_t value)
+{
+    if (kind == W_RSS)
+        __atomic_add_fetch(&g_stats.memory, 1, __ATOMIC_ACQ_REL);
+    else
+        __atomic_add_fetch(&g_stats.hangs, 1, __ATOMIC_ACQ_REL);
+    char text[GC_WATCH_DETAIL_CAP + 1];
+    size_t pos = 0;
+    gc_fmt_str(text, sizeof text, &pos, "\"");
+    gc_fmt_str(text, sizeof text, &pos, W_REASONS[kind]);
+    gc_fmt_str(text, sizeof text, &pos, "\"");
+    event("watch", W_REASONS[kind], (int64_t)value, 0, 1);
+    if (!claim_dump()) return;
+    fill_field(g_cfg.watch_note_reason_offset, GC_WATCH_REASON_CAP, text, pos);
+    pos = 0;
+    if (kind == W_RSS) {
+        gc_fmt_str(text, sizeof text, &pos, "{\"rss_bytes\":");
+        gc_fmt_u64(text, sizeof text, &pos, value);
+        gc_fmt_str(text, sizeof text, &pos, ",\"rss_limit\":");
+        gc_fmt_u64(text, sizeof text, &pos, g_cfg.rss_limit_bytes);
+    } else {
+        gc_fmt_str(text, sizeof text, &pos, "{\"stalled_seconds\":");
+        gc_fmt_u64(text, sizeof text, &pos, value / 1000000000ull);
+        gc_fmt_str(text, sizeof text, &pos, ".");
+        gc_fmt_u64_pad(text, sizeof text, &pos, value / 1000000ull % 1000, 3);
+        gc_fmt_str(text, sizeof text, &pos, ",\"tid\":");
+        gc_fmt_u64(text, sizeof text, &pos, (uint64_t)first_tid);
+    }
+    gc_fmt_str(text, sizeof text, &pos, "}");
+    fill_field(g_cfg.watch_note_detail_offset, GC_WATCH_DETAIL_CAP, text, pos);
+    stamp_note(g_cfg.watch_note, g_cfg.watch_note_len, g_cfg.watch_note_time_offset);
+    struct job j;
+    if (claimed_dump(&j, 0, NULL, NULL, g_cfg.watch_note, g_cfg.watch_note_len, first_tid) == 0)
+        finish_job(&j); /* this thread follows it: no other check runs meanwhile */
+}
+
+static void start_probe(uint64_t now)
+{
+    if (!g_cfg.start_probe || __atomic_load_n(&g_w.quiesced, __ATOMIC_ACQUIRE)) return;
+    __atomic_store_n(&g_w.probe_sent_ns, now, __ATOMIC_RELEASE);
+    if (g_cfg.start_probe() < 0) __atomic_store_n(&g_w.probe_sent_ns, 0, __ATOMIC_RELEASE);
+}
+
+/* Called every tick of the helper thread: stalls, memory, and Python's deliveries. */
+static void watch_tick(void)
+{
+    uint64_t now = gc_now_ns();
+    uint64_t sent = __atomic_load_n(&g_w.probe_sent_ns, __ATOMIC_ACQUIRE);
+    int32_t main_tid = g_cfg.pid;
+    if (now >= g_w.next_tz_ns) {
+        g_w.next_tz_ns = now + TZ_REFRESH_NS;
+        __atomic_store_n(&g_w.wake, 1, __ATOMIC_RELEASE);
+    }
+    uint64_t hang = g_cfg.hang_timeout_ns;
+    if (sent) {
+        /* Nobody could take the GIL since `sent`: a thread holds it and never lets go. */
+        if (hang && now - sent > hang && !g_w.gil_episode) {
+            g_w.gil_episode = 1;
+            watch_dump(W_GIL, main_tid, now - sent);
+        }
+    } else {
+        g_w.gil_episode = 0;
+        uint64_t period = hang / 4 < 1000000000ull ? hang / 4 : 1000000000ull;
+        uint64_t done = __atomic_load_n(&g_w.probe_done_ns, __ATOMIC_ACQUIRE);
+        if ((hang && now - done >= period) || __atomic_load_n(&g_w.wake, __ATOMIC_ACQUIRE))
+            start_probe(now);
+    }
+    for (int i = 0; hang && i < GC_WATCH_LOOPS; i++) {
+        if (!__atomic_load_n(&g_w.loops[i].armed, __ATOMIC_ACQUIRE)) continue;
+        uint64_t beat = __atomic_load_n(&g_w.loops[i].beat_ns, __ATOMIC_ACQUIRE);
+        if (now > beat && now - beat > hang && !__atomic_load_n(&g_w.loops[i].episode,
+                                                                __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&g_w.loops[i].episode, 1, __ATOMIC_RELEASE);
+            watch_dump(W_LOOP, __atomic_load_n(&g_w.loops[i].tid, __ATOMIC_ACQUIRE), now - beat);
+        }
+    }
+    uint64_t hb = __atomic_load_n(&g_w.hb_ns, __ATOMIC_ACQUIRE);
+    if (g_cfg.heartbeat_timeout_ns && hb && now > hb && now - hb > g_cfg.heartbeat_timeout_ns &&
+        !__atomic_load_n(&g_w.hb_episode, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&g_w.hb_episode, 1, __ATOMIC_RELEASE);
+        watch_dump(W_HEARTBEAT, __atomic_load_n(&g_w.hb_tid, __ATOMIC_ACQUIRE), now - hb);
+    }
+    if (g_cfg.rss_limit_bytes && now >= g_w.next_rss_ns) {
+        g_w.next_rss_ns = now + g_cfg.rss_interval_ns;
+        uint64_t rss = resident_bytes();
+        if (rss > g_cfg.rss_limit_bytes && !g_w.rss_episode) {
+            g_w.rss_episode = 1;
+            watch_dump(W_RSS, main_tid, rss);
+        } else if (rss < g_cfg.rss_limit_bytes / 10 * 9) {
+            g_w.rss_episode = 0;
+        }
+    }
+}
+
+int gc_trigger_probe_done(void)
+{
+    __atomic_add_fetch(&g_stats.probes, 1, __ATOMIC_ACQ_REL);
+    int wake = __atomic_exchange_n(&g_w.wake, 0, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&g_w.probe_done_ns, gc_now_ns(), __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.probe_sent_ns, 0, __ATOMIC_RELEASE);
+    return wake && __atomic_load_n(&g_active, __ATOMIC_ACQUIRE) &&
+           !__atomic_load_n(&g_w.quiesced, __ATOMIC_ACQUIRE);
+}
+
+void gc_trigger_quiesce(void) { __atomic_store_n(&g_w.quiesced, 1, __ATOMIC_RELEASE); }
+
+void gc_watch_heartbeat(int32_t tid)
+{
+    __atomic_store_n(&g_w.hb_tid, tid, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.hb_ns, gc_now_ns(), __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.hb_episode, 0, __ATOMIC_RELEASE);
+}
+
+int gc_watch_loop_beat(int slot, int32_t tid)
+{
+    if (slot < 0 || slot >= GC_WATCH_LOOPS) return -EINVAL;
+    __atomic_store_n(&g_w.loops[slot].tid, tid, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.loops[slot].beat_ns, gc_now_ns(), __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.loops[slot].episode, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_w.loops[slot].armed, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void gc_watch_loop_stop(int slot)
+{
+    if (slot >= 0 && slot < GC_WATCH_LOOPS)
+        __atomic_store_n(&g_w.loops[slot].armed, 0, __ATOMIC_RELEASE);
+}
+
+static void finish_job(struct job *j)
+{
+    struct gc_status last;
+    int rc = follow_child(j, g_cfg.timeout_ns, 1, &last);
+    struct gc_trigger_result res;
+    gc_memzero(&res, sizeof res);
+    res.kind = rc == 0 ? 1 : 2;
+    res.err = -rc;
+    res.stage = last.stage;
+    res.written = last.written;
+    res.total = last.total;
+    res.file_size = last.file_size;
+    res.elapsed_ns = gc_now_ns() - j->start_ns;
+    gc_memcopy(res.name, j->final,
+               sizeof res.name < sizeof j->final ? sizeof res.name : sizeof j->final);
+    if (rc == 0) {
+        event("done", j->final, 0, 0, 0);
+        if (g_helper_argc) run_helper(j);
+    } else {
+        __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
+        event("error", j->final, -rc, last.stage, 1);
+    }
+    if (g_cfg.notify_fd >= 0 && gc_write(g_cfg.notify_fd, &res, sizeof res) == sizeof res)
+        __atomic_store_n(&g_w.wake, 1, __ATOMIC_RELEASE); /* the next tick starts a probe */
+    release_claim();
+}
+
+/* The one native helper thread, named "gencore": follows signal dumps, runs the watchdog,
+ * gives new threads an alternate stack for the crash handler. It never needs the GIL. */
 static void *reaper_main(void *arg)
 {
     (void)arg;
@@ -434,43 +665,22 @@ static void *reaper_main(void *arg)
     sigemptyset(&mask);
     for (int i = 0; i < g_cfg.nsignals; i++) sigaddset(&mask, g_cfg.signals[i]);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
-    prctl(PR_SET_NAME, "gencore-reaper", 0, 0, 0); /* what debuggers show for this thread */
+    prctl(PR_SET_NAME, "gencore", 0, 0, 0); /* what debuggers show for this thread */
+    int tick_ms = g_altstacks ? 50 : watching() ? 100 : 1000;
+    g_w.next_tz_ns = gc_now_ns() + TZ_REFRESH_NS;
     struct job j;
     for (;;) {
-        if (g_altstacks) {
-            /* Every 50 ms: give threads started since an alternate stack for the crash handler. */
-            struct pollfd p = {g_reaper_rfd, POLLIN, 0};
-            long pr = gc_sys3(SYS_poll, &p, 1, 50);
-            if (pr == 0 || pr == -EINTR) {
-                gc_altstack_scan();
-                continue;
-            }
+        struct pollfd p = {g_reaper_rfd, POLLIN, 0};
+        long pr = gc_sys3(SYS_poll, &p, 1, tick_ms);
+        if (pr == 0 || pr == -EINTR) {
+            if (g_altstacks) gc_altstack_scan(); /* threads started since */
+            watch_tick();
+            continue;
         }
         long n = gc_read(g_reaper_rfd, &j, sizeof j);
         if (n == -EINTR) continue;
         if (n != (long)sizeof j) break; /* uninstall closed the pipe */
-        struct gc_status last;
-        int rc = follow_child(&j, g_cfg.timeout_ns, 1, &last);
-        struct gc_trigger_result res;
-        gc_memzero(&res, sizeof res);
-        res.kind = rc == 0 ? 1 : 2;
-        res.err = -rc;
-        res.stage = last.stage;
-        res.written = last.written;
-        res.total = last.total;
-        res.file_size = last.file_size;
-        res.elapsed_ns = gc_now_ns() - j.start_ns;
-        gc_memcopy(res.name, j.final, sizeof res.name < sizeof j.final ? sizeof res.name
-                                                                        : sizeof j.final);
-        if (rc == 0) {
-            event("done", j.final, 0, 0, 0);
-            if (g_helper_argc) run_helper(&j);
-        } else {
-            __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
-            event("error", j.final, -rc, last.stage, 1);
-        }
-        if (g_cfg.notify_fd >= 0) gc_write(g_cfg.notify_fd, &res, sizeof res);
-        release_claim();
+        finish_job(&j);
     }
     return NULL;
 }
@@ -497,18 +707,17 @@ static void say(const char *a, const char *b)
 
 static void crash_handler(int sig, siginfo_t *info, void *uc)
 {
+    int saved_errno = errno; /* restored on the one way out, as faulthandler does */
     int idx = crash_index(sig);
     int expected = 0;
     int first = __atomic_compare_exchange_n(&g_crashing, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE);
     if (first && __atomic_load_n(&g_active, __ATOMIC_ACQUIRE) && gc_getpid() == g_cfg.pid &&
-        !(g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >=
-                                 g_cfg.max_cores) &&
-        enough_space()) {
+        !guard(0)) {
         struct job j;
         gc_memzero(&j, sizeof j);
         stamp_note(g_cfg.crash_note, g_cfg.crash_note_len, g_cfg.crash_note_time_offset);
-        int rc = start_dump(&j, sig, info, uc, g_cfg.crash_note, g_cfg.crash_note_len);
+        int rc = start_dump(&j, sig, info, uc, g_cfg.crash_note, g_cfg.crash_note_len, 0);
         if (rc == 0) {
             __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
             event("start", j.final, 0, 0, 0);
@@ -547,24 +756,28 @@ static void crash_handler(int sig, siginfo_t *info, void *uc)
         sigaction(sig, &dfl, NULL);
     }
     if (!info || info->si_code <= 0) gc_sys3(SYS_tgkill, gc_getpid(), gc_gettid(), sig);
+    errno = saved_errno;
 }
 
 /* ---- install / uninstall ---------------------------------------------------------------- */
 
-static int map_notes(const struct gc_trigger_config *c, unsigned char **note,
-                     unsigned char **crash_note)
+/* The notes live in one private mapping left out of cores (they are in the GENCORE note). */
+static int map_notes(const struct gc_trigger_config *c)
 {
-    size_t size = (c->note_len + c->crash_note_len + 4095) & ~(size_t)4095;
+    size_t total = c->note_len + c->crash_note_len + c->watch_note_len;
+    size_t size = (total + 4095) & ~(size_t)4095;
     if (!size) size = 4096;
     void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return -errno;
     madvise(m, size, MADV_DONTDUMP);
     g_notes_map = m;
     g_notes_map_size = size;
-    *note = m;
-    *crash_note = (unsigned char *)m + c->note_len;
-    if (c->note_len) memcpy(*note, c->note, c->note_len);
-    if (c->crash_note_len) memcpy(*crash_note, c->crash_note, c->crash_note_len);
+    g_cfg.note = m;
+    g_cfg.crash_note = g_cfg.note + c->note_len;
+    g_cfg.watch_note = g_cfg.crash_note + c->crash_note_len;
+    if (c->note_len) memcpy(g_cfg.note, c->note, c->note_len);
+    if (c->crash_note_len) memcpy(g_cfg.crash_note, c->crash_note, c->crash_note_len);
+    if (c->watch_note_len) memcpy(g_cfg.watch_note, c->watch_note, c->watch_note_len);
     return 0;
 }
 
@@ -596,9 +809,11 @@ int gc_trigger_install(const struct gc_trigger_config *c)
         return rc;
     }
     g_cfg.helper_argv = NULL;
+    memset(&g_w, 0, sizeof g_w);
+    if (g_cfg.rss_limit_bytes && !g_cfg.rss_interval_ns) g_cfg.rss_interval_ns = 500000000ull;
     long page = (long)getauxval(AT_PAGESZ);
     g_page_size = page > 0 ? (uint64_t)page : 4096;
-    rc = map_notes(c, &g_cfg.note, &g_cfg.crash_note);
+    rc = map_notes(c);
     if (rc < 0) {
         release_claim();
         return rc;
@@ -717,23 +932,19 @@ void gc_trigger_after_fork_child(void)
     if (g_notes_map) munmap(g_notes_map, g_notes_map_size);
     g_notes_map = NULL;
     memset(&g_stats, 0, sizeof g_stats);
+    memset(&g_w, 0, sizeof g_w); /* no probe thread exists here */
     __atomic_store_n(&g_claim, 0, __ATOMIC_RELEASE);
 }
 
 int gc_trigger_claim_python(void)
 {
     /* A dump decided in Python (an unhandled exception) obeys the same guards. */
-    uint64_t now = gc_now_ns();
-    uint64_t last = __atomic_load_n(&g_stats.last_start_ns, __ATOMIC_ACQUIRE);
-    if (g_cfg.max_cores && __atomic_load_n(&g_stats.cores, __ATOMIC_ACQUIRE) >= g_cfg.max_cores) {
-        __atomic_add_fetch(&g_stats.skipped_limit, 1, __ATOMIC_ACQ_REL);
-        return 1;
-    }
-    if (last && g_cfg.min_interval_ns && now - last < g_cfg.min_interval_ns) {
-        __atomic_add_fetch(&g_stats.skipped_interval, 1, __ATOMIC_ACQ_REL);
-        return 2;
+    int skip = guard(1);
+    if (skip) {
+        event(SKIPPED[skip], NULL, 0, 0, 0);
+        return skip;
     }
     __atomic_add_fetch(&g_stats.cores, 1, __ATOMIC_ACQ_REL);
-    __atomic_store_n(&g_stats.last_start_ns, now, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_stats.last_start_ns, gc_now_ns(), __ATOMIC_RELEASE);
     return 0;
 }

@@ -36,12 +36,32 @@ struct gc_trigger_config {
      * the command, NUL-separated, to which the core's file name is appended; NULL for none */
     const char *helper_argv;
     size_t helper_argv_len;
+    /* The watchdog, in the same native thread as the reaper (0 disables each check). */
+    uint64_t hang_timeout_ns;      /* nobody can take the GIL, or a watched loop stalls */
+    uint64_t heartbeat_timeout_ns; /* gc_watch_heartbeat() not called for this long */
+    uint64_t rss_limit_bytes;      /* resident size above this: one core, again below 90% */
+    uint64_t rss_interval_ns;      /* how often the resident size is read */
+    /* The watchdog's GENCORE note: placeholders for the time (17 characters), the reason
+     * (GC_WATCH_REASON_CAP characters, a JSON string and padding) and what was seen
+     * (GC_WATCH_DETAIL_CAP characters, a JSON object and padding). */
+    unsigned char *watch_note;
+    size_t watch_note_len;
+    long watch_note_time_offset, watch_note_reason_offset, watch_note_detail_offset;
+    /* Starts a short-lived thread that takes the GIL, calls gc_trigger_probe_done() and
+     * lets Python run what gc_trigger_probe_done() asks for. Returns 0 or -errno. */
+    int (*start_probe)(void);
 };
+
+#define GC_WATCH_REASON_CAP 24
+#define GC_WATCH_DETAIL_CAP 64
+#define GC_WATCH_LOOPS 16
 
 struct gc_trigger_stats {
     uint32_t cores, merged, skipped_limit, skipped_interval, skipped_space, failed;
     uint64_t last_start_ns;
     uint32_t altstacks; /* threads whose crash handler runs on an alternate stack */
+    uint32_t hangs, memory; /* watchdog cores started (or skipped by a guard) */
+    uint32_t probes;        /* GIL probes that completed */
 };
 
 /* What the reaper tells the Python listener about each signal dump. */
@@ -62,6 +82,13 @@ void gc_trigger_after_fork_child(void);
 int gc_trigger_claim_python(void);
 void gc_trigger_get_stats(struct gc_trigger_stats *out);
 uint32_t gc_next_seq(void);
+/* The probe thread, holding the GIL: returns 1 when Python should deliver results (the
+ * notify pipe has records, or the time zone is due for a refresh). */
+int gc_trigger_probe_done(void);
+void gc_trigger_quiesce(void); /* interpreter exit: no more probes */
+void gc_watch_heartbeat(int32_t tid);
+int gc_watch_loop_beat(int slot, int32_t tid); /* -EINVAL: bad slot */
+void gc_watch_loop_stop(int slot);
 void gc_core_stem(char *buf, size_t cap, uint64_t t, int64_t tz, int pid, uint32_t seq);
 
 #endif

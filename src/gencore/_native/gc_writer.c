@@ -173,12 +173,12 @@ static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint3
     return h + 12 + ((namesz + 3) & ~3u);
 }
 
-static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t)
+static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t,
+                        int first)
 {
     unsigned char *d = note_add(nb, "CORE", NT_PRSTATUS, 336);
     if (!d) return -ENOMEM;
     const struct gc_snapshot *s = c->s;
-    int first = t == &s->threads[0];
     if (first) {
         *(int32_t *)(d + 0) = s->siginfo.signo;
         *(int32_t *)(d + 4) = s->siginfo.code;
@@ -361,17 +361,24 @@ static int build_notes(struct child *c, struct notebuf *nb)
 {
     const struct gc_snapshot *s = c->s;
     int rc;
-    /* The caller first: gdb selects it, pystack/py-spy read process-wide notes after it. */
-    if ((rc = add_prstatus(c, nb, &s->threads[0]))) return rc;
+    /* The caller first (or the thread the watchdog names): gdb selects it, pystack/py-spy
+     * read process-wide notes after it. */
+    uint32_t lead = 0;
+    for (uint32_t i = 1; s->first_tid && i < s->nthreads; i++)
+        if (s->threads[i].tid == s->first_tid &&
+            (s->threads[i].state == GC_T_PARKED || s->threads[i].state == GC_T_TIMEOUT))
+            lead = i;
+    if ((rc = add_prstatus(c, nb, &s->threads[lead], 1))) return rc;
     if ((rc = add_prpsinfo(c, nb))) return rc;
     if ((rc = add_siginfo(c, nb))) return rc;
     if ((rc = add_auxv(c, nb))) return rc;
     if ((rc = add_file(c, nb))) return rc;
-    if ((rc = add_fp(c, nb, &s->threads[0]))) return rc;
-    for (uint32_t i = 1; i < s->nthreads; i++) {
+    if ((rc = add_fp(c, nb, &s->threads[lead]))) return rc;
+    for (uint32_t i = 0; i < s->nthreads; i++) {
         const struct gc_thread *t = &s->threads[i];
-        if (t->state != GC_T_PARKED && t->state != GC_T_TIMEOUT) continue;
-        if ((rc = add_prstatus(c, nb, t))) return rc;
+        if (i == lead || (i > 0 && t->state != GC_T_PARKED && t->state != GC_T_TIMEOUT))
+            continue;
+        if ((rc = add_prstatus(c, nb, t, 0))) return rc;
         if ((rc = add_fp(c, nb, t))) return rc;
     }
     if ((rc = add_xsave_layout(nb))) return rc;
