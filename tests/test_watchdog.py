@@ -63,6 +63,8 @@ def test_a_thread_holding_the_gil_in_c_gets_one_core(tmp_path):
         assert core.threads[0].tid == result["main_tid"]  # gdb selects the stalled thread
     main = pystack_thread(cores[0], result["main_tid"])
     assert "Has the GIL" in main and "in stuck_in_c" in main, main
+    info = run([sys.executable, "-m", "gencore", "info", str(cores[0])]).stdout
+    assert "reason hang: gil" in info and "stalled 2." in info, info
     assert result["counters"]["hangs"] == 1 and result["counters"]["cores"] == 1
 
 
@@ -75,6 +77,14 @@ def test_an_asyncio_handler_blocking_the_loop_gets_one_core(tmp_path):
         assert core.threads[0].tid == result["main_tid"]
     main = pystack_thread(cores[0], result["main_tid"])
     assert "in blocking_handler" in main and "in serve_then_block" in main, main
+
+
+def test_stalls_shorter_than_the_timeout_give_no_core(tmp_path):
+    # the beat comes every 0.5 s: a 1.6 s stall must not look like a 2 s one
+    result, cores = watched(tmp_path, "--on-hang", "2", mode="loop", seconds=1.6)
+    assert cores == [] and result["counters"]["hangs"] == 0, result
+    result, cores = watched(tmp_path, "--on-hang", "2", mode="gil", seconds=1.6)
+    assert cores == [] and result["counters"]["hangs"] == 0, result
 
 
 def test_a_missed_heartbeat_gets_a_core_with_the_beating_thread_first(tmp_path):
@@ -95,6 +105,8 @@ def test_growing_past_the_rss_limit_gives_exactly_one_core(tmp_path):
         seen = core.metadata["watch"]
         assert seen["rss_limit"] == 300 << 20 and seen["rss_bytes"] > 300 << 20
     assert result["counters"]["memory"] == 1
+    info = run([sys.executable, "-m", "gencore", "info", str(cores[0])]).stdout
+    assert "reason memory: rss" in info and "past the limit of 300.0 MiB" in info, info
 
 
 def test_a_healthy_busy_service_gets_no_core_and_no_extra_thread(tmp_path):
@@ -193,3 +205,32 @@ def test_rss_limit_percentage_of_the_cgroup_limit_and_of_ram(tmp_path):
     ram = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1)) * 1024
     # no limit of its own here: half of the RAM (the page count rounds MemTotal slightly)
     assert abs(int(r.stdout) - ram // 2) < ram // 100, (r.stdout, ram)
+
+
+def test_install_with_every_trigger_adds_no_python_thread_and_uninstall_restores(tmp_path):
+    import asyncio
+    import asyncio.events
+    import threading
+
+    original = asyncio.events._set_running_loop
+    before = threading.enumerate()
+    gencore.install(
+        directory=tmp_path,
+        on_crash=True,
+        on_exception=True,
+        on_memory_error=True,
+        hang_timeout=5,
+        heartbeat_timeout=5,
+        rss_limit="90%",
+    )
+    try:
+        assert threading.enumerate() == before
+        assert asyncio.events._set_running_loop is not original  # loops are followed
+        assert asyncio.run(asyncio.sleep(0.01, result=7)) == 7
+        gencore.heartbeat()
+        counters = gencore.installed().counters
+        assert counters["hangs"] == 0 and counters["cores"] == 0
+    finally:
+        gencore.uninstall()
+    assert asyncio.events._set_running_loop is original
+    assert threading.enumerate() == before and not list(tmp_path.glob("*.core"))

@@ -241,13 +241,19 @@ def start_loops(hang_timeout: float) -> None:
 
 def stop_loops() -> None:
     """Uninstall: no more beats (a pending one finds its handle gone and does nothing; the
-    native slots go with the watchdog)."""
-    global _period
+    native slots go with the watchdog); asyncio's own function comes back unless someone
+    replaced ours since."""
+    global _period, _original_set_running_loop
     with _lock:
         _period = 0.0
         for _, w in _running.values():
             w.handle = None
         _running.clear()
+    events = sys.modules.get("asyncio.events")
+    if _original_set_running_loop is not None and events is not None:
+        if events._set_running_loop is _set_running_loop:
+            events._set_running_loop = _original_set_running_loop
+            _original_set_running_loop = None
 
 
 def watch_loop(loop: Any) -> None:

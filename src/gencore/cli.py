@@ -186,6 +186,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"written:  by gencore {meta.get('gencore')} (reason {meta.get('reason')}) "
             f"for Python {meta.get('python', {}).get('version')}"
         )
+        watch = meta.get("watch")
+        if isinstance(watch, dict) and "stalled_seconds" in watch:
+            print(f"watchdog: stalled {watch['stalled_seconds']:.1f} s (thread {watch.get('tid')})")
+        elif isinstance(watch, dict) and "rss_bytes" in watch:
+            print(
+                f"watchdog: resident {format_size(watch['rss_bytes'])} past the limit of "
+                f"{format_size(watch.get('rss_limit', 0))}"
+            )
         if meta.get("exception"):
             lines = str(meta["exception"].get("text", "")).strip().splitlines()
             print(f"exception: {lines[-1] if lines else meta['exception'].get('type')}")

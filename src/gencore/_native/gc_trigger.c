@@ -552,6 +552,8 @@ static void watch_tick(void)
         __atomic_store_n(&g_w.wake, 1, __ATOMIC_RELEASE);
     }
     uint64_t hang = g_cfg.hang_timeout_ns;
+    /* Probes and loop beats come every `period` (Python uses the same rule for beats). */
+    uint64_t period = hang / 4 < 1000000000ull ? hang / 4 : 1000000000ull;
     if (sent) {
         /* Nobody could take the GIL since `sent`: a thread holds it and never lets go. */
         if (hang && now - sent > hang && !g_w.gil_episode) {
@@ -560,18 +562,19 @@ static void watch_tick(void)
         }
     } else {
         g_w.gil_episode = 0;
-        uint64_t period = hang / 4 < 1000000000ull ? hang / 4 : 1000000000ull;
         uint64_t done = __atomic_load_n(&g_w.probe_done_ns, __ATOMIC_ACQUIRE);
         if ((hang && now - done >= period) || __atomic_load_n(&g_w.wake, __ATOMIC_ACQUIRE))
             start_probe(now);
     }
     for (int i = 0; hang && i < GC_WATCH_LOOPS; i++) {
         if (!__atomic_load_n(&g_w.loops[i].armed, __ATOMIC_ACQUIRE)) continue;
-        uint64_t beat = __atomic_load_n(&g_w.loops[i].beat_ns, __ATOMIC_ACQUIRE);
-        if (now > beat && now - beat > hang && !__atomic_load_n(&g_w.loops[i].episode,
-                                                                __ATOMIC_ACQUIRE)) {
+        /* The next beat was due `period` after the last one: the loop has run no callback
+         * since then at the latest, so a stall is reported only once it lasted `hang`. */
+        uint64_t due = __atomic_load_n(&g_w.loops[i].beat_ns, __ATOMIC_ACQUIRE) + period;
+        if (now > due && now - due > hang &&
+            !__atomic_load_n(&g_w.loops[i].episode, __ATOMIC_ACQUIRE)) {
             __atomic_store_n(&g_w.loops[i].episode, 1, __ATOMIC_RELEASE);
-            watch_dump(W_LOOP, __atomic_load_n(&g_w.loops[i].tid, __ATOMIC_ACQUIRE), now - beat);
+            watch_dump(W_LOOP, __atomic_load_n(&g_w.loops[i].tid, __ATOMIC_ACQUIRE), now - due);
         }
     }
     uint64_t hb = __atomic_load_n(&g_w.hb_ns, __ATOMIC_ACQUIRE);
