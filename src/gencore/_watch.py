@@ -185,7 +185,7 @@ def _started(loop: Any) -> None:
     """A loop starts running in this thread: watch it if it is the main thread's or asked."""
     if not _period:
         return
-    main = threading.current_thread() is threading.main_thread()
+    main = threading.get_ident() == threading.main_thread().ident  # no dummy Thread made
     if not (main or loop in _explicit):
         return
     with _lock:
