@@ -126,6 +126,22 @@ def rss_limit_bytes(limit: Optional[Limit]) -> int:
     return int(n)
 
 
+def size_bytes(value: Optional[Limit], name: str) -> int:
+    """A size argument (bytes, or ``"250M"``-style text) in bytes; None or 0: off.
+
+    Raises:
+        ValueError: negative, not a size; the message names the argument.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} must be bytes or a size like 250M, got {value!r}")
+    n = parse_size(value, name) if isinstance(value, str) else value
+    if not math.isfinite(n) or n < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return int(n)
+
+
 def seconds(value: Optional[float], name: str) -> float:
     """A timeout argument: None or 0 → 0 (off), else a positive finite number of seconds.
 
@@ -249,7 +265,7 @@ def stop_loops() -> None:
         for _, w in _running.values():
             w.handle = None
         _running.clear()
-    events = sys.modules.get("asyncio.events")
+    events: Any = sys.modules.get("asyncio.events")
     if _original_set_running_loop is not None and events is not None:
         if events._set_running_loop is _set_running_loop:
             events._set_running_loop = _original_set_running_loop
