@@ -34,6 +34,14 @@ def tool(name: str) -> str:
     return found
 
 
+def gencore_run_cmd(
+    program: str, directory: Path, *opts: str, mode: str, args: dict | None = None, pre=()
+) -> list[str]:
+    """``python [PRE] -m gencore run --directory DIR OPTS -- PROGRAM MODE ARGS_JSON``."""
+    cmd = [sys.executable, *pre, "-m", "gencore", "run", "--directory", str(directory), *opts]
+    return [*cmd, "--", program, mode, json.dumps(args or {})]
+
+
 def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, NO_COLOR="1")
     env.update(kw.pop("env", {}))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, real_python, run, tool
+from conftest import PROGRAMS, gencore_run_cmd, real_python, run, tool
 
 import gencore
 
@@ -22,20 +22,7 @@ PROGRAM = str(PROGRAMS / "triggered.py")
 def gencore_run(
     directory: Path, *opts: str, mode: str, args: dict | None = None, pre: tuple[str, ...] = ()
 ) -> list[str]:
-    return [
-        sys.executable,
-        *pre,
-        "-m",
-        "gencore",
-        "run",
-        "--directory",
-        str(directory),
-        *opts,
-        "--",
-        PROGRAM,
-        mode,
-        json.dumps(args or {}),
-    ]
+    return gencore_run_cmd(PROGRAM, directory, *opts, mode=mode, args=args, pre=pre)
 
 
 def cores(directory: Path, suffix: str = ".core") -> list[Path]:

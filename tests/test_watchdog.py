@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import real_python, run, tool
+from conftest import gencore_run_cmd, real_python, run, tool
 
 import gencore
 
@@ -23,19 +23,7 @@ PROGRAM = str(Path(__file__).parent / "programs" / "watched.py")
 
 
 def gencore_run(directory: Path, *opts: str, mode: str, **args) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gencore",
-        "run",
-        "--directory",
-        str(directory),
-        *opts,
-        "--",
-        PROGRAM,
-        mode,
-        json.dumps(args),
-    ]
+    return gencore_run_cmd(PROGRAM, directory, *opts, mode=mode, args=args)
 
 
 def watched(directory: Path, *opts: str, mode: str, **args) -> tuple[dict, list[Path]]:
