@@ -35,6 +35,7 @@ from .errors import (
     KernelCoreUnavailableError,
     NotDumpableError,
     UnsupportedPlatformError,
+    UploadError,
 )
 from .reader import CoreFile, open_core
 from .snapshot import (
@@ -80,6 +81,7 @@ __all__ = [
     "SnapshotReport",
     "ThreadReport",
     "UnsupportedPlatformError",
+    "UploadError",
     "__version__",
     "create_core",
     "create_core_async",

@@ -1,10 +1,15 @@
-"""The helper process: ``python -m gencore._helper bundle ...`` packs a core into a bundle.
+"""The helper process, outside the application's interpreter, at nice 10.
 
-It runs at nice 10 outside the application's interpreter (started by :mod:`gencore.bundle`,
-or by the native reaper after a signal dump while the GIL may be stuck), so the application
-only waits. The command line is built by :func:`bundle_argv`, its one definition; the C
-reaper appends the core's file name. Progress and the result are JSON lines on stdout; with
-``--events`` the outcome is also appended to the trigger's events file.
+- ``python -m gencore._helper bundle ...`` packs a core into a bundle (started by
+  :mod:`gencore.bundle`);
+- ``python -m gencore._helper finish ...`` does what the triggers ask after each core: the
+  bundle, the upload (see :mod:`gencore._upload`, with earlier files that are still
+  pending) and the directory's budget. The native ``gencore`` thread starts it after a
+  signal dump, while the GIL may be stuck.
+
+The command lines are built by :func:`bundle_argv` and :func:`finish_argv`, their one
+definitions; the caller appends the core's file name. Progress and the result are JSON lines
+on stdout; with ``--events`` the outcome is also appended to the trigger's events file.
 """
 
 from __future__ import annotations
@@ -48,6 +53,37 @@ def bundle_argv(
         argv.append("--remove-core")
     if events is not None:
         argv += ["--events", str(events)]
+    return argv
+
+
+def finish_argv(
+    python: str,
+    directory: Path,
+    *,
+    fmt: Optional[str],
+    pid: Optional[int],
+    events: Optional[Path],
+    upload: Optional[str],
+    keep_local: bool,
+    max_total: int,
+    keep_free: int,
+) -> list[str]:
+    """The ``finish`` helper's command line, without the core's file name."""
+    argv = [python, "-m", "gencore._helper", "finish", "--directory", str(directory)]
+    if fmt is not None:
+        argv += ["--format", fmt]
+    if pid is not None:
+        argv += ["--pid", str(pid)]
+    if events is not None:
+        argv += ["--events", str(events)]
+    if upload:
+        argv += ["--upload", upload]
+    if keep_local:
+        argv.append("--keep-local")
+    if max_total:
+        argv += ["--max-total", str(max_total)]
+    if keep_free:
+        argv += ["--keep-free", str(keep_free)]
     return argv
 
 
@@ -362,13 +398,13 @@ def _event(events: Optional[str], line: str) -> None:
         os.close(fd)
 
 
+def _say(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
 def _bundle_main(args: argparse.Namespace) -> int:
-    out = sys.stdout
-
-    def say(doc: dict[str, Any]) -> None:
-        out.write(json.dumps(doc) + "\n")
-        out.flush()
-
+    say = _say
     directory = Path(args.directory)
     core = directory / args.core
     final = directory / bundle_name(args.core, args.format)
@@ -401,6 +437,59 @@ def _bundle_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finish_main(args: argparse.Namespace) -> int:
+    """Bundle (if asked), upload (if asked, with what is still pending), keep the budget."""
+    from . import _upload
+
+    directory = Path(args.directory)
+    core = directory / args.core
+    rc = 0
+    result = core
+    if args.format:
+        args.remove_core = False
+        rc = _bundle_main(args)
+        bundle = directory / bundle_name(args.core, args.format)
+        result = bundle if rc == 0 else core
+
+    def log(line: str) -> None:
+        _say({"log": line})
+
+    if args.upload:
+        todo = [result] + [p for p in _upload.pending(directory) if p != result]
+        for path in todo:
+            if not path.exists():
+                continue
+            try:
+                url = _upload.upload_file(path, args.upload, keep_local=args.keep_local, log=log)
+            except Exception as e:
+                rc = 1
+                _say({"upload_error": str(e), "file": path.name})
+                _event(args.events, f"upload-error {path.name} {e}")
+                continue
+            if not args.keep_local:
+                _remove_loose_core(directory, path.name)
+            _say({"uploaded": url, "file": path.name})
+            _event(args.events, f"upload {path.name} {url}")
+    removed = _upload.enforce_budget(
+        directory, max_total=args.max_total, keep_free=args.keep_free, log=log
+    )
+    for p in removed:
+        _event(args.events, f"removed {p.name}")
+    _event(args.events, f"finished {args.core}")
+    return rc
+
+
+def _remove_loose_core(directory: Path, bundle: str) -> None:
+    """A bundle was uploaded and removed: the loose core it carries goes too."""
+    for fmt in ("tar.gz", "tar.zst"):
+        if bundle.endswith("." + fmt):
+            core = directory / (bundle[: -len(fmt) - 1] + ".core")
+            try:
+                core.unlink()
+            except OSError:
+                pass
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``python -m gencore._helper``."""
     ap = argparse.ArgumentParser(prog="python -m gencore._helper")
@@ -412,12 +501,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     b.add_argument("--remove-core", action="store_true")
     b.add_argument("--events")
     b.add_argument("core")
+    f = sub.add_parser("finish", help="after a triggered core: bundle, upload, budget")
+    f.add_argument("--directory", required=True)
+    f.add_argument("--format", choices=("tar.gz", "tar.zst"))
+    f.add_argument("--pid", type=int)
+    f.add_argument("--events")
+    f.add_argument("--upload")
+    f.add_argument("--keep-local", action="store_true")
+    f.add_argument("--max-total", type=int, default=0)
+    f.add_argument("--keep-free", type=int, default=0)
+    f.add_argument("core")
     args = ap.parse_args(argv)
     try:
         os.nice(10)
     except OSError:
         pass
-    return _bundle_main(args)
+    return _bundle_main(args) if args.job == "bundle" else _finish_main(args)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import errno as errno_mod
+import json
 import logging
 import os
 import select
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from . import _engine, _metadata
 from ._common import VERSION, PathLike, core_names, default_directory, format_size, tz_offset
@@ -30,6 +33,7 @@ from .errors import (
     CoreChildError,
     CoreDirectoryError,
     GencoreError,
+    UploadError,
     directory_error,
     exists_error,
     not_dumpable_error,
@@ -79,9 +83,14 @@ class SnapshotReport:
 
 
 class CorePath(PosixPath):
-    """A :class:`pathlib.Path` to a finished core, with the snapshot's :class:`SnapshotReport`."""
+    """A :class:`pathlib.Path` to a finished core, with the snapshot's :class:`SnapshotReport`.
+
+    ``url`` is the object's URL when the core was uploaded (``upload=``); the local file is
+    then gone unless ``keep_local=True``.
+    """
 
     report: Optional[SnapshotReport] = None
+    url: Optional[str] = None
 
 
 def make_stem(pid: Optional[int] = None) -> str:
@@ -488,3 +497,91 @@ def run(opts: CoreOptions) -> CorePath:
     if opts.method == "kernel":
         return kernel_core(opts)
     return wait_blocking(Job(opts))
+
+
+# -- uploads (upload=URL) -------------------------------------------------------------------
+
+_P = TypeVar("_P", bound=Path)
+
+
+def _upload_argv(path: Path, opts: CoreOptions) -> list[str]:
+    from ._helper import finish_argv
+
+    assert opts.upload is not None
+    argv = finish_argv(
+        sys.executable,
+        path.parent,
+        fmt=None,
+        pid=None,
+        events=None,
+        upload=opts.upload,
+        keep_local=opts.keep_local,
+        max_total=0,
+        keep_free=0,
+    )
+    return [*argv, path.name]
+
+
+def _uploaded(path: _P, stdout: bytes) -> _P:
+    """The helper's reply: the object's URL on ``path.url``, or the failure raised."""
+    for raw in stdout.splitlines():
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        if doc.get("file") != path.name:
+            continue  # an earlier pending file the helper uploaded on the way
+        if "uploaded" in doc:
+            path.url = doc["uploaded"]  # type: ignore[attr-defined]
+            return path
+        if "upload_error" in doc:
+            raise _upload_error(path, doc["upload_error"])
+    raise _upload_error(path, "the upload helper gave no result")
+
+
+def _upload_error(path: Path, message: str) -> UploadError:
+    err = UploadError(
+        f"{path.name} was written but not uploaded: {message}",
+        stage="upload",
+        advice=f"the file stays in {path.parent}; gencore upload --pending {path.parent} URL "
+        "tries again",
+    )
+    err.path = path
+    return err
+
+
+def upload(path: _P, opts: CoreOptions) -> _P:
+    """Upload a finished core or bundle when ``opts.upload`` asks for it (helper process)."""
+    if opts.upload is None:
+        return path
+    try:
+        p = subprocess.run(
+            _upload_argv(path, opts),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=opts.timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _upload_error(path, f"no answer within {opts.timeout:g} s") from None
+    return _uploaded(path, p.stdout)
+
+
+async def upload_async(path: _P, opts: CoreOptions) -> _P:
+    """:func:`upload` through the event loop."""
+    if opts.upload is None:
+        return path
+    proc = await asyncio.create_subprocess_exec(
+        *_upload_argv(path, opts),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), opts.timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return _uploaded(path, stdout)

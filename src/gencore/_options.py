@@ -33,6 +33,8 @@ class CoreOptionArgs(TypedDict, total=False):
     force: bool
     on_progress: Optional[ProgressCallback]
     method: str
+    upload: Optional[str]
+    keep_local: bool
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class CoreOptions:
     force: bool = False
     on_progress: Optional[ProgressCallback] = None
     method: str = "native"
+    upload: Optional[str] = None
+    keep_local: bool = False
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
     siginfo: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -83,6 +87,12 @@ class CoreOptions:
             core_names(self.name)
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be positive seconds or None, got {self.timeout!r}")
+        if self.upload is not None and (
+            not isinstance(self.upload, str) or "://" not in self.upload
+        ):
+            raise ValueError(
+                f"upload must be a URL such as s3://bucket/prefix/, got {self.upload!r}"
+            )
         if self.freeze_timeout < 0:
             raise ValueError(f"freeze_timeout must be >= 0 seconds, got {self.freeze_timeout!r}")
 

@@ -66,10 +66,12 @@ class BundlePath(PosixPath):
     """A :class:`pathlib.Path` to a finished bundle.
 
     ``report`` is the core's :class:`~gencore.SnapshotReport`; ``manifest`` the bundle's
-    manifest (what is in it, build-ids, sha256, missing files).
+    manifest (what is in it, build-ids, sha256, missing files); ``url`` the object's URL
+    when it was uploaded (``upload=``).
     """
 
     report: Optional[SnapshotReport] = None
+    url: Optional[str] = None
     manifest: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance
 
 
@@ -219,7 +221,7 @@ def collect_core(
     opts = CoreOptions.build(directory, options)
     core = _job.run(opts)
     # If bundling fails the core stays where it is: it is the valuable part.
-    return bundle_core(
+    bundle = bundle_core(
         core,
         format=format,
         keep_core=keep_core,
@@ -227,6 +229,7 @@ def collect_core(
         timeout=opts.timeout,
         on_progress=opts.on_progress,
     )
+    return _job.upload(bundle, opts)  # the bundle is what goes (with upload=)
 
 
 async def collect_core_async(
@@ -266,7 +269,7 @@ async def collect_core_async(
             await proc.wait()
             _remove_partial(core, format)
         raise
-    return reply.finish(rc, stderr, core.report)
+    return await _job.upload_async(reply.finish(rc, stderr, core.report), opts)
 
 
 def start_collect(
@@ -289,6 +292,9 @@ def start_collect(
 
     def work() -> BundlePath:
         core = _job.wait_blocking(job)
-        return bundle_core(core, format=format, keep_core=keep_core, pid=pid, timeout=opts.timeout)
+        bundle = bundle_core(
+            core, format=format, keep_core=keep_core, pid=pid, timeout=opts.timeout
+        )
+        return _job.upload(bundle, opts)
 
     return in_thread(work, callback, "gencore-collect")

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ._common import BUNDLE_FORMATS, format_size
+from ._common import BUNDLE_FORMATS, format_size, stem_of
 from .errors import CoreFormatError, GencoreError
 from .reader import CoreFile, open_core
 
@@ -329,7 +330,14 @@ def cmd_debug(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     with tempfile.TemporaryDirectory(prefix="gencore-debug-") as tmp:
-        ex = extract_bundle(args.bundle, tmp)
+        bundle = args.bundle
+        if "://" in bundle and not bundle.startswith("file://"):
+            from ._upload import fetch
+
+            bundle = str(fetch(bundle, Path(tmp)))  # a bundle in object storage
+        elif bundle.startswith("file://"):
+            bundle = bundle[len("file://") :]
+        ex = extract_bundle(bundle, Path(tmp) / "x")
         if ex.executable is None:
             print("gencore: the bundle has no executable; tools will guess it", file=sys.stderr)
         cmd = debug_command(ex, args.tool, extra)
@@ -340,6 +348,51 @@ def cmd_debug(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             print(f"gencore: {args.tool} is not installed", file=sys.stderr)
             return 1
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from ._upload import pending, upload_file
+    from .errors import UploadError
+
+    if args.pending:
+        if len(args.files) != 1:
+            print("gencore upload --pending DIR URL: one directory", file=sys.stderr)
+            return 2
+        files = pending(Path(args.files[0]))
+        if not files:
+            print(f"gencore: nothing pending in {args.files[0]}", file=sys.stderr)
+    else:
+        files = [Path(f) for f in args.files]
+    rc = 0
+    for f in files:
+        try:
+            print(upload_file(f, args.url, keep_local=args.keep_local, log=_stderr))
+        except (UploadError, OSError) as e:
+            print(f"gencore: {f}: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def _stderr(line: str) -> None:
+    print(f"gencore: {line}", file=sys.stderr)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from ._upload import list_cores
+
+    docs = list_cores(args.url)
+    if args.json:
+        json.dump(docs, sys.stdout, indent=1)
+        print()
+        return 0
+    for d in docs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.get("time") or 0))
+        print(
+            f"{when}  {d.get('host', '?'):<20} pid {d.get('pid', '?'):<8} "
+            f"{str(d.get('reason', '?')):<16} {format_size(d.get('size', 0)):>10}  "
+            f"{d.get('object')}"
+        )
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -410,7 +463,6 @@ def _follow_trigger(
     args: argparse.Namespace, state: dict[str, Any], events: Any, directory: Path
 ) -> int:
     """Follow the events of one triggered dump (see cmd_trigger)."""
-    import time
 
     from .triggers import process_alive
 
@@ -451,11 +503,20 @@ def _follow_trigger(
                     progress.end()
                     core_done = True
                     print(directory / name)
-                    if not state.get("collect"):
+                    if not state.get("collect") and not state.get("upload"):
                         return 0
                 elif word == "bundle" and core_done:
                     print(directory / parts[0])
-                    return 0
+                    if not state.get("upload"):
+                        return 0
+                elif word == "upload" and core_done and len(parts) > 1:
+                    if name is not None and parts[0].startswith(stem_of(name)):
+                        print(parts[1])
+                        return 0
+                elif word == "upload-error" and core_done and parts:
+                    if name is not None and parts[0].startswith(stem_of(name)):
+                        print(f"gencore: the upload failed: {rest}", file=sys.stderr)
+                        return 1
                 elif word == "bundle-error" and core_done:
                     print(f"gencore: bundling failed: {rest}", file=sys.stderr)
                     return 1
@@ -485,8 +546,6 @@ def _after_exit(
 ) -> int:
     """The target exited during its dump: its snapshot child lives on and publishes the
     core (``.NAME.partial`` renamed to NAME) or removes the partial file on failure."""
-    import time
-
     if name is None:
         print(f"gencore: process {pid} exited before it started a core", file=sys.stderr)
         return 1
@@ -532,6 +591,10 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
         heartbeat_timeout=args.heartbeat_timeout,
         rss_limit=args.on_rss,
         on_memory_error=args.on_memory_error,
+        upload=args.upload,
+        keep_local=args.keep_local,
+        max_total=args.max_total,
+        keep_free=args.keep_free,
     )
 
 
@@ -689,8 +752,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="skip a core unless SIZE stays free beyond the process's resident size",
     )
+    r.add_argument(
+        "--upload",
+        metavar="URL",
+        help="upload each core (or bundle) to URL/<hostname>/ (s3://, gs://, az://, file://)",
+    )
+    r.add_argument("--keep-local", action="store_true", help="keep the local file after upload")
+    r.add_argument(
+        "--max-total", type=_size_arg, default=0, metavar="SIZE", help="core directory budget"
+    )
+    r.add_argument(
+        "--keep-free",
+        type=_size_arg,
+        default=0,
+        metavar="SIZE",
+        help="remove the oldest cores to keep SIZE free on the core directory's file system",
+    )
     r.add_argument("program", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_run)
+    u = sub.add_parser(
+        "upload",
+        help="upload cores or bundles to object storage",
+        description="Upload FILE... to URL/<hostname>/ with a JSON manifest each, removing "
+        "the local files (unless --keep-local); --pending DIR URL uploads what a failed "
+        "upload left in DIR.",
+    )
+    u.add_argument("files", nargs="+", metavar="FILE")
+    u.add_argument("url")
+    u.add_argument("--pending", action="store_true", help="FILE is a core directory")
+    u.add_argument("--keep-local", action="store_true")
+    u.set_defaults(func=cmd_upload)
+    ls = sub.add_parser("ls", help="list the cores under an object-storage URL (newest first)")
+    ls.add_argument("url")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
     return ap
 
 

@@ -121,6 +121,13 @@ class BundleError(GencoreError):
     """Building or reading a bundle failed."""
 
 
+class UploadError(GencoreError):
+    """An upload to object storage failed; the local file is kept (``path``, when the
+    failure followed a core written with ``upload=``)."""
+
+    path: Optional[Path] = None
+
+
 def describe_errno(code: Optional[int]) -> str:
     """Return ``"ENOSPC (No space left on device)"`` style text for an errno value."""
     if not code:

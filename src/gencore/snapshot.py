@@ -70,6 +70,12 @@ def create_core(
             ``$GENCORE_FREEZE_SIGNAL``).
         force: write a core even if the process is marked non-dumpable.
         on_progress: called as ``on_progress(written, total)`` while the core is written.
+        upload: an fsspec URL (``s3://bucket/prefix/``, ``gs://...``, ``file:///...``, with
+            ``gencore[s3]`` & co. installed): once complete, the core is uploaded by a helper
+            process to ``URL/<hostname>/<name>`` with a JSON manifest, and the local file is
+            removed; the returned path's ``url`` is the object's URL. A failed upload raises
+            ``UploadError`` (a :class:`GencoreError`) whose ``path`` is the kept local file.
+        keep_local: keep the local file after the upload.
         method: ``"native"`` (default): the snapshot child writes the core itself.
             ``"kernel"``: the original technique, a forked copy of this thread crashes with
             SIGSEGV in a private directory and the kernel writes its core; only the calling
@@ -85,7 +91,8 @@ def create_core(
         GencoreError: a subclass saying what failed, with ``errno``, ``stage`` and advice.
         ValueError: an option has an impossible value (nothing was forked).
     """
-    return _job.run(CoreOptions.build(directory, options))
+    opts = CoreOptions.build(directory, options)
+    return _job.upload(_job.run(opts), opts)
 
 
 async def create_core_async(
@@ -98,7 +105,8 @@ async def create_core_async(
     task kills the snapshot child and removes the partial file. ``method="kernel"`` is not
     available here.
     """
-    return await _job.wait_async(_job.Job(CoreOptions.build(directory, options)))
+    opts = CoreOptions.build(directory, options)
+    return await _job.upload_async(await _job.wait_async(_job.Job(opts)), opts)
 
 
 def start_core(
@@ -119,8 +127,9 @@ def start_core(
     future's ``child_pid`` attribute is the snapshot child's pid, ``path`` the core's path
     once it is published.
     """
-    job = _job.Job(CoreOptions.build(directory, options))
-    fut = in_thread(lambda: _job.wait_blocking(job), callback, "gencore-wait")
+    opts = CoreOptions.build(directory, options)
+    job = _job.Job(opts)
+    fut = in_thread(lambda: _job.upload(_job.wait_blocking(job), opts), callback, "gencore-wait")
     fut.child_pid = job.child_pid  # type: ignore[attr-defined]
     fut.path = job.path  # type: ignore[attr-defined]
     return fut

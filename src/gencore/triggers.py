@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import traceback
@@ -41,7 +42,7 @@ from ._common import (
     format_size,
     tz_offset,
 )
-from ._helper import bundle_argv, bundle_name
+from ._helper import bundle_name, finish_argv
 from ._options import CoreOptions, freeze_signal
 from .errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 
@@ -71,6 +72,10 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
+    upload: Optional[str] = None
+    keep_local: bool = False
+    max_total: int = 0
+    keep_free: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -206,6 +211,10 @@ def install(
     rss_limit: Optional[_watch.Limit] = None,
     rss_interval: float = 0.5,
     on_memory_error: bool = False,
+    upload: Optional[str] = None,
+    keep_local: bool = False,
+    max_total: Optional[_watch.Limit] = None,
+    keep_free: Optional[_watch.Limit] = None,
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -247,6 +256,15 @@ def install(
         rss_interval: seconds between two reads of the resident size.
         on_memory_error: a core (reason ``memory: error``) when a MemoryError goes
             unhandled, even without ``on_exception``.
+        upload: an fsspec URL (``s3://bucket/prefix/``, ``gs://...``, ``file:///...``): each
+            core (its bundle with ``collect``) goes to ``URL/<hostname>/<name>`` with a JSON
+            manifest next to it, from the helper process, and the local copy is removed;
+            a failed upload leaves the file in place, is an ``upload-error`` event, and is
+            retried after the next core (or with ``gencore upload --pending``).
+        keep_local: keep the local file after a successful upload.
+        max_total, keep_free: after each core, remove the oldest gencore files in the
+            directory until they total at most ``max_total`` and the file system has
+            ``keep_free`` free (bytes or sizes such as ``"250M"``); never the newest one.
 
     Each stall or crossing gives one core, whatever its length; every trigger obeys
     ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
@@ -265,6 +283,12 @@ def install(
     interval = _watch.seconds(rss_interval, "rss_interval")
     if rss and not interval:
         raise ValueError("rss_interval must be positive when rss_limit is set")
+    budget = {
+        name: _watch.size_bytes(value, name)
+        for name, value in (("max_total", max_total), ("keep_free", keep_free))
+    }
+    if upload is not None and (not isinstance(upload, str) or "://" not in upload):
+        raise ValueError(f"upload must be a URL such as s3://bucket/prefix/, got {upload!r}")
     kwargs: dict[str, Any] = dict(
         signals=_signal_numbers(signals),
         directory=directory,
@@ -286,6 +310,9 @@ def install(
         rss_limit=rss,
         rss_interval=interval,
         on_memory_error=on_memory_error,
+        upload=upload,
+        keep_local=keep_local,
+        **budget,
     )
     CoreOptions(filter=filter, freeze_timeout=freeze_timeout, timeout=timeout).validate()
     with _lock:
@@ -348,10 +375,8 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
     crash_note, crash_off = _note("crash")
     watch_note, watch_time, watch_reason, watch_detail = _watch_note()
     helper = None
-    if kw["collect"] and sys.executable:
-        argv = bundle_argv(
-            sys.executable, directory, kw["format"], os.getpid(), events=st.events_file
-        )
+    argv = _finish_argv(kw, directory, st.events_file)
+    if argv is not None:
         helper = b"".join(os.fsencode(a) + b"\0" for a in argv)
     try:
         _engine.native.trigger_install(
@@ -381,6 +406,27 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
             stage="install",
             advice=ADVICE_FREEZE_SIGNAL,
         ) from None
+
+
+def _finish_argv(
+    kw: dict[str, Any], directory: Path, events: Optional[Path]
+) -> Optional[list[str]]:
+    """The helper run after each core (bundle, upload, budget), or None when none is due."""
+    if not (kw["collect"] or kw["upload"] or kw["max_total"] or kw["keep_free"]):
+        return None
+    if not sys.executable:
+        return None
+    return finish_argv(
+        sys.executable,
+        directory,
+        fmt=kw["format"] if kw["collect"] else None,
+        pid=os.getpid(),
+        events=events,
+        upload=kw["upload"],
+        keep_local=kw["keep_local"],
+        max_total=kw["max_total"],
+        keep_free=kw["keep_free"],
+    )
 
 
 def _trigger_args(
@@ -436,6 +482,7 @@ def _announce(st: _State, fsig: int) -> None:
         "hang_timeout": st.config.hang_timeout,
         "heartbeat_timeout": st.config.heartbeat_timeout,
         "rss_limit": st.config.rss_limit,
+        "upload": st.config.upload,
     }
     tmp = st.state_file.with_name(f".{st.state_file.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -567,25 +614,53 @@ def _deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
     """Bundle if asked (unless the helper process did), then call on_core (from the
     ``gencore-deliver`` thread, or the thread with the unhandled exception)."""
     result = path
-    if config.collect and bundled:
+    argv = _finish_argv(_state.kwargs, config.directory, _state.events_file)
+    if argv is not None and not bundled:
+        # a core written from Python (an exception): the same helper as after a signal dump
+        try:
+            subprocess.run(
+                [*argv, path.name],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=600,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _append_event(f"bundle-error {e}")
+            log.error("the helper after %s failed: %s", path, e)
+    if config.collect:
         bundle = path.with_name(bundle_name(path.name, config.format))
         result = bundle if bundle.exists() else path
-    elif config.collect:
-        from .bundle import bundle_core
-
-        try:
-            result = bundle_core(path, format=config.format, keep_core=True, pid=os.getpid())
-            _append_event(f"bundle {result.name}")
-            log.info("bundle %s written", result)
-        except GencoreError as e:
-            _append_event("bundle-error " + str(e).replace("\n", " "))
-            log.error("bundling %s failed: %s", path, e)
+    if argv is not None:
+        _log_helper_events(path)
     cb = _state.on_core
     if cb is not None:
         try:
             cb(result)
         except Exception:
             log.exception("on_core callback failed")
+
+
+def _log_helper_events(core: Path) -> None:
+    """The helper's outcome for this core (uploads, removals, bundles) to the logger; the
+    events file has it already."""
+    try:
+        lines = _state.events_file.read_text().splitlines() if _state.events_file else []
+    except OSError:
+        return
+    stem = core.name[: -len(".core")] if core.name.endswith(".core") else core.name
+    start = max((i for i, x in enumerate(lines) if x == f"done {core.name}"), default=0)
+    for line in lines[start:]:
+        word, _, rest = line.partition(" ")
+        if word == "upload" and rest.startswith(stem):
+            log.info("%s uploaded to %s", *rest.split(" ", 1))
+        elif word in ("upload-error", "bundle-error"):
+            log.error("%s: %s", word, rest)
+        elif word == "removed":
+            log.info("%s removed to keep the core directory's budget", rest)
+        elif word == "finished" and rest == core.name:
+            break
 
 
 def _drain(st: _State) -> list[tuple[Any, ...]]:

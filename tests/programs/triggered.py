@@ -8,6 +8,7 @@ burst      100 signals in a burst against install(max_cores=..., min_interval=..
 uninstall  install/uninstall restore every handler and hook
 fork       a forked child gets triggers of its own
 exit       exits as soon as a core is being written (200 MiB resident: the write takes a while)
+budget     five signal cores of about 100 MiB under install(max_total="250M")
 """
 
 import ctypes
@@ -198,6 +199,24 @@ elif mode == "exit":
     ):
         time.sleep(0.001)
     sys.exit(0)  # atexit removes the state and events files; the snapshot child carries on
+
+elif mode == "budget":
+    import gencore
+
+    cfg = gencore.install(directory=args["dir"], max_total="250M", min_interval=0)
+    ballast = bytearray(os.urandom(1 << 20) * 80)  # incompressible, resident
+    workers(2)
+    events = cfg.state_file.with_suffix(".events")
+    seen = []
+    for i in range(5):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        deadline = time.time() + 120
+        while time.time() < deadline and open(events).read().count("finished ") <= i:
+            time.sleep(0.05)
+        names = sorted(n for n in os.listdir(args["dir"]) if n.startswith("core_"))
+        total = sum(os.stat(os.path.join(args["dir"], n)).st_blocks * 512 for n in names)
+        seen.append({"names": names, "total": total})
+    print(json.dumps({"seen": seen, "events": open(events).read()}), flush=True)
 
 elif mode == "mixed":
     # signal dumps racing with create_core() from a Python thread: the signal may even land

@@ -151,3 +151,46 @@ def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
     assert "refused:" in out and "free-threaded" in out, out
     assert "native imported: False" in out
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4096", 4096), ("300M", 300 << 20), ("2G", 2 << 30), ("1.5GiB", 3 << 29), ("64k", 65536)],
+)
+def test_sizes_in_binary_units(text, size):
+    from gencore import _watch
+
+    assert _watch.parse_size(text, "max_total") == size
+    assert _watch.size_bytes(text, "max_total") == size
+
+
+@pytest.mark.parametrize("bad", ["lots", "-5M", "5X", "", "1e9"])
+def test_bad_sizes_name_the_argument(bad):
+    from gencore import _watch
+
+    with pytest.raises(ValueError, match="keep_free"):
+        _watch.size_bytes(bad, "keep_free")
+
+
+def test_gencore_file_names_and_pending(tmp_path):
+    from gencore import _upload
+
+    names = [
+        "core_20261202.101500.42.001.core",
+        "core_20261202.101500.42.001.tar.gz",  # the bundle of the core above: it goes instead
+        "core_20261202.101501.42.002.core",
+        ".core_20261202.101502.42.003.core.partial",  # being written
+        "core_20261202.101503.42.004.tar.zst",
+        "notes.txt",
+    ]
+    for i, n in enumerate(names):
+        (tmp_path / n).write_bytes(b"x" * 10)
+        os.utime(tmp_path / n, (1000 + i, 1000 + i))
+    (tmp_path / ".core_20261202.101503.42.004.tar.zst.uploaded").write_text("s3://x\n")
+    assert [p.name for p in _upload.pending(tmp_path)] == [names[1], names[2]]
+    removed = _upload.enforce_budget(tmp_path, max_total=1)
+    # oldest first, never the newest gencore file, never the partial one or other files
+    assert [p.name for p in removed] == [names[0], names[1], names[2]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names[3], names[4], names[5], ".core_20261202.101503.42.004.tar.zst.uploaded"]
+    )

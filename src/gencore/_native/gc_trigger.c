@@ -645,16 +645,18 @@ static void finish_job(struct job *j)
     res.elapsed_ns = gc_now_ns() - j->start_ns;
     gc_memcopy(res.name, j->final,
                sizeof res.name < sizeof j->final ? sizeof res.name : sizeof j->final);
-    if (rc == 0) {
-        event("done", j->final, 0, 0, 0);
-        if (g_helper_argc) run_helper(j);
-    } else {
+    if (rc != 0) {
         __atomic_add_fetch(&g_stats.failed, 1, __ATOMIC_ACQ_REL);
         event("error", j->final, -rc, last.stage, 1);
+    } else {
+        event("done", j->final, 0, 0, 0);
     }
+    /* The core is out: the next trigger may dump while the helper bundles or uploads this
+     * one (its job waits in the pipe until this thread is back). */
+    release_claim();
+    if (rc == 0 && g_helper_argc) run_helper(j);
     if (g_cfg.notify_fd >= 0 && gc_write(g_cfg.notify_fd, &res, sizeof res) == sizeof res)
         __atomic_store_n(&g_w.wake, 1, __ATOMIC_RELEASE); /* the next tick starts a probe */
-    release_claim();
 }
 
 /* The one native helper thread, named "gencore": follows signal dumps, runs the watchdog,
