@@ -147,10 +147,10 @@ def _verify(fs: Any, key: str, path: Path) -> None:
 
 
 def _put_options(fs: Any) -> dict[str, Any]:
-    """Backend options of ``put_file``: S3 sends a large file in 16 MiB parts, 8 at a time
-    (s3fs's default is one 50 MiB part after the other)."""
+    """Backend options of ``put_file``: S3 sends a large file in 16 MiB parts (s3fs's
+    default is 50 MiB)."""
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return {"max_concurrency": 8, "chunksize": 16 << 20} if "s3" in protocols else {}
+    return {"chunksize": 16 << 20} if "s3" in protocols else {}
 
 
 def upload_file(
@@ -174,14 +174,19 @@ def upload_file(
     target = _qualified(fs, key)
     manifest = manifest_of(path, {**(extra or {}), "object": target})
     error: Optional[BaseException] = None
+    try:
+        exists = fs.exists(key)
+    except Exception as e:  # unreachable: the attempts below say so
+        exists, error = False, e
+    if exists:
+        raise UploadError(
+            f"{target} exists already: not overwritten",
+            stage="upload",
+            advice="remove the object or upload to another prefix",
+        )
     for attempt in range(RETRIES):
         try:
-            if fs.exists(key):
-                raise UploadError(
-                    f"{target} exists already: not overwritten",
-                    stage="upload",
-                    advice="remove the object or upload to another prefix",
-                )
+            # an attempt that failed half-way may have left the object: it is ours to replace
             fs.makedirs(f"{root}/{host}", exist_ok=True)
             fs.put_file(str(path), key, **_put_options(fs))  # streamed, multipart on S3
             _verify(fs, key, path)
