@@ -32,11 +32,13 @@ from .errors import (
     CoreWriteError,
     FreezeError,
     GencoreError,
+    HeapUnavailableError,
     KernelCoreUnavailableError,
     NotDumpableError,
     UnsupportedPlatformError,
     UploadError,
 )
+from .heap import Census, Referrers, TypeDiff, TypeStat
 from .reader import CoreFile, open_core
 from .snapshot import (
     CorePath,
@@ -77,7 +79,12 @@ __all__ = [
     "CoreWriteError",
     "FreezeError",
     "GencoreError",
+    "HeapUnavailableError",
     "NotDumpableError",
+    "Census",
+    "Referrers",
+    "TypeDiff",
+    "TypeStat",
     "SnapshotReport",
     "ThreadReport",
     "UnsupportedPlatformError",

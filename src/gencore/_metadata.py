@@ -17,6 +17,8 @@ import time
 from types import FrameType
 from typing import Any, Optional
 
+from . import _heaplayout
+
 FORMAT_VERSION = 1
 MAX_FRAMES = 2000  # per thread; deeper stacks keep the innermost frames
 
@@ -80,8 +82,13 @@ def build_note(
     version: str,
     with_stacks: bool,
     extra: Optional[dict[str, Any]] = None,
+    heap_counts: bool = True,
 ) -> bytes:
-    """The JSON document stored in the GENCORE note."""
+    """The JSON document stored in the GENCORE note.
+
+    ``heap`` holds what ``gencore heap`` needs to walk the objects offline; ``heap_counts``
+    adds the collector's counters at this moment (left out of notes prepared in advance).
+    """
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "gencore": version,
@@ -101,6 +108,9 @@ def build_note(
             for t in threading.enumerate()
         ],
     }
+    doc["heap"] = dict(_heaplayout.layout())
+    if heap_counts and "gc_heads" in doc["heap"]:
+        doc["heap"]["counts"] = _heaplayout.counts()
     if with_stacks:
         doc["stacks"] = python_stacks()
     if extra:

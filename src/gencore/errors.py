@@ -24,6 +24,7 @@ __all__ = [
     "CoreWriteError",
     "FreezeError",
     "GencoreError",
+    "HeapUnavailableError",
     "KernelCoreUnavailableError",
     "NotDumpableError",
     "UnsupportedPlatformError",
@@ -111,6 +112,11 @@ class CoreChildError(GencoreError):
 
 class CoreFormatError(GencoreError):
     """A file given to the reader is not a core gencore can read."""
+
+
+class HeapUnavailableError(GencoreError):
+    """The core does not say how to walk its Python heap (kernel cores, cores of free-threaded
+    or debug interpreters): ``gencore heap`` cannot census it."""
 
 
 class KernelCoreUnavailableError(GencoreError):

@@ -15,10 +15,13 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Optional
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Optional
 
 from ._common import PathLike
 from .errors import CoreFormatError, GencoreError
+
+if TYPE_CHECKING:
+    from .heap import Census, Referrers
 
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
@@ -137,6 +140,22 @@ class CoreFile:
     def python_stacks(self) -> list[dict[str, Any]]:
         """Python stacks stored by gencore (innermost frame first), or ``[]``."""
         return list(self.metadata.get("stacks", []))
+
+    def heap(self, largest: int = 0, show_values: bool = False) -> Census:
+        """Census of the objects in this core's Python heap, by type (see :mod:`gencore.heap`).
+
+        Iterate it for ``(type, count, bytes)``; ``.since(older)`` and ``.referrers(type)``
+        answer what grew and who holds it.
+        """
+        from .heap import census
+
+        return census(self, largest=largest, show_values=show_values)
+
+    def heap_referrers(self, type_name: str) -> Referrers:
+        """Which types hold references to objects of ``type_name`` (``"__main__.Order"``)."""
+        from .heap import referrers
+
+        return referrers(self, type_name)
 
     @property
     def incomplete_threads(self) -> list[int]:

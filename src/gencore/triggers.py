@@ -157,7 +157,9 @@ def process_alive(pid: int, start_time: Optional[int]) -> bool:
 
 def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, int]:
     doc = json.loads(
-        _metadata.build_note(reason=reason, version=VERSION, with_stacks=False, extra=extra)
+        _metadata.build_note(
+            reason=reason, version=VERSION, with_stacks=False, extra=extra, heap_counts=False
+        )
     )
     doc["time"] = 0.0
     raw = json.dumps(doc, separators=(",", ":"))

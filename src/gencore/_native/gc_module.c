@@ -393,6 +393,23 @@ static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
     return PyLong_FromUnsignedLong(gc_next_seq());
 }
 
+PyDoc_STRVAR(gc_list_tail_doc,
+             "gc_list_tail() -> int\n\n"
+             "The _gc_next word of a list object tracked just now (flag bits cleared): new\n"
+             "objects are linked last in the youngest GC list, so this is that list's head.\n"
+             "Nothing runs between the allocation and the read.");
+
+static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *probe = PyList_New(0);
+    if (probe == NULL) return NULL;
+    uintptr_t next = ((const uintptr_t *)(const void *)probe)[-2];
+    Py_DECREF(probe);
+    return PyLong_FromUnsignedLongLong((unsigned long long)(next & ~(uintptr_t)7));
+}
+
 PyDoc_STRVAR(core_stem_doc,
              "core_stem(time, tz_offset, pid, seq) -> str\n\n"
              "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
@@ -435,6 +452,7 @@ static PyMethodDef methods[] = {
      "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
     {"watch_loop_stop", KW(py_watch_loop_stop),
      "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
+    {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"snapshot", KW(py_snapshot), snapshot_doc},

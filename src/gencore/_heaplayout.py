@@ -1,0 +1,258 @@
+"""What an offline reader needs to walk this interpreter's heap, found and checked in-process.
+
+``gencore heap`` reads a core with no interpreter attached, so the GENCORE note carries the
+addresses of the garbage collector's list heads, the offsets of the object and type fields the
+walker follows, and the addresses of the builtin types. Everything here is found from live
+objects and confirmed against values Python reports itself (``gc.get_threshold()``,
+``__basicsize__``, ``__flags__``...), and every address is checked against ``/proc/self/maps``
+before it is read: a wrong guess gives no layout, never a fault in the application.
+
+The heads are static for the life of the interpreter, so the layout is found once (at the first
+core or at :func:`gencore.install`) and reused; it costs well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import struct
+import sys
+import sysconfig
+import types
+from typing import Any, Optional
+
+_cache: Optional[dict[str, Any]] = None
+
+# CPython's type flags the walker needs (stable since 3.0 unless noted).
+TPFLAGS_INLINE_VALUES = 1 << 2  # 3.13+
+TPFLAGS_MANAGED_WEAKREF = 1 << 3  # 3.12+
+TPFLAGS_MANAGED_DICT = 1 << 4  # 3.11+
+TPFLAGS_HEAPTYPE = 1 << 9
+TPFLAGS_HAVE_GC = 1 << 14
+
+# PyTypeObject field offsets on 64-bit builds without Py_TRACE_REFS (3.9-3.15); each is
+# confirmed below before it is recorded.
+_TYPE_OFFSETS = {
+    "tp_name": 24,
+    "tp_basicsize": 32,
+    "tp_itemsize": 40,
+    "tp_flags": 168,
+    "tp_base": 256,
+    "tp_dict": 264,
+    "tp_dictoffset": 288,
+}
+
+_BUILTINS: dict[str, type] = {
+    "object": object,
+    "type": type,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "set": set,
+    "frozenset": frozenset,
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "float": float,
+    "complex": complex,
+    "bytes": bytes,
+    "bytearray": bytearray,
+    "module": types.ModuleType,
+    "function": types.FunctionType,
+    "code": types.CodeType,
+}
+
+
+class _Maps:
+    """Readable ranges of this process, from /proc/self/maps (read once)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        with open("/proc/self/maps", "rb") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 2 or not fields[1].startswith(b"r"):
+                    continue
+                lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+                if self.ranges and self.ranges[-1][1] == lo:  # adjacent: .data then .bss
+                    lo = self.ranges.pop()[0]
+                self.ranges.append((lo, hi))
+
+    def readable(self, addr: int, size: int) -> bool:
+        return any(lo <= addr and addr + size <= hi for lo, hi in self.ranges)
+
+
+def _u64(addr: int) -> int:
+    return int(ctypes.c_uint64.from_address(addr).value)
+
+
+def _i32(addr: int) -> int:
+    return int(ctypes.c_int32.from_address(addr).value)
+
+
+def _find_head(maps: _Maps) -> int:
+    """The youngest GC list's head, from a list object tracked just now (in C: nothing runs
+    between its allocation and the read), confirmed by the thresholds its generation record
+    holds, which must be those ``gc.get_threshold()`` reports."""
+    from . import _engine
+
+    if not _engine.available():
+        raise LookupError("the native engine is not available")
+    head = _engine.native.gc_list_tail()
+    thresholds = gc.get_threshold()
+    if not maps.readable(head, 3 * 24 + 16):
+        raise LookupError("the GC list head is not in readable memory")
+    if tuple(_i32(head + 16 + 24 * i) for i in range(len(thresholds))) != thresholds:
+        raise LookupError("the GC list head does not hold the collector's thresholds")
+    return head
+
+
+def _check_list(maps: _Maps, head: int) -> None:
+    """A list head is sane if its neighbours point back at it."""
+    nxt, prv = _u64(head) & ~7, _u64(head + 8) & ~7
+    if not (maps.readable(nxt, 16) and maps.readable(prv, 16)):
+        raise LookupError(f"GC list at {head:#x} has unreadable neighbours")
+    if _u64(prv) & ~7 != head or _u64(nxt + 8) & ~7 != head:
+        raise LookupError(f"GC list at {head:#x} is not a consistent ring")
+
+
+def _scan_for(maps: _Maps, base: int, size: int, target: int) -> int:
+    """Offset of the first pointer-sized field in ``[base, base+size)`` equal to ``target``."""
+    if not maps.readable(base, size):
+        raise LookupError("object memory not readable")
+    raw = ctypes.string_at(base, size)
+    for off in range(0, size - 7, 8):
+        if struct.unpack_from("<Q", raw, off)[0] == target:
+            return off
+    raise LookupError("field not found")
+
+
+class _Probe:
+    """A heap type whose qualname differs from its name, for the heap-type offsets."""
+
+
+def _heap_type_offsets(maps: _Maps) -> dict[str, int]:
+    def make() -> type:
+        class Probe(_Probe):
+            pass
+
+        return Probe
+
+    cls = make()
+    size = type.__basicsize__
+    out = {
+        "ht_name": _scan_for(maps, id(cls), size, id(cls.__name__)),
+        "ht_qualname": _scan_for(maps, id(cls), size, id(cls.__qualname__)),
+    }
+    if out["ht_qualname"] < 300:
+        raise LookupError("ht_qualname found inside PyTypeObject")
+    # ht_cached_keys follows ht_qualname (3.9-3.15)
+    out["ht_cached_keys"] = out["ht_qualname"] + 8
+    tp_dict = _u64(id(cls) + _TYPE_OFFSETS["tp_dict"])
+    if not any(id(r) == tp_dict for r in gc.get_referents(cls) if isinstance(r, dict)):
+        raise LookupError("tp_dict offset does not hold the type's dict")
+    if _u64(id(cls) + _TYPE_OFFSETS["tp_base"]) != id(_Probe):
+        raise LookupError("tp_base offset does not hold the base type")
+    if ctypes.c_int64.from_address(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]).value != (
+        cls.__dictoffset__
+    ):
+        raise LookupError("tp_dictoffset offset does not match __dictoffset__")
+    return out
+
+
+def _check_type_offsets(maps: _Maps) -> None:
+    o = _TYPE_OFFSETS
+    for t in (int, list, tuple, dict, float, bytes, str, type):
+        if not maps.readable(id(t), 300):
+            raise LookupError("type object not readable")
+        if _u64(id(t) + 8) != id(type):
+            raise LookupError("ob_type is not at offset 8")
+        name_ptr = _u64(id(t) + o["tp_name"])
+        if not maps.readable(name_ptr, len(t.__name__) + 1):
+            raise LookupError("tp_name not readable")
+        if ctypes.string_at(name_ptr) != t.__name__.encode():
+            raise LookupError("tp_name offset does not hold the type name")
+        if _u64(id(t) + o["tp_basicsize"]) != t.__basicsize__:
+            raise LookupError("tp_basicsize offset mismatch")
+        if _u64(id(t) + o["tp_itemsize"]) != t.__itemsize__:
+            raise LookupError("tp_itemsize offset mismatch")
+        if _u64(id(t) + o["tp_flags"]) != t.__flags__:
+            raise LookupError("tp_flags offset mismatch")
+
+
+def _str_layout(maps: _Maps) -> dict[str, int]:
+    """Header sizes of compact strings and the bit positions in their ``state`` word."""
+    ascii_header = sys.getsizeof("") - 1
+    latin1 = "\xe9" * 3
+    compact_header = sys.getsizeof(latin1) - 4
+    s = "gencore-heap-probe"
+    if not maps.readable(id(s), ascii_header + len(s) + 1):
+        raise LookupError("str not readable")
+    if ctypes.string_at(id(s) + ascii_header, len(s)) != s.encode():
+        raise LookupError("ASCII str data is not after its header")
+    if ctypes.string_at(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
+        raise LookupError("compact str data is not after its header")
+    state = _u64(id(s) + 32) & 0xFFFFFFFF
+    state1 = _u64(id(latin1) + 32) & 0xFFFFFFFF
+    # kind bits 2-4 (1 = one byte), compact bit 5, ascii bit 6
+    if (state >> 2) & 7 != 1 or not state & (1 << 5) or not state & (1 << 6):
+        raise LookupError("str state bits are not where expected")
+    if (state1 >> 2) & 7 != 1 or not state1 & (1 << 5) or state1 & (1 << 6):
+        raise LookupError("str state bits are not where expected")
+    return {"ascii_header": ascii_header, "compact_header": compact_header, "state": 32}
+
+
+def _discover() -> dict[str, Any]:
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return {"unsupported": "free-threaded builds keep objects in mimalloc heaps"}
+    if hasattr(sys, "gettotalrefcount"):
+        return {"unsupported": "debug builds of the interpreter use a different object layout"}
+    if struct.calcsize("P") != 8 or sys.byteorder != "little":
+        return {"unsupported": "only 64-bit little-endian interpreters"}
+    maps = _Maps()
+    _check_type_offsets(maps)
+    head = _find_head(maps)
+    if _u64(head + 72) == head:  # generations[3], then the generation0 pointer
+        layout, permanent = "generations", head + 80
+    else:  # 3.14: young, old[2], permanent
+        layout, permanent = "incremental", head + 72
+    heads = [head, head + 24, head + 48, permanent]
+    for h in heads:
+        if not maps.readable(h, 24):
+            raise LookupError("GC list head not readable")
+        _check_list(maps, h)
+    if _i32(permanent + 16) != 0:
+        raise LookupError("the permanent generation's threshold is not 0")
+    return {
+        "pointer": 8,
+        "gc_layout": layout,
+        "gc_heads": heads,
+        "type": dict(_TYPE_OFFSETS, **_heap_type_offsets(maps)),
+        "str": _str_layout(maps),
+        "func_code": _scan_for(
+            maps, id(_heap_type_offsets), types.FunctionType.__basicsize__,
+            id(_heap_type_offsets.__code__),
+        ),
+        "builtins": {name: id(t) for name, t in _BUILTINS.items()},
+    }
+
+
+def layout() -> dict[str, Any]:
+    """The heap layout for the GENCORE note (cached), or ``{"error": ...}`` /
+    ``{"unsupported": ...}`` saying why there is none."""
+    global _cache
+    if _cache is None:
+        try:
+            _cache = _discover()
+        except (LookupError, OSError, ValueError, struct.error) as e:
+            _cache = {"error": str(e)}
+    return _cache
+
+
+def counts() -> dict[str, Any]:
+    """Cross-check figures taken with the note (cheap: no walk of the heap)."""
+    return {
+        "gc_count": list(gc.get_count()),
+        "gc_freeze_count": gc.get_freeze_count(),
+        "allocated_blocks": sys.getallocatedblocks(),
+    }
