@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import gencore
@@ -173,3 +173,129 @@ def test_tiny_inputs_exit_2(tmp_path, blob):
     )
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("gencore: ") and "Traceback" not in p.stderr
+
+
+@pytest.fixture(scope="module")
+def heap_core(tmp_path_factory) -> tuple[str, list[int]]:
+    """A small real core with its memory, and file offsets of GC-tracked objects in it."""
+    d = tmp_path_factory.mktemp("heapseed")
+    code = (
+        "import gencore\n"
+        "class Node:\n"
+        "    def __init__(self, i): self.i, self.s, self.f = i, str(i), i / 3\n"
+        "keep = [Node(i) for i in range(3000)], {str(i): (i, 'x') for i in range(3000)}\n"
+        f"print(gencore.create_core({str(d)!r}))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    path = p.stdout.strip()
+    from gencore.heap import _Walker
+
+    offsets: list[int] = []
+    with gencore.open_core(path) as core:
+        assert core.heap().get("__main__.Node").count == 3000
+        w = _Walker(core)
+        w.walk(visit=lambda obj, info, n: offsets.append(w.offset(obj - 16, 48)))
+        w.close()
+    return path, offsets[:: max(1, len(offsets) // 4000)]
+
+
+def census_or_format_error(path: str, patch=None, referrers: bool = False) -> str:
+    with deadline(HANG_S), gencore.open_core(path) as core:
+        if patch is not None:
+            patch(core.metadata)
+        try:
+            if referrers:
+                core.heap_referrers("__main__.Node")
+            else:
+                core.heap(largest=3, show_values=True)
+            return "ok"
+        except gencore.CoreFormatError:
+            return "format"
+        except gencore.HeapUnavailableError:
+            return "unavailable"
+
+
+HEAP_CASES = max(20, CASES // 200)
+
+
+def test_fuzz_heap_walker_objects(heap_core, tmp_path):
+    """Damaged objects (links, types, sizes, items) give a census or CoreFormatError."""
+    seed, offsets = heap_core
+    target = str(tmp_path / "heap.core")
+    with open(seed, "rb") as src, open(target, "wb") as dst:
+        dst.write(src.read())
+    outcomes: dict[str, int] = {}
+    fd = os.open(target, os.O_RDWR)
+
+    @settings(
+        max_examples=HEAP_CASES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],  # no shrinking: a heap walk per example is costly
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.data())
+    def run_case(data):
+        patches = []
+        for _ in range(data.draw(st.integers(1, 8))):
+            off = data.draw(st.sampled_from(offsets)) + 8 * data.draw(st.integers(0, 5))
+            val = data.draw(
+                st.sampled_from(
+                    [0, 1, 8, 0xFFFFFFFFFFFFFFFF, 1 << 40, 1 << 62, -8 & (2**64 - 1)]
+                    + [data.draw(st.integers(0, 2**64 - 1))]
+                )
+            )
+            patches.append((off, os.pread(fd, 8, off)))
+            os.pwrite(fd, struct.pack("<Q", val), off)
+        try:
+            r = census_or_format_error(target, referrers=data.draw(st.booleans()))
+            outcomes[r] = outcomes.get(r, 0) + 1
+        finally:
+            for off, old in reversed(patches):
+                os.pwrite(fd, old, off)
+
+    try:
+        run_case()
+    finally:
+        os.close(fd)
+    assert sum(outcomes.values()) >= HEAP_CASES
+    assert outcomes.get("format", 0) > 0 and outcomes.get("ok", 0) > 0, outcomes
+
+
+def test_fuzz_heap_layout_in_the_note(heap_core):
+    """A wrong layout in the GENCORE note gives a census, CoreFormatError or
+    HeapUnavailableError: never another exception or a hang."""
+    seed, _ = heap_core
+    with gencore.open_core(seed) as core:
+        layout = core.metadata["heap"]
+    fields = [("gc_heads", i) for i in range(len(layout["gc_heads"]))]
+    fields += [("type", k) for k in layout["type"]] + [("str", k) for k in layout["str"]]
+    fields += [("builtins", k) for k in layout["builtins"]]
+    outcomes: dict[str, int] = {}
+
+    @settings(
+        max_examples=HEAP_CASES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],  # no shrinking: a heap walk per example is costly
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        st.sampled_from(fields),
+        st.sampled_from([0, 8, 1 << 20, 2**64 - 8, -1, "x", None]),
+        st.integers(-64, 64),
+    )
+    def run_case(field, value, delta):
+        def patch(meta):
+            section, key = field
+            old = meta["heap"][section][key]
+            meta["heap"][section][key] = (old + delta) if delta and value == 0 else value
+
+        r = census_or_format_error(seed, patch)
+        outcomes[r] = outcomes.get(r, 0) + 1
+
+    run_case()
+    assert outcomes.get("format", 0) > 0, outcomes

@@ -7,9 +7,9 @@ import json
 import sys
 
 import pytest
+from conftest import PROGRAMS, run
 
 import gencore
-from conftest import PROGRAMS, run
 
 HEAPY = str(PROGRAMS / "heapy.py")
 

@@ -139,7 +139,7 @@ def _heap_type_offsets(maps: _Maps) -> dict[str, int]:
         return Probe
 
     cls = make()
-    size = type.__basicsize__
+    size: int = type.__basicsize__  # type: ignore[assignment]  # typeshed: a method
     out = {
         "ht_name": _scan_for(maps, id(cls), size, id(cls.__name__)),
         "ht_qualname": _scan_for(maps, id(cls), size, id(cls.__qualname__)),
@@ -230,7 +230,9 @@ def _discover() -> dict[str, Any]:
         "type": dict(_TYPE_OFFSETS, **_heap_type_offsets(maps)),
         "str": _str_layout(maps),
         "func_code": _scan_for(
-            maps, id(_heap_type_offsets), types.FunctionType.__basicsize__,
+            maps,
+            id(_heap_type_offsets),
+            types.FunctionType.__basicsize__,
             id(_heap_type_offsets.__code__),
         ),
         "builtins": {name: id(t) for name, t in _BUILTINS.items()},

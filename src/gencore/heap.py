@@ -23,7 +23,7 @@ import heapq
 import mmap
 import struct
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -241,7 +241,9 @@ class _Walker:
             self.builtins = {k: int(v) for k, v in meta["builtins"].items()}
             self.func_code = int(meta.get("func_code", 0))
         except (KeyError, TypeError, ValueError) as e:
-            raise CoreFormatError(f"{core.path}: malformed heap layout in GENCORE note: {e}")
+            raise CoreFormatError(
+                f"{core.path}: malformed heap layout in GENCORE note: {e}"
+            ) from None
         self.python = str(core.metadata.get("python", {}).get("version", "?"))
         self.core = core
         segs = sorted(
@@ -278,7 +280,10 @@ class _Walker:
         self.shared_keys: dict[int, tuple[int, int, int, int]] = {}
 
     def close(self) -> None:
-        self.mm.close()
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # a view of it is still held by a traceback: unmapped when that goes
 
     # -- memory -----------------------------------------------------------------------------
 
@@ -414,7 +419,7 @@ class _Walker:
         if not d:
             return None
         keys, values = self.dict_entries(d)
-        for k, v in zip(keys, values):
+        for k, v in zip(list(keys), list(values)):
             if k and v and self.str_value(k, 256) == key:
                 return self.str_value(v, 4096)
         return None
@@ -452,22 +457,22 @@ class _Walker:
             t = self.shared_keys[keys] = self._keys_table(keys)
         return t
 
-    def dict_entries(self, d: int) -> tuple[list[int], list[int]]:
+    def dict_entries(self, d: int) -> tuple[Sequence[int], Sequence[int]]:
         """Key and value pointers of a dict (split tables read from their values array)."""
         keys, values = struct.unpack("<QQ", self.raw(d + 32, 16))
         entries, esize, n, _ = self._keys(keys, bool(values))
         w = self.words(entries, n * esize // 8)
         step = esize // 8
-        ks = list(w[step - 2 :: step])
+        ks: Sequence[int] = w[step - 2 :: step]
         if values:
             if self.v >= (3, 13):
                 n = min(n, self.raw(values, 2)[1])
-                vs = list(self.words(values + 8, n))
+                vs: Sequence[int] = self.words(values + 8, n)
             else:
-                vs = list(self.words(values, n))
+                vs = self.words(values, n)
             ks = ks[: len(vs)]
         else:
-            vs = list(w[step - 1 :: step])
+            vs = w[step - 1 :: step]
         return ks, vs
 
     def dict_size(self, d: int, info: _TypeInfo) -> int:
@@ -482,33 +487,34 @@ class _Walker:
 
     # -- the walk ---------------------------------------------------------------------------
 
-    def children(self, obj: int, info: _TypeInfo, ob_size: int) -> list[int]:
+    def children(self, obj: int, info: _TypeInfo, ob_size: int) -> list[Sequence[int]]:
+        """The references out of an object, as sequences of addresses (views of the core's
+        memory where they are stored contiguously: a list of a million items costs nothing)."""
         kind = info.kind
         if kind == _OTHER and info.managed and not info.dictoffset:
-            return self._managed_values(obj, info)
+            return [self._managed_values(obj, info)]
         if kind == _LIST:
-            return list(self.words(self.u64(obj + 24), ob_size))
-        out: list[int] = []
+            return [self.words(self.u64(obj + 24), ob_size)]
+        out: list[Sequence[int]] = []
         if kind == _TUPLE:
-            out = list(self.words(obj + self.tuple_items, ob_size))
+            out.append(self.words(obj + self.tuple_items, ob_size))
         elif kind == _DICT:
-            ks, vs = self.dict_entries(obj)
-            out = ks + vs
+            out.extend(self.dict_entries(obj))
         elif kind == _SET:
             mask, table = struct.unpack("<qQ", self.raw(obj + 32, 16))
             if not 0 <= mask < _MAX_ITEMS:
                 raise _Unreadable
             w = self.words(table, 2 * (mask + 1))
-            out = [k for k, h in zip(w[0::2], w[1::2]) if k and h != 0xFFFFFFFFFFFFFFFF]
+            out.append([k for k, h in zip(w[0::2], w[1::2]) if k and h != 0xFFFFFFFFFFFFFFFF])
         elif kind == _FUNC and self.func_code:
-            out = [self.u64(obj + self.func_code)]
+            out.append([self.u64(obj + self.func_code)])
         if info.dictoffset > 0:
-            out.append(self.u64(obj + info.dictoffset))
+            out.append([self.u64(obj + info.dictoffset)])
         if info.managed:
-            out.extend(self._managed_values(obj, info))
+            out.append(self._managed_values(obj, info))
         return out
 
-    def _managed_values(self, obj: int, info: _TypeInfo) -> list[int]:
+    def _managed_values(self, obj: int, info: _TypeInfo) -> Sequence[int]:
         if self.v >= (3, 13):
             out = [self.u64(obj - 24)]
             if info.flags & _INLINE_VALUES:
@@ -534,7 +540,7 @@ class _Walker:
         if not n:
             return []
         fo = self.offset(values, 8 * n)
-        return list(memoryview(self.mm)[fo : fo + 8 * n].cast("Q"))
+        return memoryview(self.mm)[fo : fo + 8 * n].cast("Q")
 
     def size_of(self, obj: int, info: _TypeInfo, ob_size: int) -> int:
         kind = info.kind
@@ -643,48 +649,49 @@ class _Walker:
                     except bad:
                         self.unreadable += 1
                         continue
-                    budget -= len(kids)
+                    budget -= sum(len(part) for part in kids)
                     if budget < 0:
                         raise CoreFormatError(
                             f"{self.core.path}: the heap holds more references than its "
                             "memory has room for (damaged core)"
                         )
-                    for c in kids:
-                        if not c:
-                            continue
-                        d = blocks.get((c - 16) >> _BLOCK)
-                        if d is not None and (c + 23) >> _BLOCK == (c - 16) >> _BLOCK:
-                            fo = c - 16 + d
-                        else:
-                            try:
-                                fo = offset(c - 16, 40)
-                            except _Unreadable:
+                    for part in kids:
+                        for c in part:
+                            if not c:
+                                continue
+                            d = blocks.get((c - 16) >> _BLOCK)
+                            if d is not None and (c + 23) >> _BLOCK == (c - 16) >> _BLOCK:
+                                fo = c - 16 + d
+                            else:
+                                try:
+                                    fo = offset(c - 16, 40)
+                                except _Unreadable:
+                                    self.unreadable += 1
+                                    continue
+                            mark = (fo + 16) >> 4
+                            if seen[mark]:
+                                continue
+                            cnext, _, _, ctp, csz = unpack5(mm, fo)
+                            ci = known[ctp] if ctp in known else type_info(ctp)
+                            if ci is None:
                                 self.unreadable += 1
                                 continue
-                        mark = (fo + 16) >> 4
-                        if seen[mark]:
-                            continue
-                        cnext, _, _, ctp, csz = unpack5(mm, fo)
-                        ci = known[ctp] if ctp in known else type_info(ctp)
-                        if ci is None:
-                            self.unreadable += 1
-                            continue
-                        if edge is not None:
-                            edge(oi, ctp)
-                        if ci.gc and cnext:
-                            continue  # tracked: the GC walk counts it
-                        seen[mark] = 1
-                        try:
-                            nbytes = ci.fixed or size_of(c, ci, csz)
-                        except bad:
-                            self.unreadable += 1
-                            continue
-                        ci.count += 1
-                        ci.nbytes += nbytes
-                        if visit is not None:
-                            visit(c, ci, nbytes)
-                        if ci.follow:
-                            stack.append((c, ci, csz))
+                            if edge is not None:
+                                edge(oi, ctp)
+                            if ci.gc and cnext:
+                                continue  # tracked: the GC walk counts it
+                            seen[mark] = 1
+                            try:
+                                nbytes = ci.fixed or size_of(c, ci, csz)
+                            except bad:
+                                self.unreadable += 1
+                                continue
+                            ci.count += 1
+                            ci.nbytes += nbytes
+                            if visit is not None:
+                                visit(c, ci, nbytes)
+                            if ci.follow:
+                                stack.append((c, ci, csz))
         return tracked
 
     def counts(self) -> dict[str, tuple[int, int]]:
@@ -798,6 +805,4 @@ def referrers(core: CoreFile, type_name: str) -> Referrers:
     finally:
         w.close()
     targets = w.counts().get(type_name, (0, 0))[0]
-    return Referrers(
-        type_name, sorted(holders.items(), key=lambda kv: (-kv[1], kv[0])), targets
-    )
+    return Referrers(type_name, sorted(holders.items(), key=lambda kv: (-kv[1], kv[0])), targets)

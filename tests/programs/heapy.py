@@ -64,7 +64,9 @@ elif mode == "trigger":
     out["truth"].append(truth())
     os.kill(os.getpid(), signal.SIGUSR2)
     done.wait(120)
-    out["cores"] = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".core")]
+    out["cores"] = [
+        os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".core")
+    ]
 elif mode == "bundle":
     out["truth"].append(truth())
     out["cores"].append(str(gencore.collect_core(directory)))
