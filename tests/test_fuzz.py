@@ -217,6 +217,14 @@ def census_or_format_error(path: str, patch=None, referrers: bool = False) -> st
 
 
 HEAP_CASES = max(20, CASES // 200)
+HEAP_SETTINGS = settings(
+    max_examples=HEAP_CASES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.generate],  # no shrinking: a heap walk per example is costly
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def test_fuzz_heap_walker_objects(heap_core, tmp_path):
@@ -228,14 +236,7 @@ def test_fuzz_heap_walker_objects(heap_core, tmp_path):
     outcomes: dict[str, int] = {}
     fd = os.open(target, os.O_RDWR)
 
-    @settings(
-        max_examples=HEAP_CASES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate],  # no shrinking: a heap walk per example is costly
-        suppress_health_check=list(HealthCheck),
-    )
+    @HEAP_SETTINGS
     @given(st.data())
     def run_case(data):
         patches = []
@@ -275,14 +276,7 @@ def test_fuzz_heap_layout_in_the_note(heap_core):
     fields += [("builtins", k) for k in layout["builtins"]]
     outcomes: dict[str, int] = {}
 
-    @settings(
-        max_examples=HEAP_CASES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate],  # no shrinking: a heap walk per example is costly
-        suppress_health_check=list(HealthCheck),
-    )
+    @HEAP_SETTINGS
     @given(
         st.sampled_from(fields),
         st.sampled_from([0, 8, 1 << 20, 2**64 - 8, -1, "x", None]),

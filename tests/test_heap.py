@@ -82,7 +82,11 @@ def test_referrers_name_the_list_that_holds_them(two_cores):
     assert doc["referrers"][0] == {"type": "list", "count": 123_457}
     floats = heap_json(two_cores["cores"][0], "--referrers", "float")
     holders = {r["type"]: r["count"] for r in floats["referrers"]}
-    assert holders["list"] >= 300_000 and holders["__main__.Order"] == 123_457
+    assert holders["list"] >= 300_000
+    if sys.version_info >= (3, 11):  # attributes live in the instance (values or inline)
+        assert holders["__main__.Order"] == 123_457
+    else:  # attributes live in each instance's __dict__
+        assert holders["dict"] >= 123_457
 
 
 def test_largest_objects_and_values_only_when_asked(two_cores):

@@ -278,6 +278,11 @@ class _Walker:
         self.shared_entries: dict[int, int] = {}
         self.blocks: dict[int, int] = {}
         self.shared_keys: dict[int, tuple[int, int, int, int]] = {}
+        self.type_type = self.builtins.get("type", 0)
+        # tuple items follow the header, whose size changed in 3.14 (the cached hash)
+        tuple_type = self.type_info(self.builtins.get("tuple", 0))
+        if tuple_type is not None:
+            self.tuple_items = tuple_type.basic
 
     def close(self) -> None:
         try:
@@ -353,7 +358,8 @@ class _Walker:
 
     def _load_type(self, addr: int) -> Optional[_TypeInfo]:
         t = self.t
-        if self.u64(addr + 8) == 0:
+        meta = self.u64(addr + 8)  # a type's type is type, or a metaclass whose type is type
+        if meta != self.type_type and self.u64(meta + 8) != self.type_type:
             return None
         flags = self.u64(addr + t["tp_flags"])
         basic = self.u64(addr + t["tp_basicsize"])
@@ -386,8 +392,6 @@ class _Walker:
         info.dictoffset = struct.unpack("<q", self.raw(addr + t["tp_dictoffset"], 8))[0]
         if flags & _HEAPTYPE:
             info.cached_keys = self.u64(addr + t["ht_cached_keys"])
-        if self.by_addr.get(addr) == "tuple":
-            self.tuple_items = basic
         info.managed = bool(self.v >= (3, 11) and flags & _MANAGED_DICT)
         info.follow = bool(
             kind in (_LIST, _TUPLE, _DICT, _SET, _FUNC)
@@ -629,6 +633,9 @@ class _Walker:
                     self.unreadable += 1
                     continue
                 tracked += 1
+                # Counting is written out here and for referenced objects below rather than
+                # shared in a function: this loop runs once per object, and a call per object
+                # costs a tenth of the census.
                 try:
                     nbytes = info.fixed or size_of(obj, info, ob_size)
                 except bad:
