@@ -183,6 +183,14 @@ class _Unreadable(Exception):
     pass
 
 
+def _no_size(obj: int, info: _TypeInfo, ob_size: int) -> int:
+    raise _Unreadable
+
+
+def _no_kids(obj: int, info: _TypeInfo, ob_size: int) -> list[Sequence[int]]:
+    return []
+
+
 class _TypeInfo:
     __slots__ = (
         "addr",
@@ -200,6 +208,8 @@ class _TypeInfo:
         "count",
         "nbytes",
         "managed",
+        "sizer",
+        "kids",
     )
 
     def __init__(self, addr: int, name: str, kind: int, basic: int, item: int, flags: int) -> None:
@@ -214,6 +224,8 @@ class _TypeInfo:
         self.count = 0
         self.nbytes = 0
         self.managed = False  # attributes in a managed dict or values array (3.11+)
+        self.sizer: Callable[[int, _TypeInfo, int], int] = _no_size
+        self.kids: Callable[[int, _TypeInfo, int], list[Sequence[int]]] = _no_kids
 
 
 class _Walker:
@@ -398,8 +410,16 @@ class _Walker:
             or info.dictoffset > 0
             or (self.v >= (3, 11) and flags & _MANAGED_DICT)
         )
-        if kind in (_OTHER, _FLOAT, _FUNC) and not item and not flags & _INLINE_VALUES:
+        if kind in (_OTHER, _FLOAT, _FUNC) and not item:
             info.fixed = basic + pre
+        info.sizer = self._size_int if kind == _INT and self.v >= (3, 12) else self.size_of
+        plain = info.dictoffset <= 0 and not info.managed
+        if kind == _LIST and plain:
+            info.kids = self._kids_list
+        elif kind == _OTHER and info.managed and info.dictoffset <= 0:
+            info.kids = self._kids_managed
+        else:
+            info.kids = self.children
         return info
 
     # -- values -----------------------------------------------------------------------------
@@ -495,8 +515,6 @@ class _Walker:
         """The references out of an object, as sequences of addresses (views of the core's
         memory where they are stored contiguously: a list of a million items costs nothing)."""
         kind = info.kind
-        if kind == _OTHER and info.managed and not info.dictoffset:
-            return [self._managed_values(obj, info)]
         if kind == _LIST:
             return [self.words(self.u64(obj + 24), ob_size)]
         out: list[Sequence[int]] = []
@@ -546,6 +564,16 @@ class _Walker:
         fo = self.offset(values, 8 * n)
         return memoryview(self.mm)[fo : fo + 8 * n].cast("Q")
 
+    def _size_int(self, obj: int, info: _TypeInfo, ob_size: int) -> int:
+        """3.12+ ints: the digit count is the tag word's high bits."""
+        return info.basic + max(ob_size >> 3, 1) * info.item + info.pre
+
+    def _kids_list(self, obj: int, info: _TypeInfo, ob_size: int) -> list[Sequence[int]]:
+        return [self.words(self.u64(obj + 24), ob_size)]
+
+    def _kids_managed(self, obj: int, info: _TypeInfo, ob_size: int) -> list[Sequence[int]]:
+        return [self._managed_values(obj, info)]
+
     def size_of(self, obj: int, info: _TypeInfo, ob_size: int) -> int:
         kind = info.kind
         if kind == _LIST:
@@ -571,9 +599,7 @@ class _Walker:
             size = info.basic + info.item * abs(struct.unpack("<q", struct.pack("<Q", ob_size))[0])
         else:
             size = info.basic
-        if self.v >= (3, 13) and info.flags & _INLINE_VALUES:
-            size += 8 + 8 * self.raw(obj + info.basic, 1)[0]
-        return size + info.pre
+        return size + info.pre  # like sys.getsizeof: 3.13+ inline values are left out
 
     def walk(
         self,
@@ -589,7 +615,7 @@ class _Walker:
         """
         mm = self.mm
         unpack5 = struct.Struct("<QQQQQ").unpack_from
-        type_info, children, size_of = self.type_info, self.children, self.size_of
+        type_info = self.type_info
         known = self.types
         # one mark per 16 bytes of the file: objects are at least 16 bytes long, so two never
         # share a mark (6.25% of the core's size, against ~50 bytes per object for a set)
@@ -637,7 +663,7 @@ class _Walker:
                 # shared in a function: this loop runs once per object, and a call per object
                 # costs a tenth of the census.
                 try:
-                    nbytes = info.fixed or size_of(obj, info, ob_size)
+                    nbytes = info.fixed or info.sizer(obj, info, ob_size)
                 except bad:
                     self.unreadable += 1
                     continue
@@ -652,7 +678,7 @@ class _Walker:
                 while stack:
                     o, oi, osz = stack.pop()
                     try:
-                        kids = children(o, oi, osz)
+                        kids = oi.kids(o, oi, osz)
                     except bad:
                         self.unreadable += 1
                         continue
@@ -689,7 +715,7 @@ class _Walker:
                                 continue  # tracked: the GC walk counts it
                             seen[mark] = 1
                             try:
-                                nbytes = ci.fixed or size_of(c, ci, csz)
+                                nbytes = ci.fixed or ci.sizer(c, ci, csz)
                             except bad:
                                 self.unreadable += 1
                                 continue
