@@ -11,8 +11,8 @@ out the mapped core's page cache). Targets: 1,000,000 tracked objects in at most
 Accuracy, per interpreter (--python, default this one): a web-app-like program (users with
 dict attributes, sessions, request logs as lists of tuples and strs, a cache dict, a 20 MB
 bytearray buffer) counts, right before its core, every object gc.get_objects() returns and
-the untracked objects they refer to (gc.get_referents, plus the keys of dicts, which it leaves
-out), with sys.getsizeof sums per type.
+the untracked objects they refer to, and what those refer to (gc.get_referents, plus the keys
+of dicts, which it leaves out), with sys.getsizeof sums per type.
 The census is printed next to it: count ratio (census / process) and bytes ratio for the
 main types, and the share of the core's anonymous memory the census attributes to objects.
 
@@ -80,14 +80,17 @@ ACCURACY_PROGRAM = textwrap.dedent(
         if id(o) in mine:
             continue
         add(o)
-        refs = gc.get_referents(o)
-        if type(o) is dict:
-            refs += list(o)  # get_referents leaves out the str keys of dicts
-        for r in refs:
-            if id(r) not in seen and not gc.is_tracked(r):
-                seen.add(id(r))
-                add(r)
-    del objs, seen, o, r  # the truth's own bookkeeping is not left for the census to count
+        todo = [o]
+        while todo:  # into untracked containers too (atomic tuples and dicts)
+            refs = gc.get_referents(x := todo.pop())
+            if type(x) is dict:
+                refs += list(x)  # get_referents leaves out the str keys of dicts
+            for r in refs:
+                if id(r) not in seen and not gc.is_tracked(r):
+                    seen.add(id(r))
+                    add(r)
+                    todo.append(r)
+    del objs, seen, o, r, x, refs, todo  # the truth's bookkeeping is not left to count
     truth = {"counts": counts, "sizes": sizes}
     path = gencore.create_core(sys.argv[1])
     print(json.dumps({"core": str(path), "truth": truth}))
@@ -249,6 +252,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--objects", type=int, default=1_000_000)
     ap.add_argument("--large", action="store_true", help="also 10,000,000 objects")
+    ap.add_argument("--accuracy-only", action="store_true", help="skip the speed runs")
     ap.add_argument(
         "--python",
         nargs="*",
@@ -259,8 +263,9 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"machine": page_size_note(), "reader": sys.version.split()[0]}
     print(out["machine"])
-    speed(sys.executable, args.objects, out)
-    if args.large:
+    if not args.accuracy_only:
+        speed(sys.executable, args.objects, out)
+    if args.large and not args.accuracy_only:
         speed(sys.executable, 10_000_000, out)
     for py in args.python:
         accuracy(py, out)

@@ -31,7 +31,8 @@ def check_census(census: dict, truth: dict) -> None:
     # every instance of the program's own class, exactly (they are all GC-tracked)
     assert types["__main__.Order"]["count"] == truth["gc_types"]["__main__.Order"]
     assert types["__main__.Order"]["count"] == truth["orders"]
-    # every float the program holds (untracked: found through the list and the attributes)
+    # every float the program holds (untracked: found through the list, the attributes and
+    # the __slots__ of Quote)
     assert types["float"]["count"] >= truth["floats"]
     assert types["float"]["bytes"] == types["float"]["count"] * 24
     # all the big bytes objects, and bytes is the largest type

@@ -210,6 +210,7 @@ class _TypeInfo:
         "managed",
         "sizer",
         "kids",
+        "slots",
     )
 
     def __init__(self, addr: int, name: str, kind: int, basic: int, item: int, flags: int) -> None:
@@ -226,6 +227,7 @@ class _TypeInfo:
         self.managed = False  # attributes in a managed dict or values array (3.11+)
         self.sizer: Callable[[int, _TypeInfo, int], int] = _no_size
         self.kids: Callable[[int, _TypeInfo, int], list[Sequence[int]]] = _no_kids
+        self.slots: list[tuple[int, int]] = []  # __slots__ values: (offset, count) per class
 
 
 class _Walker:
@@ -405,22 +407,45 @@ class _Walker:
         if flags & _HEAPTYPE:
             info.cached_keys = self.u64(addr + t["ht_cached_keys"])
         info.managed = bool(self.v >= (3, 11) and flags & _MANAGED_DICT)
+        if flags & _HEAPTYPE:
+            info.slots = self._slot_regions(addr)
         info.follow = bool(
-            kind in (_LIST, _TUPLE, _DICT, _SET, _FUNC)
+            info.slots
+            or kind in (_LIST, _TUPLE, _DICT, _SET, _FUNC)
             or info.dictoffset > 0
             or (self.v >= (3, 11) and flags & _MANAGED_DICT)
         )
         if kind in (_OTHER, _FLOAT, _FUNC) and not item:
             info.fixed = basic + pre
         info.sizer = self._size_int if kind == _INT and self.v >= (3, 12) else self.size_of
-        plain = info.dictoffset <= 0 and not info.managed
+        plain = info.dictoffset <= 0 and not info.managed and not info.slots
         if kind == _LIST and plain:
             info.kids = self._kids_list
-        elif kind == _OTHER and info.managed and info.dictoffset <= 0:
+        elif kind == _OTHER and info.managed and info.dictoffset <= 0 and not info.slots:
             info.kids = self._kids_managed
         else:
             info.kids = self.children
         return info
+
+    def _slot_regions(self, addr: int) -> list[tuple[int, int]]:
+        """Where a class statement's ``__slots__`` keep their values: right after the base
+        class's fields, one pointer per name in ``ht_slots`` (which leaves out ``__dict__``
+        and ``__weakref__``), for this class and each slotted class it derives from. Types made
+        by C extensions have no ``ht_slots``: their fields are not read as references."""
+        t = self.t
+        if t["ht_qualname"] - t["ht_name"] != 16:  # ht_name, ht_slots, ht_qualname
+            return []
+        out: list[tuple[int, int]] = []
+        tb, hops = addr, 0
+        while tb and hops < 64 and self.u64(tb + t["tp_flags"]) & _HEAPTYPE:
+            names = self.u64(tb + t["ht_name"] + 8)
+            base = self.u64(tb + t["tp_base"])
+            if names and base:
+                n = self.u64(names + 16)
+                if 0 < n <= 4096:
+                    out.append((self.u64(base + t["tp_basicsize"]), n))
+            tb, hops = base, hops + 1
+        return out
 
     # -- values -----------------------------------------------------------------------------
 
@@ -534,6 +559,8 @@ class _Walker:
             out.append([self.u64(obj + info.dictoffset)])
         if info.managed:
             out.append(self._managed_values(obj, info))
+        for off, n in info.slots:
+            out.append(self.words(obj + off, n))
         return out
 
     def _managed_values(self, obj: int, info: _TypeInfo) -> Sequence[int]:

@@ -1,6 +1,7 @@
 """A program with a heap to census: python heapy.py MODE DIR [ARGS_JSON].
 
 It holds 123,457 instances of its own class Order (each with a float and a str attribute),
+5,000 Quote instances whose float sits in __slots__,
 300,000 floats in a list and 400 bytes objects of 100 KiB, then dumps itself. The truth it
 prints is counted in-process right before each core: gc.get_objects() per type, and the
 distinct float and bytes objects it holds.
@@ -30,7 +31,15 @@ class Order:
         self.customer = f"customer-{i % 977}"
 
 
+class Quote:  # attributes in __slots__, not in a dict
+    __slots__ = ("order", "amount")
+
+    def __init__(self, order):
+        self.order, self.amount = order, order.price * 1.2
+
+
 orders = [Order(i) for i in range(args.get("orders", 123_457))]
+quotes = [Quote(o) for o in orders[:5000]]
 floats = [float(i) + 0.1 for i in range(300_000)]
 blobs = [bytes([i % 256]) * (100 * 1024) for i in range(400)]
 
@@ -41,7 +50,9 @@ def truth() -> dict:
         t = type(o)
         name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
         by_type[name] = by_type.get(name, 0) + 1
-    held_floats = {id(x) for x in floats} | {id(o.price) for o in orders}
+    held_floats = (
+        {id(x) for x in floats} | {id(o.price) for o in orders} | {id(q.amount) for q in quotes}
+    )
     return {
         "gc_types": by_type,
         "orders": len(orders),
