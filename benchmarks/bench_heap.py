@@ -178,7 +178,7 @@ def speed(python: str, n: int, out: dict) -> None:
         core = run_program(python, SPEED_PROGRAM, d, str(n))
         size = os.path.getsize(core)
         doc, elapsed, peak = census(core)
-        items = next(t for t in doc["types"] if t["type"] == "__main__.Item")
+        items = next((t for t in doc["types"] if t["type"] == "__main__.Item"), {"count": 0})
         row = {
             "objects_asked": n,
             "tracked": doc["tracked"],
@@ -186,7 +186,7 @@ def speed(python: str, n: int, out: dict) -> None:
             "items_counted": items["count"],
             "core_bytes": size,
             "seconds": round(elapsed, 2),
-            "seconds_per_million_tracked": round(elapsed / doc["tracked"] * 1e6, 2),
+            "seconds_per_million_tracked": round(elapsed / max(doc["tracked"], 1) * 1e6, 2),
             "reader_rss_anon_bytes": peak,
             "reader_memory_share_of_core": round(peak / size, 4),
         }
@@ -264,6 +264,7 @@ def main() -> None:
     out: dict = {"machine": page_size_note(), "reader": sys.version.split()[0]}
     print(out["machine"])
     if not args.accuracy_only:
+        speed(sys.executable, 0, out)  # the reader's own floor: interpreter, modules, marks
         speed(sys.executable, args.objects, out)
     if args.large and not args.accuracy_only:
         speed(sys.executable, 10_000_000, out)

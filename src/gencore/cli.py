@@ -289,6 +289,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"written:  by gencore {meta.get('gencore')} (reason {meta.get('reason')}) "
             f"for Python {meta.get('python', {}).get('version')}"
         )
+        heap = meta.get("heap")
+        if isinstance(heap, dict) and "gc_heads" in heap:
+            print("heap:     layout recorded: `gencore heap` can census this core")
+        elif isinstance(heap, dict):
+            why = heap.get("unsupported") or heap.get("error")
+            print(f"heap:     no layout ({why}): `gencore heap` cannot census this core")
         watch = meta.get("watch")
         if isinstance(watch, dict) and "stalled_seconds" in watch:
             print(f"watchdog: stalled {watch['stalled_seconds']:.1f} s (thread {watch.get('tid')})")

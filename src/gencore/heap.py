@@ -681,7 +681,10 @@ class _Walker:
                 obj = node + 16
                 nxt, _, _, tp, ob_size = unpack5(mm, fo)
                 node = nxt & ~7
-                info = known[tp] if tp in known else type_info(tp)
+                try:
+                    info = known[tp]
+                except KeyError:
+                    info = type_info(tp)
                 if info is None:
                     self.unreadable += 1
                     continue
@@ -709,13 +712,13 @@ class _Walker:
                     except bad:
                         self.unreadable += 1
                         continue
-                    budget -= sum(len(part) for part in kids)
-                    if budget < 0:
-                        raise CoreFormatError(
-                            f"{self.core.path}: the heap holds more references than its "
-                            "memory has room for (damaged core)"
-                        )
                     for part in kids:
+                        budget -= len(part)
+                        if budget < 0:
+                            raise CoreFormatError(
+                                f"{self.core.path}: the heap holds more references than its "
+                                "memory has room for (damaged core)"
+                            )
                         for c in part:
                             if not c:
                                 continue
@@ -732,7 +735,10 @@ class _Walker:
                             if seen[mark]:
                                 continue
                             cnext, _, _, ctp, csz = unpack5(mm, fo)
-                            ci = known[ctp] if ctp in known else type_info(ctp)
+                            try:
+                                ci = known[ctp]
+                            except KeyError:
+                                ci = type_info(ctp)
                             if ci is None:
                                 self.unreadable += 1
                                 continue
