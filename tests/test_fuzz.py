@@ -216,7 +216,7 @@ def census_or_format_error(path: str, patch=None, referrers: bool = False) -> st
             return "unavailable"
 
 
-HEAP_CASES = max(20, CASES // 200)
+HEAP_CASES = max(20, CASES // 400)
 HEAP_SETTINGS = settings(
     max_examples=HEAP_CASES,
     deadline=None,

@@ -20,7 +20,7 @@ import threading
 
 import gencore
 
-mode, directory = sys.argv[1], sys.argv[2]
+mode, directory = sys.argv[1], sys.argv[2]  # ARGS_JSON: orders, floats, blobs (counts)
 args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 
 
@@ -40,8 +40,8 @@ class Quote:  # attributes in __slots__, not in a dict
 
 orders = [Order(i) for i in range(args.get("orders", 123_457))]
 quotes = [Quote(o) for o in orders[:5000]]
-floats = [float(i) + 0.1 for i in range(300_000)]
-blobs = [bytes([i % 256]) * (100 * 1024) for i in range(400)]
+floats = [float(i) + 0.1 for i in range(args.get("floats", 300_000))]
+blobs = [bytes([i % 256]) * (100 * 1024) for i in range(args.get("blobs", 400))]
 
 
 def truth() -> dict:
