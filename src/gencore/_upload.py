@@ -147,10 +147,12 @@ def _verify(fs: Any, key: str, path: Path) -> None:
 
 
 def _put_options(fs: Any) -> dict[str, Any]:
-    """Backend options of ``put_file``: S3 sends a large file in 16 MiB parts (s3fs's
-    default is 50 MiB)."""
+    """Backend options of ``put_file``: S3 sends a large file in 16 MiB parts, one at a
+    time (s3fs's defaults are 50 MiB parts, 10 at a time: S3-compatible servers of modest
+    size, moto's among them, lose parts under that load, and a core is sent in the
+    background anyway)."""
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return {"chunksize": 16 << 20} if "s3" in protocols else {}
+    return {"chunksize": 16 << 20, "max_concurrency": 1} if "s3" in protocols else {}
 
 
 def upload_file(
