@@ -46,9 +46,19 @@ def _fsspec() -> Any:
     return fsspec
 
 
+# Completing a multipart upload of a large core can take the store a while (AWS says
+# minutes); s3fs's default read timeout of 15 s makes botocore resend the request, and the
+# resent one then fails because the first one completed the upload.
+S3_READ_TIMEOUT = 300
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec file system and the path inside it for ``url``."""
-    fs, root = _fsspec().core.url_to_fs(url)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    options: dict[str, Any] = {}
+    if scheme in ("s3", "s3a"):
+        options["config_kwargs"] = {"read_timeout": S3_READ_TIMEOUT}
+    fs, root = _fsspec().core.url_to_fs(url, **options)
     return fs, root.rstrip("/")
 
 
