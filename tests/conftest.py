@@ -124,12 +124,23 @@ def run_target(tmp_path: Path, stackmark: str, timeout: float = 240, preexec=Non
     return data
 
 
-@pytest.fixture(scope="session")
-def target_core(tmp_path_factory, stackmark_lib) -> dict:
-    """One real multi-threaded process that dumped itself; shared by the oracle tests."""
+@pytest.fixture(scope="session", params=["plain", "zstd"])
+def target_core(request, tmp_path_factory, stackmark_lib) -> dict:
+    """One real multi-threaded process that dumped itself; shared by the oracle tests.
+
+    ``zstd``: the process wrote ``compress="zstd"``; ``core`` is what the ``zstd`` command
+    made of its ``.core.zst`` (``core_zst``), so every oracle reads the decompressed core.
+    """
     tmp = tmp_path_factory.mktemp("target")
-    data = run_target(tmp, stackmark_lib, secret=True)
+    compress = None if request.param == "plain" else request.param
+    data = run_target(tmp, stackmark_lib, secret=True, compress=compress)
     assert not data["errors"], data["errors"]
+    if compress:
+        data["core_zst"] = data["core"]
+        assert data["core_zst"].endswith(".core.zst")
+        data["core"] = data["core_zst"][: -len(".zst")]
+        p = run([tool("zstd"), "-d", "-q", data["core_zst"], "-o", data["core"]])
+        assert p.returncode == 0, p.stderr
     return data
 
 

@@ -59,14 +59,51 @@ def test_unwritable_directory_fails_before_fork(mount_tmpfs):
     assert r["children"] == [] and r["fds_same"]
 
 
-def test_enospc_on_small_tmpfs(mount_tmpfs):
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_enospc_on_small_tmpfs(mount_tmpfs, compress):
     d = mount_tmpfs("2m")
-    r = scenario("basic", dir=str(d))
+    r = scenario("basic", dir=str(d), kw={"compress": compress})
     e = r["error"]
     assert e["type"] == "CoreWriteError", e
     assert e["errno"] == 28 and str(d) in e["msg"] and "wrote" in e["msg"]
     assert e["written"] > 0
     assert r["listing"] == [] and r["fds_same"] and r["children"] == []
+
+
+def test_a_failing_compressor_is_a_clear_error(tmp_path):
+    # a zstandard that imports but cannot compress: the compressor process fails
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "zstandard.py").write_text(
+        "def ZstdCompressor(**kw):\n    raise RuntimeError('broken on purpose')\n"
+    )
+    d = tmp_path / "cores"
+    d.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{fake}:{os.environ.get('PYTHONPATH', '')}")
+    p = subprocess.run(
+        [sys.executable, str(PROGRAMS / "scenario.py"), "basic"]
+        + [json.dumps({"dir": str(d), "kw": {"compress": "zstd"}})],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    e = r["error"]
+    assert e["type"] == "CoreWriteError", e
+    assert "zstd compressor" in e["msg"] and "failed" in e["msg"] and str(d) in e["msg"], e
+    assert r["listing"] == [] and r["fds_same"] and r["children"] == []
+
+
+def test_compress_values_are_checked_before_any_fork(tmp_path):
+    with pytest.raises(ValueError, match="compress must be None or 'zstd'"):
+        gencore.create_core(tmp_path, compress="gzip")
+    with pytest.raises(ValueError, match="method='native'"):
+        gencore.create_core(tmp_path, compress="zstd", method="kernel")
+    with pytest.raises(ValueError, match="compress must be"):
+        gencore.install(directory=tmp_path, compress="lz4")
+    assert os.listdir(tmp_path) == []
 
 
 def test_file_size_limit_is_a_clear_error(tmp_path):

@@ -83,7 +83,8 @@ def exercise(path: str, stacks: bool = True) -> None:
 
 
 def mutate(seed: bytes, data: st.DataObject) -> bytes:
-    kind = data.draw(st.sampled_from(["flip", "field", "truncate", "splice", "random", "gzip"]))
+    kinds = ["flip", "field", "truncate", "splice", "random", "gzip", "zstd"]
+    kind = data.draw(st.sampled_from(kinds))
     b = bytearray(seed)
     if kind == "flip":
         # most structure lives in the first pages: headers, program headers, notes
@@ -108,6 +109,20 @@ def mutate(seed: bytes, data: st.DataObject) -> bytes:
         i = data.draw(st.integers(0, len(b)))
         junk = data.draw(st.binary(min_size=1, max_size=256))
         return bytes(b[:i] + junk + b[i:])
+    elif kind == "zstd":
+        # a damaged .core.zst: a truncated or bit-flipped stream, or a sound stream of a
+        # damaged core (compressed like compress="zstd" writes it)
+        import zstandard
+
+        inner = mutate(seed, data) if data.draw(st.booleans()) else seed
+        z = bytearray(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(inner))
+        how = data.draw(st.sampled_from(["whole", "truncate", "flip"]))
+        if how == "truncate":
+            return bytes(z[: data.draw(st.integers(0, len(z) - 1))])
+        if how == "flip":
+            for _ in range(data.draw(st.integers(1, 8))):
+                z[data.draw(st.integers(0, len(z) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        return bytes(z)
     elif kind == "random":
         head = b"\x7fELF\x02\x01\x01" if data.draw(st.booleans()) else b""
         return head + data.draw(st.binary(max_size=4096))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import pystack_can_merge, python_gdb_script, real_python, run, tool
@@ -305,3 +308,32 @@ def test_layout_matches_a_kernel_core_of_the_same_process(tmp_path):
         assert ours == {(n.type, len(n.data)) for n in k.notes if n.type in fixed}
         assert a.auxv == k.auxv
         assert a.pid == k.pid
+
+
+@pytest.mark.parametrize("target_core", ["zstd"], indirect=True)
+def test_compressed_core_reads_without_the_zstd_command(target_core):
+    """``compress="zstd"``: a standard zstd file that every gencore reader opens as it is,
+    with the same memory, threads and stacks as the decompressed core."""
+    import gencore
+
+    zst, plain = target_core["core_zst"], target_core["core"]
+    report = target_core["report"]
+    assert report["compressed_size"] == os.path.getsize(zst)
+    assert report["file_size"] == os.path.getsize(plain)
+    assert os.path.getsize(zst) * 2 < os.path.getsize(plain)
+    with gencore.open_core(zst) as core:
+        samples = target_core["samples"]
+        bad = [s for s in samples if core.read(s["addr"], s["len"]).hex() != s["expect"]]
+        assert not bad, f"{len(bad)} samples differ, e.g. {bad[0]}"
+        assert {t.tid for t in core.threads} == set(thread_ids(target_core).values())
+        assert core.source == Path(zst) and core.path != Path(zst)
+        tmpdir = core.cleanup_dir
+    assert tmpdir is not None and not os.path.exists(tmpdir)  # the decompressed copy is gone
+    p = run([sys.executable, "-m", "gencore", "stacks", zst])
+    assert p.returncode == 0, p.stderr
+    for name in ["MainThread", "snapshotter", *WORKER_FUNCS]:
+        assert f'"{name}"' in p.stdout, (name, p.stdout)
+    for func in WORKER_FUNCS.values():
+        assert func in p.stdout
+    info = run([sys.executable, "-m", "gencore", "info", zst])
+    assert info.returncode == 0 and "compressed (zstd)" in info.stdout, info.stdout + info.stderr

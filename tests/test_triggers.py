@@ -29,9 +29,11 @@ def cores(directory: Path, suffix: str = ".core") -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith(suffix))
 
 
-def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path, compress):
+    opts = ("--compress", compress) if compress else ()
     p = subprocess.Popen(
-        gencore_run(tmp_path, "--collect", mode="stuck"),
+        gencore_run(tmp_path, "--collect", *opts, mode="stuck"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -45,13 +47,19 @@ def test_trigger_while_the_main_thread_holds_the_gil_in_c(tmp_path):
         )
         assert r.returncode == 0, r.stdout + r.stderr
         core_path, bundle_path = r.stdout.split()
-        assert Path(core_path).parent == tmp_path and core_path.endswith(".core")
+        suffix = ".core.zst" if compress else ".core"
+        assert Path(core_path).parent == tmp_path and core_path.endswith(suffix)
         assert bundle_path.endswith(".tar.gz") and Path(bundle_path).exists()
         assert p.poll() is None  # the application is still alive (and still stuck)
     finally:
         p.kill()
         p.wait()
-    out = run([tool("pystack"), "core", "--native", core_path, real_python()]).stdout
+    plain = core_path
+    if compress:  # written by the snapshot child of a signal handler, through the compressor
+        plain = str(tmp_path / "decompressed.core")
+        z = run([tool("zstd"), "-d", "-q", core_path, "-o", plain])
+        assert z.returncode == 0, z.stderr
+    out = run([tool("pystack"), "core", "--native", plain, real_python()]).stdout
     threads = re.findall(r"Traceback for thread (\d+)", out)
     assert len(threads) >= 5, out[-3000:]
     main = out[out.index(f"Traceback for thread {pid} ") :]
@@ -171,12 +179,15 @@ def overflow_lib(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("where", ["worker", "main"])
 @pytest.mark.parametrize("fh", [False, True])
-def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh):
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh, compress):
     pre = ("-X", "faulthandler") if fh else ()  # faulthandler's smaller alternate stack first
+    opts = ("--compress", compress) if compress else ()
     r = run(
         gencore_run(
             tmp_path,
             "--on-crash",
+            *opts,
             mode="overflow",
             args={"lib": overflow_lib, "where": where},
             pre=pre,
@@ -184,9 +195,14 @@ def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh):
         cwd=tmp_path,
     )
     assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
-    found = cores(tmp_path)
+    found = cores(tmp_path, ".core.zst" if compress else ".core")
     assert len(found) == 1, r.stderr[-2000:]
     assert f"crash core written: {found[0].name}" in r.stderr
+    if compress:  # the dying process waited for its compressor: the file is complete
+        plain = tmp_path / "decompressed.core"
+        z = run([tool("zstd"), "-d", "-q", str(found[0]), "-o", str(plain)])
+        assert z.returncode == 0, z.stderr
+        found = [plain]
     if fh:
         assert "Fatal Python error: Segmentation fault" in r.stderr
     with gencore.open_core(found[0]) as core:

@@ -48,15 +48,21 @@ def tz_offset() -> int:
     return time.localtime().tm_gmtoff
 
 
-def core_names(stem: str) -> tuple[str, str]:
-    """The final and the partial file names of the core with this stem.
+def core_names(stem: str, compress: Optional[str] = None) -> tuple[str, str]:
+    """The final and the partial file names of the core with this stem (``.core``, or
+    ``.core.zst`` with ``compress="zstd"``).
 
     Raises:
         ValueError: the stem is not a plain file name.
     """
     if "/" in stem or stem in ("", ".", "..") or "\0" in stem:
         raise ValueError(f"name must be a plain file name, got {stem!r}")
-    final = stem if stem.endswith(".core") else stem + ".core"
+    if compress:
+        return _with_partial(f"{stem_of(stem_of(stem, '.zst'))}.core.zst")
+    return _with_partial(stem if stem.endswith(".core") else stem + ".core")
+
+
+def _with_partial(final: str) -> tuple[str, str]:
     return final, f".{final}.partial"
 
 

@@ -9,42 +9,140 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ._common import PathLike
-from .errors import BundleError, CoreFormatError
+from .errors import BundleError, CoreFormatError, GencoreError
 
-__all__ = ["ExtractedBundle", "extract_bundle", "import_zstandard", "is_bundle"]
+__all__ = [
+    "ExtractedBundle",
+    "decompress_core",
+    "extract_bundle",
+    "import_zstandard",
+    "is_bundle",
+    "is_compressed_core",
+]
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_ELF_MAGIC = b"\x7fELF"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def import_zstandard() -> Any:
-    """The ``zstandard`` module, or a :class:`~gencore.BundleError` saying how to get it."""
+def import_zstandard(what: str = "format='tar.zst'") -> Any:
+    """The ``zstandard`` module, or a :class:`~gencore.BundleError` saying that ``what``
+    needs it and how to get it."""
     try:
         import zstandard
     except ImportError:
+        alternative = "use format='tar.gz'" if "tar" in what else "leave compress unset"
         raise BundleError(
-            "format='tar.zst' needs the zstandard package",
-            stage="bundle",
-            advice="pip install 'gencore[zstd]' (or zstandard), or use format='tar.gz'",
+            f"{what} needs the zstandard package",
+            stage="preflight",
+            advice=f"pip install 'gencore[zstd]' (or zstandard), or {alternative}",
         ) from None
     return zstandard
 
 
-def is_bundle(path: PathLike) -> bool:
-    """True when ``path`` starts like a gzip or zstd stream (a bundle, not a bare core)."""
+def _head(path: PathLike) -> bytes:
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            return f.read(4)
     except OSError:
+        return b""
+
+
+def is_compressed_core(path: PathLike) -> bool:
+    """True when ``path`` is a zstd stream of an ELF file (a ``.core.zst``)."""
+    if _head(path) != _ZSTD_MAGIC:
         return False
-    return head[:2] == _GZIP_MAGIC or head == _ZSTD_MAGIC
+    try:
+        with open(path, "rb") as raw:
+            reader = import_zstandard().ZstdDecompressor().stream_reader(raw)
+            return bool(reader.read(4) == _ELF_MAGIC)
+    except GencoreError:
+        raise
+    except Exception:  # a damaged stream: not a compressed core (nor a bundle, later)
+        return False
+
+
+def is_bundle(path: PathLike) -> bool:
+    """True when ``path`` starts like a gzip or zstd stream (a bundle, not a bare core)."""
+    head = _head(path)
+    return head[:2] == _GZIP_MAGIC or (head == _ZSTD_MAGIC and not is_compressed_core(path))
+
+
+def _elf_end(path: PathLike) -> int:
+    """Where the last segment (or the PN_XNUM section header) of an ELF core ends."""
+    with open(path, "rb") as f:
+        eh = f.read(64)
+        if len(eh) < 64 or eh[:4] != _ELF_MAGIC:
+            raise ValueError("it does not start with an ELF header")
+        phoff, shoff = struct.unpack_from("<QQ", eh, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", eh, 0x36)
+        end = shoff + shentsize * shnum if shnum else 0
+        if phnum == 0xFFFF and shoff:
+            f.seek(shoff)
+            sh = f.read(64)
+            phnum = struct.unpack_from("<I", sh, 44)[0] if len(sh) == 64 else 0
+        if phentsize != 56 or phnum > 1 << 24:
+            raise ValueError("its program header table is impossible")
+        f.seek(phoff)
+        table = f.read(phnum * 56)
+        if len(table) < phnum * 56:
+            raise ValueError("it is truncated inside its program headers")
+        for i in range(phnum):
+            offset, _vaddr, _paddr, filesz = struct.unpack_from("<QQQQ", table, i * 56 + 8)
+            end = max(end, offset + filesz)
+        return end
+
+
+def decompress_core(src: PathLike, dest: PathLike) -> None:
+    """Decompress the ``.core.zst`` ``src`` into the new file ``dest`` (0600), sparse: runs of
+    zeros (the core's holes) take no disk space.
+
+    Raises:
+        CoreFormatError: ``src`` is damaged or truncated (``dest`` is removed).
+    """
+    zero = bytes(_CHUNK)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with open(src, "rb") as raw, os.fdopen(fd, "wb") as out:
+            reader = import_zstandard().ZstdDecompressor().stream_reader(raw, read_size=_CHUNK)
+            size = 0
+            while True:
+                block = reader.read(_CHUNK)
+                if not block:
+                    break
+                if block == zero[: len(block)]:
+                    out.seek(len(block), os.SEEK_CUR)
+                else:
+                    out.write(block)
+                size += len(block)
+            out.truncate(size)
+        # zstd's reader ends quietly at a truncated frame: the ELF headers say how long
+        # the core must be
+        expected = _elf_end(dest)
+    except OSError as e:
+        os.unlink(dest)
+        raise CoreFormatError(
+            f"cannot decompress {src}: {e.strerror or e}", errno=e.errno
+        ) from None
+    except Exception as e:  # zstd's errors: a damaged or truncated frame
+        os.unlink(dest)
+        raise CoreFormatError(
+            f"{src} is not a readable compressed core: {type(e).__name__}: {e}"
+        ) from None
+    if size < expected:
+        os.unlink(dest)
+        raise CoreFormatError(
+            f"{src} is truncated: it decompresses to {size} bytes, its ELF headers describe "
+            f"{expected}"
+        )
 
 
 @dataclass

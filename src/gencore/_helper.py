@@ -88,8 +88,8 @@ def finish_argv(
 
 
 def bundle_name(core_name: str, fmt: str) -> str:
-    """``<stem>.tar.gz`` for ``<stem>.core``."""
-    return f"{stem_of(core_name)}.{fmt}"
+    """``<stem>.tar.gz`` for ``<stem>.core`` (or ``<stem>.core.zst``)."""
+    return f"{stem_of(stem_of(core_name, '.zst'))}.{fmt}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,15 +249,21 @@ class _Plan:
     aliases: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     stacks: list[dict[str, Any]] = field(default_factory=list)
+    core_path: Optional[Path] = None  # the plain core to pack
+    compressed: Optional[CoreFile] = None  # a .core.zst's decompressed copy, open till the end
 
     def close(self) -> None:
         for _, f, _ in self.sources:
             f.close()
+        if self.compressed is not None:
+            self.compressed.close()
 
 
 def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
-    plan = _Plan()
+    plan = _Plan(core_path=core_path)
     core = open_core(core_path)
+    if core.source is not None and not core.manifest:
+        plan.core_path, plan.compressed = core.path, core  # bundles hold the plain core
     try:
         wanted = _wanted_files(core)
         plan.aliases = core.loader_names()
@@ -265,7 +271,8 @@ def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
         plan.stacks = core.python_stacks
         pid = pid if pid is not None and pid == core.pid else None
     finally:
-        core.close()
+        if plan.compressed is None:
+            core.close()
     for w in wanted:
         f, source, reason = _open_source(w, pid)
         entry: dict[str, Any] = {
@@ -330,9 +337,9 @@ def _manifest(
     }
 
 
-def _pack(
-    tar: tarfile.TarFile, plan: _Plan, core_path: Path, stem: str, progress: _Progress
-) -> dict[str, Any]:
+def _pack(tar: tarfile.TarFile, plan: _Plan, stem: str, progress: _Progress) -> dict[str, Any]:
+    core_path = plan.core_path
+    assert core_path is not None
     with open(core_path, "rb") as cf:
         core_doc = _add(tar, f"{stem}/{core_path.name}", cf, progress)
     files = []
@@ -368,13 +375,14 @@ def build_bundle(
     """Pack a core, its executable and libraries into ``output``; returns the manifest."""
     plan = _plan(core_path, pid, stem)
     try:
-        total = core_path.stat().st_size + sum(
+        assert plan.core_path is not None
+        total = plan.core_path.stat().st_size + sum(
             os.fstat(f.fileno()).st_size for _, f, _ in plan.sources
         )
         progress = _Progress(total, report)
         tar, closers = _open_output(output, fmt)
         try:
-            manifest = _pack(tar, plan, core_path, stem, progress)
+            manifest = _pack(tar, plan, stem, progress)
             tar.close()
         finally:
             for c in closers:

@@ -60,6 +60,8 @@ class SnapshotReport:
     """What one snapshot did, attached to the returned path as ``path.report``.
 
     ``pause_s`` is the time the application's other threads were stopped (freeze + fork);
+    ``file_size`` is the core's size, ``compressed_size`` the ``.core.zst`` file's (with
+    ``compress="zstd"``);
     ``incomplete`` lists threads that did not park in time (signal blocked, uninterruptible
     sleep): they are in the core with the stack pointer and program counter the kernel
     reported, but no other registers.
@@ -75,6 +77,7 @@ class SnapshotReport:
     written: int
     file_size: int
     segments: int
+    compressed_size: Optional[int] = None
 
     @property
     def incomplete(self) -> tuple[int, ...]:
@@ -150,6 +153,25 @@ def _warn_space(directory: Path, dir_fd: int) -> None:
         )
 
 
+ZSTD_LEVEL = 1
+
+
+def compressor_argv() -> tuple[bytes, ...]:
+    """The command line of the compressor the snapshot child starts for ``compress="zstd"``
+    (:mod:`gencore._zpipe`, zstd level 1 on every CPU): checked here, before any fork."""
+    from ._extract import import_zstandard
+
+    import_zstandard("compress='zstd'")
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        raise ValueError(
+            "compress='zstd' runs the compressor with this Python, but sys.executable "
+            f"({sys.executable!r}) is not an executable"
+        )
+    script = Path(__file__).with_name("_zpipe.py")
+    threads = max(1, min(os.cpu_count() or 1, 8))
+    return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
+
+
 class Job:
     """One snapshot in flight: owns the partial file, the status pipe and the child."""
 
@@ -168,7 +190,8 @@ class Job:
         self.result: dict[str, Any] = {}
         check_dumpable(opts.force)
         sig = freeze_signal(opts.freeze_signal)
-        self.final_name, self.partial_name = core_names(opts.name or make_stem())
+        self.pipe_argv = compressor_argv() if opts.compress else None
+        self.final_name, self.partial_name = core_names(opts.name or make_stem(), opts.compress)
         self.directory, self.dir_fd = open_directory(opts.directory)
         self.path = self.directory / self.final_name
         try:
@@ -237,6 +260,7 @@ class Job:
                         code=code,
                         addr=addr,
                         sender=sender,
+                        pipe_argv=self.pipe_argv,
                     )
             except OSError as e:
                 if e.errno == errno_mod.EBUSY and time.monotonic() < deadline:
@@ -282,7 +306,9 @@ class Job:
             if self.done is not None and self.done[1] == _engine.ST_ERROR:
                 _, _, err, stage, written, total, _, _ = self.done
                 stage_name = _engine.STAGES.get(stage, str(stage))
-                raise write_error(self.directory, err, stage_name, written, total)
+                raise write_error(
+                    self.directory, err, stage_name, written, total, bool(self.opts.compress)
+                )
             if wait_status >= 0 and os.WIFSIGNALED(wait_status):
                 raise CoreChildError(
                     f"the snapshot child {self.child_pid} was killed by signal "
@@ -315,6 +341,7 @@ class Job:
             written=written,
             file_size=file_size,
             segments=nseg,
+            compressed_size=os.stat(self.path).st_size if self.opts.compress else None,
         )
         p = CorePath(self.path)
         p.report = report
@@ -326,7 +353,13 @@ class Job:
                 ", ".join(map(str, report.incomplete)),
             )
         log.info(
-            "core %s written (%s) in %.2f s", self.path, format_size(file_size), report.elapsed_s
+            "core %s written (%s%s) in %.2f s",
+            self.path,
+            format_size(file_size),
+            ""
+            if report.compressed_size is None
+            else f", {format_size(report.compressed_size)} compressed",
+            report.elapsed_s,
         )
         return p
 

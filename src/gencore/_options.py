@@ -18,6 +18,7 @@ from ._common import (
 from .errors import FreezeError
 
 METHODS = ("native", "kernel")
+COMPRESSIONS = (None, "zstd")
 
 
 class CoreOptionArgs(TypedDict, total=False):
@@ -35,6 +36,7 @@ class CoreOptionArgs(TypedDict, total=False):
     method: str
     upload: Optional[str]
     keep_local: bool
+    compress: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class CoreOptions:
     method: str = "native"
     upload: Optional[str] = None
     keep_local: bool = False
+    compress: Optional[str] = None
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
     siginfo: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -93,6 +96,10 @@ class CoreOptions:
             raise ValueError(
                 f"upload must be a URL such as s3://bucket/prefix/, got {self.upload!r}"
             )
+        if self.compress not in COMPRESSIONS:
+            raise ValueError(f"compress must be None or 'zstd', got {self.compress!r}")
+        if self.compress and self.method == "kernel":
+            raise ValueError("compress='zstd' needs method='native': the kernel writes plain cores")
         if self.freeze_timeout < 0:
             raise ValueError(f"freeze_timeout must be >= 0 seconds, got {self.freeze_timeout!r}")
 

@@ -118,8 +118,10 @@ def _info(core: CoreFile) -> dict[str, Any]:
         if m.path:
             files[m.path] = files.get(m.path, 0) + m.size
     anon = sum(m.size for m in core.mappings if not m.path)
+    stored = os.stat(core.source or core.path)
+    compressed = core.source is not None and not core.manifest
     return {
-        "path": str(core.path),
+        "path": str(core.source or core.path),
         "pid": core.pid,
         "command": core.command,
         "signal": core.signal,
@@ -135,6 +137,7 @@ def _info(core: CoreFile) -> dict[str, Any]:
         "dumped_bytes": dumped,
         "file_size": os.stat(core.path).st_size,
         "allocated_bytes": os.stat(core.path).st_blocks * 512,
+        "compressed_size": stored.st_size if compressed else None,
         "metadata": {k: v for k, v in core.metadata.items() if k not in ("stacks", "threads")},
         "bundle": {k: core.manifest.get(k) for k in ("executable", "files", "missing")}
         if core.manifest
@@ -159,7 +162,7 @@ def _signed_size(n: int) -> str:
 def _heap_header(core: CoreFile, census: Any) -> str:
     return (
         f"Python {census.python} heap of pid {core.pid} ({core.command or '?'}), "
-        f"from {core.path.name}"
+        f"from {(core.source or core.path).name}"
     )
 
 
@@ -278,11 +281,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     for path, size in info["largest_files"]:
         print(f"  {format_size(size):>10}  {path}")
-    print(
-        f"size:     {format_size(info['file_size'])} file, "
-        f"{format_size(info['allocated_bytes'])} on disk, "
-        f"{format_size(info['dumped_bytes'])} of memory dumped"
-    )
+    if info["compressed_size"] is not None:
+        print(
+            f"size:     {format_size(info['compressed_size'])} compressed (zstd), "
+            f"{format_size(info['file_size'])} as a core, "
+            f"{format_size(info['dumped_bytes'])} of memory dumped"
+        )
+    else:
+        print(
+            f"size:     {format_size(info['file_size'])} file, "
+            f"{format_size(info['allocated_bytes'])} on disk, "
+            f"{format_size(info['dumped_bytes'])} of memory dumped"
+        )
     meta = info["metadata"]
     if meta:
         print(
@@ -431,8 +441,39 @@ def debug_command(ex: Any, tool: str, extra: list[str]) -> list[str]:
     raise ValueError(f"unknown tool {tool!r}")
 
 
+def local_debug_command(core: str, exe: Optional[str], tool: str, extra: list[str]) -> list[str]:
+    """The command line that runs ``tool`` on a bare core with this machine's files."""
+    if tool == "pystack":
+        return [_find_tool("pystack") or "pystack", "core", core, *([exe] if exe else []), *extra]
+    if tool == "gdb":
+        cmd = ["gdb", "-nx", "-iex", "set auto-load safe-path /"]
+        if not sys.stdin.isatty() and not extra:
+            cmd += ["-batch", "-ex", "info threads", "-ex", "thread apply all bt"]
+        return [*cmd, *extra, *([exe] if exe else []), core]
+    if tool == "py-spy":
+        return [_find_tool("py-spy") or "py-spy", "dump", "--core", core, *extra]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def _debug_bare_core(path: str, tmp: Path, tool: str, extra: list[str]) -> list[str]:
+    """A core that is not a bundle: a ``.core.zst`` is decompressed into ``tmp``; the tools
+    use this machine's executable and libraries."""
+    from ._extract import decompress_core, is_compressed_core
+
+    core = path
+    if is_compressed_core(path):
+        core = str(tmp / Path(path).name.removesuffix(".zst"))
+        decompress_core(path, core)
+    with open_core(core) as c:
+        exe = c.metadata.get("python", {}).get("executable")
+    if not (isinstance(exe, str) and os.path.exists(exe)):
+        exe = None
+    print("gencore: not a bundle: using this machine's executable and libraries", file=sys.stderr)
+    return local_debug_command(core, exe and os.path.realpath(exe), tool, extra)
+
+
 def cmd_debug(args: argparse.Namespace) -> int:
-    from ._extract import extract_bundle
+    from ._extract import extract_bundle, is_bundle
 
     extra = list(args.args)
     if extra and extra[0] == "--":
@@ -445,10 +486,13 @@ def cmd_debug(args: argparse.Namespace) -> int:
             bundle = str(fetch(bundle, Path(tmp)))  # a bundle in object storage
         elif bundle.startswith("file://"):
             bundle = bundle[len("file://") :]
-        ex = extract_bundle(bundle, Path(tmp) / "x")
-        if ex.executable is None:
-            print("gencore: the bundle has no executable; tools will guess it", file=sys.stderr)
-        cmd = debug_command(ex, args.tool, extra)
+        if not is_bundle(bundle):
+            cmd = _debug_bare_core(bundle, Path(tmp), args.tool, extra)
+        else:
+            ex = extract_bundle(bundle, Path(tmp) / "x")
+            if ex.executable is None:
+                print("gencore: the bundle has no executable; tools will guess it", file=sys.stderr)
+            cmd = debug_command(ex, args.tool, extra)
         if args.print_command:
             print(" ".join(cmd))
         try:
@@ -703,6 +747,7 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
         keep_local=args.keep_local,
         max_total=args.max_total,
         keep_free=args.keep_free,
+        compress=args.compress,
     )
 
 
@@ -785,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run pystack, gdb or py-spy on a bundle's own copies of the files",
         description="Extract BUNDLE safely into a temporary directory and run the tool there, "
         "with libraries resolved from the bundle (pystack --lib-search-root; gdb sysroot and "
-        "python-gdb.py). Arguments after -- go to the tool.",
+        "python-gdb.py). A bare core (.core, or .core.zst: decompressed into the temporary "
+        "directory) is opened with this machine's files. Arguments after -- go to the tool.",
     )
     g.add_argument("bundle")
     g.add_argument("--tool", choices=("pystack", "gdb", "py-spy"), default="pystack")
@@ -887,6 +933,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload each core (or bundle) to URL/<hostname>/ (s3://, gs://, az://, file://)",
     )
     r.add_argument("--keep-local", action="store_true", help="keep the local file after upload")
+    r.add_argument(
+        "--compress",
+        choices=("zstd",),
+        help="write each core as <stem>.core.zst (zstd, compressed as it is written)",
+    )
     r.add_argument(
         "--max-total", type=_size_arg, default=0, metavar="SIZE", help="core directory budget"
     )

@@ -227,9 +227,24 @@ _SPACE_ERRORS = {
 }
 
 
-def write_error(directory: Path, err: int, stage: str, written: int, total: int) -> CoreWriteError:
-    """The snapshot child reported ``err`` at ``stage`` after writing ``written`` bytes."""
+def write_error(
+    directory: Path, err: int, stage: str, written: int, total: int, compressed: bool = False
+) -> CoreWriteError:
+    """The snapshot child reported ``err`` at ``stage`` after writing ``written`` bytes
+    (into the compressor when ``compressed``)."""
     progress = f"{format_size(written)} of {format_size(total)}"
+    if compressed and err in (_errno.EPIPE, _errno.ENOEXEC, _errno.EIO):
+        return CoreWriteError(
+            f"the zstd compressor of the core in {directory} "
+            + ("could not start" if err == _errno.ENOEXEC else "failed")
+            + f" at stage {stage} (wrote {progress})",
+            written=written,
+            total=total,
+            errno=err,
+            stage=stage,
+            advice="check that this Python can import zstandard and that the system has "
+            "memory to spare, or retry without compress=",
+        )
     if err in _SPACE_ERRORS:
         return CoreWriteError(
             f"{_SPACE_ERRORS[err]} {directory}: wrote {progress}",

@@ -118,6 +118,9 @@ class CoreFile:
     capture: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     cleanup_dir: Optional[str] = None
+    source: Optional[Path] = None
+    """The file given to :func:`open_core` when ``path`` is a temporary copy of the core
+    (from a bundle or a ``.core.zst``)."""
     _f: Optional[BinaryIO] = None
     _size: int = 0
 
@@ -421,28 +424,38 @@ def _parse_notes(core: CoreFile) -> None:
 
 
 def open_core(path: PathLike) -> CoreFile:
-    """Open an ELF core file, or the core inside a bundle, and parse its notes and headers.
+    """Open an ELF core file, a compressed core or the core inside a bundle, and parse its
+    notes and headers.
 
-    A bundle (``.tar.gz``/``.tar.zst`` from :func:`~gencore.collect_core`) has its core
-    extracted to a private temporary directory, removed by :meth:`CoreFile.close`; its
-    manifest is in ``CoreFile.manifest``.
+    A ``.core.zst`` (``compress="zstd"``) is decompressed, and a bundle (``.tar.gz``/
+    ``.tar.zst`` from :func:`~gencore.collect_core`) has its core extracted, into a private
+    temporary directory (``$TMPDIR``) removed by :meth:`CoreFile.close`; ``CoreFile.source``
+    is then the file given here and ``CoreFile.path`` the temporary core. A bundle's manifest
+    is in ``CoreFile.manifest``.
 
     Raises:
         CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
     """
-    from ._extract import extract_bundle, is_bundle
+    from ._extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
 
-    if not is_bundle(path):
+    compressed = is_compressed_core(path)
+    if not compressed and not is_bundle(path):
         return _open_elf(Path(path))
-    tmp = tempfile.mkdtemp(prefix="gencore-bundle-")
+    tmp = tempfile.mkdtemp(prefix="gencore-core-" if compressed else "gencore-bundle-")
     try:
-        ex = extract_bundle(path, tmp, core_only=True)
-        core = _open_elf(ex.core)
+        if compressed:
+            target = Path(tmp) / Path(path).name.removesuffix(".zst")
+            decompress_core(path, target)
+            core, manifest = _open_elf(target), {}
+        else:
+            ex = extract_bundle(path, tmp, core_only=True)
+            core, manifest = _open_elf(ex.core), ex.manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     core.cleanup_dir = tmp
-    core.manifest = ex.manifest
+    core.manifest = manifest
+    core.source = Path(path)
     return core
 
 

@@ -76,6 +76,12 @@ def create_core(
             removed; the returned path's ``url`` is the object's URL. A failed upload raises
             ``UploadError`` (a :class:`GencoreError`) whose ``path`` is the kept local file.
         keep_local: keep the local file after the upload.
+        compress: ``"zstd"`` writes ``<stem>.core.zst``, one standard zstd stream that
+            ``zstd -d`` turns into the core (every gencore command and :func:`open_core`
+            read it directly). The snapshot child writes the core in file order into a
+            compressor process (this Python, ``zstandard``, level 1, one thread per CPU up
+            to 8) at the child's lower priority: the application still pauses for one
+            fork only. Needs ``gencore[zstd]``.
         method: ``"native"`` (default): the snapshot child writes the core itself.
             ``"kernel"``: the original technique, a forked copy of this thread crashes with
             SIGSEGV in a private directory and the kernel writes its core; only the calling

@@ -76,6 +76,7 @@ class TriggerConfig:
     keep_local: bool = False
     max_total: int = 0
     keep_free: int = 0
+    compress: Optional[str] = None
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -217,6 +218,7 @@ def install(
     keep_local: bool = False,
     max_total: Optional[_watch.Limit] = None,
     keep_free: Optional[_watch.Limit] = None,
+    compress: Optional[str] = None,
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -267,6 +269,8 @@ def install(
         max_total, keep_free: after each core, remove the oldest gencore files in the
             directory until they total at most ``max_total`` and the file system has
             ``keep_free`` free (bytes or sizes such as ``"250M"``); never the newest one.
+        compress: ``"zstd"`` writes every core as ``<stem>.core.zst`` (see
+            :func:`~gencore.create_core`).
 
     Each stall or crossing gives one core, whatever its length; every trigger obeys
     ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
@@ -314,9 +318,12 @@ def install(
         on_memory_error=on_memory_error,
         upload=upload,
         keep_local=keep_local,
+        compress=compress,
         **budget,
     )
-    CoreOptions(filter=filter, freeze_timeout=freeze_timeout, timeout=timeout).validate()
+    CoreOptions(
+        filter=filter, freeze_timeout=freeze_timeout, timeout=timeout, compress=compress
+    ).validate()
     with _lock:
         uninstall()
         return _install(_state, kwargs)
@@ -380,6 +387,9 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
     argv = _finish_argv(kw, directory, st.events_file)
     if argv is not None:
         helper = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    pipe = None
+    if kw["compress"]:
+        pipe = b"".join(a + b"\0" for a in _job.compressor_argv())
     try:
         _engine.native.trigger_install(
             **_trigger_args(st, kw, note, note_off, crash_note, crash_off, fsig, helper),
@@ -392,6 +402,7 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
             watch_note_reason_offset=watch_reason,
             watch_note_detail_offset=watch_detail,
             probe_callback=_wake,
+            pipe_argv=pipe,
         )
     except OSError as e:
         if e.errno not in (errno.EEXIST,):
@@ -757,6 +768,7 @@ def _exception_core(
             filter=_state.kwargs.get("filter", DEFAULT_FILTER),
             reason="memory: error" if memory else "exception",
             extra=extra,
+            compress=_state.kwargs.get("compress"),
         )
         path = _job.run(opts)
     except GencoreError as e:

@@ -263,13 +263,16 @@ def main():
         out["snapshotter_native_id"] = threading.get_native_id()
         out["snapshotter_ident"] = threading.get_ident()
         try:
-            p = gencore.create_core(cfg["coredir"], freeze_timeout=2.0)
+            p = gencore.create_core(
+                cfg["coredir"], freeze_timeout=2.0, compress=cfg.get("compress")
+            )
             out["core"] = str(p)
             out["report"] = {
                 "threads": [(t.tid, t.state) for t in p.report.threads],
                 "pause_s": p.report.pause_s,
                 "written": p.report.written,
                 "file_size": p.report.file_size,
+                "compressed_size": p.report.compressed_size,
             }
             overwrite(regions)
         except BaseException as e:

@@ -46,7 +46,7 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"core_fd", "dir_fd", "status_fd", "partial_name", "final_name",
                              "note", "threads", "filter", "freeze_timeout", "freeze_signal",
-                             "signo", "code", "addr", "sender", NULL};
+                             "signo", "code", "addr", "sender", "pipe_argv", NULL};
     int core_fd, dir_fd, status_fd, threads, freeze_signal;
     const char *partial, *final;
     const char *note = NULL;
@@ -55,12 +55,33 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     double freeze_timeout;
     int signo = 0, code = 0, sender = 0;
     unsigned long long addr = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKi", kwlist, &core_fd, &dir_fd,
+    PyObject *pipe_argv = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKiO", kwlist, &core_fd, &dir_fd,
                                      &status_fd, &partial, &final, &note, &note_len, &threads,
                                      &filter,
                                      &freeze_timeout, &freeze_signal, &signo, &code, &addr,
-                                     &sender))
+                                     &sender, &pipe_argv))
         return NULL;
+    /* The filter's argv: pointers into the bytes objects, which the call keeps alive. */
+    char **argv = NULL;
+    if (pipe_argv != Py_None) {
+        if (!PyTuple_Check(pipe_argv) || PyTuple_Size(pipe_argv) < 1) {
+            PyErr_SetString(PyExc_TypeError, "pipe_argv must be a non-empty tuple of bytes");
+            return NULL;
+        }
+        Py_ssize_t n = PyTuple_Size(pipe_argv);
+        argv = calloc((size_t)n + 1, sizeof *argv);
+        if (!argv) return PyErr_NoMemory();
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyTuple_GetItem(pipe_argv, i);
+            if (!PyBytes_Check(item)) {
+                free(argv);
+                PyErr_SetString(PyExc_TypeError, "pipe_argv must be a non-empty tuple of bytes");
+                return NULL;
+            }
+            argv[i] = PyBytes_AsString(item);
+        }
+    }
 
     struct gc_snapshot s;
     memset(&s, 0, sizeof s);
@@ -79,12 +100,15 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     s.siginfo.code = code;
     s.siginfo.addr = addr;
     s.siginfo.sender_pid = sender;
+    s.pipe_argv = argv;
     gc_procinfo_fill(&s.proc);
 
     pid_t pid = -1;
     /* The GIL stays held: snapshots from Python threads are serialised by it, and the caller's
      * Python state cannot change under the freeze. */
     int rc = gc_snapshot_run(&s, &pid);
+    /* the child has its own copy of argv; clone returned after the copy was made */
+    free(argv);
     if (rc < 0) {
         errno = -rc;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -222,10 +246,11 @@ PyDoc_STRVAR(trigger_install_doc,
              "                altstack_signal=0, hang_timeout=0, heartbeat_timeout=0, rss_limit=0,\n"
              "                rss_interval=0.5, watch_note=b'', watch_note_time_offset=-1,\n"
              "                watch_note_reason_offset=-1, watch_note_detail_offset=-1,\n"
-             "                probe_callback=None)\n\n"
+             "                probe_callback=None, pipe_argv=None)\n\n"
              "Install the signal and crash handlers and start the helper thread (reaper and\n"
              "watchdog). helper_argv is the NUL-separated command run after each signal dump,\n"
-             "with the core's name appended. probe_callback is called with the GIL from a\n"
+             "with the core's name appended; pipe_argv (NUL-separated too) the compressor the\n"
+             "snapshot child writes through. probe_callback is called with the GIL from a\n"
              "short-lived thread when finished cores wait in the notify pipe.");
 
 static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw)
@@ -238,25 +263,26 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
                              "tz_offset", "helper_argv", "altstack_signal", "hang_timeout",
                              "heartbeat_timeout", "rss_limit", "rss_interval", "watch_note",
                              "watch_note_time_offset", "watch_note_reason_offset",
-                             "watch_note_detail_offset", "probe_callback", NULL};
+                             "watch_note_detail_offset", "probe_callback", "pipe_argv", NULL};
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
     PyObject *sigs, *crash, *callback = Py_None;
-    const char *note, *crash_note, *helper = NULL, *watch_note = NULL;
-    Py_ssize_t note_len, crash_note_len, helper_len = 0, watch_note_len = 0;
+    const char *note, *crash_note, *helper = NULL, *watch_note = NULL, *pipe = NULL;
+    Py_ssize_t note_len, crash_note_len, helper_len = 0, watch_note_len = 0, pipe_len = 0;
     double freeze_timeout, timeout, crash_timeout, min_interval;
     double hang = 0, heartbeat = 0, rss_interval = 0.5;
     unsigned long long min_free, rss_limit = 0;
     long long tz;
     c.watch_note_time_offset = c.watch_note_reason_offset = c.watch_note_detail_offset = -1;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllO", kwlist, &c.dir_fd, &c.events_fd,
+            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllOz#", kwlist, &c.dir_fd, &c.events_fd,
             &c.notify_fd, &sigs, &crash, &note, &note_len, &c.note_time_offset, &crash_note,
             &crash_note_len, &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
             &freeze_timeout, &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free,
             &tz, &helper, &helper_len, &c.altstack_signal, &hang, &heartbeat, &rss_limit,
             &rss_interval, &watch_note, &watch_note_len, &c.watch_note_time_offset,
-            &c.watch_note_reason_offset, &c.watch_note_detail_offset, &callback))
+            &c.watch_note_reason_offset, &c.watch_note_detail_offset, &callback, &pipe,
+            &pipe_len))
         return NULL;
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
         int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
@@ -274,6 +300,8 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     c.watch_note_len = watch_note ? (size_t)watch_note_len : 0;
     c.helper_argv = helper;
     c.helper_argv_len = helper ? (size_t)helper_len : 0;
+    c.pipe_argv = pipe;
+    c.pipe_argv_len = pipe ? (size_t)pipe_len : 0;
     c.freeze_timeout_ns = seconds_ns(freeze_timeout);
     c.timeout_ns = seconds_ns(timeout);
     c.crash_timeout_ns = seconds_ns(crash_timeout);

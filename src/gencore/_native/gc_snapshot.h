@@ -79,6 +79,9 @@ struct gc_snapshot {
     int in_signal;         /* no malloc afterwards (no per-thread summary) */
     int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
                               caller's; 0: the caller (the watchdog points at the stalled one) */
+    char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
+                               it with stdin a pipe and stdout core_fd, and writes the core
+                               into the pipe in file order, holes as zeros */
 
     /* threads: slot 0 is the caller */
     struct gc_thread *threads;

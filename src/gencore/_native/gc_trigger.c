@@ -70,6 +70,10 @@ static uint64_t g_page_size = 4096;
 static char g_helper[8192];
 static char *g_helper_argv[HELPER_ARGS + 2];
 static int g_helper_argc;
+/* The compressor the snapshot child writes through (compress="zstd"), NUL-separated too. */
+static char g_pipe[8192];
+static char *g_pipe_argv[HELPER_ARGS + 1];
+static int g_pipe_argc;
 extern char **environ;
 
 uint32_t gc_next_seq(void) { return __atomic_add_fetch(&g_seq, 1, __ATOMIC_ACQ_REL); }
@@ -140,7 +144,7 @@ static void set_names(struct job *j, uint64_t now_s)
               (int)gc_getpid(), gc_next_seq());
     size_t pos = 0;
     gc_fmt_str(j->final, sizeof j->final, &pos, stem);
-    gc_fmt_str(j->final, sizeof j->final, &pos, ".core");
+    gc_fmt_str(j->final, sizeof j->final, &pos, g_pipe_argc ? ".core.zst" : ".core");
     j->final[pos] = 0;
     pos = 0;
     gc_fmt_str(j->partial, sizeof j->partial, &pos, ".");
@@ -242,6 +246,7 @@ static int start_dump(struct job *j, int sig, const siginfo_t *info, const void 
     s.caller_uc = uc;
     s.in_signal = 1;
     s.first_tid = first_tid;
+    s.pipe_argv = g_pipe_argc ? g_pipe_argv : NULL;
     gc_procinfo_fill(&s.proc);
     pid_t pid = -1;
     int r = gc_snapshot_run(&s, &pid);
@@ -438,17 +443,32 @@ static void run_helper(const struct job *j)
     }
 }
 
-/* Split the NUL-separated helper command into g_helper_argv; returns 0 or -EINVAL. */
+/* Split a NUL-separated command (copied into buf, 8192 bytes) into out[], NULL-terminated;
+ * returns the argument count or -EINVAL. */
+static int split_command(const char *argv, size_t len, char *buf, char **out)
+{
+    int n = 0;
+    out[0] = NULL;
+    if (!argv || !len) return 0;
+    if (len >= 8192 || argv[len - 1] != 0) return -EINVAL;
+    memcpy(buf, argv, len);
+    for (size_t at = 0; at < len; at += strlen(buf + at) + 1) {
+        if (n >= HELPER_ARGS) return -EINVAL;
+        out[n++] = buf + at;
+    }
+    out[n] = NULL;
+    return n;
+}
+
 static int set_helper(const char *argv, size_t len)
 {
-    g_helper_argc = 0;
-    if (!argv || !len) return 0;
-    if (len >= sizeof g_helper || argv[len - 1] != 0) return -EINVAL;
-    memcpy(g_helper, argv, len);
-    for (size_t at = 0; at < len; at += strlen(g_helper + at) + 1) {
-        if (g_helper_argc >= HELPER_ARGS) return -EINVAL;
-        g_helper_argv[g_helper_argc++] = g_helper + at;
-    }
+    g_helper_argc = g_pipe_argc = 0;
+    int n = split_command(argv, len, g_helper, g_helper_argv);
+    if (n < 0) return n;
+    g_helper_argc = n;
+    n = split_command(g_cfg.pipe_argv, g_cfg.pipe_argv_len, g_pipe, g_pipe_argv);
+    if (n < 0) return n;
+    g_pipe_argc = n;
     return 0;
 }
 
@@ -813,7 +833,7 @@ int gc_trigger_install(const struct gc_trigger_config *c)
         release_claim();
         return rc;
     }
-    g_cfg.helper_argv = NULL;
+    g_cfg.helper_argv = g_cfg.pipe_argv = NULL;
     memset(&g_w, 0, sizeof g_w);
     if (g_cfg.rss_limit_bytes && !g_cfg.rss_interval_ns) g_cfg.rss_interval_ns = 500000000ull;
     long page = (long)getauxval(AT_PAGESZ);

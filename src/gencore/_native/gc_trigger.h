@@ -36,6 +36,9 @@ struct gc_trigger_config {
      * the command, NUL-separated, to which the core's file name is appended; NULL for none */
     const char *helper_argv;
     size_t helper_argv_len;
+    /* compress="zstd": the compressor's command (NUL-separated) for gc_snapshot.pipe_argv */
+    const char *pipe_argv;
+    size_t pipe_argv_len;
     /* The watchdog, in the same native thread as the reaper (0 disables each check). */
     uint64_t hang_timeout_ns;      /* nobody can take the GIL, or a watched loop stalls */
     uint64_t heartbeat_timeout_ns; /* gc_watch_heartbeat() not called for this long */

@@ -9,6 +9,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -20,6 +21,11 @@
 #define BOUNCE_SIZE (1u << 20)
 #define WRITE_CHUNK (8u << 20)
 #define PROGRESS_EVERY (64ull << 20)
+#define ZEROS_SIZE (1u << 20)
+#define HELPER_STACK (64u << 10)
+#define PIPE_SIZE (1u << 20)
+
+extern char **environ;
 
 #ifndef NT_X86_XSTATE
 #define NT_X86_XSTATE 0x202
@@ -61,6 +67,12 @@ struct child {
     uint64_t data_end;  /* end of the last segment's data */
     uint64_t file_size; /* data_end plus the PN_XNUM section header, if any */
     uint32_t stage;
+    /* Stream mode (s->pipe_argv): everything goes in file order into out_fd, a pipe to the
+     * filter program (pid helper); pos is how much has been written, holes included. */
+    int stream, out_fd, pipe_r;
+    long helper;
+    uint64_t pos;
+    const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
 };
 
 /* ------------------------------------------------------------------ status */
@@ -82,8 +94,15 @@ static void send_result(struct child *c, uint32_t kind, int err, uint64_t file_s
 
 static void send_status(struct child *c, uint32_t kind, int err) { send_result(c, kind, err, 0, 0); }
 
+static long stream_end(struct child *c, int abandon);
+
 static __attribute__((noreturn)) void fail(struct child *c, long err)
 {
+    if (c->stream) {
+        /* a broken pipe means the filter failed first: its exit status says why */
+        long e = stream_end(c, err != -EPIPE);
+        if (err == -EPIPE && e < 0) err = e;
+    }
     send_status(c, GC_ST_ERROR, (int)-err);
     gc_sys3(SYS_unlinkat, c->s->dir_fd, c->s->partial_name, 0);
     gc_sys1(SYS_exit_group, 1);
@@ -454,6 +473,98 @@ static void decide(struct child *c, struct gc_vma *v)
     }
 }
 
+/* ------------------------------------------------------------------ output */
+
+/* Stream mode: zeros up to file offset off (a hole, or the padding before the data). */
+static long pad_to(struct child *c, uint64_t off)
+{
+    if (off < c->pos) return -EINVAL; /* out of file order: a bug, never a corrupt core */
+    while (c->pos < off) {
+        uint64_t n = off - c->pos < ZEROS_SIZE ? off - c->pos : ZEROS_SIZE;
+        long w = gc_write(c->out_fd, c->zeros, n);
+        if (w == -EINTR) continue;
+        if (w <= 0) return w < 0 ? w : -EIO;
+        c->pos += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* Write len bytes of buf at file offset off: pwrite, or in stream mode the zeros up to off
+ * and then the bytes. Returns what write() returns (a short count is possible). */
+static long out_at(struct child *c, const void *buf, uint64_t len, uint64_t off)
+{
+    if (!c->stream) return gc_pwrite(c->s->core_fd, buf, len, off);
+    long e = pad_to(c, off);
+    if (e < 0) return e;
+    long w = gc_write(c->out_fd, buf, len);
+    if (w > 0) c->pos += (uint64_t)w;
+    return w;
+}
+
+/* Start the filter program: stdin the pipe, stdout the partial file, stderr /dev/null, no
+ * other descriptor, signals unblocked. It runs at the child's own (lower) priority and dies
+ * with the child (PR_SET_PDEATHSIG). */
+static int helper_entry(void *arg)
+{
+    struct child *c = arg;
+    gc_sys2(SYS_prctl, 1 /* PR_SET_PDEATHSIG */, SIGKILL);
+    long in = gc_sys3(SYS_fcntl, c->pipe_r, F_DUPFD, 100);
+    long out = gc_sys3(SYS_fcntl, c->s->core_fd, F_DUPFD, 100);
+    long null = gc_open("/dev/null", O_RDWR);
+    if (in < 0 || out < 0 || null < 0) gc_sys1(SYS_exit, 127);
+    if (null != 2) gc_sys3(SYS_dup3, null, 2, 0);
+    gc_sys3(SYS_dup3, in, 0, 0);
+    gc_sys3(SYS_dup3, out, 1, 0);
+    gc_sys3(SYS_close_range, 3, ~0u, 0);
+    uint64_t none = 0;
+    gc_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, 8);
+    gc_sys3(SYS_execve, c->s->pipe_argv[0], c->s->pipe_argv, environ);
+    gc_sys1(SYS_exit, 127);
+    return 127;
+}
+
+static void stream_start(struct child *c)
+{
+    int p[2];
+    long e = gc_sys2(SYS_pipe2, p, O_CLOEXEC);
+    if (e < 0) fail(c, e);
+    gc_sys3(SYS_fcntl, p[1], F_SETPIPE_SZ, PIPE_SIZE); /* best effort */
+    c->pipe_r = p[0];
+    c->out_fd = p[1];
+    c->zeros = gc_arena_alloc(&c->arena, ZEROS_SIZE);
+    char *stack = gc_arena_alloc(&c->arena, HELPER_STACK);
+    if (!c->zeros || !stack) fail(c, -ENOMEM);
+    /* vfork semantics: this process waits until the helper has exec'd (or exited) */
+    long pid = clone(helper_entry, stack + HELPER_STACK - 64, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    gc_close(c->pipe_r);
+    if (pid < 0) fail(c, -errno);
+    c->helper = pid;
+    c->stream = 1;
+}
+
+/* Close the pipe and wait for the filter: 0 when it exited 0, else a negative errno (its
+ * exit status is the errno it failed with, 127 if it could not start). With abandon, the
+ * filter is killed first: the core is not going to be complete. */
+static long stream_end(struct child *c, int abandon)
+{
+    if (!c->stream) return 0;
+    c->stream = 0;
+    gc_close(c->out_fd);
+    if (abandon) gc_sys2(SYS_kill, c->helper, SIGKILL);
+    int status = 0;
+    long r;
+    do
+        r = gc_sys4(SYS_wait4, c->helper, &status, 0, 0);
+    while (r == -EINTR);
+    if (r < 0) return r;
+    if ((status & 0x7f) != 0) return -EPIPE;  /* killed */
+    int code = (status >> 8) & 0xff;
+    if (code == 0) return 0;
+    if (code == 127) return -ENOEXEC;
+    /* 1 is what Python exits with on an uncaught error, never an errno of ours */
+    return code > 1 && code < 125 ? -code : -EIO;
+}
+
 /* ------------------------------------------------------------------ memory */
 
 static void maybe_progress(struct child *c)
@@ -467,21 +578,25 @@ static void maybe_progress(struct child *c)
 static int fatal_write_error(long r)
 {
     return r == -ENOSPC || r == -EDQUOT || r == -EFBIG || r == -EIO || r == -EBADF ||
-           r == -EROFS || r == -EINVAL;
+           r == -EROFS || r == -EINVAL || r == -EPIPE;
 }
 
-/* One page that write() could not take from its address: read it through /proc/self/mem
- * (FOLL_FORCE, like the kernel), else leave a hole. */
-static long copy_page_slow(struct child *c, uint64_t addr, uint64_t off)
+/* The step bytes at addr (within one page) that write() could not take from their address:
+ * read the page through /proc/self/mem (FOLL_FORCE, like the kernel), else leave a hole. */
+static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64_t off)
 {
-    long r = gc_pread(c->mem_fd, c->bounce, c->page, addr);
-    if (r != (long)c->page) return 0; /* unreadable: hole */
-    for (;;) {
-        long w = gc_pwrite(c->s->core_fd, c->bounce, c->page, off);
+    uint64_t in_page = addr & (c->page - 1);
+    long r = gc_pread(c->mem_fd, c->bounce, c->page, addr - in_page);
+    if (r != (long)c->page) return c->stream ? pad_to(c, off + step) : 0; /* hole */
+    while (step) {
+        long w = out_at(c, c->bounce + in_page, step, off);
         if (w == -EINTR) continue;
-        if (w < 0) return w;
-        return 0;
+        if (w <= 0) return w < 0 ? w : -EIO;
+        in_page += (uint64_t)w;
+        off += (uint64_t)w;
+        step -= (uint64_t)w;
     }
+    return 0;
 }
 
 /* Write [addr, addr+len) at file offset off, straight from memory where possible. */
@@ -491,7 +606,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
         uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
         long w;
         if (readable) {
-            w = gc_pwrite(c->s->core_fd, (const void *)addr, chunk, off);
+            w = out_at(c, (const void *)addr, chunk, off);
         } else {
             if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
             long r = gc_pread(c->mem_fd, c->bounce, chunk, addr);
@@ -499,7 +614,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
                 w = -EFAULT;
             } else {
                 chunk = (uint64_t)r;
-                w = gc_pwrite(c->s->core_fd, c->bounce, chunk, off);
+                w = out_at(c, c->bounce, chunk, off);
             }
         }
         if (w == -EINTR) continue;
@@ -515,7 +630,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
         /* EFAULT (or a zero-length write): this page is not readable through its address. */
         uint64_t step = c->page - (addr & (c->page - 1));
         if (step > len) step = len;
-        long r = copy_page_slow(c, addr & ~(c->page - 1), off - (addr & (c->page - 1)));
+        long r = copy_page_slow(c, addr, step, off);
         if (r < 0) return r;
         addr += step;
         off += step;
@@ -751,8 +866,15 @@ static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, 
 
 static void write_all(struct child *c, const void *buf, size_t len, uint64_t off)
 {
-    long w = gc_pwrite(c->s->core_fd, buf, len, off);
-    if (w != (long)len) fail(c, w < 0 ? w : -EIO);
+    const unsigned char *p = buf;
+    while (len) {
+        long w = out_at(c, p, len, off);
+        if (w == -EINTR) continue;
+        if (w <= 0) fail(c, w < 0 ? w : -EIO);
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
 }
 
 /* Notes and headers: everything before the memory. */
@@ -805,7 +927,10 @@ static void child_segments(struct child *c)
         write_all(c, &sh, sizeof sh, c->data_end);
     }
     /* Holes at the end still count: set the full length. */
-    long e = gc_sys2(SYS_ftruncate, c->s->core_fd, c->file_size);
+    long e = c->stream ? pad_to(c, c->file_size) : gc_sys2(SYS_ftruncate, c->s->core_fd, c->file_size);
+    if (e < 0) fail(c, e);
+    /* the filter must have written everything before the name appears */
+    e = stream_end(c, 0);
     if (e < 0) fail(c, e);
 }
 
@@ -831,6 +956,7 @@ void gc_child_main(struct gc_snapshot *s)
     cs.s = s;
     child_setup(&cs);
     child_maps(&cs);
+    if (s->pipe_argv) stream_start(&cs);
     child_headers(&cs);
     child_segments(&cs);
     child_publish(&cs);
