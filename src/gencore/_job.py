@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path, PosixPath
 from typing import Any, Optional, TypeVar
 
-from . import _engine, _metadata
+from . import _caplayout, _engine, _metadata
 from ._common import VERSION, PathLike, core_names, default_directory, format_size, tz_offset
-from ._options import CoreOptions, freeze_signal
+from ._options import CoreOptions, check_max_size, freeze_signal
 from .errors import (
     CoreChildError,
     CoreDirectoryError,
@@ -36,6 +36,7 @@ from .errors import (
     UploadError,
     directory_error,
     exists_error,
+    max_size_error,
     not_dumpable_error,
     signal_name,
     snapshot_error,
@@ -203,6 +204,7 @@ class Job:
                 with_stacks=opts.python_stacks,
                 extra=opts.extra,
             )
+            check_max_size(opts.max_size, len(note))
             self.rfd, wfd = os.pipe2(os.O_CLOEXEC)
             try:
                 self.result = self._fork(wfd, note, sig)
@@ -261,6 +263,8 @@ class Job:
                         addr=addr,
                         sender=sender,
                         pipe_argv=self.pipe_argv,
+                        max_size=opts.max_size,
+                        pylayout=_caplayout.layout() if opts.max_size else None,
                     )
             except OSError as e:
                 if e.errno == errno_mod.EBUSY and time.monotonic() < deadline:
@@ -304,8 +308,10 @@ class Job:
                 return self._success()
             self._cleanup_files()
             if self.done is not None and self.done[1] == _engine.ST_ERROR:
-                _, _, err, stage, written, total, _, _ = self.done
+                _, _, err, stage, written, total, need, _ = self.done
                 stage_name = _engine.STAGES.get(stage, str(stage))
+                if err == errno_mod.EFBIG and self.opts.max_size and need:
+                    raise max_size_error(self.opts.max_size, need)
                 raise write_error(
                     self.directory, err, stage_name, written, total, bool(self.opts.compress)
                 )

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, Optional, TypedDict
+from typing import Any, Optional, TypedDict, Union
 
 from ._common import (
     DEFAULT_FILTER,
@@ -37,6 +37,7 @@ class CoreOptionArgs(TypedDict, total=False):
     upload: Optional[str]
     keep_local: bool
     compress: Optional[str]
+    max_size: Union[int, str, None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class CoreOptions:
     upload: Optional[str] = None
     keep_local: bool = False
     compress: Optional[str] = None
+    max_size: int = 0
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
     siginfo: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -74,6 +76,7 @@ class CoreOptions:
             if key not in CoreOptionArgs.__annotations__:
                 raise TypeError(f"unexpected keyword argument {key!r}")
         values: dict[str, Any] = {**options, **internal}
+        values["max_size"] = max_size_bytes(values.get("max_size"))
         opts = cls(directory=directory, **values)
         opts.validate()
         return opts
@@ -98,6 +101,8 @@ class CoreOptions:
             )
         if self.compress not in COMPRESSIONS:
             raise ValueError(f"compress must be None or 'zstd', got {self.compress!r}")
+        if self.max_size and self.method == "kernel":
+            raise ValueError("max_size needs method='native': the kernel writes whole cores")
         if self.compress and self.method == "kernel":
             raise ValueError("compress='zstd' needs method='native': the kernel writes plain cores")
         if self.freeze_timeout < 0:
@@ -106,6 +111,39 @@ class CoreOptions:
     def replace(self, **changes: Any) -> CoreOptions:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def max_size_bytes(value: Union[int, float, str, None]) -> int:
+    """``max_size`` in bytes (0: no cap) from bytes or text such as ``"64M"`` or ``"2G"``.
+
+    Raises:
+        ValueError: negative, zero or not a size.
+    """
+    from ._watch import size_bytes
+
+    if value is None:
+        return 0
+    n = size_bytes(value, "max_size")
+    if n <= 0:
+        raise ValueError(f"max_size must be a positive size such as 64M, got {value!r}")
+    return n
+
+
+def check_max_size(max_size: int, note_len: int) -> None:
+    """Raise ``ValueError`` when ``max_size`` cannot hold even this process's headers and
+    notes (before anything is forked)."""
+    from ._caplayout import minimum_size
+    from ._common import format_size
+
+    if not max_size:
+        return
+    need = minimum_size(note_len, max_size)
+    if max_size < need:
+        raise ValueError(
+            f"max_size {format_size(max_size)} ({max_size} bytes) is below the "
+            f"{format_size(need)} ({need} bytes) this process's headers and notes need: pass "
+            "at least that"
+        )
 
 
 def freeze_signal(value: Optional[int]) -> int:

@@ -139,6 +139,7 @@ def _info(core: CoreFile) -> dict[str, Any]:
         "allocated_bytes": os.stat(core.path).st_blocks * 512,
         "compressed_size": stored.st_size if compressed else None,
         "metadata": {k: v for k, v in core.metadata.items() if k not in ("stacks", "threads")},
+        "capture": {k: v for k, v in core.capture.items() if k != "threads"},
         "bundle": {k: core.manifest.get(k) for k in ("executable", "files", "missing")}
         if core.manifest
         else None,
@@ -292,6 +293,22 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"size:     {format_size(info['file_size'])} file, "
             f"{format_size(info['allocated_bytes'])} on disk, "
             f"{format_size(info['dumped_bytes'])} of memory dumped"
+        )
+    budget = info["capture"].get("budget") if isinstance(info.get("capture"), dict) else None
+    if isinstance(budget, dict):
+        kept = budget.get("kept", {})
+        print(
+            f"capped:   max_size {format_size(budget.get('max_size', 0))}: kept "
+            f"{format_size(sum(kept.values()))} of {format_size(budget.get('dumpable', 0))}, "
+            f"omitted {format_size(budget.get('omitted', 0))} in "
+            f"{len(budget.get('omitted_ranges', [])) + budget.get('omitted_ranges_unlisted', 0)}"
+            " ranges (listed in the core)"
+        )
+        for name, n in kept.items():
+            print(f"  {format_size(n):>10}  {name}")
+        print(
+            f"  Python walk: {budget.get('python_threads', 0)} thread states, "
+            f"{budget.get('python_frames', 0)} frames"
         )
     meta = info["metadata"]
     if meta:
@@ -748,6 +765,7 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
         max_total=args.max_total,
         keep_free=args.keep_free,
         compress=args.compress,
+        max_size=args.max_size,
     )
 
 
@@ -937,6 +955,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compress",
         choices=("zstd",),
         help="write each core as <stem>.core.zst (zstd, compressed as it is written)",
+    )
+    r.add_argument(
+        "--max-size",
+        type=_size_arg,
+        metavar="SIZE",
+        help="every core at most SIZE (64M, 2G): stacks, Python frames and interpreter data "
+        "first; what is left out is listed in the core",
     )
     r.add_argument(
         "--max-total", type=_size_arg, default=0, metavar="SIZE", help="core directory budget"

@@ -265,6 +265,17 @@ def write_error(
     )
 
 
+def max_size_error(max_size: int, need: int) -> CoreWriteError:
+    """The snapshot child found that even the headers and notes exceed ``max_size``."""
+    return CoreWriteError(
+        f"max_size {format_size(max_size)} is below the {format_size(need)} ({need} bytes) "
+        "this core's headers and notes need (threads were added since it was checked?)",
+        errno=_errno.EFBIG,
+        stage="notes",
+        advice=f"pass max_size of at least {need} bytes",
+    )
+
+
 def timeout_error(
     what: str,
     timeout: Optional[float],

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from . import _engine, _job, _metadata, _watch
+from . import _caplayout, _engine, _job, _metadata, _watch
 from ._common import (
     BUNDLE_FORMATS,
     DEFAULT_FILTER,
@@ -43,7 +43,7 @@ from ._common import (
     tz_offset,
 )
 from ._helper import bundle_name, finish_argv
-from ._options import CoreOptions, freeze_signal
+from ._options import CoreOptions, check_max_size, freeze_signal, max_size_bytes
 from .errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 
 log = logging.getLogger("gencore")
@@ -77,6 +77,7 @@ class TriggerConfig:
     max_total: int = 0
     keep_free: int = 0
     compress: Optional[str] = None
+    max_size: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -219,6 +220,7 @@ def install(
     max_total: Optional[_watch.Limit] = None,
     keep_free: Optional[_watch.Limit] = None,
     compress: Optional[str] = None,
+    max_size: Optional[_watch.Limit] = None,
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -271,6 +273,8 @@ def install(
             ``keep_free`` free (bytes or sizes such as ``"250M"``); never the newest one.
         compress: ``"zstd"`` writes every core as ``<stem>.core.zst`` (see
             :func:`~gencore.create_core`).
+        max_size: every core is at most this big (bytes or ``"64M"``-style; see
+            :func:`~gencore.create_core`).
 
     Each stall or crossing gives one core, whatever its length; every trigger obeys
     ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
@@ -319,6 +323,7 @@ def install(
         upload=upload,
         keep_local=keep_local,
         compress=compress,
+        max_size=max_size_bytes(max_size),
         **budget,
     )
     CoreOptions(
@@ -382,6 +387,7 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
     """The C side: handlers, prebuilt notes, guards, the reaper and its helper command."""
     note, note_off = _note("signal")
     crash_note, crash_off = _note("crash")
+    check_max_size(kw["max_size"], max(len(note), len(crash_note)))
     watch_note, watch_time, watch_reason, watch_detail = _watch_note()
     helper = None
     argv = _finish_argv(kw, directory, st.events_file)
@@ -403,6 +409,8 @@ def _native_install(st: _State, kw: dict[str, Any], directory: Path, fsig: int) 
             watch_note_detail_offset=watch_detail,
             probe_callback=_wake,
             pipe_argv=pipe,
+            max_size=kw["max_size"],
+            pylayout=_caplayout.layout() if kw["max_size"] else None,
         )
     except OSError as e:
         if e.errno not in (errno.EEXIST,):
@@ -769,6 +777,7 @@ def _exception_core(
             reason="memory: error" if memory else "exception",
             extra=extra,
             compress=_state.kwargs.get("compress"),
+            max_size=_state.kwargs.get("max_size", 0),
         )
         path = _job.run(opts)
     except GencoreError as e:

@@ -232,6 +232,9 @@ def main():
     for t in threads:
         t.start()
     secret = plant_secret() if cfg.get("secret") else None
+    # memory that makes a core larger than its max_size: random, so that it is really there
+    ballast = [os.urandom(1 << 20) for _ in range(cfg.get("ballast_mb", 0))]
+    results["ballast_mb"] = len(ballast)
     regions = plant()
     time.sleep(0.2)  # everyone blocked where they should be
     before = {"fds": fd_count(), "sig": sig_state(), "children": children()}
@@ -264,7 +267,10 @@ def main():
         out["snapshotter_ident"] = threading.get_ident()
         try:
             p = gencore.create_core(
-                cfg["coredir"], freeze_timeout=2.0, compress=cfg.get("compress")
+                cfg["coredir"],
+                freeze_timeout=2.0,
+                compress=cfg.get("compress"),
+                max_size=cfg.get("max_size"),
             )
             out["core"] = str(p)
             out["report"] = {

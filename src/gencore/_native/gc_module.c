@@ -41,12 +41,60 @@ PyDoc_STRVAR(snapshot_doc,
              "Freeze the threads, fork the snapshot child that writes the core, release the threads.\n"
              "Returns as soon as the child exists; the child reports on status_fd.");
 
+/* gencore._caplayout's tuple, in struct gc_pylayout's field order. Returns 1 (filled),
+ * 0 (None) or -1 with an exception set. */
+static int parse_pylayout(PyObject *t, struct gc_pylayout *L)
+{
+    memset(L, 0, sizeof *L);
+    if (t == Py_None) return 0;
+    long long v[10 + 13 + 6 + 1];
+    const Py_ssize_t n = (Py_ssize_t)(sizeof v / sizeof v[0]);
+    if (!PyTuple_Check(t) || PyTuple_Size(t) != n) {
+        PyErr_SetString(PyExc_TypeError, "pylayout must be a tuple of 30 integers");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GetItem(t, i);
+        v[i] = i < 10 ? (long long)PyLong_AsUnsignedLongLong(item) : PyLong_AsLongLong(item);
+        if (PyErr_Occurred()) return -1;
+    }
+    const long long *w = v + 7;
+    L->runtime = (uint64_t)v[0];
+    L->runtime_size = (uint64_t)v[1];
+    for (int k = 0; k < 4; k++) L->objects[k] = (uint64_t)v[2 + k];
+    L->r_debug = (uint64_t)v[6];
+    L->interp = (uint64_t)w[0];
+    L->code_type = (uint64_t)w[1];
+    L->code_mask = (uint64_t)w[2];
+    L->interp_keep = (uint32_t)w[3];
+    L->interp_threads = (int32_t)w[4];
+    L->ts_next = (int32_t)w[5];
+    L->ts_interp = (int32_t)w[6];
+    L->ts_keep = (uint32_t)w[7];
+    L->ts_frame = (int32_t)w[8];
+    L->cframe_current = (int32_t)w[9];
+    L->frame_back = (int32_t)w[10];
+    L->frame_code = (int32_t)w[11];
+    L->frame_keep = (uint32_t)w[12];
+    L->frame_var = (int32_t)w[13];
+    L->code_basicsize = (uint32_t)w[14];
+    L->code_itemsize = (uint32_t)w[15];
+    for (int k = 0; k < 6; k++) L->code_fields[k] = (int32_t)w[16 + k];
+    L->tuple_items = (uint32_t)w[22];
+    if (L->interp_threads < 0 || L->ts_frame < 0 || L->frame_back < 0 || L->frame_code < 0) {
+        PyErr_SetString(PyExc_ValueError, "pylayout: a required offset is missing");
+        return -1;
+    }
+    return 1;
+}
+
 static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"core_fd", "dir_fd", "status_fd", "partial_name", "final_name",
                              "note", "threads", "filter", "freeze_timeout", "freeze_signal",
-                             "signo", "code", "addr", "sender", "pipe_argv", NULL};
+                             "signo", "code", "addr", "sender", "pipe_argv", "max_size",
+                             "pylayout", NULL};
     int core_fd, dir_fd, status_fd, threads, freeze_signal;
     const char *partial, *final;
     const char *note = NULL;
@@ -55,13 +103,17 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     double freeze_timeout;
     int signo = 0, code = 0, sender = 0;
     unsigned long long addr = 0;
-    PyObject *pipe_argv = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKiO", kwlist, &core_fd, &dir_fd,
+    PyObject *pipe_argv = Py_None, *pylayout = Py_None;
+    unsigned long long max_size = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKiOKO", kwlist, &core_fd, &dir_fd,
                                      &status_fd, &partial, &final, &note, &note_len, &threads,
                                      &filter,
                                      &freeze_timeout, &freeze_signal, &signo, &code, &addr,
-                                     &sender, &pipe_argv))
+                                     &sender, &pipe_argv, &max_size, &pylayout))
         return NULL;
+    struct gc_pylayout layout;
+    int have_layout = parse_pylayout(pylayout, &layout);
+    if (have_layout < 0) return NULL;
     /* The filter's argv: pointers into the bytes objects, which the call keeps alive. */
     char **argv = NULL;
     if (pipe_argv != Py_None) {
@@ -101,6 +153,8 @@ static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
     s.siginfo.addr = addr;
     s.siginfo.sender_pid = sender;
     s.pipe_argv = argv;
+    s.max_size = max_size;
+    s.pylayout = have_layout ? &layout : NULL;
     gc_procinfo_fill(&s.proc);
 
     pid_t pid = -1;
@@ -246,7 +300,7 @@ PyDoc_STRVAR(trigger_install_doc,
              "                altstack_signal=0, hang_timeout=0, heartbeat_timeout=0, rss_limit=0,\n"
              "                rss_interval=0.5, watch_note=b'', watch_note_time_offset=-1,\n"
              "                watch_note_reason_offset=-1, watch_note_detail_offset=-1,\n"
-             "                probe_callback=None, pipe_argv=None)\n\n"
+             "                probe_callback=None, pipe_argv=None, max_size=0, pylayout=None)\n\n"
              "Install the signal and crash handlers and start the helper thread (reaper and\n"
              "watchdog). helper_argv is the NUL-separated command run after each signal dump,\n"
              "with the core's name appended; pipe_argv (NUL-separated too) the compressor the\n"
@@ -263,7 +317,8 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
                              "tz_offset", "helper_argv", "altstack_signal", "hang_timeout",
                              "heartbeat_timeout", "rss_limit", "rss_interval", "watch_note",
                              "watch_note_time_offset", "watch_note_reason_offset",
-                             "watch_note_detail_offset", "probe_callback", "pipe_argv", NULL};
+                             "watch_note_detail_offset", "probe_callback", "pipe_argv",
+                             "max_size", "pylayout", NULL};
     struct gc_trigger_config c;
     memset(&c, 0, sizeof c);
     PyObject *sigs, *crash, *callback = Py_None;
@@ -271,19 +326,25 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     Py_ssize_t note_len, crash_note_len, helper_len = 0, watch_note_len = 0, pipe_len = 0;
     double freeze_timeout, timeout, crash_timeout, min_interval;
     double hang = 0, heartbeat = 0, rss_interval = 0.5;
-    unsigned long long min_free, rss_limit = 0;
+    unsigned long long min_free, rss_limit = 0, max_size = 0;
+    PyObject *pylayout = Py_None;
     long long tz;
     c.watch_note_time_offset = c.watch_note_reason_offset = c.watch_note_detail_offset = -1;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllOz#", kwlist, &c.dir_fd, &c.events_fd,
+            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllOz#KO", kwlist, &c.dir_fd, &c.events_fd,
             &c.notify_fd, &sigs, &crash, &note, &note_len, &c.note_time_offset, &crash_note,
             &crash_note_len, &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
             &freeze_timeout, &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free,
             &tz, &helper, &helper_len, &c.altstack_signal, &hang, &heartbeat, &rss_limit,
             &rss_interval, &watch_note, &watch_note_len, &c.watch_note_time_offset,
             &c.watch_note_reason_offset, &c.watch_note_detail_offset, &callback, &pipe,
-            &pipe_len))
+            &pipe_len, &max_size, &pylayout))
         return NULL;
+    struct gc_pylayout layout;
+    int have_layout = parse_pylayout(pylayout, &layout);
+    if (have_layout < 0) return NULL;
+    c.max_size = max_size;
+    c.pylayout = have_layout ? &layout : NULL; /* copied by gc_trigger_install */
     if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
         int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
         return NULL;

@@ -7,6 +7,33 @@
 #include <sys/types.h>
 
 #define GC_NREGS 27 /* user_regs_struct, x86_64 */
+#define GC_REG_SP 19  /* rsp */
+#define GC_REG_TLS 21 /* fs_base: the thread's struct pthread, static TLS below it */
+
+/* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
+ * process (gencore/_caplayout.py) so that a capped core's child can walk its own copy of
+ * memory: thread states from the interpreter, frames from each thread state, code objects
+ * and their names from each frame. Offsets are in bytes; -1 means absent. */
+struct gc_pylayout {
+    uint64_t runtime, runtime_size; /* _PyRuntime */
+    uint64_t objects[4]; /* objects readers check the interpreter by (builtins, sys dicts) */
+    uint64_t r_debug;    /* the dynamic loader's struct r_debug: the link_map list */
+    uint64_t interp;      /* the main PyInterpreterState */
+    uint64_t code_type;   /* &PyCode_Type: a frame's code pointer must point to a code */
+    uint64_t code_mask;   /* clears the tag bits of a frame's code reference */
+    uint32_t interp_keep; /* bytes kept from interp */
+    int32_t interp_threads;
+    int32_t ts_next, ts_interp;
+    uint32_t ts_keep;
+    int32_t ts_frame;       /* the thread's current frame, or its cframe (3.11, 3.12) */
+    int32_t cframe_current; /* in the cframe: the current frame; -1 without cframes */
+    int32_t frame_back, frame_code;
+    uint32_t frame_keep; /* bytes kept from each frame (frame objects: + 8 per ob_size) */
+    int32_t frame_var;   /* frames are variable-size objects (3.9, 3.10) */
+    uint32_t code_basicsize, code_itemsize;
+    int32_t code_fields[6]; /* name, qualname, filename, linetable/lnotab, code, varnames */
+    uint32_t tuple_items;   /* where a tuple's items start (varnames is a tuple of str) */
+};
 
 enum gc_thread_state {
     GC_T_EMPTY = 0,
@@ -79,6 +106,8 @@ struct gc_snapshot {
     int in_signal;         /* no malloc afterwards (no per-thread summary) */
     int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
                               caller's; 0: the caller (the watchdog points at the stalled one) */
+    uint64_t max_size; /* 0, or the largest core to write: what analysis needs first */
+    const struct gc_pylayout *pylayout; /* NULL: no Python walk for a capped core */
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core
                                into the pipe in file order, holes as zeros */

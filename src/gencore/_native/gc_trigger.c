@@ -74,6 +74,8 @@ static int g_helper_argc;
 static char g_pipe[8192];
 static char *g_pipe_argv[HELPER_ARGS + 1];
 static int g_pipe_argc;
+static struct gc_pylayout g_pylayout;
+static int g_have_pylayout;
 extern char **environ;
 
 uint32_t gc_next_seq(void) { return __atomic_add_fetch(&g_seq, 1, __ATOMIC_ACQ_REL); }
@@ -247,6 +249,8 @@ static int start_dump(struct job *j, int sig, const siginfo_t *info, const void 
     s.in_signal = 1;
     s.first_tid = first_tid;
     s.pipe_argv = g_pipe_argc ? g_pipe_argv : NULL;
+    s.max_size = g_cfg.max_size;
+    s.pylayout = g_have_pylayout ? &g_pylayout : NULL;
     gc_procinfo_fill(&s.proc);
     pid_t pid = -1;
     int r = gc_snapshot_run(&s, &pid);
@@ -833,7 +837,10 @@ int gc_trigger_install(const struct gc_trigger_config *c)
         release_claim();
         return rc;
     }
+    g_have_pylayout = c->pylayout != NULL;
+    if (c->pylayout) g_pylayout = *c->pylayout;
     g_cfg.helper_argv = g_cfg.pipe_argv = NULL;
+    g_cfg.pylayout = NULL;
     memset(&g_w, 0, sizeof g_w);
     if (g_cfg.rss_limit_bytes && !g_cfg.rss_interval_ns) g_cfg.rss_interval_ns = 500000000ull;
     long page = (long)getauxval(AT_PAGESZ);

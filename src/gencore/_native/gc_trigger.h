@@ -39,6 +39,8 @@ struct gc_trigger_config {
     /* compress="zstd": the compressor's command (NUL-separated) for gc_snapshot.pipe_argv */
     const char *pipe_argv;
     size_t pipe_argv_len;
+    uint64_t max_size;                  /* max_size of every core (0: none) */
+    const struct gc_pylayout *pylayout; /* copied at install; NULL: none */
     /* The watchdog, in the same native thread as the reaper (0 disables each check). */
     uint64_t hang_timeout_ns;      /* nobody can take the GIL, or a watched loop stalls */
     uint64_t heartbeat_timeout_ns; /* gc_watch_heartbeat() not called for this long */

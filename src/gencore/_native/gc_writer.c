@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 
+#include "gc_budget.h"
 #include "gc_procfs.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
@@ -38,19 +39,15 @@ extern char **environ;
 #define MADV_DONTDUMP 16
 #endif
 
-/* PAGEMAP_SCAN (Linux 6.7+); defined here so older headers build. */
-struct gc_pm_scan_arg {
-    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+/* One PT_LOAD: a whole VMA, or under max_size a piece of one (kept data, then the rest of
+ * the piece not in the file). */
+struct piece {
+    uint64_t start, filesz, memsz, file_off;
+    long vma;
 };
-struct gc_page_region {
-    uint64_t start, end, categories;
-};
-#define GC_PAGEMAP_SCAN \
-    ((3u << 30) | ((unsigned)sizeof(struct gc_pm_scan_arg) << 16) | ('f' << 8) | 16u)
-#define PAGE_IS_PRESENT (1u << 3)
-#define PAGE_IS_SWAPPED (1u << 4)
-#define PAGE_IS_PFNZERO (1u << 5)
+
+/* Under max_size: what the capture note can say about omitted ranges at most. */
+#define BUDGET_NOTE_MAX (256u << 10)
 
 struct child {
     struct gc_snapshot *s;
@@ -59,8 +56,8 @@ struct child {
     struct gc_vma *vmas;
     long nvma;
     unsigned char *bounce;
-    struct gc_page_region *regions;
-    int mem_fd, pagemap_fd, have_scan;
+    struct gc_runs runs; /* present pages, with its own scratch buffer */
+    int mem_fd;
     uint64_t page;
     uint64_t written, total, next_progress;
     uint64_t nseg;      /* program headers, PT_NOTE included */
@@ -73,6 +70,13 @@ struct child {
     long helper;
     uint64_t pos;
     const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
+    struct piece *pieces;
+    long npieces;
+    uint32_t lead; /* the thread whose notes come first */
+    int capped;    /* max_size left something out */
+    struct gc_budget budget;
+    uint64_t need; /* under max_size: the least a core of this process takes */
+    uint64_t budget_note; /* under max_size: bytes for the budget in the capture note */
 };
 
 /* ------------------------------------------------------------------ status */
@@ -103,7 +107,7 @@ static __attribute__((noreturn)) void fail(struct child *c, long err)
         long e = stream_end(c, err != -EPIPE);
         if (err == -EPIPE && e < 0) err = e;
     }
-    send_status(c, GC_ST_ERROR, (int)-err);
+    send_result(c, GC_ST_ERROR, (int)-err, c->need, 0); /* need: max_size was too small */
     gc_sys3(SYS_unlinkat, c->s->dir_fd, c->s->partial_name, 0);
     gc_sys1(SYS_exit_group, 1);
     __builtin_unreachable();
@@ -338,7 +342,7 @@ static int add_xsave_layout(struct notebuf *nb)
     return 0;
 }
 
-static int add_gencore_notes(struct child *c, struct notebuf *nb)
+static int add_gencore_json(struct child *c, struct notebuf *nb)
 {
     const struct gc_snapshot *s = c->s;
     if (s->note && s->note_len) {
@@ -346,8 +350,64 @@ static int add_gencore_notes(struct child *c, struct notebuf *nb)
         if (!d) return -ENOMEM;
         gc_memcopy(d, s->note, s->note_len);
     }
-    /* What the freeze saw, as JSON: only the child knows the final thread list. */
-    size_t cap = 256 + (size_t)s->nthreads * 48;
+    return 0;
+}
+
+static const char *const category_names[GC_CAT_N] = {"stacks", "python", "elf_headers", "data",
+                                                     "other"};
+
+/* Under max_size, the capture note's "budget": what was kept by category, what was left out
+ * and where (ranges of omitted data, as many as fit in cap bytes). */
+static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
+{
+    const struct gc_budget *b = &c->budget;
+    uint64_t kept = 0;
+    gc_fmt_str(j, cap, pos, ", \"budget\": {\"max_size\": ");
+    gc_fmt_u64(j, cap, pos, c->s->max_size);
+    gc_fmt_str(j, cap, pos, ", \"kept\": {");
+    for (int k = 0; k < GC_CAT_N; k++) {
+        gc_fmt_str(j, cap, pos, k ? ", \"" : "\"");
+        gc_fmt_str(j, cap, pos, category_names[k]);
+        gc_fmt_str(j, cap, pos, "\": ");
+        gc_fmt_u64(j, cap, pos, b->kept[k]);
+        kept += b->kept[k];
+    }
+    gc_fmt_str(j, cap, pos, "}, \"dumpable\": ");
+    gc_fmt_u64(j, cap, pos, b->dumpable);
+    gc_fmt_str(j, cap, pos, ", \"omitted\": ");
+    gc_fmt_u64(j, cap, pos, b->dumpable > kept ? b->dumpable - kept : 0);
+    gc_fmt_str(j, cap, pos, ", \"python_threads\": ");
+    gc_fmt_u64(j, cap, pos, b->threads);
+    gc_fmt_str(j, cap, pos, ", \"python_frames\": ");
+    gc_fmt_u64(j, cap, pos, b->frames);
+    gc_fmt_str(j, cap, pos, ", \"omitted_ranges\": [");
+    uint64_t listed = 0, more = 0;
+    for (long i = 0; i < c->npieces; i++) {
+        const struct piece *p = &c->pieces[i];
+        const struct gc_vma *v = &c->vmas[p->vma];
+        uint64_t from = p->start + p->filesz, to = p->start + p->memsz;
+        if (to > v->start + v->dump) to = v->start + v->dump; /* not dumped anyway */
+        if (from >= to) continue;
+        if (*pos + 64 > cap - 64) {
+            more++;
+            continue;
+        }
+        gc_fmt_str(j, cap, pos, listed++ ? ", [" : "[");
+        gc_fmt_u64(j, cap, pos, from);
+        gc_fmt_str(j, cap, pos, ", ");
+        gc_fmt_u64(j, cap, pos, to);
+        gc_fmt_str(j, cap, pos, "]");
+    }
+    gc_fmt_str(j, cap, pos, "], \"omitted_ranges_unlisted\": ");
+    gc_fmt_u64(j, cap, pos, more);
+    gc_fmt_str(j, cap, pos, "}");
+}
+
+/* The capture note (JSON): only the child knows the final thread list. */
+static int add_capture(struct child *c, struct notebuf *nb)
+{
+    const struct gc_snapshot *s = c->s;
+    size_t cap = 256 + (size_t)s->nthreads * 48 + (c->capped ? c->budget_note + 1024 : 0);
     char *j = gc_arena_alloc(&c->arena, cap);
     if (!j) return -ENOMEM;
     size_t pos = 0;
@@ -369,6 +429,7 @@ static int add_gencore_notes(struct child *c, struct notebuf *nb)
     gc_fmt_u64(j, cap, &pos, s->freeze_ns);
     gc_fmt_str(j, cap, &pos, ", \"filter\": ");
     gc_fmt_u64(j, cap, &pos, s->filter);
+    if (c->capped) format_budget(c, j, cap - 2, &pos);
     gc_fmt_str(j, cap, &pos, "}");
     unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);
     if (!d) return -ENOMEM;
@@ -376,6 +437,7 @@ static int add_gencore_notes(struct child *c, struct notebuf *nb)
     return 0;
 }
 
+/* Every note but the capture note (added by add_capture, last). */
 static int build_notes(struct child *c, struct notebuf *nb)
 {
     const struct gc_snapshot *s = c->s;
@@ -387,6 +449,7 @@ static int build_notes(struct child *c, struct notebuf *nb)
         if (s->threads[i].tid == s->first_tid &&
             (s->threads[i].state == GC_T_PARKED || s->threads[i].state == GC_T_TIMEOUT))
             lead = i;
+    c->lead = lead;
     if ((rc = add_prstatus(c, nb, &s->threads[lead], 1))) return rc;
     if ((rc = add_prpsinfo(c, nb))) return rc;
     if ((rc = add_siginfo(c, nb))) return rc;
@@ -401,7 +464,7 @@ static int build_notes(struct child *c, struct notebuf *nb)
         if ((rc = add_fp(c, nb, t))) return rc;
     }
     if ((rc = add_xsave_layout(nb))) return rc;
-    return add_gencore_notes(c, nb);
+    return add_gencore_json(c, nb);
 }
 
 /* ------------------------------------------------------------------ dump rules */
@@ -640,79 +703,29 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
     return 0;
 }
 
-/* Private anonymous memory: only pages that exist (present or swapped, not the zero page). */
-static long dump_anon(struct child *c, struct gc_vma *v, int readable)
+struct anon_copy {
+    struct child *c;
+    uint64_t start, file_off; /* the piece: file offset of its first byte */
+    int readable;
+};
+
+static long copy_run(uint64_t start, uint64_t end, void *arg)
 {
-    uint64_t at = v->start;
-    if (c->have_scan) {
-        while (at < v->end) {
-            struct gc_pm_scan_arg arg;
-            gc_memzero(&arg, sizeof arg);
-            arg.size = sizeof arg;
-            arg.start = at;
-            arg.end = v->end;
-            arg.vec = (uint64_t)(uintptr_t)c->regions;
-            arg.vec_len = BOUNCE_SIZE / sizeof(struct gc_page_region);
-            arg.category_inverted = PAGE_IS_PFNZERO;
-            arg.category_mask = PAGE_IS_PFNZERO;
-            arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-            arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-            long n = gc_sys3(SYS_ioctl, c->pagemap_fd, GC_PAGEMAP_SCAN, &arg);
-            if (n == -EINTR) continue;
-            if (n < 0) {
-                c->have_scan = 0;
-                break;
-            }
-            for (long i = 0; i < n; i++) {
-                struct gc_page_region *r = &c->regions[i];
-                long e = copy_range(c, r->start, r->end - r->start, v->file_off + (r->start - v->start),
-                                    readable);
-                if (e < 0) return e;
-            }
-            if (arg.walk_end <= at) break;
-            at = arg.walk_end;
-        }
-        if (c->have_scan) return 0;
-    }
-    /* /proc/self/pagemap: one u64 per page, bit 63 present, bit 62 swapped. The entries
-     * live in the region buffer, so copy_range may use the bounce buffer meanwhile. */
-    uint64_t *ents = (uint64_t *)c->regions;
-    uint64_t per = BOUNCE_SIZE / 8;
-    while (at < v->end) {
-        uint64_t npages = (v->end - at) / c->page;
-        if (npages > per) npages = per;
-        long r = gc_pread(c->pagemap_fd, ents, npages * 8, (at / c->page) * 8);
-        if (r <= 0) return copy_range(c, at, v->end - at, v->file_off + (at - v->start), readable);
-        npages = (uint64_t)r / 8;
-        uint64_t run = 0;
-        for (uint64_t i = 0; i <= npages; i++) {
-            if (i < npages && (ents[i] >> 62) != 0) {
-                run++;
-                continue;
-            }
-            if (run) {
-                uint64_t s0 = at + (i - run) * c->page;
-                long e = copy_range(c, s0, run * c->page, v->file_off + (s0 - v->start), readable);
-                if (e < 0) return e;
-                run = 0;
-            }
-        }
-        at += npages * c->page;
-    }
-    return 0;
+    struct anon_copy *a = arg;
+    return copy_range(a->c, start, end - start, a->file_off + (start - a->start), a->readable);
 }
 
 /* Shared memory is not copied by fork: only pages resident in the shared object (mincore),
  * so that reading never allocates shmem pages in the application's memory. */
-static long dump_shared(struct child *c, struct gc_vma *v, int readable)
+static long dump_shared(struct child *c, uint64_t start, uint64_t end, uint64_t file_off)
 {
     unsigned char *vec = c->bounce;
-    uint64_t at = v->start;
-    while (at < v->end) {
-        uint64_t npages = (v->end - at) / c->page;
+    uint64_t at = start;
+    while (at < end) {
+        uint64_t npages = (end - at) / c->page;
         if (npages > BOUNCE_SIZE / 2) npages = BOUNCE_SIZE / 2;
         if (gc_sys3(SYS_mincore, at, npages * c->page, vec) < 0)
-            return copy_range(c, at, v->end - at, v->file_off + (at - v->start), readable);
+            return copy_range(c, at, end - at, file_off + (at - start), 1);
         uint64_t run = 0;
         for (uint64_t i = 0; i <= npages; i++) {
             if (i < npages && (vec[i] & 1)) {
@@ -721,7 +734,7 @@ static long dump_shared(struct child *c, struct gc_vma *v, int readable)
             }
             if (run) {
                 uint64_t s0 = at + (i - run) * c->page;
-                long e = copy_range(c, s0, run * c->page, v->file_off + (s0 - v->start), 1);
+                long e = copy_range(c, s0, run * c->page, file_off + (s0 - start), 1);
                 if (e < 0) return e;
                 run = 0;
             }
@@ -731,16 +744,24 @@ static long dump_shared(struct child *c, struct gc_vma *v, int readable)
     return 0;
 }
 
-static long dump_vma(struct child *c, struct gc_vma *v)
+/* The data of one piece: [p->start, p->start + p->filesz) of its VMA. */
+static long dump_piece(struct child *c, const struct piece *p)
 {
+    const struct gc_vma *v = &c->vmas[p->vma];
     int readable = (v->perms & GC_P_R) != 0;
+    uint64_t end = p->start + p->filesz;
     switch (v->how) {
-    case GC_DUMP_ANON:
-        return dump_anon(c, v, readable);
+    case GC_DUMP_ANON: {
+        /* private anonymous memory: only pages that exist (present or swapped, not the
+         * zero page); the others are holes */
+        struct anon_copy a = {c, p->start, p->file_off, readable};
+        return gc_present_runs(&c->runs, p->start, end, copy_run, &a);
+    }
     case GC_DUMP_SHARED:
-        return readable ? dump_shared(c, v, 1) : copy_range(c, v->start, v->dump, v->file_off, 0);
+        return readable ? dump_shared(c, p->start, end, p->file_off)
+                        : copy_range(c, p->start, p->filesz, p->file_off, 0);
     case GC_DUMP_FILE:
-        return copy_range(c, v->start, v->dump, v->file_off, readable);
+        return copy_range(c, p->start, p->filesz, p->file_off, readable);
     default:
         return 0;
     }
@@ -790,14 +811,16 @@ static void child_setup(struct child *c)
     c->arena.base = (char *)m;
     c->arena.size = ARENA_SIZE;
     c->bounce = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
-    c->regions = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
+    c->runs.buf = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
+    c->runs.buf_size = BOUNCE_SIZE;
+    c->runs.page = c->page;
 
     long fd = gc_open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail(c, fd);
     c->mem_fd = (int)fd;
     fd = gc_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    c->pagemap_fd = (int)fd;
-    c->have_scan = fd >= 0;
+    c->runs.pagemap_fd = (int)fd;
+    c->runs.have_scan = fd >= 0;
 }
 
 /* Mappings: parse smaps, hide our own buffers, decide what each VMA contributes. */
@@ -836,7 +859,64 @@ static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
     eh->e_phnum = c->nseg > 0xffff ? 0xffff : (uint16_t)c->nseg;
 }
 
-/* Program headers: PT_NOTE, then one PT_LOAD per VMA; assigns each VMA its file offset.
+/* Pieces: one per VMA (its dump range in the file); under max_size, one per run of kept
+ * pages, with the omitted pages after it (and a first piece with nothing in the file when
+ * the VMA starts with omitted pages), so that every address stays in a PT_LOAD. */
+static uint64_t count_runs(const struct child *c)
+{
+    uint64_t runs = 0;
+    for (long i = 0; c->capped && i < c->nvma; i++) {
+        if (c->vmas[i].hidden || c->budget.bit_base[i] == UINT64_MAX) continue;
+        uint64_t npages = (c->vmas[i].dump + c->page - 1) / c->page;
+        for (uint64_t k = 0, prev = 0; k < npages; k++) {
+            uint64_t cur = (uint64_t)gc_budget_kept(&c->budget, i, k);
+            runs += cur && !prev;
+            prev = cur;
+        }
+    }
+    return runs;
+}
+
+static void make_pieces(struct child *c)
+{
+    /* at most one piece per VMA, plus one per run of kept pages */
+    uint64_t cap = c->nseg + 1 + count_runs(c);
+    c->pieces = gc_arena_alloc(&c->arena, sizeof(struct piece) * (size_t)cap);
+    if (!c->pieces) fail(c, -ENOMEM);
+    c->npieces = 0;
+    for (long i = 0; i < c->nvma; i++) {
+        struct gc_vma *v = &c->vmas[i];
+        if (v->hidden) continue;
+        long first = c->npieces;
+        if (c->capped && c->budget.bit_base[i] != UINT64_MAX) {
+            uint64_t npages = (v->dump + c->page - 1) / c->page, k = 0;
+            while (k < npages) {
+                if (!gc_budget_kept(&c->budget, i, k)) {
+                    k++;
+                    continue;
+                }
+                uint64_t r = k;
+                while (r < npages && gc_budget_kept(&c->budget, i, r)) r++;
+                uint64_t a = v->start + k * c->page;
+                uint64_t b = v->start + r * c->page;
+                if (b > v->start + v->dump) b = v->start + v->dump;
+                if (c->npieces == first && a > v->start)
+                    c->pieces[c->npieces++] = (struct piece){v->start, 0, 0, 0, i};
+                c->pieces[c->npieces++] = (struct piece){a, b - a, 0, 0, i};
+                k = r;
+            }
+        }
+        if (c->npieces == first)
+            c->pieces[c->npieces++] =
+                (struct piece){v->start, c->capped ? 0 : v->dump, 0, 0, i};
+        for (long k = first; k < c->npieces; k++) /* each piece reaches the next one */
+            c->pieces[k].memsz =
+                (k + 1 < c->npieces ? c->pieces[k + 1].start : v->end) - c->pieces[k].start;
+    }
+    c->nseg = 1 + (uint64_t)c->npieces;
+}
+
+/* Program headers: PT_NOTE, then one PT_LOAD per piece; assigns each piece its file offset.
  * Returns the file size (before the PN_XNUM section header). */
 static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, uint64_t notes_len)
 {
@@ -845,21 +925,20 @@ static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, 
     ph[0].p_filesz = notes_len;
     ph[0].p_align = 4;
     uint64_t off = (notes_off + notes_len + c->page - 1) & ~(c->page - 1);
-    uint64_t k = 1;
-    for (long i = 0; i < c->nvma; i++) {
-        struct gc_vma *v = &c->vmas[i];
-        if (v->hidden) continue;
-        v->file_off = off;
-        Elf64_Phdr *p = &ph[k++];
+    for (long k = 0; k < c->npieces; k++) {
+        struct piece *pc = &c->pieces[k];
+        const struct gc_vma *v = &c->vmas[pc->vma];
+        pc->file_off = off;
+        Elf64_Phdr *p = &ph[k + 1];
         p->p_type = PT_LOAD;
         p->p_offset = off;
-        p->p_vaddr = v->start;
-        p->p_memsz = v->end - v->start;
-        p->p_filesz = v->dump;
+        p->p_vaddr = pc->start;
+        p->p_memsz = pc->memsz;
+        p->p_filesz = pc->filesz;
         p->p_flags = ((v->perms & GC_P_R) ? PF_R : 0) | ((v->perms & GC_P_W) ? PF_W : 0) |
                      ((v->perms & GC_P_X) ? PF_X : 0);
         p->p_align = c->page;
-        off += v->dump;
+        off += pc->filesz;
     }
     return off;
 }
@@ -877,6 +956,41 @@ static void write_all(struct child *c, const void *buf, size_t len, uint64_t off
     }
 }
 
+static uint64_t page_up(const struct child *c, uint64_t n) { return (n + c->page - 1) & ~(c->page - 1); }
+
+/* The file size of the layout with these notes and nseg headers, all data included. */
+static uint64_t layout_size(const struct child *c, uint64_t notes_len, uint64_t nseg, uint64_t data)
+{
+    uint64_t size = page_up(c, sizeof(Elf64_Ehdr) + nseg * sizeof(Elf64_Phdr) + notes_len) + data;
+    return size + (nseg > 0xffff ? sizeof(Elf64_Shdr) : 0);
+}
+
+/* max_size: keep what analysis needs first, within the cap (or fail when even the headers
+ * and notes do not fit). A core that fits is written exactly as without a cap. */
+static void apply_cap(struct child *c, struct notebuf *nb)
+{
+    uint64_t cap = c->s->max_size;
+    /* the capture note without budget: 256 + 48 per thread, as add_capture sizes it */
+    uint64_t capture = 12 + 8 + 256 + (uint64_t)c->s->nthreads * 48;
+    if (!cap || layout_size(c, nb->len + capture, c->nseg, c->total) <= cap) return;
+    c->budget_note = cap / 16 < BUDGET_NOTE_MAX ? cap / 16 : BUDGET_NOTE_MAX;
+    capture += c->budget_note + 1024;
+    uint64_t fixed = layout_size(c, nb->len + capture, c->nseg, 0) + sizeof(Elf64_Shdr);
+    c->need = fixed + c->page;
+    if (fixed >= cap) fail(c, -EFBIG);
+    c->capped = 1;
+    c->budget.vmas = c->vmas;
+    c->budget.nvma = c->nvma;
+    c->budget.page = c->page;
+    c->budget.mem_fd = c->mem_fd;
+    /* every kept run may add a program header; the data start moves by whole pages */
+    int rc = gc_budget_select(&c->budget, &c->arena, c->s, c->lead, &c->runs, c->smaps,
+                              ((cap - fixed) & ~(c->page - 1)) - c->page);
+    if (rc) fail(c, rc);
+    c->total = 0;
+    for (int k = 0; k < GC_CAT_N; k++) c->total += c->budget.kept[k];
+}
+
 /* Notes and headers: everything before the memory. */
 static void child_headers(struct child *c)
 {
@@ -887,6 +1001,10 @@ static void child_headers(struct child *c)
     nb.len = 0;
     if (!nb.p) fail(c, -ENOMEM);
     int rc = build_notes(c, &nb);
+    if (rc) fail(c, rc);
+    apply_cap(c, &nb);
+    make_pieces(c);
+    rc = add_capture(c, &nb);
     if (rc) fail(c, rc);
 
     uint64_t notes_off = sizeof(Elf64_Ehdr) + c->nseg * sizeof(Elf64_Phdr);
@@ -903,20 +1021,23 @@ static void child_headers(struct child *c)
         eh->e_shnum = 1;
         c->file_size += sizeof(Elf64_Shdr);
     }
+    if (c->s->max_size && c->file_size > c->s->max_size) {
+        c->need = c->file_size;
+        fail(c, -EFBIG); /* cannot happen: the budget counts every byte */
+    }
     write_all(c, hdr, (size_t)notes_off, 0);
     write_all(c, nb.p, nb.len, notes_off);
 }
 
-/* Memory: every dumped VMA at its offset, then the PN_XNUM section header and the length. */
+/* Memory: every piece's data at its offset, then the PN_XNUM section header and the length. */
 static void child_segments(struct child *c)
 {
     c->stage = GC_STAGE_MEMORY;
     send_status(c, GC_ST_PROGRESS, 0);
     c->next_progress = PROGRESS_EVERY;
-    for (long i = 0; i < c->nvma; i++) {
-        struct gc_vma *v = &c->vmas[i];
-        if (v->hidden || !v->dump) continue;
-        long e = dump_vma(c, v);
+    for (long k = 0; k < c->npieces; k++) {
+        if (!c->pieces[k].filesz) continue;
+        long e = dump_piece(c, &c->pieces[k]);
         if (e < 0) fail(c, e);
     }
     if (c->nseg > 0xffff) {

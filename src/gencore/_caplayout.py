@@ -1,0 +1,306 @@
+"""Where the interpreter keeps what pystack and py-spy follow, for cores with ``max_size``.
+
+A capped core keeps, after every thread's stack, the objects those tools read to show Python
+stacks: the interpreter state, each thread state, each frame, its code object and the code's
+name, qualified name, file name and line table. The snapshot child walks them in its own copy
+of memory, so it needs their layout: the offsets found here, from this very call's frame and
+code object, each confirmed by the value Python reports (``PyThreadState_Next``,
+``PyInterpreterState_ThreadHead``, ``id()`` of the frame's code and names). Every address is
+checked against ``/proc/self/maps`` before it is read. Found once, then cached; any doubt
+gives no layout (the capped core then keeps stacks, TLS and writable data, but no walk).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import sys
+import types
+from typing import Any, Optional
+
+from ._heaplayout import _Maps, _scan_for, _u64
+
+# The order of struct gc_pylayout's fields (gc_snapshot.h), as passed to the engine.
+FIELDS = (
+    "runtime",
+    "runtime_size",
+    "object0",
+    "object1",
+    "object2",
+    "object3",
+    "r_debug",
+    "interp",
+    "code_type",
+    "code_mask",
+    "interp_keep",
+    "interp_threads",
+    "ts_next",
+    "ts_interp",
+    "ts_keep",
+    "ts_frame",
+    "cframe_current",
+    "frame_back",
+    "frame_code",
+    "frame_keep",
+    "frame_var",
+    "code_basicsize",
+    "code_itemsize",
+    "code_name",
+    "code_qualname",
+    "code_filename",
+    "code_linetable",
+    "code_code",
+    "code_varnames",
+    "tuple_items",
+)
+
+INTERP_KEEP = 64 << 10  # PyInterpreterState is at most tens of KiB (3.9-3.11: in the heap)
+TS_KEEP = 4 << 10
+IFRAME_KEEP = 512  # a _PyInterpreterFrame's header and first locals (3.11+)
+TAG_MASK = (1 << 64) - 8  # 3.14's _PyStackRef tags the low bits of f_executable
+
+_cache: Optional[tuple[int, ...]] = None
+_failed: Optional[str] = None
+
+
+def _api(name: str, restype: type, *argtypes: type) -> Any:
+    fn = getattr(ctypes.pythonapi, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+    return fn
+
+
+def _interp_frame(maps: _Maps, frame: types.FrameType) -> int:
+    """3.11+: the _PyInterpreterFrame behind a live frame object (``f_frame``, right after
+    ``f_back``), confirmed by the code object it points to."""
+    iframe = _u64(id(frame) + 24)
+    if not maps.readable(iframe, 128):
+        raise LookupError("the interpreter frame is not readable")
+    words = struct.unpack("<8Q", ctypes.string_at(iframe, 64))
+    if not any(w & TAG_MASK == id(frame.f_code) for w in words):
+        raise LookupError("the interpreter frame does not point to its code")
+    return iframe
+
+
+def _walk_check(maps: _Maps, ts: int, out: dict[str, int], frame: types.FrameType) -> None:
+    """Walk this thread's frames the way the snapshot child will: the code objects must be
+    those of this function's caller (``frame``) and its callers, in order."""
+    # read inline (a Python call would make its own frame the current one): this function's
+    # frame is the current one, its caller's is the next
+    f = ctypes.c_uint64.from_address(ts + out["ts_frame"]).value
+    if out["cframe_current"] >= 0:
+        f = ctypes.c_uint64.from_address(f + out["cframe_current"]).value
+    f = _u64(f + out["frame_back"])
+    expected: list[int] = []
+    py: Optional[types.FrameType] = frame
+    while py is not None and len(expected) < 4:
+        expected.append(id(py.f_code))
+        py = py.f_back
+    seen: list[int] = []
+    while f and len(seen) < 64 and len([c for c in seen if c in expected]) < len(expected):
+        if not maps.readable(f, out["frame_code"] + 8):
+            raise LookupError("the frame chain leaves readable memory")
+        code = _u64(f + out["frame_code"]) & TAG_MASK
+        if code and maps.readable(code, 16) and _u64(code + 8) == id(types.CodeType):
+            seen.append(code)
+        f = _u64(f + out["frame_back"])
+    if [c for c in seen if c in expected][: len(expected)] != expected:
+        raise LookupError("walking the frames does not give this thread's code objects")
+
+
+class _Probe:
+    """Its method runs the frame-dependent part of the discovery in a frame of its own (live
+    while the offsets are found), and its qualname (``_Probe.frames``) differs from its name."""
+
+    def frames(self, maps: _Maps, ts: int, out: dict[str, int]) -> types.CodeType:
+        """Everything that needs this frame to be the thread's current one. While the thread
+        state is read, no Python function is called (a call would make its frame current):
+        only ctypes' C-level accessors."""
+        frame = sys._getframe(0)
+        caller = frame.f_back
+        assert caller is not None
+        maps.__init__()  # type: ignore[misc]  # again: this frame may be in a new arena
+        if sys.version_info < (3, 11):
+            cur, parent, out["frame_var"] = id(frame), id(caller), 1
+            out["frame_keep"] = type(frame).__basicsize__
+        else:
+            cur, parent = _interp_frame(maps, frame), _interp_frame(maps, caller)
+            out["frame_var"], out["frame_keep"] = 0, IFRAME_KEEP
+        out["frame_back"] = _scan_for(maps, cur, 128, parent)
+        raw = struct.unpack("<16Q", ctypes.string_at(cur, 128))
+        out["frame_code"] = next(
+            i * 8 for i, w in enumerate(raw) if w & TAG_MASK == id(frame.f_code)
+        )
+        # the thread state points at the current frame directly (3.9, 3.10, 3.13+) or through
+        # its cframe (3.11, 3.12: a struct on the C stack whose current_frame is at 0 or 8)
+        words = (ctypes.c_uint64 * 128).from_address(ts)[:]
+        if cur in words:
+            out["ts_frame"] = words.index(cur) * 8
+        else:
+            stack = [(lo, hi) for lo, hi in maps.ranges]
+            for i, w in enumerate(words):
+                if w <= 4096 or not any(lo <= w and w + 16 <= hi for lo, hi in stack):
+                    continue
+                pair = (ctypes.c_uint64 * 2).from_address(w)[:]
+                if cur in pair:
+                    out["ts_frame"], out["cframe_current"] = i * 8, pair.index(cur) * 8
+                    break
+            else:
+                raise LookupError("the thread state does not point to the current frame")
+        _walk_check(maps, ts, out, frame)
+        return frame.f_code
+
+
+def _runtime() -> tuple[int, int]:
+    """``_PyRuntime``'s address and size (its symbol's, in the file that maps it)."""
+    from elftools.elf.elffile import ELFFile
+
+    addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    with open("/proc/self/maps") as f:
+        rows = [ln.split() for ln in f]
+    starts: dict[str, int] = {}
+    last = ""  # .bss: the anonymous mapping after the file's last one
+    for r in rows:
+        lo, hi = (int(x, 16) for x in r[0].split("-"))
+        if len(r) >= 6 and r[5].startswith("/"):
+            starts.setdefault(r[5], lo - int(r[2], 16))  # the load bias: offset 0's address
+            last = r[5]
+        elif len(r) >= 6:
+            last = ""
+        if lo <= addr < hi:
+            path = last
+            break
+    else:
+        path = ""
+    if not path:
+        raise LookupError("_PyRuntime is not in a file's mapping")
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for name in (".dynsym", ".symtab"):
+            table: Any = elf.get_section_by_name(name)
+            syms = table.get_symbol_by_name("_PyRuntime") if table is not None else None
+            if syms:
+                size = int(syms[0]["st_size"])
+                bias = starts[path] if elf.header["e_type"] == "ET_DYN" else 0
+                if bias + int(syms[0]["st_value"]) == addr and 0 < size < 64 << 20:
+                    return addr, size
+    raise LookupError("_PyRuntime's symbol does not match its address")
+
+
+def _localsplusnames(maps: _Maps, code: types.CodeType, size: int) -> int:
+    """3.11+: the offset of ``co_localsplusnames`` (pystack reads every frame's argument
+    names from it): the tuple whose items are the code's variable, cell and free names."""
+    want = [id(n) for n in code.co_varnames + code.co_cellvars + code.co_freevars]
+    words = struct.unpack(f"<{size // 8}Q", ctypes.string_at(id(code), size // 8 * 8))
+    for i, w in enumerate(words):
+        if w and maps.readable(w, tuple.__basicsize__) and _u64(w + 8) == id(tuple):
+            n = _u64(w + 16)
+            if n == len(want) and maps.readable(w, tuple.__basicsize__ + 8 * n):
+                items = [_u64(w + tuple.__basicsize__ + 8 * k) for k in range(n)]
+                if items == want:
+                    return i * 8
+    raise LookupError("co_localsplusnames not found")
+
+
+def _discover() -> tuple[int, ...]:
+    maps = _Maps()
+    out: dict[str, int] = dict.fromkeys(FIELDS, -1)
+    out["runtime"], out["runtime_size"] = _runtime()
+    # the dicts readers check an interpreter state by (pystack reads its builtins)
+    import builtins
+
+    for i, obj in enumerate((builtins.__dict__, sys.__dict__, sys.modules)):
+        out[f"object{i}"] = id(obj)
+    out["object3"] = 0
+    # the dynamic loader's list of loaded objects (gdb and elfutils find libraries from it)
+    try:
+        out["r_debug"] = ctypes.addressof(ctypes.c_char.in_dll(ctypes.CDLL(None), "_r_debug"))
+    except ValueError:
+        out["r_debug"] = 0
+    interp = _api("PyInterpreterState_Main", ctypes.c_void_p)()
+    ts = _api("PyThreadState_Get", ctypes.c_void_p)()
+    head = _api("PyInterpreterState_ThreadHead", ctypes.c_void_p, ctypes.c_void_p)(interp)
+    nxt = _api("PyThreadState_Next", ctypes.c_void_p, ctypes.c_void_p)
+    if not (interp and ts and head and maps.readable(ts, 1024) and maps.readable(interp, 64)):
+        raise LookupError("the interpreter or thread state is not readable")
+    # PyThreadState starts with prev, next, interp (3.9-3.15)
+    out["ts_next"], out["ts_interp"] = 8, 16
+    if _u64(ts + 16) != interp or _u64(ts + 8) != (nxt(ts) or 0):
+        raise LookupError("the thread state does not start with prev, next, interp")
+    out["interp"] = interp
+    # the list head is in the first 64 KiB (3.13 puts it behind the eval state)
+    room = next((hi - interp for lo, hi in maps.ranges if lo <= interp < hi), 0)
+    out["interp_threads"] = _scan_for(maps, interp, min(64 << 10, room) // 8 * 8, head)
+    out["interp_keep"], out["ts_keep"] = INTERP_KEEP, TS_KEEP
+    code = _Probe().frames(maps, ts, out)
+    out["code_type"] = id(types.CodeType)
+    out["code_mask"] = TAG_MASK
+    out["code_basicsize"] = type(code).__basicsize__
+    out["code_itemsize"] = type(code).__itemsize__
+    v = sys.version_info[:2]
+    for field, attr in (
+        ("code_name", "co_name"),
+        ("code_qualname", "co_qualname"),
+        ("code_filename", "co_filename"),
+        ("code_linetable", "co_linetable" if v >= (3, 10) else "co_lnotab"),
+        ("code_code", "co_code" if v < (3, 11) else ""),
+        ("code_varnames", "co_varnames" if v < (3, 11) else ""),
+    ):
+        if attr and hasattr(code, attr):
+            out[field] = _scan_for(maps, id(code), out["code_basicsize"], id(getattr(code, attr)))
+    if v >= (3, 11):
+        out["code_varnames"] = _localsplusnames(maps, code, out["code_basicsize"])
+    out["tuple_items"] = tuple.__basicsize__
+    return tuple(out[f] for f in FIELDS)
+
+
+def layout() -> Optional[tuple[int, ...]]:
+    """The layout as struct gc_pylayout's fields, or None (then :func:`why_not` says why)."""
+    global _cache, _failed
+    if _cache is None and _failed is None:
+        try:
+            _cache = _discover()
+        except (LookupError, AttributeError, OSError, ValueError, StopIteration, ImportError) as e:
+            _failed = str(e) or type(e).__name__
+    return _cache
+
+
+def why_not() -> Optional[str]:
+    """Why :func:`layout` found nothing, or None."""
+    return _failed
+
+
+PAGE = 4096
+BUDGET_NOTE_MAX = 256 << 10  # the child's cap on the budget part of its capture note
+
+
+def _xsave_bytes() -> int:
+    """The XSAVE area a thread's notes carry: 11008 bytes with AMX, else at most 2696."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return 11008 if " amx_tile" in flags else 2696
+
+
+def minimum_size(note_len: int, max_size: int = 0) -> int:
+    """The smallest ``max_size`` a core of this process can have now: the ELF header and
+    program headers, every note (each thread's registers, the files, ``note_len`` bytes of
+    GENCORE metadata), the capture note's budget part, and a page of slack, as the snapshot
+    child counts them."""
+    threads = len(os.listdir("/proc/self/task"))
+    maps = files = paths = 0
+    with open("/proc/self/maps", "rb") as f:
+        for line in f:
+            maps += 1
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith(b"/"):
+                files += 1
+                paths += len(fields[5].strip()) + 1
+    per_thread = (20 + 336) + (20 + 512) + (20 + _xsave_bytes()) + 48
+    notes = threads * per_thread + 16 + 24 * files + paths + 1024 + note_len + 20 + 256
+    headers = 64 + 56 * (maps + 8) + 64
+    base = -(-(headers + notes + 1024) // PAGE) * PAGE + 2 * PAGE
+    reserve = min(max(max_size, base) // 16, BUDGET_NOTE_MAX)
+    return base + -(-reserve // PAGE) * PAGE
