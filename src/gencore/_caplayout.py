@@ -206,12 +206,17 @@ def _discover() -> tuple[int, ...]:
     maps = _Maps()
     out: dict[str, int] = dict.fromkeys(FIELDS, -1)
     out["runtime"], out["runtime_size"] = _runtime()
-    # the dicts readers check an interpreter state by (pystack reads its builtins)
+    # the dicts readers check an interpreter state by (pystack reads its builtins), and the
+    # version
     import builtins
 
     for i, obj in enumerate((builtins.__dict__, sys.__dict__, sys.modules)):
         out[f"object{i}"] = id(obj)
-    out["object3"] = 0
+    # py-spy reads the version from memory (3.11+: Py_Version, in read-only data)
+    try:
+        out["object3"] = ctypes.addressof(ctypes.c_uint32.in_dll(ctypes.pythonapi, "Py_Version"))
+    except ValueError:
+        out["object3"] = 0
     # the dynamic loader's list of loaded objects (gdb and elfutils find libraries from it)
     try:
         out["r_debug"] = ctypes.addressof(ctypes.c_char.in_dll(ctypes.CDLL(None), "_r_debug"))

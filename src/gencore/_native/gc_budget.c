@@ -190,6 +190,11 @@ static int tier_stacks(struct gc_budget *b, const struct gc_snapshot *s, uint32_
             if (i < 0) continue;
             uint64_t from = sp - 512 > b->vmas[i].start ? sp - 512 : b->vmas[i].start;
             uint64_t to = b->vmas[i].end;
+            /* a thread's stack ends at its struct pthread (the TLS pointer), which may be
+             * far below the end of a mapping that holds several threads' stacks */
+            uint64_t tls = t->regs[GC_REG_TLS];
+            if (tls > sp && tls < to && tls - sp < (64u << 20)) to = tls + TLS_ABOVE;
+            if (to > b->vmas[i].end) to = b->vmas[i].end;
             if (pass == 0 && to - from > STACK_FIRST) to = from + STACK_FIRST;
             if (keep(b, from, to - from, GC_CAT_STACKS)) return 1;
         }
