@@ -37,10 +37,10 @@ PROGRAM = textwrap.dedent(
 
     gib, nthreads, cap, out = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     size = int(gib * (1 << 30))
-    text = (b"GET /api/v1/orders?customer=%08d HTTP/1.1 200 OK cache-hit " * 1024)[: 1 << 20]
+    text = (b"GET /api/v1/orders?customer=%08d HTTP/1.1 200 OK cache-hit " * 20000)[: 1 << 20]
     heap = []
     for i in range(size >> 20):
-        heap.append(os.urandom(1 << 20) if i % 4 == 0 else bytes(text))
+        heap.append(os.urandom(1 << 20) if i % 4 == 0 else bytearray(text))  # a copy each
     stop = threading.Event()
     threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(nthreads - 1)]
     for t in threads:
