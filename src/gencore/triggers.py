@@ -611,6 +611,7 @@ def _after_fork_in_child() -> None:
     if st.config is None:
         return
     kwargs: dict[str, Any] = dict(st.kwargs)
+    kwargs["max_size"] = kwargs.get("max_size") or None  # stored as 0 when there is no cap
     st.config = None
     _watch.stop_loops()
     st.our_excepthook = st.our_threading_hook = None
