@@ -1,4 +1,4 @@
-"""Build the native snapshot engine (C, x86_64 Linux) as one abi3 extension; elsewhere, or with
+"""Build the native snapshot engine (C, x86_64 and aarch64 Linux) as one abi3 extension; elsewhere, or with
 GENCORE_PURE=1, the package is pure Python (it reads cores; dumping raises
 UnsupportedPlatformError)."""
 
@@ -15,7 +15,7 @@ PURE = os.environ.get("GENCORE_PURE") == "1"
 
 ext_modules = []
 options = {}
-if not PURE and sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64"):
+if not PURE and sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
     ext_modules.append(
         Extension(
             "gencore._native",

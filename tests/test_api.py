@@ -66,7 +66,7 @@ def test_unsupported_platform_raises_clear_error(monkeypatch, tmp_path):
     try:
         gencore.create_core(tmp_path)
     except gencore.UnsupportedPlatformError as e:
-        assert "Linux on x86_64" in str(e)
+        assert "Linux on x86_64 and aarch64" in str(e)
     else:
         raise AssertionError("create_core worked without the native engine")
     assert list(tmp_path.iterdir()) == []

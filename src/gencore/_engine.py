@@ -58,7 +58,7 @@ else:
 
 
 def available() -> bool:
-    """True when the native snapshot engine is usable here (Linux x86_64)."""
+    """True when the native snapshot engine is usable here (Linux on x86_64 or aarch64)."""
     return IMPORT_ERROR is None
 
 
@@ -67,8 +67,8 @@ def require() -> None:
     if IMPORT_ERROR is not None:
         u = os.uname()
         raise UnsupportedPlatformError(
-            "gencore's snapshot engine supports Linux on x86_64 with CPython's default "
-            "(GIL) build only",
+            "gencore's snapshot engine supports Linux on x86_64 and aarch64 with CPython's "
+            "default (GIL) build only",
             advice=f"this is {u.sysname} {u.machine} ({IMPORT_ERROR}); cores from elsewhere "
             "can still be read here with open_core, gencore info and gencore stacks",
             stage="preflight",

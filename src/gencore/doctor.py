@@ -55,9 +55,9 @@ def check_platform() -> Check:
             "platform",
             FAIL,
             f"the native snapshot engine is not available on {u.sysname} {u.machine}",
-            "gencore's writer supports Linux x86_64",
+            "gencore's writer supports Linux on x86_64 and aarch64",
         )
-    return Check("platform", OK, "native snapshot engine available (Linux x86_64)")
+    return Check("platform", OK, f"native snapshot engine available (Linux {os.uname().machine})")
 
 
 def check_directory(directory: Path, rss: int) -> list[Check]:

@@ -60,7 +60,7 @@ class GencoreError(Exception):
 
 
 class UnsupportedPlatformError(GencoreError):
-    """This platform has no snapshot engine (only Linux on x86_64 is supported)."""
+    """This platform has no snapshot engine (Linux on x86_64 and aarch64 is supported)."""
 
 
 class CoreDirectoryError(GencoreError):

@@ -45,6 +45,11 @@ X86_64_REGS = (
     "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
     "fs_base gs_base ds es fs gs"
 ).split()
+AARCH64_REGS = [f"x{i}" for i in range(31)] + ["sp", "pc", "pstate"]
+EM_X86_64 = 62
+EM_AARCH64 = 183
+# e_machine -> (the registers of NT_PRSTATUS's pr_reg, the note's size; pr_fpvalid is last)
+PRSTATUS_LAYOUT = {EM_X86_64: (X86_64_REGS, 336), EM_AARCH64: (AARCH64_REGS, 392)}
 
 
 class MemoryUnavailableError(GencoreError, LookupError):
@@ -71,13 +76,13 @@ class Thread:
 
     @property
     def pc(self) -> int:
-        """Instruction pointer."""
-        return self.registers.get("rip", 0)
+        """Instruction pointer (``rip`` on x86_64, ``pc`` on aarch64)."""
+        return self.registers.get("rip", self.registers.get("pc", 0))
 
     @property
     def sp(self) -> int:
-        """Stack pointer."""
-        return self.registers.get("rsp", 0)
+        """Stack pointer (``rsp`` on x86_64, ``sp`` on aarch64)."""
+        return self.registers.get("rsp", self.registers.get("sp", 0))
 
 
 @dataclass(frozen=True)
@@ -367,16 +372,17 @@ def _c_string(b: bytes) -> str:
 
 def _parse_notes(core: CoreFile) -> None:
     files: list[tuple[int, int, int, str]] = []
+    reg_names, pr_size = PRSTATUS_LAYOUT.get(core.machine, PRSTATUS_LAYOUT[EM_X86_64])
     for note in core.notes:
         d = note.data
-        if note.owner == "CORE" and note.type == NT_PRSTATUS and len(d) >= 328:
-            regs = struct.unpack_from("<27Q", d, 112)
+        if note.owner == "CORE" and note.type == NT_PRSTATUS and len(d) >= pr_size:
+            regs = struct.unpack_from(f"<{len(reg_names)}Q", d, 112)
             core.threads.append(
                 Thread(
                     tid=struct.unpack_from("<i", d, 32)[0],
-                    registers=dict(zip(X86_64_REGS, regs)),
+                    registers=dict(zip(reg_names, regs)),
                     signal=struct.unpack_from("<h", d, 12)[0],
-                    fpvalid=bool(struct.unpack_from("<i", d, 328)[0]),
+                    fpvalid=bool(struct.unpack_from("<i", d, pr_size - 8)[0]),
                 )
             )
         elif note.owner == "CORE" and note.type == NT_PRPSINFO and len(d) >= 136:
@@ -477,7 +483,7 @@ def _open_elf(p: Path) -> CoreFile:
         core = CoreFile(path=p, machine=0, notes=[], mappings=[], threads=[], _f=f, _size=size)
         machine = elf.header["e_machine"]
         core.machine = (
-            {"EM_X86_64": 62, "EM_AARCH64": 183}.get(machine, 0)
+            {"EM_X86_64": EM_X86_64, "EM_AARCH64": EM_AARCH64}.get(machine, 0)
             if isinstance(machine, str)
             else int(machine)
         )

@@ -24,8 +24,6 @@
 
 #define PHDR_COST 56u
 #define STACK_FIRST (256u << 10)
-#define TLS_BELOW (16u << 10)
-#define TLS_ABOVE (4u << 10)
 #define MAX_THREADS 100000u
 #define MAX_FRAMES 1000000u
 #define MAX_OBJECT (16u << 20)
@@ -192,8 +190,8 @@ static int tier_stacks(struct gc_budget *b, const struct gc_snapshot *s, uint32_
             uint64_t to = b->vmas[i].end;
             /* a thread's stack ends at its struct pthread (the TLS pointer), which may be
              * far below the end of a mapping that holds several threads' stacks */
-            uint64_t tls = t->regs[GC_REG_TLS];
-            if (tls > sp && tls < to && tls - sp < (64u << 20)) to = tls + TLS_ABOVE;
+            uint64_t tls = t->tls;
+            if (tls > sp && tls < to && tls - sp < (64u << 20)) to = tls + GC_TLS_ABOVE;
             if (to > b->vmas[i].end) to = b->vmas[i].end;
             if (pass == 0 && to - from > STACK_FIRST) to = from + STACK_FIRST;
             if (keep(b, from, to - from, GC_CAT_STACKS)) return 1;
@@ -263,9 +261,9 @@ static int tier_python(struct gc_budget *b, const struct gc_snapshot *s, uint32_
 {
     for (uint32_t k = 0; k < s->nthreads; k++) {
         const struct gc_thread *t = nth_thread(s, lead, k);
-        uint64_t tls = t->regs[GC_REG_TLS];
-        if (is_live(t) && tls > TLS_BELOW &&
-            keep(b, tls - TLS_BELOW, TLS_BELOW + TLS_ABOVE, GC_CAT_PYTHON))
+        uint64_t tls = t->tls;
+        if (is_live(t) && tls > GC_TLS_BELOW &&
+            keep(b, tls - GC_TLS_BELOW, GC_TLS_BELOW + GC_TLS_ABOVE, GC_CAT_PYTHON))
             return 1;
     }
     const struct gc_pylayout *L = s->pylayout;
@@ -338,7 +336,7 @@ static int is_interpreter(const struct gc_vma *v, const char *pool, const char *
 static int tier_data(struct gc_budget *b, const char *pool)
 {
     char exe[4096];
-    long exe_len = gc_sys3(SYS_readlink, "/proc/self/exe", exe, sizeof exe);
+    long exe_len = gc_readlink("/proc/self/exe", exe, sizeof exe);
     for (int pass = 0; pass < 2; pass++) {
         for (long i = 0; i < b->nvma; i++) {
             long owner = data_owner(b, i, pool);

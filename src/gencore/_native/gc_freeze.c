@@ -2,7 +2,7 @@
  *
  * The controller (the thread that will fork) lists /proc/self/task with raw getdents64,
  * gives each thread a slot, and sends it the private freeze signal with tgkill. The handler
- * finds its slot by tid, saves the interrupted context (general registers, XSAVE area,
+ * finds its slot by tid, saves the interrupted context (general registers, FP/SIMD state,
  * signal mask, fs/gs base) and parks on a futex until the controller releases everyone.
  * New threads that appear meanwhile are found by rescanning until the list is stable.
  * A thread that does not park within the timeout (signal blocked, uninterruptible sleep)
@@ -61,9 +61,9 @@ static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
 
     int release = __atomic_load_n(&g_release, __ATOMIC_ACQUIRE);
     const ucontext_t *uc = ucontext;
-    gc_regs_from_ucontext(uc, t->regs);
+    gc_regs_from_ucontext(uc, t->regs, &t->tls);
     gc_memcopy(&t->sigmask, &uc->uc_sigmask, sizeof t->sigmask);
-    t->xsave_len = gc_xsave_from_ucontext(uc, t->xsave, GC_XSAVE_CAP);
+    t->fp_len = gc_fp_from_ucontext(uc, t->fp, GC_FP_CAP);
 
     int expected = GC_T_SIGNALED;
     if (!__atomic_compare_exchange_n(&t->state, &expected, GC_T_PARKED, 0, __ATOMIC_ACQ_REL,
@@ -203,7 +203,8 @@ static int scan_one(long number, void *arg)
     if (s->nthreads >= s->cap) return 0; /* no slot: it stays out of the core */
     struct gc_thread *t = &s->threads[s->nthreads];
     t->tid = tid;
-    t->xsave_len = 0;
+    t->fp_len = 0;
+    t->tls = 0;
     __atomic_store_n(&t->state, sc->signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
     __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
     if (!sc->signaled) {

@@ -1,3 +1,4 @@
+#if defined(__x86_64__)
 /* x86_64 register capture: ucontext -> user_regs_struct, FXSAVE/XSAVE areas, fs/gs base.
  * Everything here is async-signal-safe: it runs in the freeze handler. */
 #define _GNU_SOURCE
@@ -25,7 +26,7 @@ void gc_regs_init(void)
     g_fsgsbase = (getauxval(AT_HWCAP2) & 2) ? 1 : 0;
 }
 
-uint64_t gc_fs_base(void)
+static uint64_t gc_fs_base(void)
 {
     uint64_t v = 0;
     if (g_fsgsbase == 1) {
@@ -36,7 +37,7 @@ uint64_t gc_fs_base(void)
     return v;
 }
 
-uint64_t gc_gs_base(void)
+static uint64_t gc_gs_base(void)
 {
     uint64_t v = 0;
     if (g_fsgsbase == 1) {
@@ -47,7 +48,7 @@ uint64_t gc_gs_base(void)
     return v;
 }
 
-void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS])
+void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS], uint64_t *tls)
 {
     const ucontext_t *uc = ucontext;
     const greg_t *g = uc->uc_mcontext.gregs;
@@ -80,6 +81,7 @@ void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS])
     r[24] = 0;                     /* es */
     r[25] = (csgsfs >> 32) & 0xffff; /* fs selector */
     r[26] = (csgsfs >> 16) & 0xffff; /* gs selector */
+    *tls = r[21];
 }
 
 void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc)
@@ -93,7 +95,7 @@ void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp
 }
 
 /* Copy the XSAVE image of the signal frame (standard format) into dst. Returns bytes copied. */
-uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap)
+uint32_t gc_fp_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap)
 {
     const ucontext_t *uc = ucontext;
     const unsigned char *fp = (const unsigned char *)uc->uc_mcontext.fpregs;
@@ -129,8 +131,9 @@ uint32_t gc_xstate_size(void)
 }
 
 /* XSAVE (or FXSAVE) of the calling thread's own state into a 64-byte aligned buffer. */
-uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap)
+uint32_t gc_fp_self(const void *uc, unsigned char *dst, uint32_t cap)
 {
+    (void)uc;
     uint32_t size = gc_xstate_size();
     if (size > cap || cap < 576) size = 512;
     gc_memzero(dst, size);
@@ -143,3 +146,4 @@ uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap)
     }
     return size;
 }
+#endif

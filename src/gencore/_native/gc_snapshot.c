@@ -22,12 +22,12 @@
 
 static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-/* Map the thread slots, their XSAVE buffers and the child's stack; all MADV_DONTDUMP so
+/* Map the thread slots, their FP buffers and the child's stack; all MADV_DONTDUMP so
  * they never show up as data in a core. */
 static int map_buffers(struct gc_snapshot *s, uint32_t cap)
 {
     size_t slots = round_up(sizeof(struct gc_thread) * cap, 64);
-    size_t total = round_up(slots + (size_t)GC_XSAVE_CAP * cap, 4096);
+    size_t total = round_up(slots + (size_t)GC_FP_CAP * cap, 4096);
     void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return -errno;
     madvise(m, total, MADV_DONTDUMP);
@@ -36,7 +36,7 @@ static int map_buffers(struct gc_snapshot *s, uint32_t cap)
     s->threads = m;
     s->cap = cap;
     for (uint32_t i = 0; i < cap; i++)
-        s->threads[i].xsave = (unsigned char *)m + slots + (size_t)GC_XSAVE_CAP * i;
+        s->threads[i].fp = (unsigned char *)m + slots + (size_t)GC_FP_CAP * i;
 
     void *st = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -90,14 +90,15 @@ static __attribute__((noinline)) pid_t capture_and_fork(struct gc_snapshot *s)
     if (s->caller_uc) {
         /* In a signal handler: the thread as it was when the signal arrived. */
         const ucontext_t *iuc = s->caller_uc;
-        gc_regs_from_ucontext(iuc, me->regs);
+        gc_regs_from_ucontext(iuc, me->regs, &me->tls);
         memcpy(&me->sigmask, &iuc->uc_sigmask, sizeof me->sigmask);
-        me->xsave_len = gc_xsave_from_ucontext(iuc, me->xsave, GC_XSAVE_CAP);
+        me->fp_len = gc_fp_from_ucontext(iuc, me->fp, GC_FP_CAP);
     } else {
+        memset(&uc, 0, sizeof uc);
         getcontext(&uc);
-        gc_regs_from_ucontext(&uc, me->regs);
+        gc_regs_from_ucontext(&uc, me->regs, &me->tls);
         memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
-        me->xsave_len = gc_xsave_self(me->xsave, GC_XSAVE_CAP);
+        me->fp_len = gc_fp_self(&uc, me->fp, GC_FP_CAP);
     }
     /* Exit signal 0: the child is invisible to waitpid(-1) reapers and to SIGCHLD=SIG_IGN
      * auto-reaping; we reap it with __WALL. */

@@ -6,9 +6,27 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define GC_NREGS 27 /* user_regs_struct, x86_64 */
+#if defined(__x86_64__)
+#define GC_NREGS 27 /* user_regs_struct */
 #define GC_REG_SP 19  /* rsp */
-#define GC_REG_TLS 21 /* fs_base: the thread's struct pthread, static TLS below it */
+#define GC_PRSTATUS_SIZE 336
+/* The thread pointer (fs_base) is the struct pthread; static TLS lies below it. */
+#define GC_TLS_BELOW (16u << 10)
+#define GC_TLS_ABOVE (4u << 10)
+/* FP state per thread: the largest user XSAVE area on x86_64 today is 11008 bytes (AMX). */
+#define GC_FP_CAP 16384
+#elif defined(__aarch64__)
+#define GC_NREGS 34 /* user_pt_regs: x0-x30, sp, pc, pstate */
+#define GC_REG_SP 31
+#define GC_PRSTATUS_SIZE 392
+/* The thread pointer (tpidr_el0) is the TCB: struct pthread below it, static TLS above. */
+#define GC_TLS_BELOW (16u << 10)
+#define GC_TLS_ABOVE (16u << 10)
+/* FP state per thread: struct user_fpsimd_state (v0-v31, fpsr, fpcr). */
+#define GC_FP_CAP 1024
+#else
+#error "the native snapshot engine supports x86_64 and aarch64 Linux"
+#endif
 
 /* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
  * process (gencore/_caplayout.py) so that a capped core's child can walk its own copy of
@@ -48,10 +66,12 @@ struct gc_thread {
     int32_t tid;
     int32_t state; /* enum gc_thread_state, accessed atomically */
     uint64_t regs[GC_NREGS];
+    uint64_t tls; /* the thread pointer: fs_base (x86_64), tpidr_el0 (aarch64) */
     uint64_t sigmask;
-    uint32_t xsave_len; /* bytes valid in xsave (0: no FP state captured) */
+    uint32_t fp_len; /* bytes valid in fp (0: no FP state captured) */
     uint32_t pad;
-    unsigned char *xsave; /* GC_XSAVE_CAP bytes, 64-byte aligned */
+    unsigned char *fp; /* GC_FP_CAP bytes, 64-byte aligned: XSAVE (x86_64) or
+                          user_fpsimd_state (aarch64) */
 };
 
 /* Process facts captured by the parent before the freeze (the child cannot see them). */
@@ -135,9 +155,6 @@ struct gc_snapshot {
     size_t slots_map_size;
 };
 
-/* XSAVE buffer per thread: the largest user XSAVE area on x86_64 today is 11008 bytes (AMX). */
-#define GC_XSAVE_CAP 16384
-
 /* gc_freeze.c */
 int gc_freeze_prepare(struct gc_snapshot *s);
 int gc_freeze_all(struct gc_snapshot *s);
@@ -146,17 +163,23 @@ void gc_freeze_finish(struct gc_snapshot *s);
 int gc_freeze_busy(void);
 int32_t gc_freeze_owner(void); /* tid holding the freeze, 0 if none */
 
-/* gc_regs_x86_64.c */
+/* gc_regs_x86_64.c, gc_regs_aarch64.c: everything async-signal-safe */
 void gc_regs_init(void);
-void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS]);
+/* The interrupted context of a signal (or getcontext's): registers and thread pointer. */
+void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS], uint64_t *tls);
 /* Registers of a thread that did not park: only what /proc/self/task/TID/syscall tells. */
 void gc_regs_from_sp_pc(uint64_t regs[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc);
-uint32_t gc_xsave_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap);
-uint32_t gc_xsave_self(unsigned char *dst, uint32_t cap);
-uint64_t gc_fs_base(void);
-uint64_t gc_gs_base(void);
+/* FP/SIMD state of a signal's context. Returns bytes copied (0: none). */
+uint32_t gc_fp_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap);
+/* FP/SIMD state of the calling thread; uc is its getcontext() (used where the CPU cannot
+ * save its own state directly). */
+uint32_t gc_fp_self(const void *uc, unsigned char *dst, uint32_t cap);
+#if defined(__x86_64__)
 uint32_t gc_xstate_size(void);
 uint64_t gc_xcr0(void);
+#elif defined(__aarch64__)
+uint64_t gc_pac_mask(void);       /* NT_ARM_PAC_MASK's data and instruction masks; 0: no PAC */
+#endif
 
 /* gc_snapshot.c */
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid);

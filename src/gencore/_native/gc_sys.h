@@ -11,10 +11,7 @@
 #include <stdint.h>
 #include <sys/syscall.h>
 
-#if !defined(__x86_64__)
-#error "the native snapshot writer supports x86_64 only"
-#endif
-
+#if defined(__x86_64__)
 static inline long gc_sys6(long n, long a, long b, long c, long d, long e, long f)
 {
     long ret;
@@ -27,6 +24,25 @@ static inline long gc_sys6(long n, long a, long b, long c, long d, long e, long 
                      : "rcx", "r11", "memory");
     return ret;
 }
+#elif defined(__aarch64__)
+static inline long gc_sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc #0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory", "cc");
+    return x0;
+}
+#else
+#error "the native snapshot engine supports x86_64 and aarch64 Linux"
+#endif
 
 #define gc_sys0(n) gc_sys6((n), 0, 0, 0, 0, 0, 0)
 #define gc_sys1(n, a) gc_sys6((n), (long)(a), 0, 0, 0, 0, 0)
@@ -40,7 +56,11 @@ static inline long gc_sys6(long n, long a, long b, long c, long d, long e, long 
 #define SYS_close_range 436
 #endif
 #ifndef SYS_renameat2
+#if defined(__x86_64__)
 #define SYS_renameat2 316
+#else
+#define SYS_renameat2 276
+#endif
 #endif
 
 #define GC_AT_FDCWD (-100)
@@ -53,6 +73,16 @@ static inline long gc_pwrite(int fd, const void *buf, size_t n, uint64_t off) { 
 static inline long gc_write(int fd, const void *buf, size_t n) { return gc_sys3(SYS_write, fd, buf, n); }
 static inline long gc_gettid(void) { return gc_sys0(SYS_gettid); }
 static inline long gc_getpid(void) { return gc_sys0(SYS_getpid); }
+static inline long gc_readlink(const char *path, char *buf, size_t n) { return gc_sys4(SYS_readlinkat, GC_AT_FDCWD, path, buf, n); }
+
+/* poll(2) with a timeout in milliseconds, as ppoll (the only form every architecture has) */
+static inline long gc_poll(void *fds, unsigned long n, long timeout_ms)
+{
+    struct {
+        long sec, nsec;
+    } ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+    return gc_sys5(SYS_ppoll, fds, n, timeout_ms < 0 ? 0 : &ts, 0, 8);
+}
 
 /* Freestanding memory helpers: the compiler may not turn these into libc calls we
  * cannot audit, so they are written out (and kept simple; the hot paths use the kernel). */

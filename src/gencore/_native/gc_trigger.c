@@ -290,7 +290,7 @@ static int follow_child(struct job *j, uint64_t timeout_ns, int progress_events,
     gc_memzero(last, sizeof *last);
     for (;;) {
         struct pollfd p = {j->rfd, POLLIN, 0};
-        long pr = gc_sys3(SYS_poll, &p, 1, 500);
+        long pr = gc_poll(&p, 1, 500);
         if (pr < 0 && pr != -EINTR) break;
         if (deadline && gc_now_ns() > deadline) {
             result = -ETIMEDOUT;
@@ -700,7 +700,7 @@ static void *reaper_main(void *arg)
     struct job j;
     for (;;) {
         struct pollfd p = {g_reaper_rfd, POLLIN, 0};
-        long pr = gc_sys3(SYS_poll, &p, 1, tick_ms);
+        long pr = gc_poll(&p, 1, tick_ms);
         if (pr == 0 || pr == -EINTR) {
             if (g_altstacks) gc_altstack_scan(); /* threads started since */
             watch_tick();

@@ -28,10 +28,13 @@
 
 extern char **environ;
 
-#ifndef NT_X86_XSTATE
 #define NT_X86_XSTATE 0x202
-#endif
 #define NT_X86_XSAVE_LAYOUT 0x205
+#define NT_ARM_TLS 0x401
+#define NT_ARM_SYSTEM_CALL 0x404
+#define NT_ARM_PAC_MASK 0x406
+#define NT_ARM_TAGGED_ADDR_CTRL 0x409
+#define NT_ARM_PAC_ENABLED_KEYS 0x40a
 #define NT_GENCORE_JSON 0x47430001u
 #define NT_GENCORE_CAPTURE 0x47430002u
 
@@ -73,6 +76,11 @@ struct child {
     struct piece *pieces;
     long npieces;
     uint32_t lead; /* the thread whose notes come first */
+#if defined(__aarch64__)
+    /* process-wide in practice, read by the child (it inherits the forking thread's) */
+    uint64_t pac_mask;
+    long pac_keys, tagged_addr; /* -1: not supported */
+#endif
     int capped;    /* max_size left something out */
     struct gc_budget budget;
     uint64_t need; /* under max_size: the least a core of this process takes */
@@ -199,7 +207,7 @@ static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint3
 static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t,
                         int first)
 {
-    unsigned char *d = note_add(nb, "CORE", NT_PRSTATUS, 336);
+    unsigned char *d = note_add(nb, "CORE", NT_PRSTATUS, GC_PRSTATUS_SIZE);
     if (!d) return -ENOMEM;
     const struct gc_snapshot *s = c->s;
     if (first) {
@@ -214,27 +222,60 @@ static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thr
     *(int32_t *)(d + 40) = s->proc.pgrp;
     *(int32_t *)(d + 44) = s->proc.sid;
     gc_memcopy(d + 112, t->regs, sizeof t->regs);
-    *(int32_t *)(d + 328) = t->xsave_len ? 1 : 0;
+    *(int32_t *)(d + GC_PRSTATUS_SIZE - 8) = t->fp_len ? 1 : 0; /* pr_fpvalid */
     return 0;
 }
 
+#if defined(__x86_64__)
 static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t)
 {
-    if (!t->xsave_len) return 0;
+    if (!t->fp_len) return 0;
     unsigned char *d = note_add(nb, "CORE", NT_PRFPREG, 512);
     if (!d) return -ENOMEM;
-    gc_memcopy(d, t->xsave, t->xsave_len < 464 ? t->xsave_len : 464);
+    gc_memcopy(d, t->fp, t->fp_len < 464 ? t->fp_len : 464);
     /* bytes 464..511 stay zero, as the kernel writes them */
     uint32_t size = gc_xstate_size();
     if (size <= 512) return 0;
     d = note_add(nb, "LINUX", NT_X86_XSTATE, size);
     if (!d) return -ENOMEM;
-    gc_memcopy(d, t->xsave, t->xsave_len < size ? t->xsave_len : size);
+    gc_memcopy(d, t->fp, t->fp_len < size ? t->fp_len : size);
     gc_memzero(d + 464, 48);
     *(uint64_t *)(d + 464) = gc_xcr0();
     (void)c;
     return 0;
 }
+#else
+/* What the arm64 kernel writes after a thread's NT_PRSTATUS, in its order (regsets of
+ * arch/arm64/kernel/ptrace.c): FP/SIMD, TLS, the system call, pointer authentication, the
+ * tagged-address mode. Not written: the hardware breakpoint and watchpoint slots (debugger
+ * state, not the program's), SVE/SME state beyond the 128-bit V registers, and the PAC keys. */
+static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t)
+{
+    unsigned char *d;
+    if (t->fp_len) {
+        if (!(d = note_add(nb, "CORE", NT_PRFPREG, 528))) return -ENOMEM;
+        gc_memcopy(d, t->fp, 528);
+    }
+    if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, 8))) return -ENOMEM;
+    *(uint64_t *)d = t->tls;
+    if (!(d = note_add(nb, "LINUX", NT_ARM_SYSTEM_CALL, 4))) return -ENOMEM;
+    *(int32_t *)d = -1; /* stopped in user space, not in a system call */
+    if (c->pac_mask) {
+        if (!(d = note_add(nb, "LINUX", NT_ARM_PAC_MASK, 16))) return -ENOMEM;
+        ((uint64_t *)d)[0] = c->pac_mask; /* data */
+        ((uint64_t *)d)[1] = c->pac_mask; /* instructions */
+        if (c->pac_keys >= 0) {
+            if (!(d = note_add(nb, "LINUX", NT_ARM_PAC_ENABLED_KEYS, 8))) return -ENOMEM;
+            *(uint64_t *)d = (uint64_t)c->pac_keys;
+        }
+    }
+    if (c->tagged_addr >= 0) {
+        if (!(d = note_add(nb, "LINUX", NT_ARM_TAGGED_ADDR_CTRL, 8))) return -ENOMEM;
+        *(uint64_t *)d = (uint64_t)c->tagged_addr;
+    }
+    return 0;
+}
+#endif
 
 static int add_prpsinfo(struct child *c, struct notebuf *nb)
 {
@@ -320,6 +361,7 @@ static int add_file(struct child *c, struct notebuf *nb)
     return 0;
 }
 
+#if defined(__x86_64__)
 static int add_xsave_layout(struct notebuf *nb)
 {
     uint64_t xcr0 = gc_xcr0();
@@ -341,6 +383,13 @@ static int add_xsave_layout(struct notebuf *nb)
     }
     return 0;
 }
+#else
+static int add_xsave_layout(struct notebuf *nb)
+{
+    (void)nb;
+    return 0;
+}
+#endif
 
 static int add_gencore_json(struct child *c, struct notebuf *nb)
 {
@@ -803,6 +852,13 @@ static void child_setup(struct child *c)
     gc_sys5(SYS_prctl, 15 /* PR_SET_NAME */, "gencore-snap", 0, 0, 0);
     /* Yield the CPU to the application: its threads preempt the writer when they wake. */
     gc_sys3(SYS_setpriority, 0 /* PRIO_PROCESS */, 0, 10);
+#if defined(__aarch64__)
+    c->pac_mask = gc_pac_mask();
+    c->pac_keys = gc_sys5(SYS_prctl, 61 /* PR_PAC_GET_ENABLED_KEYS */, 0, 0, 0, 0);
+    c->tagged_addr = gc_sys5(SYS_prctl, 56 /* PR_GET_TAGGED_ADDR_CTRL */, 0, 0, 0, 0);
+    if (c->pac_keys < 0) c->pac_keys = -1;
+    if (c->tagged_addr < 0) c->tagged_addr = -1;
+#endif
 
     long m = gc_sys6(SYS_mmap, 0, ARENA_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -850,7 +906,11 @@ static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
     eh->e_ident[EI_DATA] = ELFDATA2LSB;
     eh->e_ident[EI_VERSION] = EV_CURRENT;
     eh->e_type = ET_CORE;
+#if defined(__x86_64__)
     eh->e_machine = EM_X86_64;
+#else
+    eh->e_machine = EM_AARCH64;
+#endif
     eh->e_version = EV_CURRENT;
     eh->e_phoff = sizeof(Elf64_Ehdr);
     eh->e_ehsize = sizeof(Elf64_Ehdr);
@@ -1062,10 +1122,14 @@ static void child_publish(struct child *c)
     c->stage = GC_STAGE_PUBLISH;
     long e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
                      1 /* RENAME_NOREPLACE */);
-    if (e == -EINVAL || e == -ENOSYS) {
+    if (e == -EINVAL) {
         /* filesystem without RENAME_NOREPLACE: the name is unique by construction */
-        e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
+        e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name, 0);
     }
+#ifdef SYS_renameat
+    if (e == -ENOSYS) /* Linux < 3.15 */
+        e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
+#endif
     if (e < 0) fail(c, e);
     send_result(c, GC_ST_DONE, 0, c->file_size, c->nseg);
 }

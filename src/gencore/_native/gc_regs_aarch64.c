@@ -1,0 +1,95 @@
+/* aarch64 register capture: ucontext -> user_pt_regs, the signal frame's fpsimd_context ->
+ * user_fpsimd_state, tpidr_el0, pointer-authentication masks.
+ * Everything here is async-signal-safe: it runs in the freeze handler. */
+#if defined(__aarch64__)
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdint.h>
+#include <sys/auxv.h>
+#include <ucontext.h>
+
+#include "gc_snapshot.h"
+#include "gc_sys.h"
+
+/* Records in the signal frame's __reserved area (asm/sigcontext.h). */
+#ifndef FPSIMD_MAGIC
+#define FPSIMD_MAGIC 0x46508001
+#endif
+#define HWCAP_PACA_BIT (1ul << 30)
+#define HWCAP_PACG_BIT (1ul << 31)
+
+struct ctx_head {
+    uint32_t magic, size;
+};
+
+static uint64_t g_pac_mask;
+
+static uint64_t thread_pointer(void)
+{
+    uint64_t v;
+    __asm__ volatile("mrs %0, tpidr_el0" : "=r"(v));
+    return v;
+}
+
+/* The bits pointer authentication uses in a user address: what XPACD strips from one with
+ * every address bit set. This is the kernel's GENMASK(54, vabits_actual). */
+static uint64_t pac_mask_probe(void)
+{
+    register uint64_t x0 __asm__("x0") = 0x007fffffffffffffull;
+    __asm__ volatile(".inst 0xdac147e0" /* xpacd x0 */ : "+r"(x0));
+    return 0x007fffffffffffffull & ~x0;
+}
+
+void gc_regs_init(void)
+{
+    unsigned long hw = getauxval(AT_HWCAP);
+    g_pac_mask = (hw & (HWCAP_PACA_BIT | HWCAP_PACG_BIT)) ? pac_mask_probe() : 0;
+}
+
+uint64_t gc_pac_mask(void) { return g_pac_mask; }
+
+void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS], uint64_t *tls)
+{
+    const ucontext_t *uc = ucontext;
+    for (int i = 0; i < 31; i++) r[i] = uc->uc_mcontext.regs[i];
+    r[31] = uc->uc_mcontext.sp;
+    r[32] = uc->uc_mcontext.pc;
+    r[33] = uc->uc_mcontext.pstate;
+    *tls = thread_pointer();
+}
+
+void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc)
+{
+    (void)orig_syscall; /* NT_ARM_SYSTEM_CALL's, not user_pt_regs' */
+    gc_memzero(r, sizeof(uint64_t) * GC_NREGS);
+    r[31] = sp;
+    r[32] = pc;
+}
+
+/* The fpsimd_context record of a signal frame (or getcontext's, which writes one too) as
+ * struct user_fpsimd_state: vregs[32] (512 bytes), fpsr, fpcr, 8 reserved bytes. */
+uint32_t gc_fp_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t cap)
+{
+    const ucontext_t *uc = ucontext;
+    const unsigned char *p = (const unsigned char *)uc->uc_mcontext.__reserved;
+    size_t room = sizeof uc->uc_mcontext.__reserved, off = 0;
+    if (cap < 528) return 0;
+    while (off + sizeof(struct ctx_head) <= room) {
+        const struct ctx_head *h = (const struct ctx_head *)(p + off);
+        if (h->magic == 0 || h->size < sizeof *h || off + h->size > room) return 0;
+        if (h->magic == (uint32_t)FPSIMD_MAGIC && h->size >= 16 + 512) {
+            gc_memcopy(dst, p + off + 16, 512);          /* vregs */
+            gc_memcopy(dst + 512, p + off + 8, 8);       /* fpsr, fpcr */
+            gc_memzero(dst + 520, 8);
+            return 528;
+        }
+        off += h->size;
+    }
+    return 0;
+}
+
+uint32_t gc_fp_self(const void *uc, unsigned char *dst, uint32_t cap)
+{
+    return gc_fp_from_ucontext(uc, dst, cap);
+}
+#endif
