@@ -5,6 +5,8 @@
   fresh venv with pystack, py-spy and the other oracles' Python parts; then on 3.14 and 3.15
   in a Debian sid root (``scripts/sid-root``, built once and cached under /var/cache/gencore)
   unless they are on this machine already.
+- ``wheels``: the sdist and the x86_64 and aarch64 engine wheels, checked and installed.
+- ``aarch64``: the engine on an emulated arm64 Debian machine (``scripts/aarch64-vm test``).
 - ``lint``: ruff on everything, mypy --strict on the package.
 """
 
@@ -141,6 +143,15 @@ def wheels(session: nox.Session) -> None:
         "GENCORE_AUDITWHEEL": os.path.abspath(".nox/build/bin/auditwheel"),
     }
     _pytest(session, py, ["tests/wheels", *session.posargs], env)
+
+
+@nox.session(python=False)
+def aarch64(session: nox.Session) -> None:
+    """The engine on arm64: ``scripts/aarch64-vm test`` boots an emulated arm64 Debian machine
+    (qemu TCG, built once and cached), installs the cross-built aarch64 wheel there with no
+    compiler and runs the oracle, failure, kernel-method and API tests with gdb, eu-stack,
+    pystack and py-spy inside. Arguments go to pytest in the VM."""
+    session.run("scripts/aarch64-vm", "test", *session.posargs, external=True)
 
 
 @nox.session(python=False)

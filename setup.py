@@ -1,6 +1,7 @@
-"""Build the native snapshot engine (C, x86_64 and aarch64 Linux) as one abi3 extension; elsewhere, or with
-GENCORE_PURE=1, the package is pure Python (it reads cores; dumping raises
-UnsupportedPlatformError)."""
+"""Build the native snapshot engine (C, Linux on x86_64 and aarch64) as one abi3 extension;
+elsewhere, or with GENCORE_PURE=1, the package is pure Python (it reads cores; dumping raises
+UnsupportedPlatformError). GENCORE_TARGET_ARCH names the target of a cross build (the
+compiler comes from CC; scripts/build-wheels does this)."""
 
 import os
 import platform
@@ -15,7 +16,8 @@ PURE = os.environ.get("GENCORE_PURE") == "1"
 
 ext_modules = []
 options = {}
-if not PURE and sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
+ARCH = os.environ.get("GENCORE_TARGET_ARCH") or platform.machine()
+if not PURE and sys.platform.startswith("linux") and ARCH in ("x86_64", "AMD64", "aarch64", "arm64"):
     ext_modules.append(
         Extension(
             "gencore._native",

@@ -177,6 +177,47 @@ def thread_notes(kinds: list[str]) -> list[str]:
     return want + [k for k in order if k in extra]
 
 
+def test_thirteen_threads_in_every_reader(tmp_path):
+    """A 13-thread process: gdb, eu-stack, gencore stacks, pystack and py-spy each see every
+    thread, each in its own Python function."""
+    import json
+    import subprocess
+
+    from conftest import PROGRAMS
+
+    p = subprocess.run(
+        [sys.executable, str(PROGRAMS / "scenario.py"), "many_threads"]
+        + [json.dumps({"dir": str(tmp_path), "n": 13})],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    core, tids = r["core"], set(r["tids"])
+    assert len(tids) == 13
+    g = run(["gdb", "-nx", "-batch", "-ex", "info threads", real_python(), core], timeout=600)
+    lwps = set(int(x) for x in re.findall(r"\(LWP (\d+)\)", g.stdout))
+    assert g.returncode == 0 and lwps == tids, g.stdout + g.stderr
+    e = run([tool("eu-stack"), "--core", core, "--executable", real_python()])
+    assert set(blocks(e.stdout + e.stderr, r"^TID (\d+):")) == tids, e.stdout + e.stderr
+    st = run([sys.executable, "-m", "gencore", "stacks", core])
+    assert st.returncode == 0, st.stderr
+    ps = run([tool("pystack"), "core", core, real_python()])
+    assert ps.returncode == 0, ps.stderr
+    assert set(blocks(ps.stdout, r"Traceback for thread (\d+)")) == tids, ps.stdout
+    spy = run([tool("py-spy"), "dump", "--core", core])
+    assert spy.returncode == 0, spy.stderr
+    assert len(re.findall(r"^Thread ", spy.stdout, re.M)) == 13, spy.stdout
+    for i in range(12):
+        for name, out in (
+            ("gencore stacks", st.stdout),
+            ("pystack", ps.stdout),
+            ("py-spy", spy.stdout),
+        ):
+            assert f"thread_body_{i}" in out, (name, i, out)
+
+
 def test_note_order_is_the_kernels(target_core):
     p = run([tool("eu-readelf"), "-n", target_core["core"]])
     assert p.returncode == 0, p.stderr

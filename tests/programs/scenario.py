@@ -70,6 +70,22 @@ def scenario_basic():
     )
 
 
+def thread_body(i, ev):
+    """Each thread waits in a function of its own name (thread_body_N): readers show it."""
+    fn = {}
+    exec(f"def thread_body_{i}(ev):\n    ev.wait()\n", fn)
+    fn[f"thread_body_{i}"](ev)
+
+
+def scenario_many_threads():
+    """n threads (main included), each in a function of its own, then one core."""
+    ev = threading.Event()
+    for i in range(args["n"] - 1):
+        threading.Thread(target=thread_body, args=(i, ev), name=f"t{i}", daemon=True).start()
+    p = gencore.create_core(args["dir"])
+    report(core=str(p), tids=sorted(t.native_id for t in threading.enumerate()))
+
+
 def scenario_rlimit_core_zero():
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     idle_threads(3)

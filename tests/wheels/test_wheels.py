@@ -42,7 +42,9 @@ def one(pattern: str) -> Path:
 
 
 ENGINE = "gencore-*-cp39-abi3-manylinux_2_17_x86_64.whl"
+ENGINE_ARM = "gencore-*-cp39-abi3-manylinux_2_17_aarch64.whl"  # installed in scripts/aarch64-vm
 PURE = "gencore-*-py3-none-any.whl"
+MACHINE = {ENGINE: 62, ENGINE_ARM: 183}  # the engine's ELF e_machine: EM_X86_64, EM_AARCH64
 
 
 def no_compiler_env(venv: Path) -> dict[str, str]:
@@ -69,7 +71,7 @@ def install(exe: str, venv: Path, wheel: Path) -> Path:
     return py
 
 
-@pytest.mark.parametrize("pattern", [ENGINE, PURE])
+@pytest.mark.parametrize("pattern", [ENGINE, ENGINE_ARM, PURE])
 def test_wheel_contents(pattern):
     w = one(pattern)
     with zipfile.ZipFile(w) as z:
@@ -80,22 +82,26 @@ def test_wheel_contents(pattern):
         assert not [n for n in names if n.endswith((".c", ".h", ".o"))], names
         wheel_meta = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
         so = [n for n in names if n.endswith(".so")]
-        if pattern == ENGINE:
-            assert "Tag: cp39-abi3-manylinux_2_17_x86_64" in wheel_meta
+        if pattern in MACHINE:
+            arch = pattern.split("manylinux_2_17_")[1].split(".")[0]
+            assert f"Tag: cp39-abi3-manylinux_2_17_{arch}" in wheel_meta
             assert so == ["gencore/_native.abi3.so"]
             blob = z.read(so[0])
+            assert blob[:4] == b"\x7fELF" and int.from_bytes(blob[18:20], "little") == MACHINE[pattern]
             for build_path in (os.getcwd(), "/tmp/", "/root/", "/home/"):
                 assert build_path.encode() not in blob, build_path
         else:
             assert "Tag: py3-none-any" in wheel_meta and so == []
 
 
-def test_auditwheel_agrees_with_the_tag():
+@pytest.mark.parametrize("pattern", [ENGINE, ENGINE_ARM])
+def test_auditwheel_agrees_with_the_tag(pattern):
     auditwheel = os.environ.get("GENCORE_AUDITWHEEL", "auditwheel")
-    r = subprocess.run([auditwheel, "show", str(one(ENGINE))], capture_output=True, text=True)
+    r = subprocess.run([auditwheel, "show", str(one(pattern))], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
-    assert 'consistent with the following platform tag: "manylinux_2_17_x86_64"' in text, text
+    tag = "manylinux_2_17_" + pattern.split("manylinux_2_17_")[1].split(".")[0]
+    assert f'consistent with the following platform tag: "{tag}"' in text, text
 
 
 def check_dump(out: str, tmp: str) -> None:
@@ -173,5 +179,5 @@ def test_pure_wheel_reads_cores_and_says_where_dumps_work(tmp_path):
     r = subprocess.run([str(py), "-c", refuse], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and all("supports Linux on x86_64" in ln for ln in lines), lines
+    assert len(lines) == 2 and all("supports Linux on x86_64 and aarch64" in ln for ln in lines), lines
     assert all("can still be read here" in ln for ln in lines), lines
