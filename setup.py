@@ -17,7 +17,11 @@ PURE = os.environ.get("GENCORE_PURE") == "1"
 ext_modules = []
 options = {}
 ARCH = os.environ.get("GENCORE_TARGET_ARCH") or platform.machine()
-if not PURE and sys.platform.startswith("linux") and ARCH in ("x86_64", "AMD64", "aarch64", "arm64"):
+if (
+    not PURE
+    and sys.platform.startswith("linux")
+    and ARCH in ("x86_64", "AMD64", "aarch64", "arm64")
+):
     ext_modules.append(
         Extension(
             "gencore._native",

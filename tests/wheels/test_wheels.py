@@ -87,7 +87,9 @@ def test_wheel_contents(pattern):
             assert f"Tag: cp39-abi3-manylinux_2_17_{arch}" in wheel_meta
             assert so == ["gencore/_native.abi3.so"]
             blob = z.read(so[0])
-            assert blob[:4] == b"\x7fELF" and int.from_bytes(blob[18:20], "little") == MACHINE[pattern]
+            assert (
+                blob[:4] == b"\x7fELF" and int.from_bytes(blob[18:20], "little") == MACHINE[pattern]
+            )
             for build_path in (os.getcwd(), "/tmp/", "/root/", "/home/"):
                 assert build_path.encode() not in blob, build_path
         else:
@@ -179,5 +181,7 @@ def test_pure_wheel_reads_cores_and_says_where_dumps_work(tmp_path):
     r = subprocess.run([str(py), "-c", refuse], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and all("supports Linux on x86_64 and aarch64" in ln for ln in lines), lines
+    assert len(lines) == 2 and all("supports Linux on x86_64 and aarch64" in ln for ln in lines), (
+        lines
+    )
     assert all("can still be read here" in ln for ln in lines), lines
