@@ -61,7 +61,7 @@ static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
 
     int release = __atomic_load_n(&g_release, __ATOMIC_ACQUIRE);
     const ucontext_t *uc = ucontext;
-    gc_regs_from_ucontext(uc, t->regs, &t->tls);
+    gc_regs_from_ucontext(uc, t);
     gc_memcopy(&t->sigmask, &uc->uc_sigmask, sizeof t->sigmask);
     t->fp_len = gc_fp_from_ucontext(uc, t->fp, GC_FP_CAP);
 
@@ -126,22 +126,33 @@ static int task_exists(int32_t tid)
 
 /* True if /proc/self/task/TID/status says the thread blocks sig: it cannot park, so there is
  * no point in waiting for it. */
-static int blocks_signal(int32_t tid, int sig)
+static uint64_t status_mask(const char *buf, const char *key)
 {
-    char path[64], buf[2048];
-    gc_task_path(path, sizeof path, tid, "status");
-    if (gc_read_small(path, buf, sizeof buf) <= 0) return 0;
-    for (char *p = buf; *p; p++) {
-        if ((p == buf || p[-1] == '\n') && gc_startswith(p, "SigBlk:")) {
-            p += 7;
+    size_t k = gc_strlen(key);
+    for (const char *p = buf; *p; p++) {
+        if ((p == buf || p[-1] == '\n') && gc_startswith(p, key)) {
+            p += k;
             while (*p == ' ' || *p == '\t') p++;
             uint64_t mask = 0;
             for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
                 mask = mask * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
-            return sig >= 1 && sig <= 64 && ((mask >> (sig - 1)) & 1);
+            return mask;
         }
     }
     return 0;
+}
+
+/* The thread blocks our signal and it is still pending for it: it will not run the handler.
+ * (Blocked but no longer pending means it was delivered: the thread is inside our handler,
+ * which blocks the signal while it runs, and parks in a moment. A slow or emulated CPU can
+ * take milliseconds to get there.) */
+static int blocks_signal(int32_t tid, int sig)
+{
+    char path[64], buf[2048];
+    gc_task_path(path, sizeof path, tid, "status");
+    if (gc_read_small(path, buf, sizeof buf) <= 0 || sig < 1 || sig > 64) return 0;
+    uint64_t bit = 1ull << (sig - 1);
+    return (status_mask(buf, "SigBlk:") & bit) && (status_mask(buf, "SigPnd:") & bit);
 }
 
 /* Give up on a thread that did not park: partial registers from /proc. */
@@ -204,7 +215,7 @@ static int scan_one(long number, void *arg)
     struct gc_thread *t = &s->threads[s->nthreads];
     t->tid = tid;
     t->fp_len = 0;
-    t->tls = 0;
+    t->tls = t->tls2 = 0;
     __atomic_store_n(&t->state, sc->signaled ? GC_T_SIGNALED : GC_T_TIMEOUT, __ATOMIC_RELEASE);
     __atomic_store_n(&s->nthreads, s->nthreads + 1, __ATOMIC_RELEASE);
     if (!sc->signaled) {

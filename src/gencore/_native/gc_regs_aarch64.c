@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/auxv.h>
+#include <sys/utsname.h>
 #include <ucontext.h>
 
 #include "gc_snapshot.h"
@@ -17,12 +18,15 @@
 #endif
 #define HWCAP_PACA_BIT (1ul << 30)
 #define HWCAP_PACG_BIT (1ul << 31)
+#define HWCAP2_SME_BIT (1ul << 23)
 
 struct ctx_head {
     uint32_t magic, size;
 };
 
 static uint64_t g_pac_mask;
+static int g_sme;                  /* tpidr2_el0 exists */
+static uint32_t g_tls_note = 16;   /* bytes of NT_ARM_TLS the running kernel writes */
 
 static uint64_t thread_pointer(void)
 {
@@ -44,18 +48,33 @@ void gc_regs_init(void)
 {
     unsigned long hw = getauxval(AT_HWCAP);
     g_pac_mask = (hw & (HWCAP_PACA_BIT | HWCAP_PACG_BIT)) ? pac_mask_probe() : 0;
+    g_sme = (getauxval(AT_HWCAP2) & HWCAP2_SME_BIT) != 0;
+    /* Linux 5.19 added tpidr2 to the TLS regset (zero without SME); before, 8 bytes. */
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0) {
+        const char *p = u.release;
+        while (*p >= '0' && *p <= '9') major = major * 10 + (*p++ - '0');
+        if (*p == '.') p++;
+        while (*p >= '0' && *p <= '9') minor = minor * 10 + (*p++ - '0');
+        g_tls_note = (major > 5 || (major == 5 && minor >= 19)) ? 16 : 8;
+    }
 }
 
 uint64_t gc_pac_mask(void) { return g_pac_mask; }
+uint32_t gc_tls_note_size(void) { return g_tls_note; }
 
-void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS], uint64_t *tls)
+void gc_regs_from_ucontext(const void *ucontext, struct gc_thread *t)
 {
     const ucontext_t *uc = ucontext;
+    uint64_t *r = t->regs;
     for (int i = 0; i < 31; i++) r[i] = uc->uc_mcontext.regs[i];
     r[31] = uc->uc_mcontext.sp;
     r[32] = uc->uc_mcontext.pc;
     r[33] = uc->uc_mcontext.pstate;
-    *tls = thread_pointer();
+    t->tls = thread_pointer();
+    t->tls2 = 0;
+    if (g_sme) __asm__ volatile("mrs %0, S3_3_C13_C0_5" /* tpidr2_el0 */ : "=r"(t->tls2));
 }
 
 void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc)

@@ -48,8 +48,9 @@ static uint64_t gc_gs_base(void)
     return v;
 }
 
-void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS], uint64_t *tls)
+void gc_regs_from_ucontext(const void *ucontext, struct gc_thread *t)
 {
+    uint64_t *r = t->regs;
     const ucontext_t *uc = ucontext;
     const greg_t *g = uc->uc_mcontext.gregs;
     uint64_t csgsfs = (uint64_t)g[REG_CSGSFS];
@@ -81,7 +82,8 @@ void gc_regs_from_ucontext(const void *ucontext, uint64_t r[GC_NREGS], uint64_t 
     r[24] = 0;                     /* es */
     r[25] = (csgsfs >> 32) & 0xffff; /* fs selector */
     r[26] = (csgsfs >> 16) & 0xffff; /* gs selector */
-    *tls = r[21];
+    t->tls = r[21];
+    t->tls2 = 0;
 }
 
 void gc_regs_from_sp_pc(uint64_t r[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc)

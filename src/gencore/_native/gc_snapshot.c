@@ -90,13 +90,13 @@ static __attribute__((noinline)) pid_t capture_and_fork(struct gc_snapshot *s)
     if (s->caller_uc) {
         /* In a signal handler: the thread as it was when the signal arrived. */
         const ucontext_t *iuc = s->caller_uc;
-        gc_regs_from_ucontext(iuc, me->regs, &me->tls);
+        gc_regs_from_ucontext(iuc, me);
         memcpy(&me->sigmask, &iuc->uc_sigmask, sizeof me->sigmask);
         me->fp_len = gc_fp_from_ucontext(iuc, me->fp, GC_FP_CAP);
     } else {
         memset(&uc, 0, sizeof uc);
         getcontext(&uc);
-        gc_regs_from_ucontext(&uc, me->regs, &me->tls);
+        gc_regs_from_ucontext(&uc, me);
         memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
         me->fp_len = gc_fp_self(&uc, me->fp, GC_FP_CAP);
     }

@@ -66,7 +66,8 @@ struct gc_thread {
     int32_t tid;
     int32_t state; /* enum gc_thread_state, accessed atomically */
     uint64_t regs[GC_NREGS];
-    uint64_t tls; /* the thread pointer: fs_base (x86_64), tpidr_el0 (aarch64) */
+    uint64_t tls;  /* the thread pointer: fs_base (x86_64), tpidr_el0 (aarch64) */
+    uint64_t tls2; /* aarch64: tpidr2_el0 (SME's), 0 without SME; unused on x86_64 */
     uint64_t sigmask;
     uint32_t fp_len; /* bytes valid in fp (0: no FP state captured) */
     uint32_t pad;
@@ -165,8 +166,8 @@ int32_t gc_freeze_owner(void); /* tid holding the freeze, 0 if none */
 
 /* gc_regs_x86_64.c, gc_regs_aarch64.c: everything async-signal-safe */
 void gc_regs_init(void);
-/* The interrupted context of a signal (or getcontext's): registers and thread pointer. */
-void gc_regs_from_ucontext(const void *ucontext, uint64_t regs[GC_NREGS], uint64_t *tls);
+/* The interrupted context of a signal (or getcontext's): t's registers and thread pointer. */
+void gc_regs_from_ucontext(const void *ucontext, struct gc_thread *t);
 /* Registers of a thread that did not park: only what /proc/self/task/TID/syscall tells. */
 void gc_regs_from_sp_pc(uint64_t regs[GC_NREGS], uint64_t orig_syscall, uint64_t sp, uint64_t pc);
 /* FP/SIMD state of a signal's context. Returns bytes copied (0: none). */
@@ -179,6 +180,7 @@ uint32_t gc_xstate_size(void);
 uint64_t gc_xcr0(void);
 #elif defined(__aarch64__)
 uint64_t gc_pac_mask(void);       /* NT_ARM_PAC_MASK's data and instruction masks; 0: no PAC */
+uint32_t gc_tls_note_size(void);  /* NT_ARM_TLS: 16 bytes (tpidr, tpidr2) since Linux 5.19 */
 #endif
 
 /* gc_snapshot.c */

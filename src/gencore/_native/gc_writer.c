@@ -256,8 +256,10 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
         if (!(d = note_add(nb, "CORE", NT_PRFPREG, 528))) return -ENOMEM;
         gc_memcopy(d, t->fp, 528);
     }
-    if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, 8))) return -ENOMEM;
-    *(uint64_t *)d = t->tls;
+    uint32_t tls_size = gc_tls_note_size();
+    if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, tls_size))) return -ENOMEM;
+    ((uint64_t *)d)[0] = t->tls;
+    if (tls_size >= 16) ((uint64_t *)d)[1] = t->tls2;
     if (!(d = note_add(nb, "LINUX", NT_ARM_SYSTEM_CALL, 4))) return -ENOMEM;
     *(int32_t *)d = -1; /* stopped in user space, not in a system call */
     if (c->pac_mask) {
