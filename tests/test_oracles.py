@@ -77,15 +77,19 @@ def test_pystack_native_merges_every_thread(target_core):
     per_thread = blocks(p.stdout, r"Traceback for thread (\d+)")
     assert len(per_thread) == 9
     ids = thread_ids(target_core)
-    if not pystack_can_merge():
+    merged = "Unable to merge native stack" not in p.stdout + p.stderr
+    if not pystack_can_merge() and not merged:
         # a stripped interpreter: pystack's own stated limit, the same on kernel cores; the
-        # C frames are checked with gdb and eu-stack instead
+        # C frames are checked with gdb and eu-stack instead. (Debian's arm64 python3.X is
+        # stripped too, yet pystack merges there: what it needs is in the dynamic symbols.)
         for tid, text in per_thread.items():
             assert "insufficient native information" in text, (tid, text)
             assert "(Python) File" in text, (tid, text)
         return
-    assert "Unable to merge native stack" not in p.stdout + p.stderr
+    assert merged, p.stdout + p.stderr
     assert "stackmark_park" in per_thread[ids["cblocked"]]
+    for name, func in WORKER_FUNCS.items():
+        assert f"in {func}" in per_thread[ids[name]], (name, per_thread[ids[name]])
     for tid, text in per_thread.items():
         assert "(C) File" in text, tid
 
