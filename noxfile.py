@@ -25,7 +25,7 @@ SID_VERSIONS = ["3.14", "3.15"]  # from Debian sid when this machine has no such
 # on one, a fifth of them on the others (GENCORE_FUZZ_CASES set by hand wins).
 FULL_FUZZ_VERSION = "3.13"
 SHORT_FUZZ_CASES = "2000"
-nox.options.sessions = ["unit", "tests", "wheels", "lint"]
+nox.options.sessions = ["unit", "tests", "wheels", "aarch64", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
 
