@@ -13,6 +13,7 @@ gives no layout (the capped core then keeps stacks, TLS and writable data, but n
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import struct
 import sys
@@ -275,7 +276,7 @@ def why_not() -> Optional[str]:
     return _failed
 
 
-PAGE = 4096
+PAGE = mmap.PAGESIZE  # the core aligns its data to the page size (4, 16 or 64 KiB on arm64)
 BUDGET_NOTE_MAX = 256 << 10  # the child's cap on the budget part of its capture note
 
 
@@ -303,6 +304,8 @@ def minimum_size(note_len: int, max_size: int = 0) -> int:
             if len(fields) == 6 and fields[5].startswith(b"/"):
                 files += 1
                 paths += len(fields[5].strip()) + 1
+    # x86_64's notes per thread (PRSTATUS, FPREGSET, XSTATE) are an upper bound of arm64's
+    # (PRSTATUS 392, FPREGSET 528, TLS, SYSTEM_CALL, PAC and tagged-address notes: ~1.2 KiB)
     per_thread = (20 + 336) + (20 + 512) + (20 + _xsave_bytes()) + 48
     notes = threads * per_thread + 16 + 24 * files + paths + 1024 + note_len + 20 + 256
     headers = 64 + 56 * (maps + 8) + 64

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -24,7 +25,9 @@
 #include "gc_sys.h"
 
 #define MAX_SLOTS 4096
-#define GUARD 4096
+/* one page below each stack: the page size of the machine (4, 16 or 64 KiB on arm64) */
+static unsigned long g_guard = 4096;
+#define GUARD g_guard
 
 enum { S_EMPTY = 0, S_SENT, S_INSTALLED, S_KEPT, S_RESTORED };
 
@@ -167,6 +170,8 @@ void gc_altstack_scan(void)
 
 int gc_altstack_start(int sig)
 {
+    long page = (long)getauxval(AT_PAGESZ);
+    if (page > 0) g_guard = (unsigned long)page;
     if (g_slots) return 0;
     struct sigaction old;
     if (sigaction(sig, NULL, &old) < 0) return -errno;

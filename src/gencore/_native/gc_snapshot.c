@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
@@ -114,7 +115,8 @@ void gc_procinfo_fill(struct gc_procinfo *p)
     p->sid = (int32_t)gc_sys1(SYS_getsid, 0);
     p->uid = (uint32_t)gc_sys0(SYS_getuid);
     p->gid = (uint32_t)gc_sys0(SYS_getgid);
-    p->page_size = 4096;
+    long page = (long)getauxval(AT_PAGESZ); /* reads a static: async-signal-safe */
+    p->page_size = page > 0 ? (uint64_t)page : 4096;
     gc_memzero(p->comm, sizeof p->comm);
     long n = gc_read_small("/proc/self/comm", p->comm, sizeof p->comm);
     if (n > 0 && p->comm[n - 1] == '\n') p->comm[n - 1] = 0;
