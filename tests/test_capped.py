@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_capped_core_is_within_max_size_and_says_what_it_left_out(capped):
         assert budget["python_threads"] == 9 and budget["python_frames"] > 500
         omitted = budget["omitted_ranges"]
         assert omitted and all(lo < hi for lo, hi in omitted)
-        # every mapping keeps its addresses: the PT_LOADs cover what they covered uncapped
+        # the PT_LOADs never overlap
         spans = sorted((m.start, m.end) for m in c.mappings)
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
         for lo, _hi in omitted[:50]:
@@ -49,6 +50,34 @@ def test_capped_core_is_within_max_size_and_says_what_it_left_out(capped):
     assert re.search(r"capped:\s+max_size 16.0 MiB: kept .* omitted", info.stdout), info.stdout
     for name in ("stacks", "python", "elf_headers", "data", "other"):
         assert re.search(rf"^\s+\S+ \S+\s+{name}$", info.stdout, re.M), (name, info.stdout)
+
+
+def test_omitted_anonymous_memory_is_in_no_pt_load(capped):
+    """py-spy reads ``p_offset + (addr - p_vaddr)`` without checking ``p_filesz``: an
+    omitted address inside a PT_LOAD reads whatever follows in the file, or past its end
+    (a panic, exit 101). So anonymous memory's PT_LOADs hold exactly their data, and an
+    omitted anonymous address is in no PT_LOAD (readers fail to read it)."""
+    with gencore.open_core(capped["core"]) as c:
+        nt_file = next(n.data for n in c.notes if n.type == gencore.reader.NT_FILE)
+        count = struct.unpack_from("<Q", nt_file)[0]
+        files = [struct.unpack_from("<QQ", nt_file, 16 + 24 * i) for i in range(count)]
+
+        def in_file(lo: int, hi: int) -> bool:
+            return any(s <= lo and hi <= e for s, e in files)
+
+        # (PT_LOADs with nothing in the file are what the kernel writes too: memory that is
+        # not dumpable, such as PROT_NONE reserves and guard pages)
+        anon = [m for m in c.mappings if m.filesz and not in_file(m.start, m.end)]
+        assert anon and all(m.filesz == m.size for m in anon), [
+            (hex(m.start), m.size, m.filesz) for m in anon if m.filesz != m.size
+        ][:5]
+        omitted = [(lo, hi) for lo, hi in c.capture["budget"]["omitted_ranges"]]
+        holes = [(lo, hi) for lo, hi in omitted if not in_file(lo, hi)]
+        assert sum(hi - lo for lo, hi in holes) >= 200 << 20  # the ballast
+        for lo, hi in holes:
+            assert not any(m.start < hi and lo < m.end for m in c.mappings), (hex(lo), hex(hi))
+        with pytest.raises(gencore.reader.MemoryUnavailableError, match="max_size"):
+            c.read(holes[0][0], 8)
 
 
 def test_pystack_shows_every_python_stack_of_a_capped_core(capped):

@@ -108,6 +108,7 @@ def _print_stacks(core: CoreFile, out: Any) -> None:
 
 def _info(core: CoreFile) -> dict[str, Any]:
     dumped = sum(m.filesz for m in core.mappings)
+    holes = 0
     names = {
         t.get("native_id"): t.get("name")
         for t in core.metadata.get("threads", [])
@@ -118,6 +119,13 @@ def _info(core: CoreFile) -> dict[str, Any]:
         if m.path:
             files[m.path] = files.get(m.path, 0) + m.size
     anon = sum(m.size for m in core.mappings if not m.path)
+    # a capped core leaves omitted anonymous memory out of its PT_LOADs: still mapped
+    budget = core.capture.get("budget")
+    ranges = budget.get("omitted_ranges") if isinstance(budget, dict) else None
+    for r in ranges if isinstance(ranges, list) else []:
+        if isinstance(r, list) and len(r) == 2 and core.mapping_at(r[0]) is None:
+            anon += r[1] - r[0]
+            holes += r[1] - r[0]
     stored = os.stat(core.source or core.path)
     compressed = core.source is not None and not core.manifest
     return {
@@ -133,7 +141,7 @@ def _info(core: CoreFile) -> dict[str, Any]:
         "file_mappings": len(files),
         "largest_files": sorted(files.items(), key=lambda kv: -kv[1])[:5],
         "anonymous_bytes": anon,
-        "mapped_bytes": sum(m.size for m in core.mappings),
+        "mapped_bytes": sum(m.size for m in core.mappings) + holes,
         "dumped_bytes": dumped,
         "file_size": os.stat(core.path).st_size,
         "allocated_bytes": os.stat(core.path).st_blocks * 512,

@@ -184,18 +184,32 @@ class CoreFile:
                 return m
         return None
 
+    def _unmapped(self, addr: int) -> str:
+        """Why an address in no PT_LOAD is not in the core (a capped core leaves omitted
+        anonymous memory out of its PT_LOADs)."""
+        budget = self.capture.get("budget")
+        if isinstance(budget, dict):
+            for r in budget.get("omitted_ranges") or []:
+                if isinstance(r, list) and len(r) == 2 and r[0] <= addr < r[1]:
+                    return (
+                        f"address {addr:#x} was left out of the core by max_size "
+                        f"(omitted {r[0]:#x}-{r[1]:#x})"
+                    )
+            return f"address {addr:#x} is not in the core: unmapped, or left out by max_size"
+        return f"address {addr:#x} is not mapped in the core"
+
     def read(self, addr: int, size: int) -> bytes:
         """Bytes of memory at ``addr`` as the core holds them.
 
         Holes in the file read as zeros (the kernel and gencore leave absent pages as holes).
-        Raises :class:`MemoryUnavailableError` for addresses that are unmapped or whose
-        mapping was not dumped.
+        Raises :class:`MemoryUnavailableError` for addresses that are unmapped, whose
+        mapping was not dumped, or that ``max_size`` left out.
         """
         out = bytearray()
         while size > 0:
             m = self.mapping_at(addr)
             if m is None:
-                raise MemoryUnavailableError(f"address {addr:#x} is not mapped in the core")
+                raise MemoryUnavailableError(self._unmapped(addr))
             rel = addr - m.start
             if rel >= m.filesz:
                 raise MemoryUnavailableError(

@@ -43,10 +43,14 @@ extern char **environ;
 #endif
 
 /* One PT_LOAD: a whole VMA, or under max_size a piece of one (kept data, then the rest of
- * the piece not in the file). */
+ * the piece not in the file). A piece of anonymous memory under max_size covers its kept
+ * data only (ph_memsz = filesz; no program header when it keeps nothing): readers that
+ * do not check p_filesz (py-spy) then fail to read an omitted address instead of reading
+ * the bytes that follow in the file, or past its end. */
 struct piece {
     uint64_t start, filesz, memsz, file_off;
     long vma;
+    uint64_t ph_memsz; /* the PT_LOAD's p_memsz; 0: no PT_LOAD */
 };
 
 /* Under max_size: what the capture note can say about omitted ranges at most. */
@@ -923,7 +927,8 @@ static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
 
 /* Pieces: one per VMA (its dump range in the file); under max_size, one per run of kept
  * pages, with the omitted pages after it (and a first piece with nothing in the file when
- * the VMA starts with omitted pages), so that every address stays in a PT_LOAD. */
+ * the VMA starts with omitted pages), so that every address of a file's mapping stays in a
+ * PT_LOAD; anonymous memory's omitted pages are left out of the PT_LOADs. */
 static uint64_t count_runs(const struct child *c)
 {
     uint64_t runs = 0;
@@ -946,6 +951,7 @@ static void make_pieces(struct child *c)
     c->pieces = gc_arena_alloc(&c->arena, sizeof(struct piece) * (size_t)cap);
     if (!c->pieces) fail(c, -ENOMEM);
     c->npieces = 0;
+    uint64_t emitted = 0;
     for (long i = 0; i < c->nvma; i++) {
         struct gc_vma *v = &c->vmas[i];
         if (v->hidden) continue;
@@ -963,19 +969,24 @@ static void make_pieces(struct child *c)
                 uint64_t b = v->start + r * c->page;
                 if (b > v->start + v->dump) b = v->start + v->dump;
                 if (c->npieces == first && a > v->start)
-                    c->pieces[c->npieces++] = (struct piece){v->start, 0, 0, 0, i};
-                c->pieces[c->npieces++] = (struct piece){a, b - a, 0, 0, i};
+                    c->pieces[c->npieces++] = (struct piece){v->start, 0, 0, 0, i, 0};
+                c->pieces[c->npieces++] = (struct piece){a, b - a, 0, 0, i, 0};
                 k = r;
             }
         }
         if (c->npieces == first)
             c->pieces[c->npieces++] =
-                (struct piece){v->start, c->capped ? 0 : v->dump, 0, 0, i};
-        for (long k = first; k < c->npieces; k++) /* each piece reaches the next one */
-            c->pieces[k].memsz =
-                (k + 1 < c->npieces ? c->pieces[k + 1].start : v->end) - c->pieces[k].start;
+                (struct piece){v->start, c->capped ? 0 : v->dump, 0, 0, i, 0};
+        int holes = c->capped && c->budget.bit_base[i] != UINT64_MAX &&
+                    !(v->path_off != UINT32_MAX && c->smaps[v->path_off] == '/');
+        for (long k = first; k < c->npieces; k++) { /* each piece reaches the next one */
+            struct piece *p = &c->pieces[k];
+            p->memsz = (k + 1 < c->npieces ? c->pieces[k + 1].start : v->end) - p->start;
+            p->ph_memsz = holes ? p->filesz : p->memsz;
+            emitted += p->ph_memsz != 0;
+        }
     }
-    c->nseg = 1 + (uint64_t)c->npieces;
+    c->nseg = 1 + emitted;
 }
 
 /* Program headers: PT_NOTE, then one PT_LOAD per piece; assigns each piece its file offset.
@@ -987,15 +998,17 @@ static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, 
     ph[0].p_filesz = notes_len;
     ph[0].p_align = 4;
     uint64_t off = (notes_off + notes_len + c->page - 1) & ~(c->page - 1);
+    Elf64_Phdr *p = ph;
     for (long k = 0; k < c->npieces; k++) {
         struct piece *pc = &c->pieces[k];
         const struct gc_vma *v = &c->vmas[pc->vma];
         pc->file_off = off;
-        Elf64_Phdr *p = &ph[k + 1];
+        if (!pc->ph_memsz) continue; /* omitted anonymous memory: no PT_LOAD */
+        p++;
         p->p_type = PT_LOAD;
         p->p_offset = off;
         p->p_vaddr = pc->start;
-        p->p_memsz = pc->memsz;
+        p->p_memsz = pc->ph_memsz;
         p->p_filesz = pc->filesz;
         p->p_flags = ((v->perms & GC_P_R) ? PF_R : 0) | ((v->perms & GC_P_W) ? PF_W : 0) |
                      ((v->perms & GC_P_X) ? PF_X : 0);
