@@ -16,6 +16,7 @@ import pytest
 
 DIST = Path(os.environ.get("GENCORE_DIST", "dist")).resolve()
 SID_ROOT = Path(os.environ.get("GENCORE_SID_ROOT", "/var/cache/gencore/sid"))
+SID_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "sid-root"
 HOST_VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 SID_VERSIONS = ["3.14", "3.15"]
 
@@ -143,8 +144,9 @@ def test_engine_wheel_in_the_sid_root(version):
         f"--only-binary=:all: {inner}/*.whl; "
         f"PATH={inner}/venv/bin CC=/nonexistent/cc {inner}/venv/bin/python -c '{DUMP}' {inner}"
     )
+    # through the script: it mounts /proc and /dev for the command, in a namespace of its own
     r = subprocess.run(
-        ["chroot", str(SID_ROOT), "env", "-i", "HOME=/root", "sh", "-c", script],
+        [str(SID_SCRIPT), "run", "--", "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=600,
