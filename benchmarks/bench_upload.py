@@ -3,7 +3,7 @@
     python benchmarks/bench_upload.py [--rss-mib 512] [--repeat 3]
 
 A worker process fills --rss-mib of memory, writes a core with create_core(), then uploads
-it with the helper process (``python -m gencore._helper finish --upload``, what upload= and
+it with the helper process (``python -m gencore.ship.helper finish --upload``, what upload= and
 the triggers run) and then, as a reference, the same file with boto3's ``upload_file`` from
 a plain process. Reports MB/s and the CPU time the application's own interpreter spent while
 its core was uploaded (the work happens in the helper, so this stays near zero).
@@ -32,8 +32,8 @@ def cpu() -> float:
 
 def worker(args: argparse.Namespace) -> None:
     import gencore
-    from gencore import _job
-    from gencore._options import CoreOptions
+    from gencore.capture import job as _job
+    from gencore.capture.options import CoreOptions
 
     ballast = bytearray(os.urandom(1 << 20) * args.rss_mib)
     d = Path(args.dir)

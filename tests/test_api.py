@@ -60,7 +60,7 @@ def test_directory_from_environment(tmp_path, monkeypatch):
 
 
 def test_unsupported_platform_raises_clear_error(monkeypatch, tmp_path):
-    import gencore._engine as engine
+    import gencore.capture.engine as engine
 
     monkeypatch.setattr(engine, "IMPORT_ERROR", ImportError("no engine here"))
     try:

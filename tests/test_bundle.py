@@ -18,8 +18,8 @@ from conftest import PROGRAMS, pystack_can_merge, python_gdb_script, real_python
 from test_failures import scenario
 
 import gencore
-from gencore.bundle import ExtractedBundle, extract_bundle
 from gencore.cli import debug_command
+from gencore.ship.bundle import ExtractedBundle, extract_bundle
 
 # time.sleep() waits in clock_nanosleep (3.11+) or select (3.9, 3.10)
 SLEEP_FRAME = re.compile(r"\b(__)?(clock_nanosleep|select)\b")

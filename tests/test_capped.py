@@ -43,7 +43,7 @@ def test_capped_core_is_within_max_size_and_says_what_it_left_out(capped):
         spans = sorted((m.start, m.end) for m in c.mappings)
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
         for lo, _hi in omitted[:50]:
-            with pytest.raises(gencore.reader.MemoryUnavailableError):
+            with pytest.raises(gencore.MemoryUnavailableError):
                 c.read(lo, 8)
     info = run([sys.executable, "-m", "gencore", "info", core])
     assert info.returncode == 0, info.stderr
@@ -58,7 +58,7 @@ def test_omitted_anonymous_memory_is_in_no_pt_load(capped):
     (a panic, exit 101). So anonymous memory's PT_LOADs hold exactly their data, and an
     omitted anonymous address is in no PT_LOAD (readers fail to read it)."""
     with gencore.open_core(capped["core"]) as c:
-        nt_file = next(n.data for n in c.notes if n.type == gencore.reader.NT_FILE)
+        nt_file = next(n.data for n in c.notes if n.type == gencore.analysis.reader.NT_FILE)
         count = struct.unpack_from("<Q", nt_file)[0]
         files = [struct.unpack_from("<QQ", nt_file, 16 + 24 * i) for i in range(count)]
 
@@ -76,7 +76,7 @@ def test_omitted_anonymous_memory_is_in_no_pt_load(capped):
         assert sum(hi - lo for lo, hi in holes) >= 200 << 20  # the ballast
         for lo, hi in holes:
             assert not any(m.start < hi and lo < m.end for m in c.mappings), (hex(lo), hex(hi))
-        with pytest.raises(gencore.reader.MemoryUnavailableError, match="max_size"):
+        with pytest.raises(gencore.MemoryUnavailableError, match="max_size"):
             c.read(holes[0][0], 8)
 
 

@@ -68,7 +68,7 @@ def exercise(path: str, stacks: bool = True) -> None:
                 for m in core.mappings[:8]:
                     try:
                         core.read(m.start, min(64, max(m.size, 1)))
-                    except gencore.reader.MemoryUnavailableError:
+                    except gencore.MemoryUnavailableError:
                         pass
         except gencore.CoreFormatError:
             pass
@@ -204,7 +204,7 @@ def heap_core(tmp_path_factory) -> tuple[str, list[int]]:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     path = p.stdout.strip()
-    from gencore.heap import _Walker
+    from gencore.analysis.heap import _Walker
 
     offsets: list[int] = []
     with gencore.open_core(path) as core:

@@ -13,15 +13,20 @@ ELF core while the application carries on. pystack, py-spy, gdb and elfutils rea
 from __future__ import annotations
 
 from ._version import VERSION
-from ._watch import heartbeat, watch_loop
-from .bundle import (
-    BundlePath,
-    bundle_core,
-    collect_core,
-    collect_core_async,
-    extract_bundle,
-    start_collect,
+from .analysis.heap import Census, Referrers, TypeDiff, TypeStat
+from .analysis.reader import CoreFile, open_core
+from .capture.snapshot import (
+    CorePath,
+    SnapshotReport,
+    ThreadReport,
+    create_core,
+    create_core_async,
+    default_directory,
+    start_core,
+    supported,
 )
+from .capture.triggers import TriggerConfig, install, installed, uninstall
+from .capture.watch import heartbeat, watch_loop
 from .errors import (
     BundleError,
     CoreChildError,
@@ -34,23 +39,19 @@ from .errors import (
     GencoreError,
     HeapUnavailableError,
     KernelCoreUnavailableError,
+    MemoryUnavailableError,
     NotDumpableError,
     UnsupportedPlatformError,
     UploadError,
 )
-from .heap import Census, Referrers, TypeDiff, TypeStat
-from .reader import CoreFile, open_core
-from .snapshot import (
-    CorePath,
-    SnapshotReport,
-    ThreadReport,
-    create_core,
-    create_core_async,
-    default_directory,
-    start_core,
-    supported,
+from .ship.bundle import (
+    BundlePath,
+    bundle_core,
+    collect_core,
+    collect_core_async,
+    extract_bundle,
+    start_collect,
 )
-from .triggers import TriggerConfig, install, installed, uninstall
 
 __version__ = VERSION
 
@@ -80,6 +81,7 @@ __all__ = [
     "FreezeError",
     "GencoreError",
     "HeapUnavailableError",
+    "MemoryUnavailableError",
     "NotDumpableError",
     "Census",
     "Referrers",

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import _engine, _kernel
 from ._common import default_directory, format_size, resident_bytes
+from .capture import engine as _engine
+from .capture import kernel as _kernel
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -246,9 +247,9 @@ def check_kernel() -> list[Check]:
 
 def check_trial(directory: Path) -> Check:
     """Write a real core of this process (one thread) and read it back."""
+    from .analysis.reader import open_core
+    from .capture.snapshot import create_core
     from .errors import GencoreError
-    from .reader import open_core
-    from .snapshot import create_core
 
     try:
         path = create_core(directory, threads=False, python_stacks=False, timeout=120)

@@ -114,6 +114,11 @@ class CoreFormatError(GencoreError):
     """A file given to the reader is not a core gencore can read."""
 
 
+class MemoryUnavailableError(GencoreError, LookupError):
+    """The address is not in the core (unmapped, or mapped but not dumped, or left out by a
+    ``max_size`` cap)."""
+
+
 class HeapUnavailableError(GencoreError):
     """The core does not say how to walk its Python heap (kernel cores, cores of free-threaded
     or debug interpreters): ``gencore heap`` cannot census it."""

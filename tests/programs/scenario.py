@@ -355,9 +355,9 @@ def scenario_kernel_method():
     if args.get("faulthandler"):
         faulthandler.enable()
     if args.get("pattern_file"):
-        import gencore._kernel
+        import gencore.capture.kernel
 
-        gencore._kernel.CORE_PATTERN_FILE = args["pattern_file"]
+        gencore.capture.kernel.CORE_PATTERN_FILE = args["pattern_file"]
     idle_threads(args.get("threads", 2))
     before = fds()
     t0 = time.monotonic()

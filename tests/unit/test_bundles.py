@@ -14,7 +14,7 @@ import pytest
 from coregen import PAGE, Core, Segment
 
 import gencore
-from gencore._helper import bundle_argv
+from gencore.ship.helper import bundle_argv
 
 LIB = os.path.realpath(sys.executable)  # a real ELF file on this machine
 
@@ -36,7 +36,7 @@ def synthetic_core(tmp_path: Path) -> Path:
 def test_helper_command_line_is_defined_once():
     argv = bundle_argv("/py", Path("/d"), "tar.gz", 7, remove_core=True, events=Path("/e"))
     assert argv == [
-        "/py", "-m", "gencore._helper", "bundle", "--directory", "/d", "--format", "tar.gz",
+        "/py", "-m", "gencore.ship.helper", "bundle", "--directory", "/d", "--format", "tar.gz",
         "--pid", "7", "--remove-core", "--events", "/e",
     ]  # fmt: skip
 

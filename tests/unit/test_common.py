@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import gencore
-from gencore import _common, _engine
-from gencore._options import CoreOptions, freeze_signal
+from gencore import _common
+from gencore.capture import engine as _engine
+from gencore.capture.options import CoreOptions, freeze_signal
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "x\0y"])
@@ -113,7 +114,7 @@ def test_errors_carry_stage_errno_and_advice():
 def test_native_matches_its_stub_and_struct_sizes():
     assert _engine.native.STATUS_SIZE == _engine.STATUS.size
     assert _engine.native.TRIGGER_RESULT_SIZE == _engine.TRIGGER_RESULT.size
-    stub = Path(_engine.__file__).with_name("_native.pyi")
+    stub = Path(gencore.__file__).with_name("_native.pyi")
     declared = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
     exported = {n for n in dir(_engine.native) if callable(getattr(_engine.native, n))}
     assert declared == exported
@@ -128,8 +129,8 @@ def test_core_names_come_from_one_definition(offset):
         seconds=offset
     )
     assert stem == f"core_{local:%Y%m%d.%H%M%S}.77.005"
-    assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore._job.make_stem())
-    assert gencore._job.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
+    assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore.capture.job.make_stem())
+    assert gencore.capture.job.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
 
 
 def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
@@ -158,7 +159,7 @@ def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
     [("4096", 4096), ("300M", 300 << 20), ("2G", 2 << 30), ("1.5GiB", 3 << 29), ("64k", 65536)],
 )
 def test_sizes_in_binary_units(text, size):
-    from gencore import _watch
+    from gencore.capture import watch as _watch
 
     assert _watch.parse_size(text, "max_total") == size
     assert _watch.size_bytes(text, "max_total") == size
@@ -166,14 +167,14 @@ def test_sizes_in_binary_units(text, size):
 
 @pytest.mark.parametrize("bad", ["lots", "-5M", "5X", "", "1e9"])
 def test_bad_sizes_name_the_argument(bad):
-    from gencore import _watch
+    from gencore.capture import watch as _watch
 
     with pytest.raises(ValueError, match="keep_free"):
         _watch.size_bytes(bad, "keep_free")
 
 
 def test_gencore_file_names_and_pending(tmp_path):
-    from gencore import _upload
+    from gencore.ship import upload as _upload
 
     names = [
         "core_20261202.101500.42.001.core",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gencore.heap import Census, TypeStat
+from gencore.analysis.heap import Census, TypeStat
 
 
 def census(*rows: tuple[str, int, int]) -> Census:

@@ -8,7 +8,7 @@ import pytest
 from coregen import PAGE, Core, Segment, note, tiny_elf_image
 
 import gencore
-from gencore.reader import MemoryUnavailableError
+from gencore import MemoryUnavailableError
 
 
 def write(tmp_path, core: Core, name: str = "x.core"):

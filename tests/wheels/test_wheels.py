@@ -32,7 +32,7 @@ p = gencore.create_core(sys.argv[1])
 with gencore.open_core(p) as core:
     names = sorted(s["name"] for s in core.python_stacks)
     frames = sum(f["function"] == "wheel_worker" for s in core.python_stacks for f in s["frames"])
-    print(p, len(core.threads), ",".join(names), frames, gencore._engine.native.__file__)
+    print(p, len(core.threads), ",".join(names), frames, gencore.capture.engine.native.__file__)
 """
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from . import _caplayout, _engine, _job, _metadata, _watch
-from ._common import (
+from .._common import (
     BUNDLE_FORMATS,
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
@@ -42,9 +41,14 @@ from ._common import (
     format_size,
     tz_offset,
 )
-from ._helper import bundle_name, finish_argv
-from ._options import CoreOptions, check_max_size, freeze_signal, max_size_bytes
-from .errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
+from ..errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
+from ..ship.helper import bundle_name, finish_argv
+from . import caplayout as _caplayout
+from . import engine as _engine
+from . import job as _job
+from . import metadata as _metadata
+from . import watch as _watch
+from .options import CoreOptions, check_max_size, freeze_signal, max_size_bytes
 
 log = logging.getLogger("gencore")
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ._common import BUNDLE_FORMATS, format_size, stem_of
-from .errors import CoreFormatError, GencoreError
-from .reader import CoreFile, open_core
+from .._common import BUNDLE_FORMATS, format_size, stem_of
+from ..analysis.reader import CoreFile, open_core
+from ..errors import CoreFormatError, GencoreError
 
 DEMO_PROGRAM = textwrap.dedent(
     '''
@@ -418,7 +418,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .bundle import bundle_core
+    from ..ship.bundle import bundle_core
 
     progress = _Progress("bundling")
     try:
@@ -483,7 +483,7 @@ def local_debug_command(core: str, exe: Optional[str], tool: str, extra: list[st
 def _debug_bare_core(path: str, tmp: Path, tool: str, extra: list[str]) -> list[str]:
     """A core that is not a bundle: a ``.core.zst`` is decompressed into ``tmp``; the tools
     use this machine's executable and libraries."""
-    from ._extract import decompress_core, is_compressed_core
+    from ..ship.extract import decompress_core, is_compressed_core
 
     core = path
     if is_compressed_core(path):
@@ -498,7 +498,7 @@ def _debug_bare_core(path: str, tmp: Path, tool: str, extra: list[str]) -> list[
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from ._extract import extract_bundle, is_bundle
+    from ..ship.extract import extract_bundle, is_bundle
 
     extra = list(args.args)
     if extra and extra[0] == "--":
@@ -506,7 +506,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gencore-debug-") as tmp:
         bundle = args.bundle
         if "://" in bundle and not bundle.startswith("file://"):
-            from ._upload import fetch
+            from ..ship.upload import fetch
 
             bundle = str(fetch(bundle, Path(tmp)))  # a bundle in object storage
         elif bundle.startswith("file://"):
@@ -528,8 +528,8 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from ._upload import pending, upload_file
-    from .errors import UploadError
+    from ..errors import UploadError
+    from ..ship.upload import pending, upload_file
 
     if args.pending:
         if len(args.files) != 1:
@@ -555,7 +555,7 @@ def _stderr(line: str) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from ._upload import list_cores
+    from ..ship.upload import list_cores
 
     docs = list_cores(args.url)
     if args.json:
@@ -573,7 +573,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import FAIL, run_checks
+    from ..doctor import FAIL, run_checks
 
     checks = run_checks(args.directory, trial=args.trial)
     if args.json:
@@ -602,7 +602,7 @@ def _signal_arg(text: str) -> int:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     """``gencore trigger --inject PID``: a 3.14+ process that never imported gencore."""
-    from ._inject import inject
+    from ..capture.inject import inject
 
     doc = inject(args.pid, args.directory, args.wait, args.timeout)
     if "error" in doc:
@@ -614,7 +614,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
 
-    from .triggers import find_state
+    from ..capture.triggers import find_state
 
     if args.inject:
         return cmd_inject(args)
@@ -641,7 +641,7 @@ def _follow_trigger(
 ) -> int:
     """Follow the events of one triggered dump (see cmd_trigger)."""
 
-    from .triggers import process_alive
+    from ..capture.triggers import process_alive
 
     deadline = time.monotonic() + args.timeout
     progress = _Progress("writing")
@@ -745,7 +745,7 @@ def _after_exit(
 
 
 def _size_arg(text: str) -> int:
-    from ._watch import parse_size
+    from ..capture.watch import parse_size
 
     try:
         return parse_size(text, "size")
@@ -780,7 +780,7 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
 def cmd_run(args: argparse.Namespace) -> int:
     import runpy
 
-    from .triggers import install
+    from ..capture.triggers import install
 
     rest = list(args.program)
     if rest and rest[0] == "--":

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Optional
 
-from ._common import PathLike
-from .errors import CoreFormatError, GencoreError
+from .._common import PathLike
+from ..errors import CoreFormatError, GencoreError, MemoryUnavailableError
 
 if TYPE_CHECKING:
     from .heap import Census, Referrers
@@ -50,10 +50,6 @@ EM_X86_64 = 62
 EM_AARCH64 = 183
 # e_machine -> (the registers of NT_PRSTATUS's pr_reg, the note's size; pr_fpvalid is last)
 PRSTATUS_LAYOUT = {EM_X86_64: (X86_64_REGS, 336), EM_AARCH64: (AARCH64_REGS, 392)}
-
-
-class MemoryUnavailableError(GencoreError, LookupError):
-    """The address is not in the core (unmapped, or mapped but not dumped)."""
 
 
 @dataclass(frozen=True)
@@ -456,7 +452,7 @@ def open_core(path: PathLike) -> CoreFile:
     Raises:
         CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
     """
-    from ._extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
+    from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
 
     compressed = is_compressed_core(path)
     if not compressed and not is_bundle(path):

@@ -17,7 +17,7 @@ import threading
 import weakref
 from typing import Any, Optional, Union
 
-from . import _engine
+from . import engine as _engine
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -2,7 +2,7 @@
 
 A bundle lets a core be analysed on another machine that does not have the exact interpreter
 and libraries. :func:`collect_core` writes a core and then packs it in a helper process
-(:mod:`gencore._helper`), so the application's interpreter does no compression or hashing:
+(:mod:`gencore.ship.helper`), so the application's interpreter does no compression or hashing:
 
     <stem>.tar.gz
       <stem>/<stem>.core
@@ -13,7 +13,7 @@ and libraries. :func:`collect_core` writes a core and then packs it in a helper 
 
 Libraries deleted or replaced since they were loaded are taken from ``/proc/PID/map_files``
 while the process lives; the manifest lists any that could not be recovered. Reading bundles
-back is :mod:`gencore._extract` (``extract_bundle``) and :func:`~gencore.open_core`.
+back is :mod:`gencore.ship.extract` (``extract_bundle``) and :func:`~gencore.open_core`.
 """
 
 from __future__ import annotations
@@ -30,24 +30,24 @@ import time
 from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from . import _job
-from ._common import (
+from .._common import (
     BUNDLE_FORMATS,
     DEFAULT_TIMEOUT,
     PathLike,
     ProgressCallback,
     in_thread,
 )
-from ._extract import ExtractedBundle, extract_bundle, import_zstandard, is_bundle
-from ._helper import bundle_argv, bundle_name
-from ._job import SnapshotReport
-from ._options import CoreOptions
-from .errors import BundleError, describe_errno, exists_error
+from ..capture import job as _job
+from ..capture.job import SnapshotReport
+from ..capture.options import CoreOptions
+from ..errors import BundleError, describe_errno, exists_error
+from .extract import ExtractedBundle, extract_bundle, import_zstandard, is_bundle
+from .helper import bundle_argv, bundle_name
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._options import CoreOptionArgs
+    from ..capture.options import CoreOptionArgs
 
 __all__ = [
     "BundleError",

@@ -12,7 +12,7 @@ import struct
 import sysconfig
 from typing import Optional
 
-from .errors import UnsupportedPlatformError
+from ..errors import UnsupportedPlatformError
 
 # struct gc_status (gc_snapshot.h): the snapshot child's status records.
 STATUS = struct.Struct("<IIiIQQQQ")
@@ -40,7 +40,7 @@ if free_threaded():
     )
 else:
     try:
-        from . import _native as native
+        from .. import _native as native
     except ImportError as _e:  # pragma: no cover - exercised on unsupported platforms only
         IMPORT_ERROR = _e
     else:

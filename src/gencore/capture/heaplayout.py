@@ -94,7 +94,7 @@ def _find_head(maps: _Maps) -> int:
     """The youngest GC list's head, from a list object tracked just now (in C: nothing runs
     between its allocation and the read), confirmed by the thresholds its generation record
     holds, which must be those ``gc.get_threshold()`` reports."""
-    from . import _engine
+    from . import engine as _engine
 
     if not _engine.available():
         raise LookupError("the native engine is not available")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ._common import PathLike
-from .errors import BundleError, CoreFormatError, GencoreError
+from .._common import PathLike
+from ..errors import BundleError, CoreFormatError, GencoreError
 
 __all__ = [
     "ExtractedBundle",

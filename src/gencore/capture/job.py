@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PosixPath
 from typing import Any, Optional, TypeVar
 
-from . import _caplayout, _engine, _metadata
-from ._common import VERSION, PathLike, core_names, default_directory, format_size, tz_offset
-from ._options import CoreOptions, check_max_size, freeze_signal
-from .errors import (
+from .._common import VERSION, PathLike, core_names, default_directory, format_size, tz_offset
+from ..errors import (
     CoreChildError,
     CoreDirectoryError,
     GencoreError,
@@ -43,6 +41,10 @@ from .errors import (
     timeout_error,
     write_error,
 )
+from . import caplayout as _caplayout
+from . import engine as _engine
+from . import metadata as _metadata
+from .options import CoreOptions, check_max_size, freeze_signal
 
 log = logging.getLogger("gencore")
 _snapshot_lock = threading.Lock()
@@ -138,7 +140,7 @@ def check_dumpable(force: bool) -> None:
 
 
 def _warn_space(directory: Path, dir_fd: int) -> None:
-    from ._common import resident_bytes
+    from .._common import resident_bytes
 
     try:
         vfs = os.statvfs(dir_fd)
@@ -159,8 +161,8 @@ ZSTD_LEVEL = 1
 
 def compressor_argv() -> tuple[bytes, ...]:
     """The command line of the compressor the snapshot child starts for ``compress="zstd"``
-    (:mod:`gencore._zpipe`, zstd level 1 on every CPU): checked here, before any fork."""
-    from ._extract import import_zstandard
+    (:mod:`gencore.capture.zpipe`, zstd level 1 on every CPU): checked here, before any fork."""
+    from ..ship.extract import import_zstandard
 
     import_zstandard("compress='zstd'")
     if not sys.executable or not os.access(sys.executable, os.X_OK):
@@ -168,7 +170,7 @@ def compressor_argv() -> tuple[bytes, ...]:
             "compress='zstd' runs the compressor with this Python, but sys.executable "
             f"({sys.executable!r}) is not an executable"
         )
-    script = Path(__file__).with_name("_zpipe.py")
+    script = Path(__file__).with_name("zpipe.py")
     threads = max(1, min(os.cpu_count() or 1, 8))
     return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
 
@@ -501,7 +503,7 @@ async def wait_async(job: Job) -> CorePath:
 
 def kernel_core(opts: CoreOptions) -> CorePath:
     """method="kernel": a forked copy of this thread crashes and the kernel writes its core."""
-    from . import _kernel
+    from . import kernel as _kernel
 
     _engine.require()
     t0 = time.monotonic()
@@ -544,7 +546,7 @@ _P = TypeVar("_P", bound=Path)
 
 
 def _upload_argv(path: Path, opts: CoreOptions) -> list[str]:
-    from ._helper import finish_argv
+    from ..ship.helper import finish_argv
 
     assert opts.upload is not None
     argv = finish_argv(

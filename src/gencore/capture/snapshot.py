@@ -1,6 +1,6 @@
 """The public functions that take a core: blocking, asyncio and callback forms.
 
-Each builds one :class:`~gencore._options.CoreOptions` (every argument is checked before
+Each builds one :class:`~gencore.capture.options.CoreOptions` (every argument is checked before
 anything is forked) and hands it to the internal job module, which freezes, forks, waits and
 publishes.
 """
@@ -10,15 +10,16 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING, Callable, Optional
 
-from . import _engine, _job
-from ._common import PathLike, default_directory, in_thread
-from ._job import CorePath, SnapshotReport, ThreadReport
-from ._options import CoreOptions
+from .._common import PathLike, default_directory, in_thread
+from . import engine as _engine
+from . import job as _job
+from .job import CorePath, SnapshotReport, ThreadReport
+from .options import CoreOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._options import CoreOptionArgs
+    from .options import CoreOptionArgs
 
 __all__ = [
     "CorePath",

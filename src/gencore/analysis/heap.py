@@ -2,7 +2,7 @@
 
 The walk needs no interpreter attached and no debug symbols. The GENCORE note records where
 the garbage collector's lists start and the object and type offsets, found and checked inside
-the process (:mod:`gencore._heaplayout`). Offline, this module:
+the process (:mod:`gencore.capture.heaplayout`). Offline, this module:
 
 1. walks every GC list (all generations and the permanent one), which yields each tracked
    object exactly once;
@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .errors import CoreFormatError, HeapUnavailableError
+from ..errors import CoreFormatError, HeapUnavailableError
 
 if TYPE_CHECKING:
     from .reader import CoreFile

@@ -8,14 +8,14 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Optional, TypedDict, Union
 
-from ._common import (
+from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
     DEFAULT_TIMEOUT,
     PathLike,
     ProgressCallback,
 )
-from .errors import FreezeError
+from ..errors import FreezeError
 
 METHODS = ("native", "kernel")
 COMPRESSIONS = (None, "zstd")
@@ -88,7 +88,7 @@ class CoreOptions:
         if not isinstance(self.filter, int) or not 0 <= self.filter <= 0x1FF:
             raise ValueError(f"filter must be coredump_filter bits 0..0x1ff, got {self.filter!r}")
         if self.name is not None:
-            from ._common import core_names
+            from .._common import core_names
 
             core_names(self.name)
         if self.timeout is not None and self.timeout <= 0:
@@ -119,7 +119,7 @@ def max_size_bytes(value: Union[int, float, str, None]) -> int:
     Raises:
         ValueError: negative, zero or not a size.
     """
-    from ._watch import size_bytes
+    from .watch import size_bytes
 
     if value is None:
         return 0
@@ -132,8 +132,8 @@ def max_size_bytes(value: Union[int, float, str, None]) -> int:
 def check_max_size(max_size: int, note_len: int) -> None:
     """Raise ``ValueError`` when ``max_size`` cannot hold even this process's headers and
     notes (before anything is forked)."""
-    from ._caplayout import minimum_size
-    from ._common import format_size
+    from .._common import format_size
+    from .caplayout import minimum_size
 
     if not max_size:
         return

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import GencoreError
+from ..errors import GencoreError
 
 CAP_SYS_PTRACE = 19
 
@@ -204,7 +204,7 @@ def _preflight(pid: int) -> None:
 def _work_dir(pid: int, directory: Path, keep: bool) -> Path:
     work = Path(tempfile.mkdtemp(prefix="gencore-inject-"))
     st = os.stat(f"/proc/{pid}")
-    gencore_path = str(Path(__file__).resolve().parent.parent)
+    gencore_path = str(Path(__file__).resolve().parents[2])
     script = _SCRIPT.replace(
         "WORK, PATH, DIRECTORY, KEEP",
         ", ".join(repr(v) for v in (str(work), gencore_path, str(directory), keep)),

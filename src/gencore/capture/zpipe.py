@@ -1,6 +1,6 @@
 """The compressor of ``compress="zstd"`` cores: standard input to one zstd frame on stdout.
 
-The snapshot child starts it (``python .../gencore/_zpipe.py LEVEL THREADS``) with stdin a
+The snapshot child starts it (``python .../gencore/capture/zpipe.py LEVEL THREADS``) with stdin a
 pipe the child writes the core into, in file order, and stdout the ``.partial`` file. It runs
 at the child's lower priority and dies with it. It is run as a script, not with ``-m``, so
 that starting it imports only :mod:`zstandard`, not gencore.

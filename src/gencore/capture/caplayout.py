@@ -20,7 +20,7 @@ import sys
 import types
 from typing import Any, Optional
 
-from ._heaplayout import _Maps, _scan_for, _u64
+from .heaplayout import _Maps, _scan_for, _u64
 
 # The order of struct gc_pylayout's fields (gc_snapshot.h), as passed to the engine.
 FIELDS = (

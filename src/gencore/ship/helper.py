@@ -1,9 +1,9 @@
 """The helper process, outside the application's interpreter, at nice 10.
 
-- ``python -m gencore._helper bundle ...`` packs a core into a bundle (started by
+- ``python -m gencore.ship.helper bundle ...`` packs a core into a bundle (started by
   :mod:`gencore.bundle`);
-- ``python -m gencore._helper finish ...`` does what the triggers ask after each core: the
-  bundle, the upload (see :mod:`gencore._upload`, with earlier files that are still
+- ``python -m gencore.ship.helper finish ...`` does what the triggers ask after each core: the
+  bundle, the upload (see :mod:`gencore.ship.upload`, with earlier files that are still
   pending) and the directory's budget. The native ``gencore`` thread starts it after a
   signal dump, while the GIL may be stuck.
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from ._common import VERSION, stem_of
-from ._extract import import_zstandard
-from .reader import AT_PHDR, CoreFile, build_id_of_file, open_core, strip_deleted
+from .._common import VERSION, stem_of
+from ..analysis.reader import AT_PHDR, CoreFile, build_id_of_file, open_core, strip_deleted
+from .extract import import_zstandard
 
 _CHUNK = 1 << 20
 
@@ -45,7 +45,7 @@ def bundle_argv(
     events: Optional[Path] = None,
 ) -> list[str]:
     """The helper's command line, without the core's file name (appended by the caller)."""
-    argv = [python, "-m", "gencore._helper", "bundle", "--directory", str(directory)]
+    argv = [python, "-m", "gencore.ship.helper", "bundle", "--directory", str(directory)]
     argv += ["--format", fmt]
     if pid is not None:
         argv += ["--pid", str(pid)]
@@ -69,7 +69,7 @@ def finish_argv(
     keep_free: int,
 ) -> list[str]:
     """The ``finish`` helper's command line, without the core's file name."""
-    argv = [python, "-m", "gencore._helper", "finish", "--directory", str(directory)]
+    argv = [python, "-m", "gencore.ship.helper", "finish", "--directory", str(directory)]
     if fmt is not None:
         argv += ["--format", fmt]
     if pid is not None:
@@ -447,7 +447,7 @@ def _bundle_main(args: argparse.Namespace) -> int:
 
 def _finish_main(args: argparse.Namespace) -> int:
     """Bundle (if asked), upload (if asked, with what is still pending), keep the budget."""
-    from . import _upload
+    from . import upload as _upload
 
     directory = Path(args.directory)
     core = directory / args.core
@@ -499,8 +499,8 @@ def _remove_loose_core(directory: Path, bundle: str) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``python -m gencore._helper``."""
-    ap = argparse.ArgumentParser(prog="python -m gencore._helper")
+    """Entry point of ``python -m gencore.ship.helper``."""
+    ap = argparse.ArgumentParser(prog="python -m gencore.ship.helper")
     sub = ap.add_subparsers(dest="job", required=True)
     b = sub.add_parser("bundle", help="pack DIRECTORY/CORE into DIRECTORY/<stem>.<format>")
     b.add_argument("--directory", required=True)

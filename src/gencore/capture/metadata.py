@@ -17,7 +17,7 @@ import time
 from types import FrameType
 from typing import Any, Optional
 
-from . import _heaplayout
+from . import heaplayout as _heaplayout
 
 FORMAT_VERSION = 1
 MAX_FRAMES = 2000  # per thread; deeper stacks keep the innermost frames
@@ -44,7 +44,7 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
     return out, skipped
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def python_stacks() -> list[dict[str, Any]]:

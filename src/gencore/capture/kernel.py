@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import _engine
-from .errors import (
+from ..errors import (
     ADVICE_NATIVE,
     CoreChildError,
     KernelCoreUnavailableError,
     exists_error,
     timeout_error,
 )
+from . import engine as _engine
 
 CORE_PATTERN_FILE = "/proc/sys/kernel/core_pattern"  # a test seam: tests point it elsewhere
 

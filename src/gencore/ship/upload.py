@@ -1,6 +1,6 @@
 """Cores leave the host: uploads to object storage through fsspec, and the local disk budget.
 
-Everything here runs in the helper process (``python -m gencore._helper finish|upload``) or
+Everything here runs in the helper process (``python -m gencore.ship.helper finish|upload``) or
 in the ``gencore`` command, never in the application's interpreter nor in the snapshot child.
 The object of ``core_X.core`` uploaded to ``URL`` is ``URL/<hostname>/core_X.core``, with a
 JSON manifest next to it (``core_X.core.json``). An existing object is never overwritten.
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ._common import VERSION
-from .errors import GencoreError, UploadError
+from .._common import VERSION
+from ..errors import GencoreError, UploadError
 
 # what gencore writes into a core directory (not the hidden .partial files)
 GENCORE_FILE = re.compile(r"^core_\d{8}\.\d{6}\.\d+\.\d+(\.core|\.tar\.gz|\.tar\.zst)$")
@@ -79,7 +79,7 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
     }
     meta: dict[str, Any] = {}
     if path.name.endswith(".core"):
-        from .reader import open_core
+        from ..analysis.reader import open_core
 
         try:
             with open_core(path) as core:
@@ -104,7 +104,7 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
 
 def _bundle_manifest(path: Path) -> dict[str, Any]:
     """The manifest.json member of a bundle (the last member: the archive is read once)."""
-    from ._extract import import_zstandard
+    from .extract import import_zstandard
 
     try:
         if path.name.endswith(".tar.zst"):

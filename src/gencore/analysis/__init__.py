@@ -1,0 +1,1 @@
+"""Analysis: reading cores offline (reader, heap census)."""

@@ -1,0 +1,1 @@
+"""Capture: options, the native job, triggers and the watchdog."""

@@ -1,0 +1,1 @@
+"""Ship: bundles, the helper process, uploads and the directory budget."""
