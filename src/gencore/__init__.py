@@ -13,8 +13,8 @@ ELF core while the application carries on. pystack, py-spy, gdb and elfutils rea
 from __future__ import annotations
 
 from ._version import VERSION
+from .analysis.core import CoreFile, open_core
 from .analysis.heap import Census, Referrers, TypeDiff, TypeStat
-from .analysis.reader import CoreFile, open_core
 from .capture.snapshot import (
     CorePath,
     SnapshotReport,

@@ -247,7 +247,7 @@ def check_kernel() -> list[Check]:
 
 def check_trial(directory: Path) -> Check:
     """Write a real core of this process (one thread) and read it back."""
-    from .analysis.reader import open_core
+    from .analysis.core import open_core
     from .capture.snapshot import create_core
     from .errors import GencoreError
 

@@ -20,17 +20,20 @@ is counted in :attr:`Census.unreadable` and skipped.
 from __future__ import annotations
 
 import heapq
-import mmap
 import struct
-from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import CoreFormatError, HeapUnavailableError
+from .memory import BLOCK as _BLOCK
+from .memory import MAX_ITEMS as _MAX_ITEMS
+from .memory import CoreMemory
+from .memory import Unreadable as _Unreadable
+from .memory import unpack_q as _unpack_q
 
 if TYPE_CHECKING:
-    from .reader import CoreFile
+    from .reader import ElfCore as CoreFile
 
 __all__ = [
     "Census",
@@ -174,13 +177,6 @@ class Census:
 _OTHER, _LIST, _TUPLE, _DICT, _SET, _STR, _INT, _BYTES, _BYTEARRAY, _FLOAT, _FUNC = range(11)
 _INLINE_VALUES, _MANAGED_WEAKREF, _MANAGED_DICT = 1 << 2, 1 << 3, 1 << 4
 _HEAPTYPE, _HAVE_GC = 1 << 9, 1 << 14
-_MAX_ITEMS = 1 << 28
-_unpack_q = struct.Struct("<Q").unpack_from
-_BLOCK = 16  # address blocks of 64 KiB map to file offsets with one dict lookup
-
-
-class _Unreadable(Exception):
-    pass
 
 
 def _no_size(obj: int, info: _TypeInfo, ob_size: int) -> int:
@@ -230,7 +226,7 @@ class _TypeInfo:
         self.slots: list[tuple[int, int]] = []  # __slots__ values: (offset, count) per class
 
 
-class _Walker:
+class _Walker(CoreMemory):
     """One pass over the heap of one core."""
 
     def __init__(self, core: CoreFile) -> None:
@@ -260,16 +256,7 @@ class _Walker:
             ) from None
         self.python = str(core.metadata.get("python", {}).get("version", "?"))
         self.core = core
-        segs = sorted(
-            (m.start, m.start + m.filesz, m.offset) for m in core.mappings if m.filesz > 0
-        )
-        self.starts = [s for s, _, _ in segs]
-        self.segs = segs
-        if core._f is None:
-            raise ValueError("the core file is closed")
-        self.mm = mmap.mmap(core._f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.size = len(self.mm)
-        self.dumped = sum(e - s for s, e, _ in segs)
+        super().__init__(core)
         self.types: dict[int, Optional[_TypeInfo]] = {}
         v = self.hexversion >> 16
         self.v = (v >> 8, v & 0xFF)
@@ -290,69 +277,12 @@ class _Walker:
         self.tuple_items = 24
         self.unreadable = 0
         self.shared_entries: dict[int, int] = {}
-        self.blocks: dict[int, int] = {}
         self.shared_keys: dict[int, tuple[int, int, int, int]] = {}
         self.type_type = self.builtins.get("type", 0)
         # tuple items follow the header, whose size changed in 3.14 (the cached hash)
         tuple_type = self.type_info(self.builtins.get("tuple", 0))
         if tuple_type is not None:
             self.tuple_items = tuple_type.basic
-
-    def close(self) -> None:
-        try:
-            self.mm.close()
-        except BufferError:
-            pass  # a view of it is still held by a traceback: unmapped when that goes
-
-    # -- memory -----------------------------------------------------------------------------
-
-    def offset(self, addr: int, n: int) -> int:
-        """File offset of ``[addr, addr+n)``; raises _Unreadable if the core lacks it."""
-        blk = addr >> _BLOCK
-        d = self.blocks.get(blk)
-        if d is not None and (addr + n - 1) >> _BLOCK == blk and n > 0:
-            return addr + d
-        i = bisect_right(self.starts, addr) - 1
-        if i < 0:
-            raise _Unreadable
-        s, e, off = self.segs[i]
-        if addr + n > e or n < 0:
-            raise _Unreadable
-        fo = off + addr - s
-        if fo + n > self.size:
-            raise _Unreadable
-        # remember the block if the segment and the file hold all of it
-        b0 = blk << _BLOCK
-        if s <= b0 and b0 + (1 << _BLOCK) <= min(e, s + self.size - off):
-            self.blocks[blk] = off - s
-        return fo
-
-    def words(self, addr: int, n: int) -> memoryview:
-        if n <= 0:
-            return memoryview(b"").cast("Q")
-        if n > _MAX_ITEMS:
-            raise _Unreadable
-        fo = self.offset(addr, 8 * n)
-        return memoryview(self.mm)[fo : fo + 8 * n].cast("Q")
-
-    def u64(self, addr: int) -> int:
-        return int(_unpack_q(self.mm, self.offset(addr, 8))[0])
-
-    def raw(self, addr: int, n: int) -> bytes:
-        fo = self.offset(addr, n)
-        return self.mm[fo : fo + n]
-
-    def c_string(self, addr: int, limit: int = 256) -> str:
-        i = bisect_right(self.starts, addr) - 1
-        if i < 0:
-            raise _Unreadable
-        s, e, off = self.segs[i]
-        n = min(limit, e - addr)
-        b = self.raw(addr, n)
-        end = b.find(b"\0")
-        if end < 0:
-            raise _Unreadable
-        return b[:end].decode("utf-8", "replace")
 
     # -- types ------------------------------------------------------------------------------
 

@@ -12,16 +12,12 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Optional
+from typing import IO, Any, BinaryIO, Optional, TypeVar
 
 from .._common import PathLike
 from ..errors import CoreFormatError, GencoreError, MemoryUnavailableError
-
-if TYPE_CHECKING:
-    from .heap import Census, Referrers
 
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
@@ -40,6 +36,8 @@ PT_DYNAMIC = 2
 PT_NOTE = 4
 PT_PHDR = 6
 DT_DEBUG = 21
+
+_C = TypeVar("_C", bound="ElfCore")
 
 X86_64_REGS = (
     "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
@@ -100,8 +98,11 @@ class Mapping:
 
 
 @dataclass
-class CoreFile:
-    """An opened core. Use :func:`open_core`; close it (or use ``with``) when done."""
+class ElfCore:
+    """The ELF side of an opened core: threads, mappings, notes and memory.
+
+    :class:`~gencore.CoreFile` (what :func:`~gencore.open_core` returns) adds the Python-level
+    answers on top of it."""
 
     path: Path
     machine: int
@@ -125,7 +126,7 @@ class CoreFile:
     _f: Optional[BinaryIO] = None
     _size: int = 0
 
-    def __enter__(self) -> CoreFile:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,22 +145,6 @@ class CoreFile:
     def python_stacks(self) -> list[dict[str, Any]]:
         """Python stacks stored by gencore (innermost frame first), or ``[]``."""
         return list(self.metadata.get("stacks", []))
-
-    def heap(self, largest: int = 0, show_values: bool = False) -> Census:
-        """Census of the objects in this core's Python heap, by type (see :mod:`gencore.heap`).
-
-        Iterate it for ``(type, count, bytes)``; ``.since(older)`` and ``.referrers(type)``
-        answer what grew and who holds it.
-        """
-        from .heap import census
-
-        return census(self, largest=largest, show_values=show_values)
-
-    def heap_referrers(self, type_name: str) -> Referrers:
-        """Which types hold references to objects of ``type_name`` (``"__main__.Order"``)."""
-        from .heap import referrers
-
-        return referrers(self, type_name)
 
     @property
     def incomplete_threads(self) -> list[int]:
@@ -380,7 +365,7 @@ def _c_string(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _parse_notes(core: CoreFile) -> None:
+def _parse_notes(core: ElfCore) -> None:
     files: list[tuple[int, int, int, str]] = []
     reg_names, pr_size = PRSTATUS_LAYOUT.get(core.machine, PRSTATUS_LAYOUT[EM_X86_64])
     for note in core.notes:
@@ -439,43 +424,13 @@ def _parse_notes(core: CoreFile) -> None:
     ]
 
 
-def open_core(path: PathLike) -> CoreFile:
-    """Open an ELF core file, a compressed core or the core inside a bundle, and parse its
+def open_elf(p: Path, cls: type[_C]) -> _C:
+    """Open the ELF core ``p`` as an instance of ``cls`` (an :class:`ElfCore`) and parse its
     notes and headers.
 
-    A ``.core.zst`` (``compress="zstd"``) is decompressed, and a bundle (``.tar.gz``/
-    ``.tar.zst`` from :func:`~gencore.collect_core`) has its core extracted, into a private
-    temporary directory (``$TMPDIR``) removed by :meth:`CoreFile.close`; ``CoreFile.source``
-    is then the file given here and ``CoreFile.path`` the temporary core. A bundle's manifest
-    is in ``CoreFile.manifest``.
-
     Raises:
-        CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
+        CoreFormatError: the file is missing, not an ELF core, or damaged.
     """
-    from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
-
-    compressed = is_compressed_core(path)
-    if not compressed and not is_bundle(path):
-        return _open_elf(Path(path))
-    tmp = tempfile.mkdtemp(prefix="gencore-core-" if compressed else "gencore-bundle-")
-    try:
-        if compressed:
-            target = Path(tmp) / Path(path).name.removesuffix(".zst")
-            decompress_core(path, target)
-            core, manifest = _open_elf(target), {}
-        else:
-            ex = extract_bundle(path, tmp, core_only=True)
-            core, manifest = _open_elf(ex.core), ex.manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    core.cleanup_dir = tmp
-    core.manifest = manifest
-    core.source = Path(path)
-    return core
-
-
-def _open_elf(p: Path) -> CoreFile:
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -490,7 +445,7 @@ def _open_elf(p: Path) -> CoreFile:
         elf = ELFFile(f)
         if elf.header["e_type"] != "ET_CORE":
             raise CoreFormatError(f"{p} is an ELF file but not a core ({elf.header['e_type']})")
-        core = CoreFile(path=p, machine=0, notes=[], mappings=[], threads=[], _f=f, _size=size)
+        core = cls(path=p, machine=0, notes=[], mappings=[], threads=[], _f=f, _size=size)
         machine = elf.header["e_machine"]
         core.machine = (
             {"EM_X86_64": EM_X86_64, "EM_AARCH64": EM_AARCH64}.get(machine, 0)
@@ -551,3 +506,33 @@ def _open_elf(p: Path) -> CoreFile:
     except Exception as e:  # construct's own errors and anything else pyelftools raises
         f.close()
         raise CoreFormatError(f"{p} is not a readable ELF core: {type(e).__name__}: {e}") from None
+
+
+def elf_end(path: PathLike) -> int:
+    """Where the last segment (or the PN_XNUM section header) of the ELF core ``path`` ends:
+    how long the file must be.
+
+    Raises:
+        ValueError: it is not an ELF file, or its headers are impossible or truncated.
+    """
+    with open(path, "rb") as f:
+        eh = f.read(64)
+        if len(eh) < 64 or eh[:4] != b"\x7fELF":
+            raise ValueError("it does not start with an ELF header")
+        phoff, shoff = struct.unpack_from("<QQ", eh, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", eh, 0x36)
+        end = shoff + shentsize * shnum if shnum else 0
+        if phnum == 0xFFFF and shoff:
+            f.seek(shoff)
+            sh = f.read(64)
+            phnum = struct.unpack_from("<I", sh, 44)[0] if len(sh) == 64 else 0
+        if phentsize != 56 or phnum > 1 << 24:
+            raise ValueError("its program header table is impossible")
+        f.seek(phoff)
+        table = f.read(phnum * 56)
+        if len(table) < phnum * 56:
+            raise ValueError("it is truncated inside its program headers")
+        for i in range(phnum):
+            offset, _vaddr, _paddr, filesz = struct.unpack_from("<QQQQ", table, i * 56 + 8)
+            end = max(end, offset + filesz)
+        return end

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .._common import BUNDLE_FORMATS, format_size, stem_of
-from ..analysis.reader import CoreFile, open_core
+from ..analysis.core import CoreFile, open_core
 from ..errors import CoreFormatError, GencoreError
 
 DEMO_PROGRAM = textwrap.dedent(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from .._common import PathLike
+from ..analysis.reader import elf_end
 from ..errors import BundleError, CoreFormatError, GencoreError
 
 __all__ = [
@@ -76,31 +76,6 @@ def is_bundle(path: PathLike) -> bool:
     return head[:2] == _GZIP_MAGIC or (head == _ZSTD_MAGIC and not is_compressed_core(path))
 
 
-def _elf_end(path: PathLike) -> int:
-    """Where the last segment (or the PN_XNUM section header) of an ELF core ends."""
-    with open(path, "rb") as f:
-        eh = f.read(64)
-        if len(eh) < 64 or eh[:4] != _ELF_MAGIC:
-            raise ValueError("it does not start with an ELF header")
-        phoff, shoff = struct.unpack_from("<QQ", eh, 0x20)
-        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", eh, 0x36)
-        end = shoff + shentsize * shnum if shnum else 0
-        if phnum == 0xFFFF and shoff:
-            f.seek(shoff)
-            sh = f.read(64)
-            phnum = struct.unpack_from("<I", sh, 44)[0] if len(sh) == 64 else 0
-        if phentsize != 56 or phnum > 1 << 24:
-            raise ValueError("its program header table is impossible")
-        f.seek(phoff)
-        table = f.read(phnum * 56)
-        if len(table) < phnum * 56:
-            raise ValueError("it is truncated inside its program headers")
-        for i in range(phnum):
-            offset, _vaddr, _paddr, filesz = struct.unpack_from("<QQQQ", table, i * 56 + 8)
-            end = max(end, offset + filesz)
-        return end
-
-
 def decompress_core(src: PathLike, dest: PathLike) -> None:
     """Decompress the ``.core.zst`` ``src`` into the new file ``dest`` (0600), sparse: runs of
     zeros (the core's holes) take no disk space.
@@ -126,7 +101,7 @@ def decompress_core(src: PathLike, dest: PathLike) -> None:
             out.truncate(size)
         # zstd's reader ends quietly at a truncated frame: the ELF headers say how long
         # the core must be
-        expected = _elf_end(dest)
+        expected = elf_end(dest)
     except OSError as e:
         os.unlink(dest)
         raise CoreFormatError(

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
 from .._common import VERSION, stem_of
-from ..analysis.reader import AT_PHDR, CoreFile, build_id_of_file, open_core, strip_deleted
+from ..analysis.core import CoreFile, open_core
+from ..analysis.reader import AT_PHDR, build_id_of_file, strip_deleted
 from .extract import import_zstandard
 
 _CHUNK = 1 << 20

@@ -79,7 +79,7 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
     }
     meta: dict[str, Any] = {}
     if path.name.endswith(".core"):
-        from ..analysis.reader import open_core
+        from ..analysis.core import open_core
 
         try:
             with open_core(path) as core:
