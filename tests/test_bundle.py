@@ -18,7 +18,7 @@ from conftest import PROGRAMS, pystack_can_merge, python_gdb_script, real_python
 from test_failures import scenario
 
 import gencore
-from gencore.cli import debug_command
+from gencore.cli.debug import debug_command
 from gencore.ship.bundle import ExtractedBundle, extract_bundle
 
 # time.sleep() waits in clock_nanosleep (3.11+) or select (3.9, 3.10)
