@@ -17,10 +17,11 @@ from .._common import PathLike
 from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
 from .heap import Census, Referrers, census, referrers
 from .memory import CoreMemory
-from .pylayout import find_layout
+from .pylayout import ProcessMemory, find_layout
 from .pyobjects import PyModel
 from .reader import EM_X86_64, ElfCore, open_elf
 from .stacks import ThreadStack, iter_stacks, note_stacks
+from .tasks import TaskReport, find_tasks
 
 __all__ = ["CoreFile", "open_core"]
 
@@ -37,10 +38,11 @@ class CoreFile(ElfCore):
         return list(self.metadata.get("stacks", []))
 
     def memory(self) -> CoreMemory:
-        """The process's memory as this core holds it, read by address (kept open until
-        :meth:`close`)."""
+        """The process's memory as this core holds it, read by address, completed from the
+        mapped files on this machine where the core left them out and their build-ids match
+        (kept open until :meth:`close`)."""
         if self._memory is None:
-            self._memory = CoreMemory(self)
+            self._memory = ProcessMemory(self)
         return self._memory
 
     def python(self) -> PyModel:
@@ -75,6 +77,16 @@ class CoreFile(ElfCore):
         if source != "memory":
             raise ValueError(f"source must be 'memory' or 'note', not {source!r}")
         return iter_stacks(self, self.python(), with_locals=locals)
+
+    def tasks(self, include_done: bool = False) -> TaskReport:
+        """Every pending asyncio task (all tasks still in memory with ``include_done``): id,
+        name, state, coroutine frames, what it is blocked on, the tasks it awaits and those
+        awaiting it, its loop and the loop's thread (see :mod:`gencore.analysis.tasks`).
+
+        Raises:
+            PythonUnavailableError: the interpreter cannot be read from this core.
+        """
+        return find_tasks(self, self.python(), include_done)
 
     def close(self) -> None:
         """Close the underlying file and unmap its memory."""

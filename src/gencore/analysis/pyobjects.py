@@ -21,10 +21,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional
 
 from .memory import Unreadable
 from .pylayout import TAG_MASK, PyLayout
+from .pylayout import MemoryLike as Memory
 
 __all__ = ["Code", "Frame", "Interpreter", "Memory", "PyModel", "ThreadState", "TypeInfo"]
 
@@ -48,15 +49,6 @@ _CO_FAST_CELL = 0x40
 _CO_FAST_FREE = 0x80
 
 _i32 = struct.Struct("<i").unpack_from
-
-
-class Memory(Protocol):
-    """What the model reads memory through (:class:`~gencore.analysis.memory.CoreMemory`)."""
-
-    def u64(self, addr: int) -> int: ...
-    def u32(self, addr: int) -> int: ...
-    def raw(self, addr: int, n: int) -> bytes: ...
-    def readable(self, addr: int, n: int = 8) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -240,13 +232,7 @@ class PyModel:
         else:
             native = self._tid_of_pthread(ident)
         holder = interp.gil_holder
-        loop = task = 0
-        if "tstate.asyncio_running_loop" in L:
-            try:
-                loop = self.u64(ts + L["tstate.asyncio_running_loop"])
-                task = self.u64(ts + L["tstate.asyncio_running_task"])
-            except Unreadable:
-                pass
+        loop, task = self._running_loop(ts)
         return ThreadState(
             ts,
             interp.address,
@@ -258,6 +244,27 @@ class PyModel:
             loop,
             task,
         )
+
+    def _running_loop(self, ts: int) -> tuple[int, int]:
+        """The event loop running in this thread and (3.14+) the task it runs, or 0s. 3.13+
+        keep them in the thread state; before, ``asyncio`` kept the loop in the thread
+        state's dict (a ``(loop, pid)`` tuple under ``__asyncio_running_event_loop__``)."""
+        L = self.L
+        try:
+            if "tstate.asyncio_running_loop" in L:
+                loop = self.u64(ts + L["tstate.asyncio_running_loop"])
+                task_key = L.get("tstate.asyncio_running_task", -1)
+                return loop, self.u64(ts + task_key) if task_key >= 0 else 0
+            d = self.u64(ts + L["tstate.dict"])
+            value = self.dict_get(d, "__asyncio_running_event_loop__") if d else 0
+            if value and self.type_name(value) == "tuple":
+                items = self.tuple_items(value, 2)
+                value = items[0] if items else 0
+            if value and self.type_name(value) == "NoneType":
+                value = 0
+            return value, 0
+        except (Unreadable, KeyError, struct.error, ValueError):
+            return 0, 0
 
     def _current_frame(self, ts: int) -> int:
         L = self.L
@@ -272,25 +279,31 @@ class PyModel:
 
     def _tid_of_pthread(self, ident: int) -> Optional[int]:
         """3.9/3.10 record only the pthread handle: the thread whose TLS pointer it is, else
-        the TID in glibc's ``struct pthread`` (where pystack finds it too)."""
+        the TID in glibc's ``struct pthread`` (its offset learnt from the threads whose
+        handle is known). A kernel-method core (a forked copy) holds the other threads'
+        structures, with the TIDs they had in the process."""
         if ident in self.thread_pointers:
             return self.thread_pointers[ident]
-        tids = set(self.thread_pointers.values())
-        if self._pthread_tid is None and tids:
-            for off in range(0, 1024, 4):
-                try:
-                    if self.mem.u32(ident + off) in tids:
-                        self._pthread_tid = off
-                        break
-                except Unreadable:
-                    return None
         if self._pthread_tid is None:
+            self._pthread_tid = self._find_pthread_tid() or -1
+        if self._pthread_tid < 0:
             return None
         try:
             tid = self.mem.u32(ident + self._pthread_tid)
         except Unreadable:
             return None
-        return tid if tid in tids else None
+        return tid if 0 < tid < 1 << 22 else None
+
+    def _find_pthread_tid(self) -> Optional[int]:
+        candidates: Optional[set[int]] = None
+        for pointer, tid in self.thread_pointers.items():
+            try:
+                words = struct.unpack("<256I", self.mem.raw(pointer, 1024))
+            except Unreadable:
+                continue
+            found = {4 * i for i, w in enumerate(words) if w == tid}
+            candidates = found if candidates is None else candidates & found
+        return min(candidates) if candidates else None
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -338,6 +351,20 @@ class PyModel:
             f = self.u64(f + L["frame.previous"])
         if pending is not None:
             yield pending
+
+    def stack_anchor(self, first: int) -> int:
+        """Where a thread's Python stack begins on its C stack: the address of its first
+        entry (3.11) or shim (3.12+) frame, else the innermost frame's. A thread running in
+        several interpreters has one thread state in each; the outermost has the highest
+        anchor (pystack orders them so)."""
+        if self.v < (3, 11) or not first:
+            return first
+        for frame in self.frames(first, 4096):
+            if (frame.is_shim and frame.code is None and self.v >= (3, 12)) or (
+                self.v < (3, 12) and frame.is_entry
+            ):
+                return frame.address
+        return first
 
     # -- code objects ------------------------------------------------------------------------
 

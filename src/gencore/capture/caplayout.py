@@ -203,10 +203,10 @@ def _localsplusnames(maps: _Maps, code: types.CodeType, size: int) -> int:
     raise LookupError("co_localsplusnames not found")
 
 
-def _discover() -> tuple[int, ...]:
+def _discover_walk() -> dict[str, int]:
+    """Everything but ``_PyRuntime``'s extent (which needs the ELF symbol table: slow)."""
     maps = _Maps()
     out: dict[str, int] = dict.fromkeys(FIELDS, -1)
-    out["runtime"], out["runtime_size"] = _runtime()
     # the dicts readers check an interpreter state by (pystack reads its builtins), and the
     # version
     import builtins
@@ -257,7 +257,78 @@ def _discover() -> tuple[int, ...]:
     if v >= (3, 11):
         out["code_varnames"] = _localsplusnames(maps, code, out["code_basicsize"])
     out["tuple_items"] = tuple.__basicsize__
+    return out
+
+
+_walk_cache: Optional[dict[str, int]] = None
+_walk_failed: Optional[str] = None
+
+
+def walk_offsets() -> Optional[dict[str, int]]:
+    """The offsets of the walk (this module's field names), found once and cached; None if
+    any check failed. Cheap (about a millisecond): the GENCORE note records them."""
+    global _walk_cache, _walk_failed
+    if _walk_cache is None and _walk_failed is None:
+        try:
+            _walk_cache = _discover_walk()
+        except (LookupError, AttributeError, OSError, ValueError, StopIteration, ImportError) as e:
+            _walk_failed = str(e) or type(e).__name__
+    return _walk_cache
+
+
+def _discover() -> tuple[int, ...]:
+    out = walk_offsets()
+    if out is None:
+        raise LookupError(_walk_failed or "the walk's offsets were not found")
+    out = dict(out)
+    out["runtime"], out["runtime_size"] = _runtime()
     return tuple(out[f] for f in FIELDS)
+
+
+# this module's fields -> the offline layout's keys (gencore.analysis.pylayout), by version
+_NOTE_KEYS = {
+    "interp_threads": "interp.threads_head",
+    "ts_next": "tstate.next",
+    "ts_interp": "tstate.interp",
+    "frame_back": "frame.previous",
+    "frame_code": "frame.executable",
+    "code_name": "code.name",
+    "code_qualname": "code.qualname",
+    "code_filename": "code.filename",
+    "code_linetable": "code.linetable",
+    "code_code": "code.code",
+    "tuple_items": "tuple.items",
+}
+
+
+def note_layout() -> dict[str, Any]:
+    """What the GENCORE note carries for offline readers: ``_PyRuntime``'s address, the main
+    interpreter's, and the walk's offsets under the offline layout's names (see
+    :mod:`gencore.analysis.pylayout`), or ``{"error": ...}``."""
+    try:
+        runtime = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    except ValueError:
+        return {"error": "_PyRuntime is not exported by this interpreter"}
+    doc: dict[str, Any] = {"hexversion": sys.hexversion, "runtime": runtime}
+    out = walk_offsets()
+    if out is None:
+        doc["error"] = _walk_failed
+        return doc
+    doc["interp"] = out["interp"]
+    offsets = {key: out[f] for f, key in _NOTE_KEYS.items() if out[f] >= 0}
+    v = sys.version_info[:2]
+    varnames = "code.varnames" if v < (3, 11) else "code.localsplusnames"
+    if out["code_varnames"] >= 0:
+        offsets[varnames] = out["code_varnames"]
+    if v < (3, 11):
+        offsets["tstate.frame"] = out["ts_frame"]
+    elif out["cframe_current"] >= 0:
+        offsets["tstate.cframe"] = out["ts_frame"]
+        offsets["cframe.current_frame"] = out["cframe_current"]
+    else:
+        offsets["tstate.current_frame"] = out["ts_frame"]
+    doc["offsets"] = offsets
+    return doc
 
 
 def layout() -> Optional[tuple[int, ...]]:

@@ -7,16 +7,23 @@ the pause and counts towards it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
 import socket
+import struct
 import sys
 import threading
 import time
 from types import FrameType
 from typing import Any, Optional
 
+from ..analysis.memory import Unreadable
+from ..analysis.pylayout import build_layout
+from ..analysis.pyobjects import PyModel, ThreadState
+from ..errors import GencoreError
+from . import caplayout as _caplayout
 from . import heaplayout as _heaplayout
 
 FORMAT_VERSION = 1
@@ -47,6 +54,100 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+class _LiveMemory:
+    """This process's own memory, read through ``/proc/self/mem``: an address that is not
+    mapped gives :class:`~gencore.analysis.memory.Unreadable`, never a fault."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def raw(self, addr: int, n: int) -> bytes:
+        try:
+            data = os.pread(self.fd, n, addr) if 0 < addr < 1 << 63 and n >= 0 else b""
+        except OSError:
+            data = b""
+        if len(data) != n:
+            raise Unreadable
+        return data
+
+    def u64(self, addr: int) -> int:
+        return int(struct.unpack("<Q", self.raw(addr, 8))[0])
+
+    def u32(self, addr: int) -> int:
+        return int(struct.unpack("<I", self.raw(addr, 4))[0])
+
+    def readable(self, addr: int, n: int = 8) -> bool:
+        try:
+            self.raw(addr, n)
+        except Unreadable:
+            return False
+        return True
+
+
+def _other_interpreters() -> list[dict[str, Any]]:
+    """The stacks of threads running in other interpreters (subinterpreters, or the main one
+    seen from a subinterpreter): ``sys._current_frames`` sees only this interpreter's. They
+    are read from memory, as offline readers read a core (:mod:`gencore.analysis.pyobjects`),
+    while those threads run on: a value that changes under the read ends the walk early."""
+    api = ctypes.pythonapi
+    head = _api(api, "PyInterpreterState_Head")()
+    if not head or not _api(api, "PyInterpreterState_Next", ctypes.c_void_p)(head):
+        return []
+    here = _api(api, "PyInterpreterState_Get")()
+    note = _caplayout.note_layout()
+    if "offsets" not in note:
+        return []
+    out: list[dict[str, Any]] = []
+    fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mem = _LiveMemory(fd)
+        layout = build_layout(mem, note["runtime"], sys.hexversion, note["offsets"])
+        model = PyModel(mem, layout)
+        for interp in model.interpreters():
+            if interp.address == here:
+                continue
+            for ts in model.thread_states(interp):
+                out.append(_live_thread(model, ts))
+    except (Unreadable, GencoreError, KeyError, struct.error, ValueError):
+        pass
+    finally:
+        os.close(fd)
+    return out
+
+
+def _live_thread(model: PyModel, ts: ThreadState) -> dict[str, Any]:
+    frames = []
+    try:
+        for f in model.frames(ts.frame, MAX_FRAMES) if ts.frame else ():
+            if f.code is not None and not f.is_shim:
+                frames.append(
+                    {
+                        "file": f.code.filename,
+                        "line": f.line,
+                        "function": f.code.name,
+                        "qualname": f.code.qualname,
+                    }
+                )
+    except (Unreadable, struct.error, ValueError):
+        pass
+    return {
+        "ident": ts.thread_id,
+        "native_id": ts.native_id,
+        "name": None,
+        "daemon": None,
+        "current": False,
+        "interpreter": ts.interp_id,
+        "frames": frames,
+        "frames_skipped": 0,
+    }
+
+
+def _api(api: Any, name: str, *argtypes: Any) -> Any:
+    fn = getattr(api, name)
+    fn.restype, fn.argtypes = ctypes.c_void_p, list(argtypes)
+    return fn
+
+
 def python_stacks() -> list[dict[str, Any]]:
     """Every Python thread's stack, with name, ident and native id.
 
@@ -55,6 +156,7 @@ def python_stacks() -> list[dict[str, Any]]:
     """
     by_ident = {t.ident: t for t in threading.enumerate()}
     current = threading.get_ident()
+    here = _interpreter_id()
     result = []
     for ident, frame in sys._current_frames().items():
         t = by_ident.get(ident)
@@ -69,11 +171,22 @@ def python_stacks() -> list[dict[str, Any]]:
                 "name": t.name if t is not None else None,
                 "daemon": t.daemon if t is not None else None,
                 "current": ident == current,
+                "interpreter": here,
                 "frames": frames,
                 "frames_skipped": skipped,
             }
         )
-    return result
+    return result + _other_interpreters()
+
+
+def _interpreter_id() -> int:
+    """This interpreter's id (0: the main one)."""
+    try:
+        get = ctypes.pythonapi.PyInterpreterState_GetID
+        get.restype, get.argtypes = ctypes.c_int64, [ctypes.c_void_p]
+        return int(get(_api(ctypes.pythonapi, "PyInterpreterState_Get")()))
+    except (AttributeError, OSError):
+        return 0
 
 
 def build_note(
@@ -108,6 +221,10 @@ def build_note(
             for t in threading.enumerate()
         ],
     }
+    # what offline readers need to walk the interpreter: _PyRuntime, the checked offsets, and
+    # both clocks now (asyncio's deadlines are on the monotonic one; a trigger stamps "time")
+    doc["pylayout"] = _caplayout.note_layout()
+    doc["clock"] = {"time": time.time(), "monotonic": time.monotonic()}
     doc["heap"] = dict(_heaplayout.layout())
     if heap_counts and "gc_heads" in doc["heap"]:
         doc["heap"]["counts"] = _heaplayout.counts()
