@@ -692,3 +692,54 @@ def find_tasks(core: ElfCore, model: PyModel, include_done: bool = False) -> Tas
             info.blocked_on = Blocker("unknown", "the future it waits on is not readable")
     tasks = [t for t in infos.values() if include_done or t.state == "pending"]
     return TaskReport(tasks, _loops(model, tasks, notes), source, notes)
+
+
+@dataclass
+class TreeNode:
+    """A node of the await tree: a task, or a coroutine frame of the task above it."""
+
+    label: str
+    task: Optional[int] = None
+    children: list[TreeNode] = field(default_factory=list)
+    cycle: bool = False
+    """This task was already drawn above it: an await cycle, not followed again."""
+
+
+def _frame_label(f: FrameInfo) -> str:
+    return f"{f.qualname} {f.file}:{f.line}"
+
+
+def await_tree(report: TaskReport) -> list[TreeNode]:
+    """The await tree ``python -m asyncio pstree`` draws: each task, under it the coroutine
+    frames of its stack (outermost first) down to the tasks it awaits there; a task that
+    awaits nothing ends with its own stack. Roots are the tasks nobody awaits; tasks in an
+    await cycle with no other root are drawn from the cycle's first task, and a task met
+    again on its own path is marked as a cycle."""
+    by_id = report.by_id()
+    order = list(by_id)
+    roots = [t for t in order if not by_id[t].awaited_by]
+    placed: set[int] = set()
+
+    def build(tid: int, path: tuple[int, ...]) -> TreeNode:
+        task = by_id[tid]
+        node = TreeNode(f"(T) {task.name}", tid)
+        placed.add(tid)
+        if tid in path:
+            node.cycle = True
+            return node
+        frames = task.coroutine
+        head = node
+        for f in frames:  # outermost first: the awaiter's stack, then the awaited tasks
+            kid = TreeNode(_frame_label(f))
+            head.children.append(kid)
+            head = kid
+        for child in task.awaiting:
+            if child in by_id:
+                head.children.append(build(child, (*path, tid)))
+        return node
+
+    out = [build(t, ()) for t in roots]
+    for tid in order:  # what only cycles reach
+        if tid not in placed:
+            out.append(build(tid, ()))
+    return out
