@@ -70,8 +70,19 @@ def take_core(mode: str, directory: Path) -> tuple[Path, dict]:
             p.wait(timeout=120)
             core = directory / "core"
         else:
-            r = run([sys.executable, "-m", "gencore", "trigger", "--inject", str(p.pid), "--wait",
-                     "--timeout", "120"])
+            r = run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gencore",
+                    "trigger",
+                    "--inject",
+                    str(p.pid),
+                    "--wait",
+                    "--timeout",
+                    "120",
+                ]
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             core = Path(r.stdout.strip())
     finally:
@@ -102,7 +113,13 @@ VALUE = re.compile(r"^        (\w+): (.*)$")
 def pystack_threads(core: Path, with_locals: bool = False) -> dict[int, dict]:
     """pystack's view: TID -> {"gil": bool, "frames": [(file, line, function, {name: value})]}
     with the frames outermost first (a thread's interpreters one after the other)."""
-    cmd = [tool("pystack"), "core", *(["--locals"] if with_locals else []), str(core), real_python()]
+    cmd = [
+        tool("pystack"),
+        "core",
+        *(["--locals"] if with_locals else []),
+        str(core),
+        real_python(),
+    ]
     p = run(cmd)
     assert p.returncode == 0, p.stdout + p.stderr
     out: dict[int, dict] = {}
@@ -128,8 +145,17 @@ def pystack_threads(core: Path, with_locals: bool = False) -> dict[int, dict]:
 
 def gencore_threads(core: Path, with_locals: bool = False) -> tuple[dict[int, dict], dict]:
     """`gencore stacks --json`'s view, shaped like :func:`pystack_threads`."""
-    p = run([sys.executable, "-m", "gencore", "stacks", "--json",
-             *(["--locals"] if with_locals else []), str(core)])
+    p = run(
+        [
+            sys.executable,
+            "-m",
+            "gencore",
+            "stacks",
+            "--json",
+            *(["--locals"] if with_locals else []),
+            str(core),
+        ]
+    )
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     out: dict[int, dict] = {}

@@ -129,7 +129,10 @@ def announce(**extra):
 def start_threads():
     threading.Thread(target=recurse, args=(DEPTH,), name="deep", daemon=True).start()
     threading.Thread(
-        target=with_locals, args=("some text", 42, "rest"), kwargs={"k": 1}, name="locals",
+        target=with_locals,
+        args=("some text", 42, "rest"),
+        kwargs={"k": 1},
+        name="locals",
         daemon=True,
     ).start()
     threading.Thread(target=sleeper, name="sleeper", daemon=True).start()

@@ -65,7 +65,7 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
         fut.result=56 fut.state=80
         gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame=16 gen.name=48 gen.qualname=56
+        gen.frame=16 gen.name=48 gen.qualname=56 gen.running=24
         heaptype.cached_keys=864 heaptype.name=840 heaptype.qualname=856
         interp.builtins=880 interp.gc=616 interp.id=24 interp.modules=856 interp.next=0
         interp.sysdict=872 interp.threads_head=8

@@ -248,7 +248,7 @@ class PyModel:
     def _running_loop(self, ts: int) -> tuple[int, int]:
         """The event loop running in this thread and (3.14+) the task it runs, or 0s. 3.13+
         keep them in the thread state; before, ``asyncio`` kept the loop in the thread
-        state's dict (a ``(loop, pid)`` tuple under ``__asyncio_running_event_loop__``)."""
+        state's dict, under ``__asyncio_running_event_loop__``."""
         L = self.L
         try:
             if "tstate.asyncio_running_loop" in L:
@@ -257,9 +257,12 @@ class PyModel:
                 return loop, self.u64(ts + task_key) if task_key >= 0 else 0
             d = self.u64(ts + L["tstate.dict"])
             value = self.dict_get(d, "__asyncio_running_event_loop__") if d else 0
-            if value and self.type_name(value) == "tuple":
+            kind = self.type_name(value) if value else ""
+            if kind == "tuple":
                 items = self.tuple_items(value, 2)
                 value = items[0] if items else 0
+            elif kind.endswith("_RunningLoopHolder"):  # 3.9-3.11: {PyObject_HEAD, rl_loop}
+                value = self.u64(value + 16)
             if value and self.type_name(value) == "NoneType":
                 value = 0
             return value, 0
@@ -795,9 +798,11 @@ class PyModel:
     def gen_running(self, gen: int) -> bool:
         """Whether the generator's frame is executing now (it is on a thread's stack)."""
         L = self.L
+        if self.v < (3, 10):
+            return bool(self.u8(gen + L["gen.running"]))
         if self.v < (3, 11):
             f = self.u64(gen + L["gen.frame"])
-            return bool(f) and self.v >= (3, 10) and self.i8(f + L["frame.state"]) == 0
+            return bool(f) and self.i8(f + L["frame.state"]) == 0
         return self.i8(gen + L["gen.frame_state"]) == L["gen.state_executing"]
 
     def gen_await(self, gen: int) -> int:

@@ -391,7 +391,10 @@ def _coroutine(model: PyModel, coro: int) -> tuple[list[Any], int, bool]:
         if frame is None or frame.code is None:
             return frames, 0, False
         code = frame.code
-        frames.append((FrameInfo(code.name, code.qualname, code.filename, frame.line), frame))
+        qualname = code.qualname
+        if model.v < (3, 11):  # code objects have no qualified name yet: the coroutine has
+            qualname = model.str_value(model.u64(obj + model.L["gen.qualname"]), 256) or qualname
+        frames.append((FrameInfo(code.name, qualname, code.filename, frame.line), frame))
         if model.gen_running(obj):
             return frames, 0, True
         obj = model.gen_await(obj)
@@ -549,16 +552,15 @@ class _Blockers:
             n = m.length(children) if children else None
             return Blocker("gather", f"gather of {n if n is not None else '?'} awaitables", waiter)
         if raw.frames:
-            found = self._by_frame(raw.frames[-1][1], waiter)
+            found = self._by_frame(raw.frames[-1][1], raw.frames[-1][0].qualname, waiter)
             if found is not None:
                 return found
         return self._by_callbacks(waiter)
 
-    def _by_frame(self, frame: Any, waiter: int) -> Optional[Blocker]:
+    def _by_frame(self, frame: Any, qual: str, waiter: int) -> Optional[Blocker]:
         m = self.m
         code = frame.code
         local = {name: value for name, value, _ in m.locals(frame)}
-        qual = code.qualname
         if qual in _PRIMITIVES:
             kind, attr = _PRIMITIVES[qual]
             owner = local.get("self", 0)
@@ -607,9 +609,10 @@ class _Blockers:
         m, r = self.m, self.r
         kind = r.kind(waiter) or "unknown"
         for cb in r.callbacks(waiter, kind) if kind != "unknown" else []:
-            code = m.u64(cb + r.L["func.code"]) if m.type_name(cb) == "function" else 0
-            c = m.code(code) if code else None
-            if c is not None and c.qualname.startswith("shield."):
+            if m.type_name(cb) != "function":
+                continue
+            qual = m.str_value(m.u64(cb + r.L["func.qualname"]), 256) or ""
+            if qual.startswith("shield."):
                 return Blocker("shield", f"shield of a future at {waiter:#x}", waiter)
         return Blocker("future", f"{m.type_name(waiter)} at {waiter:#x}", waiter)
 
@@ -650,6 +653,18 @@ def _loops(model: PyModel, infos: list[TaskInfo], notes: list[str]) -> list[Loop
     ]
 
 
+def _uses_asyncio(model: PyModel) -> bool:
+    """Whether any interpreter imported asyncio (else there is nothing to look for)."""
+    try:
+        for interp in model.interpreters():
+            modules = model.u64(interp.address + model.L["interp.modules"])
+            if not modules or model.dict_get(modules, "asyncio"):
+                return True
+        return False
+    except _BAD:
+        return True
+
+
 def find_tasks(core: ElfCore, model: PyModel, include_done: bool = False) -> TaskReport:
     """Every asyncio task in the core's memory (pending ones, or all with
     ``include_done``), with their coroutine stacks and relations.
@@ -659,6 +674,8 @@ def find_tasks(core: ElfCore, model: PyModel, include_done: bool = False) -> Tas
     """
     notes: list[str] = []
     reader = _Reader(model)
+    if not _uses_asyncio(model):
+        return TaskReport([], [], "no interpreter imported asyncio", notes)
     if model.layout.version >= (3, 14):
         where = asyncio_layout(core, model.mem, model.layout)
         source = f"the interpreter's task lists ({where})"

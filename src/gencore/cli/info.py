@@ -10,6 +10,8 @@ from typing import Any
 
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
+from ..analysis.memory import Unreadable
+from ..errors import GencoreError
 
 
 def _info(core: CoreFile) -> dict[str, Any]:
@@ -58,6 +60,22 @@ def _info(core: CoreFile) -> dict[str, Any]:
         if core.manifest
         else None,
     }
+
+
+def _asyncio_line(path: str) -> None:
+    """How many asyncio tasks the core holds, on how many loops (read from its memory)."""
+    try:
+        with open_core(path) as core:
+            report = core.tasks(include_done=True)
+    except (GencoreError, Unreadable):
+        return
+    if report.tasks or report.loops:
+        pending = sum(t.state == "pending" for t in report.tasks)
+        loops = len(report.loops)
+        print(
+            f"asyncio:  {len(report.tasks)} tasks ({pending} pending) on {loops} "
+            f"loop{'s' if loops != 1 else ''} (`gencore tasks` lists them)"
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -135,6 +153,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if meta.get("exception"):
             lines = str(meta["exception"].get("text", "")).strip().splitlines()
             print(f"exception: {lines[-1] if lines else meta['exception'].get('type')}")
+    _asyncio_line(args.core)
     if info["bundle"]:
         b = info["bundle"]
         print(

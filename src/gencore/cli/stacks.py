@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ..analysis.core import CoreFile, open_core
 from ..analysis.memory import Unreadable
 from ..analysis.stacks import FrameInfo, ThreadStack, note_differences
-from ..errors import PythonUnavailableError
+from ..errors import GencoreError, PythonUnavailableError
 
 
 def _header(core: CoreFile, out: Any, version: Optional[str] = None) -> None:
@@ -84,6 +84,30 @@ def print_threads(threads: Iterable[ThreadStack], out: Any, interpreters: bool) 
     return n
 
 
+def print_loops(core: CoreFile, out: Any) -> None:
+    """A section per running event loop: its thread and its tasks' coroutine stacks."""
+    try:
+        report = core.tasks()
+    except (GencoreError, Unreadable) as e:
+        print(f"\n(asyncio tasks not read: {e})", file=out)
+        return
+    for lp in report.loops:
+        if lp.thread is None:
+            continue
+        print(
+            f"\nEvent loop {lp.address:#x} ({lp.type}) on thread {lp.thread}: "
+            f"{lp.pending} pending tasks",
+            file=out,
+        )
+        for t in report.tasks:
+            if t.loop != lp.address:
+                continue
+            chain = " -> ".join(f.qualname for f in t.coroutine) or "?"
+            where = f" ({t.coroutine[-1].file}:{t.coroutine[-1].line})" if t.coroutine else ""
+            why = f"; {t.blocked_on.description}" if t.blocked_on else ""
+            print(f"    Task {t.name!r} {t.id:#x}: {chain}{where}{why}", file=out)
+
+
 def _note_fallback(core: CoreFile, why: str, out: Any) -> int:
     if not core.python_stacks:
         print(f"gencore: cannot read Python stacks from this core: {why}", file=sys.stderr)
@@ -108,6 +132,7 @@ def print_stacks(core: CoreFile, out: Any, with_locals: bool = False) -> int:
     print(f"Read from memory: {model.layout.source}", file=out)
     if print_threads(threads, out, interpreters) == 0:
         print("\nno Python thread states in this core's interpreters", file=out)
+    print_loops(core, out)
     if core.incomplete_threads:
         print(
             f"\nincomplete threads (did not stop for the snapshot): "
