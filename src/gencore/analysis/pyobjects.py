@@ -837,7 +837,11 @@ class PyModel:
         L = self.L
         if "frame.stackpointer" in L:
             sp = self.u64(f + L["frame.stackpointer"])
-            return self.u64(sp - 8) & TAG_MASK if sp else 0
+            if not sp:
+                return 0
+            # 3.15 keeps a NULL reference above the awaitable while it is suspended in it
+            top = self.u64(sp - 8) & TAG_MASK
+            return top or self.u64(sp - 16) & TAG_MASK
         if "frame.stackdepth" in L:  # 3.10
             depth = self.i32(f + L["frame.stackdepth"])
             return self.u64(self.u64(f + L["frame.valuestack"]) + 8 * (depth - 1)) if depth else 0
