@@ -139,7 +139,7 @@ def test_an_unreachable_store_keeps_the_core_until_upload_pending(tmp_path, s3):
     s3.stop()  # the store is down when the core is written
     p = start_stuck(tmp_path, s3.env, "--upload", "s3://cores/later/")
     try:
-        events = Path(gencore.capture.triggers.find_state(p.pid)["events"])
+        events = Path(gencore.capture.delivery.find_state(p.pid)["events"])
         r = run([sys.executable, "-m", "gencore", "trigger", str(p.pid), "--wait"])
         # the core is written; gencore trigger reports the failed upload
         assert r.returncode == 1 and "the upload failed" in r.stderr, r.stdout + r.stderr

@@ -154,7 +154,7 @@ def test_bad_limits_are_refused_with_the_argument_named(tmp_path):
 
 def _memory_cgroup() -> tuple[Path, str, str]:
     """A fresh child of this process's memory cgroup: (directory, limit file, procs file)."""
-    mounts = gencore.capture.watch._cgroup_mounts()
+    mounts = gencore._procfs.cgroup_mounts()
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(",") and "v1" in mounts:
