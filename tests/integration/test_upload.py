@@ -15,6 +15,10 @@ import fsspec
 import pytest
 from conftest import PROGRAMS, real_python, run, tool
 
+# Uploads, manifests and the budget are the same Python on every interpreter.
+pytestmark = pytest.mark.once
+
+
 import gencore
 from gencore.ship import upload as _upload
 
@@ -225,6 +229,7 @@ def test_bad_upload_and_budget_arguments(tmp_path):
             gencore.install(directory=tmp_path, **kwargs)
 
 
+@pytest.mark.slow
 def test_create_core_and_collect_core_upload(tmp_path, s3):
     import asyncio
 

@@ -19,7 +19,7 @@ from conftest import gencore_run_cmd, real_python, run, tool
 
 import gencore
 
-PROGRAM = str(Path(__file__).parent / "programs" / "watched.py")
+PROGRAM = str(Path(__file__).parent.parent / "programs" / "watched.py")
 
 
 def gencore_run(directory: Path, *opts: str, mode: str, **args) -> list[str]:
@@ -97,6 +97,8 @@ def test_growing_past_the_rss_limit_gives_exactly_one_core(tmp_path):
     assert "reason memory: rss" in info and "past the limit of 300.0 MiB" in info, info
 
 
+@pytest.mark.once  # 30 s of a healthy service: the native watchdog, not the interpreter
+@pytest.mark.slow
 def test_a_healthy_busy_service_gets_no_core_and_no_extra_thread(tmp_path):
     p = subprocess.Popen(
         gencore_run(
