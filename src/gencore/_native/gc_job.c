@@ -100,11 +100,7 @@ static void fill_snapshot(struct gc_snapshot *s, const struct gc_job_spec *spec,
     s->final_name = j->final;
     s->note = spec->note;
     s->note_len = spec->note_len;
-    s->filter = o->filter;
-    s->want_threads = o->want_threads;
-    s->freeze_signal = o->freeze_signal;
-    s->freeze_timeout_ns = o->freeze_timeout_ns;
-    s->max_size = o->max_size;
+    s->o = o;
     s->pylayout = o->have_pylayout ? &o->pylayout : NULL;
     s->pipe_argv = spec->pipe_argv;
     const siginfo_t *info = cause->info;

@@ -254,7 +254,7 @@ static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
     const struct gc_budget *b = &c->budget;
     uint64_t kept = 0;
     gc_fmt_str(j, cap, pos, ", \"budget\": {\"max_size\": ");
-    gc_fmt_u64(j, cap, pos, c->s->max_size);
+    gc_fmt_u64(j, cap, pos, c->s->o->max_size);
     gc_fmt_str(j, cap, pos, ", \"kept\": {");
     for (int k = 0; k < GC_CAT_N; k++) {
         gc_fmt_str(j, cap, pos, k ? ", \"" : "\"");
@@ -330,11 +330,11 @@ int gc_w_add_capture(struct child *c, struct notebuf *nb)
     gc_fmt_str(j, cap, &pos, "], \"freeze_ns\": ");
     gc_fmt_u64(j, cap, &pos, s->freeze_ns);
     gc_fmt_str(j, cap, &pos, ", \"filter\": ");
-    gc_fmt_u64(j, cap, &pos, s->filter);
+    gc_fmt_u64(j, cap, &pos, s->o->filter);
     gc_fmt_str(j, cap, &pos, ", \"freeze_signal\": ");
-    gc_fmt_u64(j, cap, &pos, (uint64_t)s->freeze_signal);
+    gc_fmt_u64(j, cap, &pos, (uint64_t)s->o->freeze_signal);
     gc_fmt_str(j, cap, &pos, ", \"freeze_timeout_ns\": ");
-    gc_fmt_u64(j, cap, &pos, s->freeze_timeout_ns);
+    gc_fmt_u64(j, cap, &pos, s->o->freeze_timeout_ns);
     if (c->capped) format_budget(c, j, cap - 2, &pos);
     gc_fmt_str(j, cap, &pos, "}");
     unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);

@@ -81,12 +81,10 @@ struct gc_snapshot {
     /* configuration */
     int core_fd, dir_fd, status_fd;
     const char *partial_name, *final_name;
+    const struct gc_core_options *o; /* the core's options (filter, freeze signal and
+                                        timeout, max_size...), as Python sent them */
     const unsigned char *note; /* GENCORE JSON, may be NULL */
     size_t note_len;
-    uint32_t filter;
-    int want_threads;
-    int freeze_signal;
-    uint64_t freeze_timeout_ns;
     struct gc_siginfo siginfo; /* signo 0: generated on demand */
     struct gc_procinfo proc;
     const void *caller_uc; /* set in a signal handler: the caller's registers are the
@@ -94,7 +92,6 @@ struct gc_snapshot {
     int in_signal;         /* no malloc afterwards (no per-thread summary) */
     int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
                               caller's; 0: the caller (the watchdog points at the stalled one) */
-    uint64_t max_size; /* 0, or the largest core to write: what analysis needs first */
     const struct gc_pylayout *pylayout; /* NULL: no Python walk for a capped core */
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core

@@ -98,7 +98,7 @@ static int first_bytes_are_elf(struct child *c, uint64_t addr)
 /* coredump_filter semantics of fs/coredump.c vma_dump_size(), first match wins. */
 static void decide(struct child *c, struct gc_vma *v)
 {
-    uint32_t f = c->s->filter;
+    uint32_t f = c->s->o->filter;
     uint64_t whole = v->end - v->start;
     const char *path = v->path_off != UINT32_MAX ? c->smaps + v->path_off : "";
     v->dump = 0;
@@ -355,7 +355,7 @@ static uint64_t layout_size(const struct child *c, uint64_t notes_len, uint64_t 
  * and notes do not fit). A core that fits is written exactly as without a cap. */
 static void apply_cap(struct child *c, struct notebuf *nb)
 {
-    uint64_t cap = c->s->max_size;
+    uint64_t cap = c->s->o->max_size;
     if (!cap || layout_size(c, nb->len + gc_w_capture_size(c, 0), c->nseg, c->total) <= cap)
         return;
     c->budget_note = gc_budget_note_size(cap);
@@ -406,7 +406,7 @@ static void child_headers(struct child *c)
         eh->e_shnum = 1;
         c->file_size += sizeof(Elf64_Shdr);
     }
-    if (c->s->max_size && c->file_size > c->s->max_size) {
+    if (c->s->o->max_size && c->file_size > c->s->o->max_size) {
         c->need = c->file_size;
         gc_w_fail(c, -EFBIG); /* cannot happen: the budget counts every byte */
     }
