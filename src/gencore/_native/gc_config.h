@@ -58,7 +58,12 @@
     F(uint32_t, note_off)   /* the GENCORE JSON note */                                   \
     F(uint32_t, note_len)                                                                 \
     F(uint32_t, pipe_off)   /* the compressor's argv, NUL-separated; 0 length: none */    \
-    F(uint32_t, pipe_len)
+    F(uint32_t, pipe_len)                                                                 \
+    F(uint64_t, max_total)  /* the directory's budget, made room for before publishing */ \
+    F(uint64_t, keep_free)                                                                \
+    F(int32_t, uploads)     /* files without an upload marker are pending uploads */      \
+    F(uint32_t, kinds_off)  /* the suffixes of gencore's files, NUL-separated */          \
+    F(uint32_t, kinds_len)
 
 /* What install() asks of the signal and crash handlers and of the helper thread. The signal
  * trigger's note is core.note; the other notes, the helper's command line, live in the blob. */
@@ -106,7 +111,7 @@
 
 /* What the helper thread tells the Python listener about each triggered core. */
 #define GC_TRIGGER_RESULT_FIELDS(F, A)                                                    \
-    F(int32_t, kind) /* 1 done, 2 error */                                                \
+    F(int32_t, kind) /* 1 done, 2 error, 3 not honoured (name: why) */                                                \
     F(int32_t, err)                                                                       \
     F(uint32_t, stage)                                                                    \
     F(uint32_t, pad)                                                                      \

@@ -55,6 +55,11 @@ void gc_reaper_forget(void); /* a forked child: the thread does not exist there 
 /* Hand a started core to the helper thread (from a signal handler): 0, or -errno when the
  * thread cannot take it (the caller then follows it itself). */
 int gc_reaper_submit(const struct gc_job *j);
+/* A record for the Python listener (a core done, failed, or a trigger not honoured). */
+void gc_reaper_tell(const struct gc_trigger_result *res);
+/* After the thread stopped: the helpers still running (their pids, at most cap), handed
+ * over to be reaped by the caller. */
+int gc_reaper_helpers(int32_t *pids, int cap);
 /* Follow a started core to its end: reaped, published, the helper command run, Python told,
  * the claim released. */
 void gc_reaper_finish(struct gc_job *j);

@@ -14,8 +14,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "gc_child.h"
+#include "gc_room.h"
 #include "gc_sys.h"
 
 #ifndef MADV_DONTDUMP
@@ -41,25 +43,28 @@ static void reset_signals(void)
         gc_sys4(SYS_rt_sigaction, sigs[i], &dfl, 0, 8);
 }
 
+#define KEEP_FDS 4
+
 struct keep_set {
-    int fds[4];
+    int fds[KEEP_FDS + 1];
 };
 
 static int close_unless_kept(long fd, void *arg)
 {
     const struct keep_set *ks = arg;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < KEEP_FDS + 1; i++)
         if (ks->fds[i] == fd) return 0;
     gc_close((int)fd);
     return 0;
 }
 
+/* Close every descriptor but the core's, the directory's, the status pipe and the events
+ * file: the application's pipes, sockets and locks must not live on in the child. */
 static void close_inherited(struct gc_snapshot *s)
 {
-    int keep[3] = {s->core_fd, s->dir_fd, s->status_fd};
-    /* sort the three */
-    for (int i = 0; i < 3; i++)
-        for (int j = i + 1; j < 3; j++)
+    int keep[KEEP_FDS] = {s->core_fd, s->dir_fd, s->status_fd, s->events_fd};
+    for (int i = 0; i < KEEP_FDS; i++) /* sort; -1 (none) first */
+        for (int j = i + 1; j < KEEP_FDS; j++)
             if (keep[j] < keep[i]) {
                 int t = keep[i];
                 keep[i] = keep[j];
@@ -67,7 +72,8 @@ static void close_inherited(struct gc_snapshot *s)
             }
     unsigned lo = 0;
     int ok = 1;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < KEEP_FDS; i++) {
+        if (keep[i] < 0) continue;
         if ((unsigned)keep[i] > lo && gc_sys3(SYS_close_range, lo, keep[i] - 1, 0) < 0) ok = 0;
         lo = (unsigned)keep[i] + 1;
     }
@@ -76,7 +82,7 @@ static void close_inherited(struct gc_snapshot *s)
     /* close_range missing (Linux < 5.9): close what /proc/self/fd lists. */
     long dfd = gc_open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return;
-    struct keep_set ks = {{keep[0], keep[1], keep[2], (int)dfd}};
+    struct keep_set ks = {{keep[0], keep[1], keep[2], keep[3], (int)dfd}};
     gc_dir_numbers((int)dfd, close_unless_kept, &ks);
     gc_close((int)dfd);
 }
@@ -440,11 +446,17 @@ static void child_segments(struct child *c)
     if (e < 0) gc_w_fail(c, e);
 }
 
-/* Publish: the final name appears only now, complete. */
+/* Publish: room is made in the directory first (the budget), then the final name appears,
+ * complete. */
 static void child_publish(struct child *c)
 {
     struct gc_snapshot *s = c->s;
     c->stage = GC_STAGE_PUBLISH;
+    struct stat st;
+    struct gc_room room = {s->dir_fd, s->events_fd, s->o->max_total, s->o->keep_free,
+                           s->o->uploads, s->kinds, s->kinds_len};
+    uint64_t bytes = gc_sys2(SYS_fstat, s->core_fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+    gc_make_room(&room, bytes, &c->arena); /* best effort: a full directory still gets it */
     long e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
                      1 /* RENAME_NOREPLACE */);
     if (e == -EINVAL) {

@@ -25,6 +25,7 @@ from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
     DEFAULT_TIMEOUT,
+    FILE_KINDS,
     PathLike,
     ProgressCallback,
     core_names,
@@ -206,7 +207,8 @@ class CoreOptionArgs(TypedDict, total=False):
 class CoreOptions:
     """How to take one core; built (and checked) by :meth:`build` before anything is forked.
 
-    ``reason`` and ``extra`` are set by the triggers, not by the public API.
+    ``reason`` and ``extra`` are set by the triggers, not by the public API; ``max_total`` and
+    ``keep_free`` too: the snapshot child makes room for a triggered core before it appears.
     """
 
     directory: Optional[PathLike] = None
@@ -224,6 +226,8 @@ class CoreOptions:
     keep_local: bool = False
     compress: Optional[str] = None
     max_size: int = 0
+    max_total: int = 0
+    keep_free: int = 0
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
 
@@ -281,7 +285,8 @@ class CoreOptions:
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
         the compressor's command and, for a capped core, the Python layout."""
-        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv))
+        kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
+        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv), kinds=kinds)
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -290,6 +295,9 @@ class CoreOptions:
             freeze_timeout_ns=_ns(self.freeze_timeout),
             timeout_ns=_ns(self.timeout),
             max_size=self.max_size,
+            max_total=self.max_total,
+            keep_free=self.keep_free,
+            uploads=int(self.upload is not None),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
             **where,
@@ -357,8 +365,6 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
-    max_total: int = 0
-    keep_free: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -381,6 +387,16 @@ class TriggerConfig:
         """The cap of every triggered core in bytes (0: none)."""
         return self.core.max_size
 
+    @property
+    def max_total(self) -> int:
+        """The directory's budget for gencore's files in bytes (0: none)."""
+        return self.core.max_total
+
+    @property
+    def keep_free(self) -> int:
+        """Bytes the directory's file system keeps free (0: no floor)."""
+        return self.core.keep_free
+
     @classmethod
     def build(cls, signals: Any, directory: Path, **kw: Any) -> TriggerConfig:
         """Check every argument of :func:`~gencore.install` (``ValueError`` naming the
@@ -395,6 +411,8 @@ class TriggerConfig:
             keep_local=bool(kw.pop("keep_local", False)),
             compress=kw.pop("compress", None),
             max_size=max_size_bytes(kw.pop("max_size", None)),
+            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
+            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
             python_stacks=False,  # triggered cores read their stacks from memory
         )
         core.validate()
@@ -420,8 +438,6 @@ class TriggerConfig:
             rss_limit=rss,
             rss_interval=interval or 0.5,
             on_memory_error=bool(kw.pop("on_memory_error", False)),
-            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
-            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
         )
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")

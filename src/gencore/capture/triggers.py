@@ -295,7 +295,7 @@ def uninstall() -> None:
         st = state
         if st.config is None:
             return
-        engine.native.trigger_uninstall()
+        delivery.reap_helpers(engine.native.trigger_uninstall())
         threadstart.stop()
         delivery.unhook_exceptions(st)
         watch.stop_loops()
