@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._common import VERSION, format_size
-from . import charts
+from .charts import Bar, bar_chart, diff_chart, empty, icicle, merge_stacks
 from .gather import Report, Section, ThreadView
 from .trigger import Frame
 
@@ -140,10 +140,10 @@ def _threads(sec: Section[list[ThreadView]]) -> str:
         f'<section id="threads"><h2>Threads <small>{len(threads)} threads, '
         f"{len(py)} with a Python stack, {len(groups)} distinct stacks</small></h2>"
     )
-    notes = charts.empty(sec.why) if sec.why else f'<p class="note">{_e(sec.note)}</p>'
+    notes = empty(sec.why) if sec.why else f'<p class="note">{_e(sec.note)}</p>'
     flame = ""
     if py:
-        svg, dropped = charts.icicle(charts.merge_stacks([(t.frames, t.triggering) for t in py]))
+        svg, dropped = icicle(merge_stacks([(t.frames, t.triggering) for t in py]))
         left = f" ({dropped} narrow frames not drawn)" if dropped else ""
         flame = (
             f"<h3>All threads' stacks merged <small>outermost on top; width = threads; click "
@@ -167,7 +167,7 @@ def _heap(r: Report) -> str:
     sec = r.heap
     out = ['<section id="heap"><h2>Heap <small>Python objects by type</small></h2>']
     if sec.value is None:
-        out.append(charts.empty(f"not available for this core: {sec.why}"))
+        out.append(empty(f"not available for this core: {sec.why}"))
         return "".join(out) + "</section>"
     c = sec.value
     share = (
@@ -186,11 +186,8 @@ def _heap(r: Report) -> str:
     top = c.types[:TOP_TYPES]
     out.append("<h3>Largest types <small>bytes as sys.getsizeof counts them</small></h3>")
     out.append(
-        charts.bar_chart(
-            [
-                charts.Bar(t.type, t.bytes, f"{format_size(t.bytes)}, {t.count:,} objects")
-                for t in top
-            ]
+        bar_chart(
+            [Bar(t.type, t.bytes, f"{format_size(t.bytes)}, {t.count:,} objects") for t in top]
         )
     )
     rows = "".join(
@@ -212,15 +209,15 @@ def _diff(r: Report) -> str:
     sec = r.diff
     out = ['<section id="diff"><h2>Heap growth <small>against an earlier core</small></h2>']
     if sec.value is None:
-        out.append(charts.empty(f"not available: {sec.why}"))
+        out.append(empty(f"not available: {sec.why}"))
         return "".join(out) + "</section>"
     out.append(f'<p class="note">{_e(sec.note)}</p>')
     diffs = sec.value
     if not diffs:
-        out.append(charts.empty("no type changed between the two cores", "note"))
+        out.append(empty("no type changed between the two cores", "note"))
         return "".join(out) + "</section>"
     top = sorted(diffs, key=lambda d: -abs(d.bytes))[:TOP_TYPES]
-    out.append(charts.diff_chart([(d.type, d.bytes, d.count) for d in top]))
+    out.append(diff_chart([(d.type, d.bytes, d.count) for d in top]))
     rows = "".join(
         f"<tr><td><code>{_e(d.type)}</code>{'' if d.status == 'changed' else f' ({d.status})'}"
         f'</td><td class="n">{d.count:+,}</td><td class="n">'

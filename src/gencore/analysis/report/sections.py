@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from . import charts
+from .charts import empty
 from .gather import Section
 
 __all__ = ["retained", "suspects", "tasks"]
@@ -21,7 +21,7 @@ def _e(text: object) -> str:
 def _unavailable(anchor: str, title: str, sec: Section[Any]) -> str:
     return (
         f'<section id="{anchor}"><h2>{_e(title)}</h2>'
-        f"{charts.empty(f'not available for this core: {sec.why}')}</section>"
+        f"{empty(f'not available for this core: {sec.why}')}</section>"
     )
 
 
@@ -32,7 +32,7 @@ def _items(anchor: str, title: str, sec: Section[Any], what: str) -> str:
     items = sec.value if isinstance(sec.value, list) else [sec.value]
     out = [f'<section id="{anchor}"><h2>{_e(title)}</h2>']
     if not items:
-        out.append(charts.empty(f"no {what} in this core", "note"))
+        out.append(empty(f"no {what} in this core", "note"))
     for it in items[:200]:
         doc = it.to_json() if hasattr(it, "to_json") else it
         out.append(f"<pre class=item>{_e(doc)}</pre>")
