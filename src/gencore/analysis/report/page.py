@@ -150,7 +150,9 @@ def _threads(sec: Section[list[ThreadView]]) -> str:
             f"to zoom, click the top bar to go back{left}</small></h3>"
             f'<div class="flame">{svg}</div>'
         )
-    body = "".join(_group(g, i < OPEN_GROUPS) for i, g in enumerate(groups))
+    html = [_group(g, i < OPEN_GROUPS) for i, g in enumerate(groups)]
+    # the triggering thread's stack first, then the overview, then the other stacks
+    first = html.pop(0) if groups and any(t.triggering for t in groups[0]) else ""
     tools = (
         '<div class="tools"><input id="filter" type="search" '
         'placeholder="filter: function, file, thread id or name" aria-label="filter threads">'
@@ -158,8 +160,9 @@ def _threads(sec: Section[list[ThreadView]]) -> str:
         ' <button type="button" id="closeall">fold all</button></div>'
     )
     return (
-        f"{head}{notes}{flame}<h3>Stacks <small>innermost frame first</small></h3>{tools}"
-        f'<div class="groups">{body}</div></section>'
+        f"{head}{notes}{f'<h3>Triggering thread</h3>{first}' if first else ''}{flame}"
+        f"<h3>Stacks <small>innermost frame first; identical stacks folded</small></h3>{tools}"
+        f'<div class="groups">{"".join(html)}</div></section>'
     )
 
 

@@ -78,6 +78,7 @@ class Trigger:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's ``trigger`` object."""
+        exc = self.detail.get("exception")
         return {
             "reason": self.reason,
             "tid": self.tid,
@@ -85,7 +86,7 @@ class Trigger:
             "signal": self.signal,
             "frames": [f.to_json() for f in self.frames[:TOP_FRAMES]],
             "frames_from": self.frames_from,
-        }
+        } | ({"exception": str(exc["type"])} if isinstance(exc, dict) and exc.get("type") else {})
 
 
 def signal_name(signo: int) -> str:
