@@ -194,7 +194,7 @@ def _capture(core: CoreFile) -> tuple[list[tuple[str, str]], list[str]]:
         (
             "Memory",
             f"{format_size(sum(m.size for m in core.mappings))} mapped in "
-            f"{len(core.mappings)} mappings, {format_size(dumped)} in the core",
+            f"{len(core.mappings)} mappings, {format_size(dumped)} of it dumped",
         )
     )
     if core.manifest:
