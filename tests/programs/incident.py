@@ -6,7 +6,8 @@ service   a small service: a pool of identical idle workers, a few threads each 
           core "after" from handle_request(), and OUT_DIR/live.json with what the process saw
           of itself just before each dump: its thread ids (/proc/self/task), the calling
           thread's function, the planted types in order, the task names.
-many      ARGS {"threads": N}: N threads parked in a few different stacks, then one core.
+many      ARGS {"threads": N, "distinct": false}: N threads parked in a few different stacks
+          (with distinct: each thread at a recursion depth of its own), then one core.
 fleet     ARGS {"plan": [[function, count], ...]}: cores written from the named functions
           (handler_a, handler_b), and one unhandled exception in a worker (on_exception).
 """
@@ -131,12 +132,16 @@ def service():
     stop.set()
 
 
-def many(n):
+def many(n, distinct=False):
+    sys.setrecursionlimit(n + 1000)
     ready = threading.Semaphore(0)
     kinds = [idle_worker, parse_feed, flush_metrics]
     for i in range(n):
-        if i % 10 == 9:
-            args_ = (i % 7, ready)
+        if distinct:  # every thread a stack of its own: recursion depth i
+            args_ = (i, ready)
+            target = deep
+        elif i % 10 == 9:
+            args_ = ((i // 10) % 100, ready)  # 100 recursion depths: distinct stacks
             target = deep
         else:
             args_ = (ready,)
@@ -178,6 +183,6 @@ def fleet(plan):
 if mode == "service":
     service()
 elif mode == "many":
-    many(int(args["threads"]))
+    many(int(args["threads"]), bool(args.get("distinct")))
 elif mode == "fleet":
     fleet(args["plan"])

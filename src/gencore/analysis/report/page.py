@@ -25,6 +25,8 @@ __all__ = ["asset", "document", "fold", "render"]
 TOP_TYPES = 20
 TABLE_TYPES = 100
 OPEN_GROUPS = 8
+STACK_HEAD, STACK_TAIL = 40, 15
+"""Of a stack longer than this (repeats folded), the innermost and outermost frames shown."""
 """Thread groups shown unfolded; the rest open on a click (all of them when printing)."""
 
 CSP = (
@@ -86,12 +88,35 @@ def fold(threads: Sequence[ThreadView]) -> list[list[ThreadView]]:
     )
 
 
-def _frame_li(f: Frame, source: str) -> str:
+def _frame_li(f: Frame, source: str, repeat: int = 1) -> str:
     src = f'<pre class="src">{_e(source)}</pre>' if source else ""
+    times = f' <span class="rep">× {repeat}</span>' if repeat > 1 else ""
     return (
         f'<li><code class="fn">{_e(f.function)}</code> '
-        f'<span class="loc">{_e(f.file)}:{f.line}</span>{src}</li>'
+        f'<span class="loc">{_e(f.file)}:{f.line}</span>{times}{src}</li>'
     )
+
+
+def _stack(v: ThreadView) -> str:
+    """A stack as a list, innermost first: a frame repeated in a row (recursion) is one item
+    with its count; of very deep stacks, the innermost and outermost frames."""
+    runs: list[tuple[int, Frame, int]] = []  # (index of the first, frame, repeats)
+    for i, f in enumerate(v.frames):
+        if runs and runs[-1][1] == f:
+            runs[-1] = (runs[-1][0], f, runs[-1][2] + 1)
+        else:
+            runs.append((i, f, 1))
+    cut = len(runs) > STACK_HEAD + STACK_TAIL
+    shown = runs[:STACK_HEAD] + runs[-STACK_TAIL:] if cut else runs
+    items = []
+    for k, (i, f, n) in enumerate(shown):
+        if cut and k == STACK_HEAD:
+            hidden = sum(r[2] for r in runs[STACK_HEAD:-STACK_TAIL])
+            items.append(f"<li class=more>… {hidden} frames between</li>")
+        items.append(_frame_li(f, v.sources.get(i, ""), n))
+    if v.skipped:
+        items.append(f"<li class=more>… {v.skipped} outer frames not recorded</li>")
+    return f'<ol class="stack">{"".join(items)}</ol>'
 
 
 def _group(g: list[ThreadView], opened: bool) -> str:
@@ -115,14 +140,10 @@ def _group(g: list[ThreadView], opened: bool) -> str:
         + (f' <span class="state">{_e(t.state)}</span>' if t.state in ("incomplete",) else "")
         for t in g
     )
-    frames = "".join(_frame_li(f, first.sources.get(i, "")) for i, f in enumerate(first.frames))
-    more = (
-        f"<li class=more>… {first.skipped} outer frames not recorded</li>" if first.skipped else ""
-    )
-    stack = f'<ol class="stack">{frames}{more}</ol>' if first.frames else ""
+    stack = _stack(first) if first.frames else ""
     search = " ".join(
         [*(str(t.tid) for t in g), *(t.name or "" for t in g)]
-        + [f"{f.function} {f.file}" for f in first.frames]
+        + sorted({f"{f.function} {f.file}" for f in first.frames})
     ).lower()
     return (
         f'<details class="group{" trig" if trig else ""}"{" open" if opened else ""} '
