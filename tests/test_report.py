@@ -356,3 +356,35 @@ def test_browser_follows_the_fleet_page_to_a_report(browser, fleet):
     assert "gencore incident report" in page.text_content("header")
     assert errors == []
     page.close()
+
+
+@pytest.mark.once
+def test_firefox_renders_the_incident_page(service, tmp_path):
+    """Debian's Firefox ESR draws the same page (a headless screenshot at 1280x800)."""
+    firefox = "/usr/bin/firefox-esr"
+    if not os.path.exists(firefox):
+        pytest.fail(
+            f"the browser tests need Debian's Firefox at {firefox}: apt-get install firefox-esr"
+        )
+    profile, shot = tmp_path / "profile", tmp_path / "firefox.png"
+    profile.mkdir()
+    p = run(
+        [
+            firefox,
+            "--headless",
+            "--no-remote",
+            "-profile",
+            str(profile),
+            "--window-size=1280,800",
+            "--screenshot",
+            str(shot),
+            service["page"].as_uri(),
+        ],
+        timeout=120,
+        env={"HOME": str(tmp_path), "MOZ_HEADLESS": "1"},
+    )
+    assert p.returncode == 0 and shot.exists(), p.stderr
+    png = shot.read_bytes()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "report-firefox-1280x800.png").write_bytes(png)
+    not_blank(png)
