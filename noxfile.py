@@ -25,6 +25,9 @@ SID_VERSIONS = ["3.14", "3.15"]  # from Debian sid when this machine has no such
 # on one, a fifth of them on the others (GENCORE_FUZZ_CASES set by hand wins).
 FULL_FUZZ_VERSION = "3.13"
 SHORT_FUZZ_CASES = "2000"
+# Tests marked `once` do not depend on the interpreter's layout (uploads, the reader's
+# fuzzing, framework integrations, the HTML report): one host and one sid interpreter run them.
+ONCE_VERSIONS = ("3.13", "3.14")
 nox.options.sessions = ["unit", "tests", "wheels", "aarch64", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
@@ -97,7 +100,14 @@ def _fuzz_env(version: str) -> dict[str, str]:
     return {"GENCORE_FUZZ_CASES": SHORT_FUZZ_CASES}
 
 
+def _marks(version: str, extra: list[str]) -> list[str]:
+    if version in ONCE_VERSIONS or any(a == "-m" or a.startswith("-m") for a in extra):
+        return []
+    return ["-m", "not once"]
+
+
 def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
+    extra = [*_marks(version, extra), *extra]
     exe = _interpreter(version)
     if exe is None and version in SID_VERSIONS:
         session.log(f"=== Python {version}: in the Debian sid root")

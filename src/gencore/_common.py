@@ -32,7 +32,6 @@ __all__ = [
     "default_directory",
     "format_size",
     "in_thread",
-    "resident_bytes",
     "tz_offset",
 ]
 
@@ -78,15 +77,6 @@ def format_size(n: float) -> str:
             return f"{int(n)} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)  # pragma: no cover - the loop always returns
-
-
-def resident_bytes() -> int:
-    """This process's resident memory (``/proc/self/statm``), 0 if unknown."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 T = TypeVar("T")

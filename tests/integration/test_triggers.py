@@ -451,3 +451,35 @@ def test_alternate_stacks_are_given_and_taken_back(tmp_path):
     # ... and back afterwards, in the main thread and the worker (SS_DISABLE = 2)
     assert d["after"] == d["before"]
     assert d["worker_after"][1] == 2
+
+
+EXCEPTION_WITH_OPTIONS = """
+import logging, signal, sys, threading
+import gencore
+logging.basicConfig(level=logging.INFO)
+gencore.install(signals=(), directory=sys.argv[1], on_exception=True,
+                freeze_signal=signal.SIGRTMIN + 4, freeze_timeout=0.05,
+                timeout=float(sys.argv[2]), min_interval=0)
+def fail():
+    raise ValueError("on purpose")
+t = threading.Thread(target=fail, name="failing")
+t.start()
+t.join()
+"""
+
+
+def test_exception_cores_use_the_options_given_to_install(tmp_path):
+    """freeze_signal, freeze_timeout and timeout reach the core taken for an exception."""
+    r = run([sys.executable, "-c", EXCEPTION_WITH_OPTIONS, str(tmp_path), "60"])
+    assert r.returncode == 0, r.stderr
+    found = cores(tmp_path)
+    assert len(found) == 1, r.stderr
+    with gencore.open_core(found[0]) as core:
+        assert core.metadata["reason"] == "exception"
+        assert core.capture["freeze_signal"] == signal.SIGRTMIN + 4
+        assert core.capture["freeze_timeout_ns"] == 50_000_000
+    # a timeout no core can meet: the core is abandoned after it, and says so
+    (tmp_path / "late").mkdir()
+    r = run([sys.executable, "-c", EXCEPTION_WITH_OPTIONS, str(tmp_path / "late"), "0.000001"])
+    assert "was not finished within 1e-06 s" in r.stderr, r.stderr
+    assert list((tmp_path / "late").iterdir()) == []
