@@ -2,9 +2,11 @@
 
 The oracles are the processes themselves (tests/programs/incident.py writes what it saw of
 itself just before each dump: its thread ids from /proc, the function that asked for the core,
-the heap types it planted, its task names) and, for the tests marked ``once``, a real browser:
+the heap types it planted, its task names) and, for the tests marked ``browser``, real browsers:
 Debian's chromium driven by Playwright, with no console error and no network request allowed.
-Those are the same on every interpreter and run on one (``pytest -m once``).
+Those are the same on every interpreter; they need the host's browsers and run on the host
+interpreter only (``pytest -m browser``). The fleet tests are interpreter-independent
+(``once``).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def test_report_api_gathers_without_second_parser(service):
     assert r.diff.value is None and "--since" in r.diff.why
 
 
+@pytest.mark.once
 def test_bad_input_gives_a_sentence_and_exit_2(tmp_path):
     junk = tmp_path / "junk.core"
     junk.write_bytes(b"not a core at all" * 100)
@@ -179,6 +182,7 @@ def many(tmp_path_factory) -> dict:
     return live
 
 
+@pytest.mark.once
 def test_a_thousand_threads_page_is_small_and_complete(many):
     assert many["page"].stat().st_size < MAX_PAGE
     page = Page(many["html"])
@@ -203,6 +207,7 @@ def fleet(tmp_path_factory) -> dict:
     return live
 
 
+@pytest.mark.once
 def test_ls_group_groups_by_cause_without_downloading(fleet):
     p = run(gencore_cmd("ls", f"file://{fleet['store']}", "--group", "--json"))
     assert p.returncode == 0, p.stderr
@@ -226,6 +231,7 @@ def test_ls_group_groups_by_cause_without_downloading(fleet):
     )
 
 
+@pytest.mark.once
 def test_report_of_a_prefix_links_each_group_to_a_report(fleet):
     out = fleet["base"] / "fleet.html"
     p = run(gencore_cmd("report", f"file://{fleet['store']}/", "-o", str(out)))
@@ -286,6 +292,7 @@ def not_blank(png: bytes) -> None:
 
 
 @pytest.mark.once
+@pytest.mark.browser
 def test_browser_renders_the_incident_page(browser, service):
     page, errors, requests = open_page(browser, service["page"])
     assert errors == []
@@ -315,6 +322,7 @@ def test_browser_renders_the_incident_page(browser, service):
 
 
 @pytest.mark.once
+@pytest.mark.browser
 def test_browser_prints_everything(browser, service, tmp_path):
     page, errors, _ = open_page(browser, service["page"])
     page.emulate_media(media="print")
@@ -328,6 +336,7 @@ def test_browser_prints_everything(browser, service, tmp_path):
 
 
 @pytest.mark.once
+@pytest.mark.browser
 def test_browser_renders_a_thousand_threads(browser, many):
     page, errors, requests = open_page(browser, many["page"])
     assert errors == [] and requests == [many["page"].as_uri()]
@@ -341,6 +350,7 @@ def test_browser_renders_a_thousand_threads(browser, many):
 
 
 @pytest.mark.once
+@pytest.mark.browser
 def test_browser_follows_the_fleet_page_to_a_report(browser, fleet):
     out = fleet["base"] / "fleet-browser.html"
     p = run(gencore_cmd("report", f"file://{fleet['store']}/", "-o", str(out)))
@@ -359,6 +369,7 @@ def test_browser_follows_the_fleet_page_to_a_report(browser, fleet):
 
 
 @pytest.mark.once
+@pytest.mark.browser
 def test_firefox_renders_the_incident_page(service, tmp_path):
     """Debian's Firefox ESR draws the same page (a headless screenshot at 1280x800)."""
     firefox = "/usr/bin/firefox-esr"
