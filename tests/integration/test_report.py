@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, run
+from conftest import PROGRAMS, real_python, run, tool
 
 import gencore
 from gencore.analysis.report import gather
@@ -143,6 +143,24 @@ def test_report_api_gathers_without_second_parser(service):
     assert r.trigger.tid == service["pid"]
     assert [t.type for t in r.heap.value.types[:5]] == [t.type for t in census.types[:5]]
     assert r.diff.value is None and "--since" in r.diff.why
+
+
+def test_native_frames_are_eu_stacks(service, tmp_path):
+    core = service["dir"] / "after.core"
+    out = tmp_path / "native.html"
+    p = run(gencore_cmd("report", str(core), "--native", "-o", str(out)))
+    assert p.returncode == 0, p.stderr
+    eu = run([tool("eu-stack"), "--core", str(core), "-e", real_python(), "-n", "48"])
+    frames = re.findall(r"^#\d+\s+0x[0-9a-f]+\s*(.*)$", eu.stdout.split("TID ")[1], re.M)
+    assert frames, eu.stdout + eu.stderr
+    html = out.read_text()
+    trig = html[html.index('class="group trig"') :]
+    shown = re.findall(
+        r'<code class="nat">(.*?)</code>', trig[: trig.index("</details></details>")]
+    )
+    assert len(shown) == len(frames)  # the first thread eu-stack lists: the caller
+    named = [f for f in frames if f]
+    assert [s for s in shown if not s.startswith("0x")] == named
 
 
 @pytest.mark.once

@@ -61,7 +61,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gencore-report-") as tmp:
         since = _local(args.since, tmp) if args.since else None
         with open_core(_local(args.source, tmp)) as core:
-            html = report_html(core, since=since, with_source=not args.no_source)
+            html = report_html(
+                core, since=since, with_source=not args.no_source, native=args.native
+            )
     out.write_text(html, encoding="utf-8")
     print(out)
     return 0
@@ -86,6 +88,11 @@ def register(sub: Any) -> None:
         "--no-source",
         action="store_true",
         help="leave out source lines (read from this machine's files unchanged since the core)",
+    )
+    r.add_argument(
+        "--native",
+        action="store_true",
+        help="add every thread's native frames (eu-stack from elfutils, this machine's files)",
     )
     r.add_argument(
         "--no-fetch",

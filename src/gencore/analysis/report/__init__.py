@@ -38,7 +38,13 @@ __all__ = [
 ]
 
 
-def report_html(core: CoreFile, *, since: Optional[str] = None, with_source: bool = True) -> str:
+def report_html(
+    core: CoreFile,
+    *,
+    since: Optional[str] = None,
+    with_source: bool = True,
+    native: bool = False,
+) -> str:
     """The incident page of an opened core as one HTML document (see :func:`gather` for
-    ``since`` and ``with_source``)."""
-    return render(gather(core, since=since, with_source=with_source))
+    ``since``, ``with_source`` and ``native``)."""
+    return render(gather(core, since=since, with_source=with_source, native=native))

@@ -50,6 +50,8 @@ class ThreadView:
     python: bool = False
     sources: dict[int, str] = field(default_factory=dict)
     """Source text of frames (by index in ``frames``) where the file could be read."""
+    native: list[str] = field(default_factory=list)
+    """Native frames, innermost first (``gather(..., native=True)``)."""
 
     def key(self) -> tuple[Any, ...]:
         """What identical stacks share (threads without a Python stack share one key)."""
@@ -333,12 +335,28 @@ def _api(obj: Any, name: str, what: str) -> Section[Any]:
         return Section(why=str(e))
 
 
-def gather(core: CoreFile, *, since: Optional[str] = None, with_source: bool = True) -> Report:
+def _add_native(core: CoreFile, threads: Section[list[ThreadView]]) -> None:
+    from .native import native_stacks
+
+    sec = native_stacks(core)
+    for v in threads.value or []:
+        v.native = (sec.value or {}).get(v.tid, [])
+    threads.note = "; ".join(x for x in (threads.note, sec.note or sec.why) if x)
+
+
+def gather(
+    core: CoreFile,
+    *,
+    since: Optional[str] = None,
+    with_source: bool = True,
+    native: bool = False,
+) -> Report:
     """Gather what the incident page of ``core`` shows, through :class:`CoreFile`'s API.
 
     ``since`` is an earlier core of the same process: the heap's differences from it.
     ``with_source`` adds source lines read from this machine's files (only files unchanged
-    since the core was written)."""
+    since the core was written); ``native`` adds every thread's native frames where this
+    machine has ``eu-stack``."""
     src = str(core.source or core.path)
     stacks = python_threads(core)
     trig = trigger_of(core, stacks)
@@ -350,6 +368,9 @@ def gather(core: CoreFile, *, since: Optional[str] = None, with_source: bool = T
     if trig.frames:
         summary += f", in {trig.frames[0].function} ({Path(trig.frames[0].file).name}:"
         summary += f"{trig.frames[0].line})"
+    threads = _threads(core, stacks, trig, with_source)
+    if native:
+        _add_native(core, threads)
     return Report(
         title=title,
         source=src,
@@ -358,7 +379,7 @@ def gather(core: CoreFile, *, since: Optional[str] = None, with_source: bool = T
         facts=_facts(core, trig, src),
         capture=capture,
         warnings=warnings,
-        threads=_threads(core, stacks, trig, with_source),
+        threads=threads,
         tasks=_api(core, "tasks", "asyncio tasks"),
         heap=heap,
         diff=_diff(heap, since),

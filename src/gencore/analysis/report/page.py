@@ -141,6 +141,13 @@ def _group(g: list[ThreadView], opened: bool) -> str:
         for t in g
     )
     stack = _stack(first) if first.frames else ""
+    if first.native:
+        who = f" of thread {first.tid}" if n > 1 else ""
+        items = "".join(f'<li><code class="nat">{_e(x)}</code></li>' for x in first.native)
+        stack += (
+            f'<details class="native"><summary>native frames{who}</summary>'
+            f'<ol class="stack">{items}</ol></details>'
+        )
     search = " ".join(
         [*(str(t.tid) for t in g), *(t.name or "" for t in g)]
         + sorted({f"{f.function} {f.file}" for f in first.frames})
