@@ -91,12 +91,20 @@ elif mode == "overflow":
     workers(2, "idle")
 
     def overflow_in_c():
-        time.sleep(0.3)  # started after install: the helper thread gives it a stack first
-        lib.overflow_forever(0)
+        lib.overflow_forever(0)  # the first statement: no time for the helper thread's sweep
 
     if args["where"] == "main":
-        time.sleep(0.3)
         overflow_in_c()
+    elif args["where"] == "pool":
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pool.submit(overflow_in_c).result()
+    elif args["where"] == "thread":  # _thread directly, as some libraries do
+        import _thread
+
+        _thread.start_new_thread(overflow_in_c, ())
+        time.sleep(60)  # the crash ends the process long before
     else:
         t = threading.Thread(target=overflow_in_c, name="overflowing")
         t.start()

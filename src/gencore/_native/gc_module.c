@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "gc_altstack.h"
 #include "gc_config.h"
 #include "gc_job.h"
 #include "gc_kernel.h"
@@ -379,6 +380,13 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static PyObject *py_altstack_adopt(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_altstack_adopt());
+}
+
 static PyObject *py_trigger_quiesce(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -525,6 +533,9 @@ static PyMethodDef methods[] = {
      "Forget the parent's trigger state in a forked child."},
     {"trigger_set_tz", KW(py_trigger_set_tz),
      "Set the UTC offset (seconds east) used in signal-triggered core names."},
+    {"altstack_adopt", py_altstack_adopt, METH_NOARGS,
+     "altstack_adopt() -> int: the calling thread gets the crash handler's alternate stack\n"
+     "now (0), or -errno (-ENOENT: no crash trigger installed)."},
     {"trigger_quiesce", py_trigger_quiesce, METH_NOARGS,
      "Interpreter exit: the helper thread starts no more probe threads."},
     {"watch_heartbeat", py_watch_heartbeat, METH_NOARGS,

@@ -34,7 +34,7 @@ from .._common import (
     tz_offset,
 )
 from ..errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
-from . import caplayout, delivery, engine, metadata, watch
+from . import caplayout, delivery, engine, metadata, threadstart, watch
 from .delivery import TriggerState, state
 from .job import compressor_argv
 from .options import Limit, TriggerConfig, check_max_size, freeze_signal
@@ -249,6 +249,8 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
         watch.start_loops(config.hang_timeout)
     if config.on_exception or config.on_memory_error:
         delivery.hook_exceptions(st)
+    if config.on_crash:
+        threadstart.start()
     delivery.announce(st, fsig)
     if not _fork_hook_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -294,6 +296,7 @@ def uninstall() -> None:
         if st.config is None:
             return
         engine.native.trigger_uninstall()
+        threadstart.stop()
         delivery.unhook_exceptions(st)
         watch.stop_loops()
         delivery.deliver_records(st.config, delivery.drain(st))  # done, not yet delivered
