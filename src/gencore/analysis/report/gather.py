@@ -338,10 +338,10 @@ def _api(obj: Any, name: str, what: str) -> Section[Any]:
 def _add_native(core: CoreFile, threads: Section[list[ThreadView]]) -> None:
     from .native import native_stacks
 
-    sec = native_stacks(core)
+    stacks, said = native_stacks(core)
     for v in threads.value or []:
-        v.native = (sec.value or {}).get(v.tid, [])
-    threads.note = "; ".join(x for x in (threads.note, sec.note or sec.why) if x)
+        v.native = stacks.get(v.tid, [])
+    threads.note = "; ".join(x for x in (threads.note, said) if x)
 
 
 def gather(

@@ -13,8 +13,6 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from .gather import Section
-
 if TYPE_CHECKING:
     from ..core import CoreFile
 
@@ -42,12 +40,12 @@ def parse(text: str) -> dict[int, list[str]]:
     return out
 
 
-def native_stacks(core: CoreFile) -> Section[dict[int, list[str]]]:
-    """Every thread's native frames from ``eu-stack --core`` (innermost first), or why
-    there are none."""
+def native_stacks(core: CoreFile) -> tuple[dict[int, list[str]], str]:
+    """Every thread's native frames from ``eu-stack --core`` (innermost first), and where
+    they came from, or ``{}`` and why there are none."""
     tool = shutil.which("eu-stack")
     if tool is None:
-        return Section(why="eu-stack (elfutils) is not installed on this machine")
+        return {}, "no native frames: eu-stack (elfutils) is not installed on this machine"
     exe = (core.metadata.get("python") or {}).get("executable")
     cmd = [tool, "--core", str(core.path), "-n", str(MAX_FRAMES)]
     if isinstance(exe, str) and os.path.exists(exe):
@@ -55,11 +53,9 @@ def native_stacks(core: CoreFile) -> Section[dict[int, list[str]]]:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return Section(why=f"eu-stack did not finish: {e}")
+        return {}, f"no native frames: eu-stack did not finish: {e}"
     stacks = parse(p.stdout)
     if not stacks:
         last = (p.stderr.strip().splitlines() or ["no output"])[-1]
-        return Section(why=f"eu-stack read no thread: {last}")
-    return Section(
-        stacks, note="native frames by eu-stack with this machine's executable and libraries"
-    )
+        return {}, f"no native frames: eu-stack read no thread: {last}"
+    return stacks, "native frames by eu-stack with this machine's executable and libraries"
