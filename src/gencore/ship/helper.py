@@ -31,6 +31,7 @@ from typing import IO, Any, Callable, Optional
 from .._common import BUNDLE_FORMATS, BUNDLE_KINDS, VERSION, stem_of
 from ..analysis.core import CoreFile, open_core
 from ..analysis.reader import AT_PHDR, build_id_of_file, strip_deleted
+from ..analysis.report.trigger import trigger_of
 from .extract import import_zstandard
 
 _CHUNK = 1 << 20
@@ -250,6 +251,7 @@ class _Plan:
     aliases: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     stacks: list[dict[str, Any]] = field(default_factory=list)
+    trigger: dict[str, Any] = field(default_factory=dict)
     core_path: Optional[Path] = None  # the plain core to pack
     compressed: Optional[CoreFile] = None  # a .core.zst's decompressed copy, open till the end
 
@@ -270,6 +272,7 @@ def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
         plan.aliases = core.loader_names()
         plan.meta = core.metadata
         plan.stacks = core.python_stacks
+        plan.trigger = trigger_of(core).to_json()
         pid = pid if pid is not None and pid == core.pid else None
     finally:
         if plan.compressed is None:
@@ -334,6 +337,7 @@ def _manifest(
         "aliases": aliases,
         "missing": plan.missing,
         "stacks": plan.stacks,
+        "trigger": plan.trigger,
         "bundled_by": {"python": platform.python_version(), "time": time.time()},
     }
 

@@ -82,11 +82,13 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
     meta: dict[str, Any] = {}
     if path.name.endswith(".core"):
         from ..analysis.core import open_core
+        from ..analysis.report.trigger import trigger_of
 
         try:
             with open_core(path) as core:
                 meta = dict(core.metadata)
                 meta.setdefault("pid", core.pid)
+                meta["trigger"] = trigger_of(core).to_json()
         except GencoreError:
             meta = {}
     else:
@@ -94,7 +96,8 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
         doc["build_ids"] = {
             f["path"]: f.get("build_id") for f in meta.get("files", []) if f.get("path")
         }
-    for key in ("pid", "time", "reason", "host"):
+    # the triggering thread's innermost frames: ls --group groups cores by them
+    for key in ("pid", "time", "reason", "host", "trigger"):
         if meta.get(key) is not None:
             doc[key] = meta[key]
     python = meta.get("python")
