@@ -17,7 +17,7 @@ def _is_prefix(source: str) -> bool:
         return Path(source).is_dir()
     if source.endswith("/"):
         return True
-    from ..ship.upload import GENCORE_FILE
+    from .._common import GENCORE_FILE
 
     return not GENCORE_FILE.match(source.rsplit("/", 1)[-1])
 

@@ -37,7 +37,8 @@ def _stamp(t: float) -> str:
 def list_source(source: str) -> list[dict[str, Any]]:
     """The manifests under ``source`` (a URL, or a local directory: its uploaded-style
     manifests, else a manifest made on the spot for each gencore file in it)."""
-    from ...ship.upload import GENCORE_FILE, list_cores, manifest_of
+    from ..._common import GENCORE_FILE
+    from ...ship.upload import list_cores, manifest_of
 
     local = None if "://" in source else Path(source)
     docs = list_cores(f"file://{local.resolve()}" if local else source)
