@@ -63,7 +63,11 @@
     F(uint64_t, keep_free)                                                                \
     F(int32_t, uploads)     /* files without an upload marker are pending uploads */      \
     F(uint32_t, kinds_off)  /* the suffixes of gencore's files, NUL-separated */          \
-    F(uint32_t, kinds_len)
+    F(uint32_t, kinds_len)                                                                \
+    F(int32_t, cgroup_version) /* 1, 2: the memory cgroup at cgroup_off; 0: none */      \
+    F(uint32_t, cgroup_off)                                                               \
+    F(uint32_t, cgroup_len)                                                               \
+    F(int32_t, page_cache)  /* 0: bounded when the cgroup's headroom asks; 1 always; 2 never */
 
 /* What install() asks of the signal and crash handlers and of the helper thread. The signal
  * trigger's note is core.note; the other notes, the helper's command line, live in the blob. */
@@ -86,6 +90,7 @@
     F(uint64_t, heartbeat_timeout_ns)                                                     \
     F(uint64_t, rss_limit_bytes)                                                          \
     F(uint64_t, rss_interval_ns)                                                          \
+    F(int32_t, memory_high) /* a core when the cgroup's memory.high is breached (v2) */   \
     F(int64_t, note_time_offset) /* where the 17-character time goes in core.note */      \
     F(uint32_t, crash_note_off)                                                           \
     F(uint32_t, crash_note_len)                                                           \

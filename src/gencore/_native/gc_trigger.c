@@ -34,6 +34,7 @@ static struct {
 } g_trig = {.page_size = 4096};
 
 const struct gc_trigger_config *gc_trig_config(void) { return &g_trig.cfg; }
+const struct gc_job_spec *gc_trig_spec(void) { return &g_trig.spec; }
 struct gc_trigger_stats *gc_trig_stats(void) { return &g_trig.stats; }
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind) { return &g_trig.notes[kind]; }
 uint64_t gc_page_size(void) { return g_trig.page_size; }

@@ -18,6 +18,7 @@ enum gc_note_kind { GC_NOTE_SIGNAL, GC_NOTE_CRASH, GC_NOTE_WATCH, GC_NOTE_N };
 
 /* gc_trigger.c */
 const struct gc_trigger_config *gc_trig_config(void);
+const struct gc_job_spec *gc_trig_spec(void); /* how every triggered core is taken */
 struct gc_trigger_stats *gc_trig_stats(void); /* counters, updated atomically */
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind);
 int gc_trig_is_active(void); /* installed, in the process that installed */

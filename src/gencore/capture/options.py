@@ -35,6 +35,9 @@ from ..errors import FreezeError
 from . import engine
 
 METHODS = ("native", "kernel")
+# The snapshot child's page cache: bounded when the memory cgroup's headroom asks for it
+# (auto), always, or never ($GENCORE_PAGE_CACHE; the benchmark compares them).
+PAGE_CACHE_MODES = {"auto": 0, "bounded": 1, "unbounded": 2}
 COMPRESSIONS = (None, "zstd")
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _U32_MAX = (1 << 32) - 1
@@ -284,9 +287,16 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the compressor's command and, for a capped core, the Python layout."""
+        the compressor's command, the kinds of gencore's files (the budget's), the memory
+        cgroup and, for a capped core, the Python layout."""
         kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
-        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv), kinds=kinds)
+        cgroup = _procfs.cgroup_memory()
+        data, where = engine.blob(
+            note=note,
+            pipe=engine.argv_bytes(pipe_argv),
+            kinds=kinds,
+            cgroup=os.fsencode(cgroup.path) + b"\0" if cgroup else b"",
+        )
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -298,6 +308,8 @@ class CoreOptions:
             max_total=self.max_total,
             keep_free=self.keep_free,
             uploads=int(self.upload is not None),
+            cgroup_version=int(cgroup.version[1]) if cgroup else 0,
+            page_cache=PAGE_CACHE_MODES.get(os.environ.get("GENCORE_PAGE_CACHE", "auto"), 0),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
             **where,
@@ -365,6 +377,7 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
+    on_memory_high: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -438,6 +451,7 @@ class TriggerConfig:
             rss_limit=rss,
             rss_interval=interval or 0.5,
             on_memory_error=bool(kw.pop("on_memory_error", False)),
+            on_memory_high=bool(kw.pop("on_memory_high", False)),
         )
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
@@ -468,6 +482,7 @@ class TriggerConfig:
             heartbeat_timeout_ns=_ns(self.heartbeat_timeout),
             rss_limit_bytes=self.rss_limit,
             rss_interval_ns=_ns(self.rss_interval),
+            memory_high=int(self.on_memory_high),
             **fds,
             **blob,
         )
