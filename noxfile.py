@@ -25,6 +25,12 @@ SID_VERSIONS = ["3.14", "3.15"]  # from Debian sid when this machine has no such
 # on one, a fifth of them on the others (GENCORE_FUZZ_CASES set by hand wins).
 FULL_FUZZ_VERSION = "3.13"
 SHORT_FUZZ_CASES = "2000"
+# Tests marked `once` do not depend on the interpreter's layout (uploads, the reader's
+# fuzzing, framework integrations, the HTML report): one host and one sid interpreter run them.
+ONCE_VERSIONS = ("3.13", "3.14")
+# Tests marked `browser` drive this machine's Chromium and Firefox (the HTML report): the host's
+# 3.13 runs them, with the `browser` extra (Playwright, Pillow).
+BROWSER_VERSION = "3.13"
 nox.options.sessions = ["unit", "tests", "wheels", "aarch64", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
@@ -97,7 +103,16 @@ def _fuzz_env(version: str) -> dict[str, str]:
     return {"GENCORE_FUZZ_CASES": SHORT_FUZZ_CASES}
 
 
+def _marks(version: str, extra: list[str]) -> list[str]:
+    if any(a == "-m" or a.startswith("-m") for a in extra):
+        return []
+    skip = [] if version in ONCE_VERSIONS else ["once"]
+    skip += [] if version == BROWSER_VERSION else ["browser"]
+    return ["-m", " and ".join(f"not {m}" for m in skip)] if skip else []
+
+
 def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
+    extra = [*_marks(version, extra), *extra]
     exe = _interpreter(version)
     if exe is None and version in SID_VERSIONS:
         session.log(f"=== Python {version}: in the Debian sid root")
@@ -109,7 +124,7 @@ def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
         session.error(f"no Python {version} here")
     session.log(f"=== Python {version}: {exe}")
     venv = os.path.join(session.create_tmp(), f"venv-{version}")
-    py = _venv(session, exe, venv, "test")
+    py = _venv(session, exe, venv, "test,browser" if version == BROWSER_VERSION else "test")
     # each interpreter's temporary files (cores) go when its run ends: CI disks are small
     tmp = tempfile.mkdtemp(prefix=f"gencore-tests-{version}-", dir=session.create_tmp())
     env = {"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"], "TMPDIR": tmp}

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ._common import default_directory, format_size, resident_bytes
+from ._common import default_directory, format_size
+from ._procfs import resident_bytes
 from .capture import engine as _engine
 from .capture import kernel as _kernel
 

@@ -44,7 +44,7 @@ def test_default_directory(monkeypatch, tmp_path):
 
 
 def test_resident_bytes_is_plausible():
-    assert 1 << 20 < _common.resident_bytes() < 1 << 40
+    assert 1 << 20 < gencore._procfs.resident_bytes() < 1 << 40
 
 
 def test_in_thread_delivers_result_and_error_in_callback_order():
@@ -110,14 +110,43 @@ def test_errors_carry_stage_errno_and_advice():
 # -- the native contract ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux x86_64 only")
-def test_native_matches_its_stub_and_struct_sizes():
-    assert _engine.native.STATUS_SIZE == _engine.STATUS.size
-    assert _engine.native.TRIGGER_RESULT_SIZE == _engine.TRIGGER_RESULT.size
-    stub = Path(gencore.__file__).with_name("_native.pyi")
-    declared = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+@pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux only")
+def test_native_matches_its_stub_and_records():
+    stub = ast.parse(Path(gencore.__file__).with_name("_native.pyi").read_text()).body
+    declared = {n.name for n in stub if isinstance(n, ast.FunctionDef)}
     exported = {n for n in dir(_engine.native) if callable(getattr(_engine.native, n))}
     assert declared == exported
+    constants = {n.target.id for n in stub if isinstance(n, ast.AnnAssign)}
+    assert constants <= set(dir(_engine.native))
+    assert _engine.native.ABI_VERSION == _engine.ABI_VERSION
+    # every record packs by name with C's offsets and reads back the same
+    status = _engine.record("status")
+    values = dict(magic=1, kind=2, err=-3, stage=4, written=5, total=6, file_size=7, nsegments=8)
+    assert status.unpack(status.pack(**values)) == values
+    core = _engine.record("core")
+    packed = core.pack(filter=0x33, max_size=1 << 40, pylayout={"code_fields": [1, -2]})
+    back = core.unpack(packed)
+    assert (back["filter"], back["max_size"]) == (0x33, 1 << 40)
+    assert back["pylayout"]["code_fields"][:3] == [1, -2, 0]
+    with pytest.raises(KeyError, match="no field 'nope'"):
+        core.pack(nope=1)
+
+
+@pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux only")
+def test_the_engine_refuses_records_of_another_size_or_version(tmp_path):
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(ValueError, match="record has 8 bytes"):
+            _engine.native.job_start(options=b"\0" * 8, data=b"", dir_fd=fd)
+        core = _engine.record("core")
+        with pytest.raises(ValueError, match="another engine version"):
+            _engine.native.job_start(options=core.pack(abi=99), data=b"", dir_fd=fd)
+        with pytest.raises(ValueError, match="another engine version"):  # a blob too short
+            rec = core.pack(abi=_engine.ABI_VERSION, note_off=0, note_len=100)
+            _engine.native.job_start(options=rec, data=b"x", dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.skipif(not _engine.available(), reason="the engine exists on Linux x86_64 only")
@@ -129,8 +158,8 @@ def test_core_names_come_from_one_definition(offset):
         seconds=offset
     )
     assert stem == f"core_{local:%Y%m%d.%H%M%S}.77.005"
-    assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore.capture.job.make_stem())
-    assert gencore.capture.job.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
+    assert re.fullmatch(r"core_\d{8}\.\d{6}\.\d+\.\d{3}", gencore.capture.preflight.make_stem())
+    assert gencore.capture.preflight.make_stem(pid=os.getpid()).split(".")[2] == str(os.getpid())
 
 
 def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
@@ -159,18 +188,18 @@ def test_free_threaded_interpreters_get_a_clear_refusal(tmp_path):
     [("4096", 4096), ("300M", 300 << 20), ("2G", 2 << 30), ("1.5GiB", 3 << 29), ("64k", 65536)],
 )
 def test_sizes_in_binary_units(text, size):
-    from gencore.capture import watch as _watch
+    from gencore.capture import options
 
-    assert _watch.parse_size(text, "max_total") == size
-    assert _watch.size_bytes(text, "max_total") == size
+    assert options.parse_size(text, "max_total") == size
+    assert options.size_bytes(text, "max_total") == size
 
 
 @pytest.mark.parametrize("bad", ["lots", "-5M", "5X", "", "1e9"])
 def test_bad_sizes_name_the_argument(bad):
-    from gencore.capture import watch as _watch
+    from gencore.capture import options
 
     with pytest.raises(ValueError, match="keep_free"):
-        _watch.size_bytes(bad, "keep_free")
+        options.size_bytes(bad, "keep_free")
 
 
 def test_gencore_file_names_and_pending(tmp_path):
@@ -191,7 +220,7 @@ def test_gencore_file_names_and_pending(tmp_path):
     assert [p.name for p in _upload.pending(tmp_path)] == [names[1], names[2]]
     removed = _upload.enforce_budget(tmp_path, max_total=1)
     # oldest first, never the newest gencore file, never the partial one or other files
-    assert [p.name for p in removed] == [names[0], names[1], names[2]]
+    assert [r.path.name for r in removed] == [names[0], names[1], names[2]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [names[3], names[4], names[5], ".core_20261202.101503.42.004.tar.zst.uploaded"]
     )

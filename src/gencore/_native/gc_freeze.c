@@ -178,16 +178,16 @@ int gc_freeze_prepare(struct gc_snapshot *s)
     sigdelset(&sa.sa_mask, SIGBUS);
     sigdelset(&sa.sa_mask, SIGILL);
     sigdelset(&sa.sa_mask, SIGFPE);
-    if (!(g_handler_kept && g_old_signal == s->freeze_signal)) {
+    if (!(g_handler_kept && g_old_signal == s->o->freeze_signal)) {
         struct sigaction old;
-        if (sigaction(s->freeze_signal, NULL, &old) < 0) goto fail_errno;
+        if (sigaction(s->o->freeze_signal, NULL, &old) < 0) goto fail_errno;
         if ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != NULL
                                         : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)) {
             __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
             return -EEXIST; /* the application uses this signal */
         }
-        if (sigaction(s->freeze_signal, &sa, &g_old_action) < 0) goto fail_errno;
-        g_old_signal = s->freeze_signal;
+        if (sigaction(s->o->freeze_signal, &sa, &g_old_action) < 0) goto fail_errno;
+        g_old_signal = s->o->freeze_signal;
         g_handler_kept = 0;
     }
     return 0;
@@ -224,7 +224,7 @@ static int scan_one(long number, void *arg)
         return 0;
     }
     __atomic_add_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
-    if (gc_sys3(SYS_tgkill, s->proc.pid, tid, s->freeze_signal) < 0) {
+    if (gc_sys3(SYS_tgkill, s->proc.pid, tid, s->o->freeze_signal) < 0) {
         __atomic_sub_fetch(&g_expected, 1, __ATOMIC_ACQ_REL);
         int expected = GC_T_SIGNALED;
         __atomic_compare_exchange_n(&t->state, &expected, GC_T_GONE, 0, __ATOMIC_ACQ_REL,
@@ -259,7 +259,7 @@ int gc_freeze_all(struct gc_snapshot *s)
     s->parked = s->timed_out = 0;
     long task_fd = gc_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (task_fd < 0) return (int)task_fd;
-    if (!s->want_threads) {
+    if (!s->o->want_threads) {
         /* Only the caller is captured. The others are still listed, with the sp/pc the kernel
          * reports, because readers check thread ids against the PRSTATUS set. */
         list_unfrozen(s, (int)task_fd);
@@ -270,7 +270,7 @@ int gc_freeze_all(struct gc_snapshot *s)
     __atomic_store_n(&g_snap, s, __ATOMIC_RELEASE);
 
     uint32_t signaled = 0;
-    uint64_t deadline = t0 + s->freeze_timeout_ns;
+    uint64_t deadline = t0 + s->o->freeze_timeout_ns;
     int checked_masks = 0;
     for (int round = 0; round < 64; round++) {
         int added = scan_and_signal(s, (int)task_fd, &signaled);
@@ -296,7 +296,7 @@ int gc_freeze_all(struct gc_snapshot *s)
                 struct gc_thread *t = &s->threads[i];
                 if (__atomic_load_n(&t->state, __ATOMIC_ACQUIRE) != GC_T_SIGNALED) continue;
                 int gone = !task_exists(t->tid);
-                int blocked = !gone && !checked_masks && blocks_signal(t->tid, s->freeze_signal);
+                int blocked = !gone && !checked_masks && blocks_signal(t->tid, s->o->freeze_signal);
                 if (!gone && !blocked) continue;
                 int expected = GC_T_SIGNALED;
                 if (__atomic_compare_exchange_n(&t->state, &expected,
@@ -341,7 +341,7 @@ void gc_freeze_release(struct gc_snapshot *s)
 
 void gc_freeze_finish(struct gc_snapshot *s)
 {
-    if (!g_handler_kept) sigaction(s->freeze_signal, &g_old_action, NULL);
+    if (!g_handler_kept) sigaction(s->o->freeze_signal, &g_old_action, NULL);
     __atomic_store_n(&g_busy_tid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
 }

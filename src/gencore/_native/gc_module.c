@@ -16,10 +16,93 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <stddef.h>
+#include <time.h>
+
+#include "gc_altstack.h"
+#include "gc_config.h"
+#include "gc_job.h"
 #include "gc_kernel.h"
-#include "gc_trigger.h"
+#include "gc_names.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
+#include "gc_trigger.h"
+
+/* ---- records: layouts exported so Python packs and unpacks by field name ------------------ */
+
+struct field_desc {
+    const char *name;
+    size_t offset, size;
+    int is_signed, count; /* count 0: a nested record of the same name */
+};
+
+#define SIGNED_(type) _Generic((type)0, int32_t: 1, int64_t: 1, default: 0)
+#define FIELD_(type, name) {#name, offsetof(RECORD_, name), sizeof(type), SIGNED_(type), 1},
+#define ARRAY_(type, name, n) {#name, offsetof(RECORD_, name), sizeof(type), SIGNED_(type), n},
+
+#define RECORD_ struct gc_pylayout
+static const struct field_desc pylayout_fields[] = {GC_PYLAYOUT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
+#define RECORD_ struct gc_core_options
+static const struct field_desc core_fields[] = {
+    GC_CORE_OPTIONS_FIELDS(FIELD_, ARRAY_){"pylayout", offsetof(RECORD_, pylayout),
+                                           sizeof(struct gc_pylayout), 0, 0},
+    {NULL, 0, 0, 0, 0}};
+#undef RECORD_
+#define RECORD_ struct gc_trigger_config
+static const struct field_desc trigger_fields[] = {
+    GC_TRIGGER_FIELDS(FIELD_, ARRAY_){"core", offsetof(RECORD_, core),
+                                      sizeof(struct gc_core_options), 0, 0},
+    {NULL, 0, 0, 0, 0}};
+#undef RECORD_
+#define RECORD_ struct gc_status
+static const struct field_desc status_fields[] = {GC_STATUS_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
+#define RECORD_ struct gc_trigger_result
+static const struct field_desc result_fields[] = {
+    GC_TRIGGER_RESULT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
+
+/* {name: (size, ((field, offset, size, signed, count), ...))} */
+static PyObject *layouts(void)
+{
+    static const struct {
+        const char *name;
+        size_t size;
+        const struct field_desc *fields;
+    } records[] = {
+        {"pylayout", sizeof(struct gc_pylayout), pylayout_fields},
+        {"core", sizeof(struct gc_core_options), core_fields},
+        {"trigger", sizeof(struct gc_trigger_config), trigger_fields},
+        {"status", sizeof(struct gc_status), status_fields},
+        {"trigger_result", sizeof(struct gc_trigger_result), result_fields},
+    };
+    PyObject *d = PyDict_New();
+    for (size_t r = 0; d && r < sizeof records / sizeof records[0]; r++) {
+        PyObject *fields = PyList_New(0);
+        for (const struct field_desc *f = records[r].fields; fields && f->name; f++) {
+            PyObject *item = Py_BuildValue("(snnii)", f->name, (Py_ssize_t)f->offset,
+                                           (Py_ssize_t)f->size, f->is_signed, f->count);
+            if (!item || PyList_Append(fields, item) < 0) Py_CLEAR(fields);
+            Py_XDECREF(item);
+        }
+        PyObject *entry = fields ? Py_BuildValue("(nN)", (Py_ssize_t)records[r].size, fields) : NULL;
+        if (!entry || PyDict_SetItemString(d, records[r].name, entry) < 0) Py_CLEAR(d);
+        Py_XDECREF(entry);
+    }
+    return d;
+}
+
+/* A record from Python: exactly size bytes, else a ValueError naming it. */
+static const void *record_arg(const char *buf, Py_ssize_t len, size_t size, const char *what)
+{
+    if ((size_t)len != size) {
+        PyErr_Format(PyExc_ValueError, "%s record has %zd bytes, the engine expects %zu", what,
+                     len, size);
+        return NULL;
+    }
+    return buf;
+}
 
 static const char *state_name(int st)
 {
@@ -35,153 +118,143 @@ static const char *state_name(int st)
     }
 }
 
-PyDoc_STRVAR(snapshot_doc,
-             "snapshot(core_fd, dir_fd, status_fd, partial_name, final_name, note, threads, filter,\n"
-             "         freeze_timeout, freeze_signal, signo=0, code=0, addr=0, sender=0) -> dict\n\n"
-             "Freeze the threads, fork the snapshot child that writes the core, release the threads.\n"
-             "Returns as soon as the child exists; the child reports on status_fd.");
-
-/* gencore._caplayout's tuple, in struct gc_pylayout's field order. Returns 1 (filled),
- * 0 (None) or -1 with an exception set. */
-static int parse_pylayout(PyObject *t, struct gc_pylayout *L)
+static PyObject *thread_list(const struct gc_snapshot_summary *sum)
 {
-    memset(L, 0, sizeof *L);
-    if (t == Py_None) return 0;
-    long long v[10 + 13 + 6 + 1];
-    const Py_ssize_t n = (Py_ssize_t)(sizeof v / sizeof v[0]);
-    if (!PyTuple_Check(t) || PyTuple_Size(t) != n) {
-        PyErr_SetString(PyExc_TypeError, "pylayout must be a tuple of 30 integers");
-        return -1;
+    PyObject *tlist = PyList_New(0);
+    for (uint32_t i = 0; tlist && i < sum->n; i++) {
+        const struct gc_thread_summary *t = &sum->threads[i];
+        PyObject *item = Py_BuildValue("(is)", t->tid, state_name(t->state));
+        if (!item || PyList_Append(tlist, item) < 0) Py_CLEAR(tlist);
+        Py_XDECREF(item);
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GetItem(t, i);
-        v[i] = i < 10 ? (long long)PyLong_AsUnsignedLongLong(item) : PyLong_AsLongLong(item);
-        if (PyErr_Occurred()) return -1;
-    }
-    const long long *w = v + 7;
-    L->runtime = (uint64_t)v[0];
-    L->runtime_size = (uint64_t)v[1];
-    for (int k = 0; k < 4; k++) L->objects[k] = (uint64_t)v[2 + k];
-    L->r_debug = (uint64_t)v[6];
-    L->interp = (uint64_t)w[0];
-    L->code_type = (uint64_t)w[1];
-    L->code_mask = (uint64_t)w[2];
-    L->interp_keep = (uint32_t)w[3];
-    L->interp_threads = (int32_t)w[4];
-    L->ts_next = (int32_t)w[5];
-    L->ts_interp = (int32_t)w[6];
-    L->ts_keep = (uint32_t)w[7];
-    L->ts_frame = (int32_t)w[8];
-    L->cframe_current = (int32_t)w[9];
-    L->frame_back = (int32_t)w[10];
-    L->frame_code = (int32_t)w[11];
-    L->frame_keep = (uint32_t)w[12];
-    L->frame_var = (int32_t)w[13];
-    L->code_basicsize = (uint32_t)w[14];
-    L->code_itemsize = (uint32_t)w[15];
-    for (int k = 0; k < 6; k++) L->code_fields[k] = (int32_t)w[16 + k];
-    L->tuple_items = (uint32_t)w[22];
-    if (L->interp_threads < 0 || L->ts_frame < 0 || L->frame_back < 0 || L->frame_code < 0) {
-        PyErr_SetString(PyExc_ValueError, "pylayout: a required offset is missing");
-        return -1;
-    }
-    return 1;
+    return tlist;
 }
 
-static PyObject *py_snapshot(PyObject *self, PyObject *args, PyObject *kw)
+/* Between attempts while a triggered snapshot holds the freeze: the GIL goes meanwhile. */
+static void busy_wait_gil(uint64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    Py_BEGIN_ALLOW_THREADS;
+    nanosleep(&ts, NULL);
+    Py_END_ALLOW_THREADS;
+}
+
+static const char *const JOB_STAGES[] = {"", "name", "open", "fork"};
+
+PyDoc_STRVAR(job_start_doc,
+             "job_start(*, options, data, dir_fd, name=None) -> dict\n\n"
+             "Start one core: options is the packed 'core' record, data its blob (note, the\n"
+             "compressor's argv); name the final file name (None: a new core_<stamp> name).\n"
+             "Freezes the threads, forks the snapshot child, releases the threads and returns\n"
+             "{job, pid, rfd, final, partial, freeze_ns, fork_ns, parked, timed_out, threads},\n"
+             "or {error: errno, stage: 'name'|'open'|'fork'} with nothing left behind. rfd is\n"
+             "the status pipe (gc_status records); pass job to job_end, which closes it.");
+
+static PyObject *py_job_start(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"core_fd", "dir_fd", "status_fd", "partial_name", "final_name",
-                             "note", "threads", "filter", "freeze_timeout", "freeze_signal",
-                             "signo", "code", "addr", "sender", "pipe_argv", "max_size",
-                             "pylayout", NULL};
-    int core_fd, dir_fd, status_fd, threads, freeze_signal;
-    const char *partial, *final;
-    const char *note = NULL;
-    Py_ssize_t note_len = 0;
-    unsigned int filter;
-    double freeze_timeout;
-    int signo = 0, code = 0, sender = 0;
-    unsigned long long addr = 0;
-    PyObject *pipe_argv = Py_None, *pylayout = Py_None;
-    unsigned long long max_size = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiyyz#pIdi|iiKiOKO", kwlist, &core_fd, &dir_fd,
-                                     &status_fd, &partial, &final, &note, &note_len, &threads,
-                                     &filter,
-                                     &freeze_timeout, &freeze_signal, &signo, &code, &addr,
-                                     &sender, &pipe_argv, &max_size, &pylayout))
+    static char *kwlist[] = {"options", "data", "dir_fd", "name", NULL};
+    const char *opt, *data, *name = NULL;
+    Py_ssize_t opt_len, data_len;
+    int dir_fd;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#i|z", kwlist, &opt, &opt_len, &data,
+                                     &data_len, &dir_fd, &name))
         return NULL;
-    struct gc_pylayout layout;
-    int have_layout = parse_pylayout(pylayout, &layout);
-    if (have_layout < 0) return NULL;
-    /* The filter's argv: pointers into the bytes objects, which the call keeps alive. */
-    char **argv = NULL;
-    if (pipe_argv != Py_None) {
-        if (!PyTuple_Check(pipe_argv) || PyTuple_Size(pipe_argv) < 1) {
-            PyErr_SetString(PyExc_TypeError, "pipe_argv must be a non-empty tuple of bytes");
-            return NULL;
-        }
-        Py_ssize_t n = PyTuple_Size(pipe_argv);
-        argv = calloc((size_t)n + 1, sizeof *argv);
-        if (!argv) return PyErr_NoMemory();
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *item = PyTuple_GetItem(pipe_argv, i);
-            if (!PyBytes_Check(item)) {
-                free(argv);
-                PyErr_SetString(PyExc_TypeError, "pipe_argv must be a non-empty tuple of bytes");
-                return NULL;
-            }
-            argv[i] = PyBytes_AsString(item);
-        }
+    const struct gc_core_options *o = record_arg(opt, opt_len, sizeof *o, "core options");
+    if (!o) return NULL;
+    struct gc_argv *argv = malloc(sizeof *argv);
+    if (!argv) return PyErr_NoMemory();
+    struct gc_job_spec spec;
+    if (gc_job_spec_init(&spec, argv, o, (const unsigned char *)data, (size_t)data_len) < 0) {
+        free(argv);
+        PyErr_SetString(PyExc_ValueError, "core options: another engine version, or a bad blob");
+        return NULL;
     }
-
-    struct gc_snapshot s;
-    memset(&s, 0, sizeof s);
-    s.core_fd = core_fd;
-    s.dir_fd = dir_fd;
-    s.status_fd = status_fd;
-    s.partial_name = partial;
-    s.final_name = final;
-    s.note = (const unsigned char *)note;
-    s.note_len = note ? (size_t)note_len : 0;
-    s.filter = filter;
-    s.want_threads = threads;
-    s.freeze_signal = freeze_signal;
-    s.freeze_timeout_ns = freeze_timeout <= 0 ? 0 : (uint64_t)(freeze_timeout * 1e9);
-    s.siginfo.signo = signo;
-    s.siginfo.code = code;
-    s.siginfo.addr = addr;
-    s.siginfo.sender_pid = sender;
-    s.pipe_argv = argv;
-    s.max_size = max_size;
-    s.pylayout = have_layout ? &layout : NULL;
-    gc_procinfo_fill(&s.proc);
-
-    pid_t pid = -1;
+    spec.busy_wait = busy_wait_gil;
+    struct gc_job j;
+    struct gc_cause cause = {0, NULL, NULL, 0, 0};
+    struct gc_snapshot_summary sum = {NULL, 0};
     /* The GIL stays held: snapshots from Python threads are serialised by it, and the caller's
      * Python state cannot change under the freeze. */
-    int rc = gc_snapshot_run(&s, &pid);
-    /* the child has its own copy of argv; clone returned after the copy was made */
-    free(argv);
+    int rc = gc_job_start(&j, &spec, dir_fd, name, &cause, &sum);
+    free(argv); /* the child has its own copy */
     if (rc < 0) {
-        errno = -rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        free(sum.threads);
+        return Py_BuildValue("{s:i,s:s}", "error", -rc, "stage", JOB_STAGES[j.failed_stage]);
     }
-    PyObject *tlist = PyList_New(0);
-    if (!tlist) return NULL;
-    for (uint32_t i = 0; i < s.nsummary; i++) {
-        PyObject *item = Py_BuildValue("(is)", s.summary[i].tid, state_name(s.summary[i].state));
-        if (!item || PyList_Append(tlist, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(tlist);
-            return NULL;
-        }
-        Py_DECREF(item);
+    PyObject *threads = thread_list(&sum);
+    free(sum.threads);
+    if (!threads) return NULL;
+    return Py_BuildValue("{s:y#,s:i,s:i,s:s,s:s,s:K,s:K,s:I,s:I,s:N}", "job", (const char *)&j,
+                         (Py_ssize_t)sizeof j, "pid", j.pid, "rfd", j.rfd, "final", j.final,
+                         "partial", j.partial, "freeze_ns", (unsigned long long)j.freeze_ns,
+                         "fork_ns", (unsigned long long)j.fork_ns, "parked", j.parked,
+                         "timed_out", j.timed_out, "threads", threads);
+}
+
+static int job_arg(const char *buf, Py_ssize_t len, struct gc_job *j)
+{
+    if (!record_arg(buf, len, sizeof *j, "job")) return -1;
+    memcpy(j, buf, sizeof *j);
+    return 0;
+}
+
+PyDoc_STRVAR(job_end_doc,
+             "job_end(job, published=False, block=True) -> int | None\n\n"
+             "Reap the job's snapshot child (waitpid __WALL, the GIL released), close its status\n"
+             "pipe and remove its partial file unless the core was published. Returns the wait\n"
+             "status, -1 if someone else reaped it, None while it runs (block=False).");
+
+static PyObject *py_job_end(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"job", "published", "block", NULL};
+    struct gc_job j;
+    const char *buf;
+    Py_ssize_t len;
+    int published = 0, block = 1, status = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#|pp", kwlist, &buf, &len, &published, &block) ||
+        job_arg(buf, len, &j) < 0)
+        return NULL;
+    if (!block && j.pid > 0) {
+        /* peek first: a running child keeps its pipe and partial file */
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_PID, (id_t)j.pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
+            info.si_pid == 0)
+            Py_RETURN_NONE;
     }
-    free(s.summary);
-    return Py_BuildValue("{s:i,s:K,s:K,s:I,s:I,s:N}", "pid", (int)pid, "freeze_ns",
-                         (unsigned long long)s.freeze_ns, "fork_ns", (unsigned long long)s.fork_ns,
-                         "parked", s.parked, "timed_out", s.timed_out, "threads", tlist);
+    Py_BEGIN_ALLOW_THREADS;
+    gc_job_end(&j, published, 1, &status);
+    Py_END_ALLOW_THREADS;
+    return PyLong_FromLong(status);
+}
+
+static PyObject *py_job_kill(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"job", NULL};
+    struct gc_job j;
+    const char *buf;
+    Py_ssize_t len;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#", kwlist, &buf, &len) || job_arg(buf, len, &j) < 0)
+        return NULL;
+    gc_job_kill(&j);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(min_core_size_doc,
+             "min_core_size(note_len, max_size) -> int\n\n"
+             "The smallest max_size a core of this process can have now, with note_len bytes of\n"
+             "GENCORE note: the snapshot child's own accounting of headers and notes.");
+
+static PyObject *py_min_core_size(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"note_len", "max_size", NULL};
+    unsigned long long note_len, max_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK", kwlist, &note_len, &max_size)) return NULL;
+    return PyLong_FromUnsignedLongLong(gc_min_core_size(note_len, max_size));
 }
 
 PyDoc_STRVAR(reap_doc, "reap(pid, block) -> int | None\n\n"
@@ -237,28 +310,6 @@ static PyObject *py_kernel_fork(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromLong(pid);
 }
 
-static int int_tuple(PyObject *seq, int *out, int *n)
-{
-    Py_ssize_t len = PySequence_Size(seq);
-    if (len < 0) return -1;
-    if (len > GC_TRIGGER_MAX_SIGNALS) {
-        PyErr_SetString(PyExc_ValueError, "too many signals");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *item = PySequence_GetItem(seq, i);
-        if (!item) return -1;
-        long v = PyLong_AsLong(item);
-        Py_DECREF(item);
-        if (v == -1 && PyErr_Occurred()) return -1;
-        out[i] = (int)v;
-    }
-    *n = (int)len;
-    return 0;
-}
-
-static uint64_t seconds_ns(double v) { return v <= 0 ? 0 : (uint64_t)(v * 1e9); }
-
 /* Called with the GIL, in a probe thread, when the helper thread has news for Python. */
 static PyObject *g_probe_callback;
 
@@ -293,98 +344,47 @@ static int start_probe(void)
 }
 
 PyDoc_STRVAR(trigger_install_doc,
-             "trigger_install(*, dir_fd, events_fd, notify_fd, signals, crash_signals, note,\n"
-             "                note_time_offset, crash_note, crash_note_time_offset, filter,\n"
-             "                freeze_signal, freeze_timeout, timeout, crash_timeout, max_cores,\n"
-             "                min_interval, min_free, tz_offset, helper_argv=None,\n"
-             "                altstack_signal=0, hang_timeout=0, heartbeat_timeout=0, rss_limit=0,\n"
-             "                rss_interval=0.5, watch_note=b'', watch_note_time_offset=-1,\n"
-             "                watch_note_reason_offset=-1, watch_note_detail_offset=-1,\n"
-             "                probe_callback=None, pipe_argv=None, max_size=0, pylayout=None)\n\n"
+             "trigger_install(*, config, data, probe_callback=None)\n\n"
              "Install the signal and crash handlers and start the helper thread (reaper and\n"
-             "watchdog). helper_argv is the NUL-separated command run after each signal dump,\n"
-             "with the core's name appended; pipe_argv (NUL-separated too) the compressor the\n"
-             "snapshot child writes through. probe_callback is called with the GIL from a\n"
-             "short-lived thread when finished cores wait in the notify pipe.");
+             "watchdog). config is the packed 'trigger' record (its 'core' part: how every\n"
+             "triggered core is taken), data its blob (notes, the compressor's and the helper's\n"
+             "commands). probe_callback is called with the GIL from a short-lived thread when\n"
+             "finished cores wait in the notify pipe.");
 
 static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"dir_fd", "events_fd", "notify_fd", "signals", "crash_signals",
-                             "note", "note_time_offset", "crash_note", "crash_note_time_offset",
-                             "filter", "freeze_signal", "freeze_timeout", "timeout",
-                             "crash_timeout", "max_cores", "min_interval", "min_free",
-                             "tz_offset", "helper_argv", "altstack_signal", "hang_timeout",
-                             "heartbeat_timeout", "rss_limit", "rss_interval", "watch_note",
-                             "watch_note_time_offset", "watch_note_reason_offset",
-                             "watch_note_detail_offset", "probe_callback", "pipe_argv",
-                             "max_size", "pylayout", NULL};
-    struct gc_trigger_config c;
-    memset(&c, 0, sizeof c);
-    PyObject *sigs, *crash, *callback = Py_None;
-    const char *note, *crash_note, *helper = NULL, *watch_note = NULL, *pipe = NULL;
-    Py_ssize_t note_len, crash_note_len, helper_len = 0, watch_note_len = 0, pipe_len = 0;
-    double freeze_timeout, timeout, crash_timeout, min_interval;
-    double hang = 0, heartbeat = 0, rss_interval = 0.5;
-    unsigned long long min_free, rss_limit = 0, max_size = 0;
-    PyObject *pylayout = Py_None;
-    long long tz;
-    c.watch_note_time_offset = c.watch_note_reason_offset = c.watch_note_detail_offset = -1;
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "iiiOOy#ly#lIidddIdKL|z#iddKdy#lllOz#KO", kwlist, &c.dir_fd, &c.events_fd,
-            &c.notify_fd, &sigs, &crash, &note, &note_len, &c.note_time_offset, &crash_note,
-            &crash_note_len, &c.crash_note_time_offset, &c.filter, &c.freeze_signal,
-            &freeze_timeout, &timeout, &crash_timeout, &c.max_cores, &min_interval, &min_free,
-            &tz, &helper, &helper_len, &c.altstack_signal, &hang, &heartbeat, &rss_limit,
-            &rss_interval, &watch_note, &watch_note_len, &c.watch_note_time_offset,
-            &c.watch_note_reason_offset, &c.watch_note_detail_offset, &callback, &pipe,
-            &pipe_len, &max_size, &pylayout))
+    static char *kwlist[] = {"config", "data", "probe_callback", NULL};
+    const char *cfg, *data;
+    Py_ssize_t cfg_len, data_len;
+    PyObject *callback = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|O", kwlist, &cfg, &cfg_len, &data,
+                                     &data_len, &callback))
         return NULL;
-    struct gc_pylayout layout;
-    int have_layout = parse_pylayout(pylayout, &layout);
-    if (have_layout < 0) return NULL;
-    c.max_size = max_size;
-    c.pylayout = have_layout ? &layout : NULL; /* copied by gc_trigger_install */
-    if (int_tuple(sigs, c.signals, &c.nsignals) < 0 ||
-        int_tuple(crash, c.crash_signals, &c.ncrash) < 0)
-        return NULL;
+    const struct gc_trigger_config *c = record_arg(cfg, cfg_len, sizeof *c, "trigger");
+    if (!c) return NULL;
     if (callback != Py_None && !PyCallable_Check(callback)) {
         PyErr_SetString(PyExc_TypeError, "probe_callback must be callable");
         return NULL;
     }
-    c.pid = getpid();
-    c.note = (unsigned char *)note; /* copied by gc_trigger_install */
-    c.note_len = (size_t)note_len;
-    c.crash_note = (unsigned char *)crash_note;
-    c.crash_note_len = (size_t)crash_note_len;
-    c.watch_note = (unsigned char *)watch_note;
-    c.watch_note_len = watch_note ? (size_t)watch_note_len : 0;
-    c.helper_argv = helper;
-    c.helper_argv_len = helper ? (size_t)helper_len : 0;
-    c.pipe_argv = pipe;
-    c.pipe_argv_len = pipe ? (size_t)pipe_len : 0;
-    c.freeze_timeout_ns = seconds_ns(freeze_timeout);
-    c.timeout_ns = seconds_ns(timeout);
-    c.crash_timeout_ns = seconds_ns(crash_timeout);
-    c.min_interval_ns = seconds_ns(min_interval);
-    c.min_free_bytes = min_free;
-    c.tz_offset = tz;
-    c.hang_timeout_ns = seconds_ns(hang);
-    c.heartbeat_timeout_ns = seconds_ns(heartbeat);
-    c.rss_limit_bytes = rss_limit;
-    c.rss_interval_ns = seconds_ns(rss_interval);
-    c.start_probe = start_probe;
     if (callback != Py_None) {
         /* never released: a probe thread started earlier may still be about to call it */
         Py_INCREF(callback);
         g_probe_callback = callback;
     }
-    int r = gc_trigger_install(&c); /* copies the notes and the helper command */
+    int r = gc_trigger_install(c, (const unsigned char *)data, (size_t)data_len, start_probe);
     if (r < 0) {
         errno = -r;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *py_altstack_adopt(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_altstack_adopt());
 }
 
 static PyObject *py_trigger_quiesce(PyObject *self, PyObject *noargs)
@@ -430,10 +430,19 @@ static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
+    int32_t pids[64];
+    int n;
     Py_BEGIN_ALLOW_THREADS;
-    gc_trigger_uninstall(); /* waits for a dump in flight */
+    gc_trigger_uninstall(); /* waits for a core in flight */
+    n = gc_trigger_leftover_helpers(pids, 64);
     Py_END_ALLOW_THREADS;
-    Py_RETURN_NONE;
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < n; i++) {
+        PyObject *pid = PyLong_FromLong(pids[i]);
+        if (!pid || PyList_Append(out, pid) < 0) Py_CLEAR(out);
+        Py_XDECREF(pid);
+    }
+    return out;
 }
 
 static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
@@ -524,7 +533,8 @@ static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
-     "Restore the handlers; waits for a dump in flight; stops the reaper."},
+     "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"
+     "pids of helper processes still running, for the caller to reap."},
     {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
     {"trigger_claim", py_trigger_claim, METH_NOARGS,
      "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval,\n"
@@ -533,6 +543,9 @@ static PyMethodDef methods[] = {
      "Forget the parent's trigger state in a forked child."},
     {"trigger_set_tz", KW(py_trigger_set_tz),
      "Set the UTC offset (seconds east) used in signal-triggered core names."},
+    {"altstack_adopt", py_altstack_adopt, METH_NOARGS,
+     "altstack_adopt() -> int: the calling thread gets the crash handler's alternate stack\n"
+     "now (0), or -errno (-ENOENT: no crash trigger installed)."},
     {"trigger_quiesce", py_trigger_quiesce, METH_NOARGS,
      "Interpreter exit: the helper thread starts no more probe threads."},
     {"watch_heartbeat", py_watch_heartbeat, METH_NOARGS,
@@ -544,7 +557,10 @@ static PyMethodDef methods[] = {
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
-    {"snapshot", KW(py_snapshot), snapshot_doc},
+    {"job_start", KW(py_job_start), job_start_doc},
+    {"job_end", KW(py_job_end), job_end_doc},
+    {"job_kill", KW(py_job_kill), "job_kill(job): SIGKILL the job's snapshot child."},
+    {"min_core_size", KW(py_min_core_size), min_core_size_doc},
     {"reap", KW(py_reap), reap_doc},
     {"dumpable", py_dumpable, METH_NOARGS, dumpable_doc},
     {NULL, NULL, 0, NULL},
@@ -560,16 +576,17 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     gc_regs_init();
-    if (PyModule_AddIntConstant(m, "STATUS_SIZE", (long)sizeof(struct gc_status)) < 0 ||
+    if (PyModule_AddIntConstant(m, "ABI_VERSION", GC_ABI_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_REASON_CAP", (long)GC_WATCH_REASON_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_DETAIL_CAP", (long)GC_WATCH_DETAIL_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_LOOPS", (long)GC_WATCH_LOOPS) < 0 ||
-        PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0 ||
-        PyModule_AddIntConstant(m, "DEFAULT_FREEZE_SIGNAL", (long)(SIGRTMAX - 3)) < 0 ||
-        PyModule_AddIntConstant(m, "SIGRTMIN", (long)SIGRTMIN) < 0 ||
-        PyModule_AddIntConstant(m, "SIGRTMAX", (long)SIGRTMAX) < 0 ||
-        PyModule_AddIntConstant(m, "TRIGGER_RESULT_SIZE",
-                                (long)sizeof(struct gc_trigger_result)) < 0) {
+        PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *lay = layouts();
+    if (!lay || PyModule_AddObject(m, "LAYOUTS", lay) < 0) { /* steals lay on success */
+        Py_XDECREF(lay);
         Py_DECREF(m);
         return NULL;
     }

@@ -149,13 +149,12 @@ int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
     gc_freeze_release(s);
     gc_freeze_finish(s);
     /* Threads run again: allocating is safe from here on, except in a signal handler. */
-    s->summary = s->in_signal ? NULL : malloc(sizeof *s->summary * s->nthreads);
-    if (s->summary) {
-        for (uint32_t i = 0; i < s->nthreads; i++) {
-            s->summary[s->nsummary].tid = s->threads[i].tid;
-            s->summary[s->nsummary].state = s->threads[i].state;
-            s->nsummary++;
-        }
+    struct gc_snapshot_summary *sum = &s->summary;
+    sum->threads = s->in_signal ? NULL : malloc(sizeof *sum->threads * s->nthreads);
+    for (uint32_t i = 0; sum->threads && i < s->nthreads; i++) {
+        sum->threads[sum->n].tid = s->threads[i].tid;
+        sum->threads[sum->n].state = s->threads[i].state;
+        sum->n++;
     }
     gc_snapshot_cleanup(s);
     return rc;

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "gc_config.h"
+
 #if defined(__x86_64__)
 #define GC_NREGS 27 /* user_regs_struct */
 #define GC_REG_SP 19  /* rsp */
@@ -27,31 +29,6 @@
 #else
 #error "the native snapshot engine supports x86_64 and aarch64 Linux"
 #endif
-
-/* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
- * process (gencore/_caplayout.py) so that a capped core's child can walk its own copy of
- * memory: thread states from the interpreter, frames from each thread state, code objects
- * and their names from each frame. Offsets are in bytes; -1 means absent. */
-struct gc_pylayout {
-    uint64_t runtime, runtime_size; /* _PyRuntime */
-    uint64_t objects[4]; /* objects readers check the interpreter by (builtins, sys dicts) */
-    uint64_t r_debug;    /* the dynamic loader's struct r_debug: the link_map list */
-    uint64_t interp;      /* the main PyInterpreterState */
-    uint64_t code_type;   /* &PyCode_Type: a frame's code pointer must point to a code */
-    uint64_t code_mask;   /* clears the tag bits of a frame's code reference */
-    uint32_t interp_keep; /* bytes kept from interp */
-    int32_t interp_threads;
-    int32_t ts_next, ts_interp;
-    uint32_t ts_keep;
-    int32_t ts_frame;       /* the thread's current frame, or its cframe (3.11, 3.12) */
-    int32_t cframe_current; /* in the cframe: the current frame; -1 without cframes */
-    int32_t frame_back, frame_code;
-    uint32_t frame_keep; /* bytes kept from each frame (frame objects: + 8 per ob_size) */
-    int32_t frame_var;   /* frames are variable-size objects (3.9, 3.10) */
-    uint32_t code_basicsize, code_itemsize;
-    int32_t code_fields[6]; /* name, qualname, filename, linetable/lnotab, code, varnames */
-    uint32_t tuple_items;   /* where a tuple's items start (varnames is a tuple of str) */
-};
 
 enum gc_thread_state {
     GC_T_EMPTY = 0,
@@ -89,37 +66,25 @@ struct gc_siginfo {
     uint64_t addr;
 };
 
-/* Status records sent by the child on the status pipe (48 bytes, atomic pipe writes). */
-#define GC_STATUS_MAGIC 0x47435354u
-enum gc_status_kind { GC_ST_PROGRESS = 1, GC_ST_DONE = 2, GC_ST_ERROR = 3 };
-enum gc_stage {
-    GC_STAGE_SETUP = 1,
-    GC_STAGE_MAPS = 2,
-    GC_STAGE_NOTES = 3,
-    GC_STAGE_MEMORY = 4,
-    GC_STAGE_PUBLISH = 5,
+/* How each thread was captured (enum gc_thread_state), for the caller's report. */
+struct gc_thread_summary {
+    int32_t tid, state;
 };
-struct gc_status {
-    uint32_t magic;
-    uint32_t kind;
-    int32_t err;   /* positive errno for GC_ST_ERROR */
-    uint32_t stage;
-    uint64_t written; /* bytes of memory written so far */
-    uint64_t total;   /* bytes of memory to write (upper bound, holes included) */
-    uint64_t file_size;
-    uint64_t nsegments;
+struct gc_snapshot_summary {
+    struct gc_thread_summary *threads;
+    uint32_t n;
 };
 
+/* One snapshot: filled by gc_job_start (gc_job.c) only, from the core's options and its
+ * cause, then read by the freeze, the fork and the snapshot child. */
 struct gc_snapshot {
     /* configuration */
     int core_fd, dir_fd, status_fd;
     const char *partial_name, *final_name;
+    const struct gc_core_options *o; /* the core's options (filter, freeze signal and
+                                        timeout, max_size...), as Python sent them */
     const unsigned char *note; /* GENCORE JSON, may be NULL */
     size_t note_len;
-    uint32_t filter;
-    int want_threads;
-    int freeze_signal;
-    uint64_t freeze_timeout_ns;
     struct gc_siginfo siginfo; /* signo 0: generated on demand */
     struct gc_procinfo proc;
     const void *caller_uc; /* set in a signal handler: the caller's registers are the
@@ -127,8 +92,11 @@ struct gc_snapshot {
     int in_signal;         /* no malloc afterwards (no per-thread summary) */
     int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
                               caller's; 0: the caller (the watchdog points at the stalled one) */
-    uint64_t max_size; /* 0, or the largest core to write: what analysis needs first */
     const struct gc_pylayout *pylayout; /* NULL: no Python walk for a capped core */
+    const char *kinds; /* gencore's file suffixes, NUL-separated: the budget's (o->max_total) */
+    size_t kinds_len;
+    int events_fd;     /* the triggers' events file, or -1: the budget's removals go there */
+    const char *cgroup; /* the memory cgroup's directory (o->cgroup_version), or NULL */
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core
                                into the pipe in file order, holes as zeros */
@@ -143,11 +111,9 @@ struct gc_snapshot {
     uint64_t fork_ns;
     uint32_t parked, timed_out;
 
-    /* per-thread outcome, malloc'ed after the release (the slots are unmapped) */
-    struct gc_thread_summary {
-        int32_t tid, state;
-    } *summary;
-    uint32_t nsummary;
+    /* per-thread outcome, malloc'ed after the release (the slots are unmapped); NULL in a
+     * signal handler */
+    struct gc_snapshot_summary summary;
 
     /* child resources prepared by the parent */
     void *child_stack;
@@ -187,6 +153,11 @@ uint32_t gc_tls_note_size(void);  /* NT_ARM_TLS: 16 bytes (tpidr, tpidr2) since 
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid);
 void gc_procinfo_fill(struct gc_procinfo *p); /* async-signal-safe */
 void gc_snapshot_cleanup(struct gc_snapshot *s);
+
+/* gc_notes.c: the smallest max_size a core of this process can have now (its headers and
+ * notes, with note_len bytes of GENCORE JSON), counted as the snapshot child counts them,
+ * with room for a few more threads and mappings by the time it runs. */
+uint64_t gc_min_core_size(uint64_t note_len, uint64_t max_size);
 
 /* gc_writer.c: runs in the child, never returns */
 void gc_child_main(struct gc_snapshot *s) __attribute__((noreturn));

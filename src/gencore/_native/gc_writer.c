@@ -4,6 +4,8 @@
  * from an arena mmapped here; the child runs on a stack the parent mapped before the freeze.
  * Layout and notes follow Linux's fs/binfmt_elf.c: PT_NOTE first, one PT_LOAD per VMA in
  * address order (p_filesz 0 where nothing is dumped), data page-aligned after the notes.
+ * This file: setup, the mappings and what each contributes, the layout, publishing; the
+ * notes are gc_notes.c's, the output gc_output.c's.
  */
 #define _GNU_SOURCE
 #include <elf.h>
@@ -12,120 +14,16 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
-#include "gc_budget.h"
-#include "gc_procfs.h"
-#include "gc_snapshot.h"
+#include "gc_cgroup.h"
+#include "gc_child.h"
+#include "gc_room.h"
 #include "gc_sys.h"
-
-#define ARENA_SIZE (1ull << 30) /* virtual; only what is used gets touched */
-#define BOUNCE_SIZE (1u << 20)
-#define WRITE_CHUNK (8u << 20)
-#define PROGRESS_EVERY (64ull << 20)
-#define ZEROS_SIZE (1u << 20)
-#define HELPER_STACK (64u << 10)
-#define PIPE_SIZE (1u << 20)
-
-extern char **environ;
-
-#define NT_X86_XSTATE 0x202
-#define NT_X86_XSAVE_LAYOUT 0x205
-#define NT_ARM_TLS 0x401
-#define NT_ARM_SYSTEM_CALL 0x404
-#define NT_ARM_PAC_MASK 0x406
-#define NT_ARM_TAGGED_ADDR_CTRL 0x409
-#define NT_ARM_PAC_ENABLED_KEYS 0x40a
-#define NT_GENCORE_JSON 0x47430001u
-#define NT_GENCORE_CAPTURE 0x47430002u
 
 #ifndef MADV_DONTDUMP
 #define MADV_DONTDUMP 16
 #endif
-
-/* One PT_LOAD: a whole VMA, or under max_size a piece of one (kept data, then the rest of
- * the piece not in the file). A piece of anonymous memory under max_size covers its kept
- * data only (ph_memsz = filesz; no program header when it keeps nothing): readers that
- * do not check p_filesz (py-spy) then fail to read an omitted address instead of reading
- * the bytes that follow in the file, or past its end. */
-struct piece {
-    uint64_t start, filesz, memsz, file_off;
-    long vma;
-    uint64_t ph_memsz; /* the PT_LOAD's p_memsz; 0: no PT_LOAD */
-};
-
-/* Under max_size: what the capture note can say about omitted ranges at most. */
-#define BUDGET_NOTE_MAX (256u << 10)
-
-struct child {
-    struct gc_snapshot *s;
-    struct gc_arena arena;
-    char *smaps;
-    struct gc_vma *vmas;
-    long nvma;
-    unsigned char *bounce;
-    struct gc_runs runs; /* present pages, with its own scratch buffer */
-    int mem_fd;
-    uint64_t page;
-    uint64_t written, total, next_progress;
-    uint64_t nseg;      /* program headers, PT_NOTE included */
-    uint64_t data_end;  /* end of the last segment's data */
-    uint64_t file_size; /* data_end plus the PN_XNUM section header, if any */
-    uint32_t stage;
-    /* Stream mode (s->pipe_argv): everything goes in file order into out_fd, a pipe to the
-     * filter program (pid helper); pos is how much has been written, holes included. */
-    int stream, out_fd, pipe_r;
-    long helper;
-    uint64_t pos;
-    const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
-    struct piece *pieces;
-    long npieces;
-    uint32_t lead; /* the thread whose notes come first */
-#if defined(__aarch64__)
-    /* process-wide in practice, read by the child (it inherits the forking thread's) */
-    uint64_t pac_mask;
-    long pac_keys, tagged_addr; /* -1: not supported */
-#endif
-    int capped;    /* max_size left something out */
-    struct gc_budget budget;
-    uint64_t need; /* under max_size: the least a core of this process takes */
-    uint64_t budget_note; /* under max_size: bytes for the budget in the capture note */
-};
-
-/* ------------------------------------------------------------------ status */
-
-static void send_result(struct child *c, uint32_t kind, int err, uint64_t file_size, uint64_t nseg)
-{
-    struct gc_status st;
-    gc_memzero(&st, sizeof st);
-    st.magic = GC_STATUS_MAGIC;
-    st.kind = kind;
-    st.err = err;
-    st.stage = c->stage;
-    st.written = c->written;
-    st.total = c->total;
-    st.file_size = file_size;
-    st.nsegments = nseg;
-    gc_write(c->s->status_fd, &st, sizeof st);
-}
-
-static void send_status(struct child *c, uint32_t kind, int err) { send_result(c, kind, err, 0, 0); }
-
-static long stream_end(struct child *c, int abandon);
-
-static __attribute__((noreturn)) void fail(struct child *c, long err)
-{
-    if (c->stream) {
-        /* a broken pipe means the filter failed first: its exit status says why */
-        long e = stream_end(c, err != -EPIPE);
-        if (err == -EPIPE && e < 0) err = e;
-    }
-    send_result(c, GC_ST_ERROR, (int)-err, c->need, 0); /* need: max_size was too small */
-    gc_sys3(SYS_unlinkat, c->s->dir_fd, c->s->partial_name, 0);
-    gc_sys1(SYS_exit_group, 1);
-    __builtin_unreachable();
-}
-
-/* ------------------------------------------------------------------ setup */
 
 static void reset_signals(void)
 {
@@ -146,25 +44,28 @@ static void reset_signals(void)
         gc_sys4(SYS_rt_sigaction, sigs[i], &dfl, 0, 8);
 }
 
+#define KEEP_FDS 4
+
 struct keep_set {
-    int fds[4];
+    int fds[KEEP_FDS + 1];
 };
 
 static int close_unless_kept(long fd, void *arg)
 {
     const struct keep_set *ks = arg;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < KEEP_FDS + 1; i++)
         if (ks->fds[i] == fd) return 0;
     gc_close((int)fd);
     return 0;
 }
 
+/* Close every descriptor but the core's, the directory's, the status pipe and the events
+ * file: the application's pipes, sockets and locks must not live on in the child. */
 static void close_inherited(struct gc_snapshot *s)
 {
-    int keep[3] = {s->core_fd, s->dir_fd, s->status_fd};
-    /* sort the three */
-    for (int i = 0; i < 3; i++)
-        for (int j = i + 1; j < 3; j++)
+    int keep[KEEP_FDS] = {s->core_fd, s->dir_fd, s->status_fd, s->events_fd};
+    for (int i = 0; i < KEEP_FDS; i++) /* sort; -1 (none) first */
+        for (int j = i + 1; j < KEEP_FDS; j++)
             if (keep[j] < keep[i]) {
                 int t = keep[i];
                 keep[i] = keep[j];
@@ -172,7 +73,8 @@ static void close_inherited(struct gc_snapshot *s)
             }
     unsigned lo = 0;
     int ok = 1;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < KEEP_FDS; i++) {
+        if (keep[i] < 0) continue;
         if ((unsigned)keep[i] > lo && gc_sys3(SYS_close_range, lo, keep[i] - 1, 0) < 0) ok = 0;
         lo = (unsigned)keep[i] + 1;
     }
@@ -181,348 +83,10 @@ static void close_inherited(struct gc_snapshot *s)
     /* close_range missing (Linux < 5.9): close what /proc/self/fd lists. */
     long dfd = gc_open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return;
-    struct keep_set ks = {{keep[0], keep[1], keep[2], (int)dfd}};
+    struct keep_set ks = {{keep[0], keep[1], keep[2], keep[3], (int)dfd}};
     gc_dir_numbers((int)dfd, close_unless_kept, &ks);
     gc_close((int)dfd);
 }
-
-/* ------------------------------------------------------------------ notes */
-
-struct notebuf {
-    unsigned char *p;
-    size_t len, cap;
-};
-
-static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint32_t descsz)
-{
-    uint32_t namesz = (uint32_t)gc_strlen(name) + 1;
-    size_t need = 12 + ((namesz + 3) & ~3u) + ((descsz + 3) & ~3u);
-    if (nb->len + need > nb->cap) return NULL;
-    unsigned char *h = nb->p + nb->len;
-    gc_memzero(h, need);
-    ((uint32_t *)h)[0] = namesz;
-    ((uint32_t *)h)[1] = descsz;
-    ((uint32_t *)h)[2] = type;
-    gc_memcopy(h + 12, name, namesz);
-    nb->len += need;
-    return h + 12 + ((namesz + 3) & ~3u);
-}
-
-static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t,
-                        int first)
-{
-    unsigned char *d = note_add(nb, "CORE", NT_PRSTATUS, GC_PRSTATUS_SIZE);
-    if (!d) return -ENOMEM;
-    const struct gc_snapshot *s = c->s;
-    if (first) {
-        *(int32_t *)(d + 0) = s->siginfo.signo;
-        *(int32_t *)(d + 4) = s->siginfo.code;
-        *(int32_t *)(d + 8) = s->siginfo.err;
-        *(int16_t *)(d + 12) = (int16_t)s->siginfo.signo;
-    }
-    *(uint64_t *)(d + 24) = t->sigmask;
-    *(int32_t *)(d + 32) = t->tid;
-    *(int32_t *)(d + 36) = s->proc.ppid;
-    *(int32_t *)(d + 40) = s->proc.pgrp;
-    *(int32_t *)(d + 44) = s->proc.sid;
-    gc_memcopy(d + 112, t->regs, sizeof t->regs);
-    *(int32_t *)(d + GC_PRSTATUS_SIZE - 8) = t->fp_len ? 1 : 0; /* pr_fpvalid */
-    return 0;
-}
-
-#if defined(__x86_64__)
-static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t)
-{
-    if (!t->fp_len) return 0;
-    unsigned char *d = note_add(nb, "CORE", NT_PRFPREG, 512);
-    if (!d) return -ENOMEM;
-    gc_memcopy(d, t->fp, t->fp_len < 464 ? t->fp_len : 464);
-    /* bytes 464..511 stay zero, as the kernel writes them */
-    uint32_t size = gc_xstate_size();
-    if (size <= 512) return 0;
-    d = note_add(nb, "LINUX", NT_X86_XSTATE, size);
-    if (!d) return -ENOMEM;
-    gc_memcopy(d, t->fp, t->fp_len < size ? t->fp_len : size);
-    gc_memzero(d + 464, 48);
-    *(uint64_t *)(d + 464) = gc_xcr0();
-    (void)c;
-    return 0;
-}
-#else
-/* What the arm64 kernel writes after a thread's NT_PRSTATUS, in its order (regsets of
- * arch/arm64/kernel/ptrace.c): FP/SIMD, TLS, the system call, pointer authentication, the
- * tagged-address mode. Not written: the hardware breakpoint and watchpoint slots (debugger
- * state, not the program's), SVE/SME state beyond the 128-bit V registers, and the PAC keys. */
-static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t)
-{
-    unsigned char *d;
-    if (t->fp_len) {
-        if (!(d = note_add(nb, "CORE", NT_PRFPREG, 528))) return -ENOMEM;
-        gc_memcopy(d, t->fp, 528);
-    }
-    uint32_t tls_size = gc_tls_note_size();
-    if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, tls_size))) return -ENOMEM;
-    ((uint64_t *)d)[0] = t->tls;
-    if (tls_size >= 16) ((uint64_t *)d)[1] = t->tls2;
-    if (!(d = note_add(nb, "LINUX", NT_ARM_SYSTEM_CALL, 4))) return -ENOMEM;
-    *(int32_t *)d = -1; /* stopped in user space, not in a system call */
-    if (c->pac_mask) {
-        if (!(d = note_add(nb, "LINUX", NT_ARM_PAC_MASK, 16))) return -ENOMEM;
-        ((uint64_t *)d)[0] = c->pac_mask; /* data */
-        ((uint64_t *)d)[1] = c->pac_mask; /* instructions */
-        if (c->pac_keys >= 0) {
-            if (!(d = note_add(nb, "LINUX", NT_ARM_PAC_ENABLED_KEYS, 8))) return -ENOMEM;
-            *(uint64_t *)d = (uint64_t)c->pac_keys;
-        }
-    }
-    if (c->tagged_addr >= 0) {
-        if (!(d = note_add(nb, "LINUX", NT_ARM_TAGGED_ADDR_CTRL, 8))) return -ENOMEM;
-        *(uint64_t *)d = (uint64_t)c->tagged_addr;
-    }
-    return 0;
-}
-#endif
-
-static int add_prpsinfo(struct child *c, struct notebuf *nb)
-{
-    unsigned char *d = note_add(nb, "CORE", NT_PRPSINFO, 136);
-    if (!d) return -ENOMEM;
-    const struct gc_procinfo *p = &c->s->proc;
-    d[0] = 0;   /* state: running */
-    d[1] = 'R'; /* sname */
-    *(uint32_t *)(d + 16) = p->uid;
-    *(uint32_t *)(d + 20) = p->gid;
-    *(int32_t *)(d + 24) = p->pid;
-    *(int32_t *)(d + 28) = p->ppid;
-    *(int32_t *)(d + 32) = p->pgrp;
-    *(int32_t *)(d + 36) = p->sid;
-    gc_memcopy(d + 40, p->comm, 15);
-    char *args = (char *)d + 56;
-    long n = gc_read_small("/proc/self/cmdline", args, 80); /* psargs: 79 bytes and a NUL */
-    for (long i = 0; i < n; i++)
-        if (args[i] == 0) args[i] = ' ';
-    while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
-    return 0;
-}
-
-static int add_siginfo(struct child *c, struct notebuf *nb)
-{
-    unsigned char *d = note_add(nb, "CORE", NT_SIGINFO, 128);
-    if (!d) return -ENOMEM;
-    const struct gc_siginfo *si = &c->s->siginfo;
-    *(int32_t *)(d + 0) = si->signo;
-    *(int32_t *)(d + 4) = si->err;
-    *(int32_t *)(d + 8) = si->code;
-    if (si->signo == SIGSEGV || si->signo == SIGBUS || si->signo == SIGILL || si->signo == SIGFPE)
-        *(uint64_t *)(d + 16) = si->addr;
-    else if (si->sender_pid)
-        *(int32_t *)(d + 16) = si->sender_pid;
-    return 0;
-}
-
-static int add_auxv(struct child *c, struct notebuf *nb)
-{
-    char *auxv;
-    long n = gc_read_file(&c->arena, "/proc/self/auxv", &auxv);
-    if (n < 0) return (int)n;
-    unsigned char *d = note_add(nb, "CORE", NT_AUXV, (uint32_t)n);
-    if (!d) return -ENOMEM;
-    gc_memcopy(d, auxv, (size_t)n);
-    return 0;
-}
-
-static int is_file_vma(const struct child *c, const struct gc_vma *v)
-{
-    return v->path_off != UINT32_MAX && c->smaps[v->path_off] == '/' && !v->hidden;
-}
-
-static int add_file(struct child *c, struct notebuf *nb)
-{
-    uint64_t count = 0, strings = 0;
-    for (long i = 0; i < c->nvma; i++) {
-        if (!is_file_vma(c, &c->vmas[i])) continue;
-        count++;
-        strings += c->vmas[i].path_len + 1;
-    }
-    uint64_t size = 16 + count * 24 + strings;
-    if (size > (16u << 20)) return 0; /* the kernel drops oversized NT_FILE notes too */
-    unsigned char *d = note_add(nb, "CORE", NT_FILE, (uint32_t)size);
-    if (!d) return -ENOMEM;
-    uint64_t *w = (uint64_t *)d;
-    w[0] = count;
-    w[1] = c->page;
-    uint64_t k = 0;
-    char *str = (char *)d + 16 + count * 24;
-    for (long i = 0; i < c->nvma; i++) {
-        const struct gc_vma *v = &c->vmas[i];
-        if (!is_file_vma(c, v)) continue;
-        w[2 + k * 3] = v->start;
-        w[3 + k * 3] = v->end;
-        w[4 + k * 3] = v->pgoff / c->page;
-        k++;
-        gc_memcopy(str, c->smaps + v->path_off, v->path_len);
-        str[v->path_len] = 0;
-        str += v->path_len + 1;
-    }
-    return 0;
-}
-
-#if defined(__x86_64__)
-static int add_xsave_layout(struct notebuf *nb)
-{
-    uint64_t xcr0 = gc_xcr0();
-    uint32_t n = 0;
-    for (int i = 2; i < 64; i++)
-        if (xcr0 & (1ull << i)) n++;
-    if (!n || gc_xstate_size() <= 512) return 0;
-    uint32_t *d = note_add(nb, "LINUX", NT_X86_XSAVE_LAYOUT, n * 16);
-    if (!d) return -ENOMEM;
-    for (int i = 2, k = 0; i < 64; i++) {
-        if (!(xcr0 & (1ull << i))) continue;
-        unsigned a, b, cc, dd;
-        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(cc), "=d"(dd) : "a"(0xd), "c"(i));
-        d[k * 4 + 0] = (uint32_t)i;
-        d[k * 4 + 1] = a;
-        d[k * 4 + 2] = b;
-        d[k * 4 + 3] = 0;
-        k++;
-    }
-    return 0;
-}
-#else
-static int add_xsave_layout(struct notebuf *nb)
-{
-    (void)nb;
-    return 0;
-}
-#endif
-
-static int add_gencore_json(struct child *c, struct notebuf *nb)
-{
-    const struct gc_snapshot *s = c->s;
-    if (s->note && s->note_len) {
-        unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_JSON, (uint32_t)s->note_len);
-        if (!d) return -ENOMEM;
-        gc_memcopy(d, s->note, s->note_len);
-    }
-    return 0;
-}
-
-static const char *const category_names[GC_CAT_N] = {"stacks", "python", "elf_headers", "data",
-                                                     "other"};
-
-/* Under max_size, the capture note's "budget": what was kept by category, what was left out
- * and where (ranges of omitted data, as many as fit in cap bytes). */
-static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
-{
-    const struct gc_budget *b = &c->budget;
-    uint64_t kept = 0;
-    gc_fmt_str(j, cap, pos, ", \"budget\": {\"max_size\": ");
-    gc_fmt_u64(j, cap, pos, c->s->max_size);
-    gc_fmt_str(j, cap, pos, ", \"kept\": {");
-    for (int k = 0; k < GC_CAT_N; k++) {
-        gc_fmt_str(j, cap, pos, k ? ", \"" : "\"");
-        gc_fmt_str(j, cap, pos, category_names[k]);
-        gc_fmt_str(j, cap, pos, "\": ");
-        gc_fmt_u64(j, cap, pos, b->kept[k]);
-        kept += b->kept[k];
-    }
-    gc_fmt_str(j, cap, pos, "}, \"dumpable\": ");
-    gc_fmt_u64(j, cap, pos, b->dumpable);
-    gc_fmt_str(j, cap, pos, ", \"omitted\": ");
-    gc_fmt_u64(j, cap, pos, b->dumpable > kept ? b->dumpable - kept : 0);
-    gc_fmt_str(j, cap, pos, ", \"python_threads\": ");
-    gc_fmt_u64(j, cap, pos, b->threads);
-    gc_fmt_str(j, cap, pos, ", \"python_frames\": ");
-    gc_fmt_u64(j, cap, pos, b->frames);
-    gc_fmt_str(j, cap, pos, ", \"omitted_ranges\": [");
-    uint64_t listed = 0, more = 0;
-    for (long i = 0; i < c->npieces; i++) {
-        const struct piece *p = &c->pieces[i];
-        const struct gc_vma *v = &c->vmas[p->vma];
-        uint64_t from = p->start + p->filesz, to = p->start + p->memsz;
-        if (to > v->start + v->dump) to = v->start + v->dump; /* not dumped anyway */
-        if (from >= to) continue;
-        if (*pos + 64 > cap - 64) {
-            more++;
-            continue;
-        }
-        gc_fmt_str(j, cap, pos, listed++ ? ", [" : "[");
-        gc_fmt_u64(j, cap, pos, from);
-        gc_fmt_str(j, cap, pos, ", ");
-        gc_fmt_u64(j, cap, pos, to);
-        gc_fmt_str(j, cap, pos, "]");
-    }
-    gc_fmt_str(j, cap, pos, "], \"omitted_ranges_unlisted\": ");
-    gc_fmt_u64(j, cap, pos, more);
-    gc_fmt_str(j, cap, pos, "}");
-}
-
-/* The capture note (JSON): only the child knows the final thread list. */
-static int add_capture(struct child *c, struct notebuf *nb)
-{
-    const struct gc_snapshot *s = c->s;
-    size_t cap = 256 + (size_t)s->nthreads * 48 + (c->capped ? c->budget_note + 1024 : 0);
-    char *j = gc_arena_alloc(&c->arena, cap);
-    if (!j) return -ENOMEM;
-    size_t pos = 0;
-    gc_fmt_str(j, cap, &pos, "{\"threads\": [");
-    int first = 1;
-    for (uint32_t i = 0; i < s->nthreads; i++) {
-        const struct gc_thread *t = &s->threads[i];
-        if (t->state == GC_T_GONE || t->state == GC_T_EMPTY || t->state == GC_T_SIGNALED) continue;
-        if (!first) gc_fmt_str(j, cap, &pos, ", ");
-        first = 0;
-        gc_fmt_str(j, cap, &pos, "{\"tid\": ");
-        gc_fmt_u64(j, cap, &pos, (uint64_t)t->tid);
-        gc_fmt_str(j, cap, &pos,
-                   t->state == GC_T_CALLER   ? ", \"state\": \"caller\"}"
-                   : t->state == GC_T_PARKED ? ", \"state\": \"parked\"}"
-                                             : ", \"state\": \"incomplete\"}");
-    }
-    gc_fmt_str(j, cap, &pos, "], \"freeze_ns\": ");
-    gc_fmt_u64(j, cap, &pos, s->freeze_ns);
-    gc_fmt_str(j, cap, &pos, ", \"filter\": ");
-    gc_fmt_u64(j, cap, &pos, s->filter);
-    if (c->capped) format_budget(c, j, cap - 2, &pos);
-    gc_fmt_str(j, cap, &pos, "}");
-    unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);
-    if (!d) return -ENOMEM;
-    gc_memcopy(d, j, pos);
-    return 0;
-}
-
-/* Every note but the capture note (added by add_capture, last). */
-static int build_notes(struct child *c, struct notebuf *nb)
-{
-    const struct gc_snapshot *s = c->s;
-    int rc;
-    /* The caller first (or the thread the watchdog names): gdb selects it, pystack/py-spy
-     * read process-wide notes after it. */
-    uint32_t lead = 0;
-    for (uint32_t i = 1; s->first_tid && i < s->nthreads; i++)
-        if (s->threads[i].tid == s->first_tid &&
-            (s->threads[i].state == GC_T_PARKED || s->threads[i].state == GC_T_TIMEOUT))
-            lead = i;
-    c->lead = lead;
-    if ((rc = add_prstatus(c, nb, &s->threads[lead], 1))) return rc;
-    if ((rc = add_prpsinfo(c, nb))) return rc;
-    if ((rc = add_siginfo(c, nb))) return rc;
-    if ((rc = add_auxv(c, nb))) return rc;
-    if ((rc = add_file(c, nb))) return rc;
-    if ((rc = add_fp(c, nb, &s->threads[lead]))) return rc;
-    for (uint32_t i = 0; i < s->nthreads; i++) {
-        const struct gc_thread *t = &s->threads[i];
-        if (i == lead || (i > 0 && t->state != GC_T_PARKED && t->state != GC_T_TIMEOUT))
-            continue;
-        if ((rc = add_prstatus(c, nb, t, 0))) return rc;
-        if ((rc = add_fp(c, nb, t))) return rc;
-    }
-    if ((rc = add_xsave_layout(nb))) return rc;
-    return add_gencore_json(c, nb);
-}
-
-/* ------------------------------------------------------------------ dump rules */
 
 static int is_special(const char *path)
 {
@@ -541,7 +105,7 @@ static int first_bytes_are_elf(struct child *c, uint64_t addr)
 /* coredump_filter semantics of fs/coredump.c vma_dump_size(), first match wins. */
 static void decide(struct child *c, struct gc_vma *v)
 {
-    uint32_t f = c->s->filter;
+    uint32_t f = c->s->o->filter;
     uint64_t whole = v->end - v->start;
     const char *path = v->path_off != UINT32_MAX ? c->smaps + v->path_off : "";
     v->dump = 0;
@@ -591,239 +155,6 @@ static void decide(struct child *c, struct gc_vma *v)
     }
 }
 
-/* ------------------------------------------------------------------ output */
-
-/* Stream mode: zeros up to file offset off (a hole, or the padding before the data). */
-static long pad_to(struct child *c, uint64_t off)
-{
-    if (off < c->pos) return -EINVAL; /* out of file order: a bug, never a corrupt core */
-    while (c->pos < off) {
-        uint64_t n = off - c->pos < ZEROS_SIZE ? off - c->pos : ZEROS_SIZE;
-        long w = gc_write(c->out_fd, c->zeros, n);
-        if (w == -EINTR) continue;
-        if (w <= 0) return w < 0 ? w : -EIO;
-        c->pos += (uint64_t)w;
-    }
-    return 0;
-}
-
-/* Write len bytes of buf at file offset off: pwrite, or in stream mode the zeros up to off
- * and then the bytes. Returns what write() returns (a short count is possible). */
-static long out_at(struct child *c, const void *buf, uint64_t len, uint64_t off)
-{
-    if (!c->stream) return gc_pwrite(c->s->core_fd, buf, len, off);
-    long e = pad_to(c, off);
-    if (e < 0) return e;
-    long w = gc_write(c->out_fd, buf, len);
-    if (w > 0) c->pos += (uint64_t)w;
-    return w;
-}
-
-/* Start the filter program: stdin the pipe, stdout the partial file, stderr /dev/null, no
- * other descriptor, signals unblocked. It runs at the child's own (lower) priority and dies
- * with the child (PR_SET_PDEATHSIG). */
-static int helper_entry(void *arg)
-{
-    struct child *c = arg;
-    gc_sys2(SYS_prctl, 1 /* PR_SET_PDEATHSIG */, SIGKILL);
-    long in = gc_sys3(SYS_fcntl, c->pipe_r, F_DUPFD, 100);
-    long out = gc_sys3(SYS_fcntl, c->s->core_fd, F_DUPFD, 100);
-    long null = gc_open("/dev/null", O_RDWR);
-    if (in < 0 || out < 0 || null < 0) gc_sys1(SYS_exit, 127);
-    if (null != 2) gc_sys3(SYS_dup3, null, 2, 0);
-    gc_sys3(SYS_dup3, in, 0, 0);
-    gc_sys3(SYS_dup3, out, 1, 0);
-    gc_sys3(SYS_close_range, 3, ~0u, 0);
-    uint64_t none = 0;
-    gc_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, 8);
-    gc_sys3(SYS_execve, c->s->pipe_argv[0], c->s->pipe_argv, environ);
-    gc_sys1(SYS_exit, 127);
-    return 127;
-}
-
-static void stream_start(struct child *c)
-{
-    int p[2];
-    long e = gc_sys2(SYS_pipe2, p, O_CLOEXEC);
-    if (e < 0) fail(c, e);
-    gc_sys3(SYS_fcntl, p[1], F_SETPIPE_SZ, PIPE_SIZE); /* best effort */
-    c->pipe_r = p[0];
-    c->out_fd = p[1];
-    c->zeros = gc_arena_alloc(&c->arena, ZEROS_SIZE);
-    char *stack = gc_arena_alloc(&c->arena, HELPER_STACK);
-    if (!c->zeros || !stack) fail(c, -ENOMEM);
-    /* vfork semantics: this process waits until the helper has exec'd (or exited) */
-    long pid = clone(helper_entry, stack + HELPER_STACK - 64, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
-    gc_close(c->pipe_r);
-    if (pid < 0) fail(c, -errno);
-    c->helper = pid;
-    c->stream = 1;
-}
-
-/* Close the pipe and wait for the filter: 0 when it exited 0, else a negative errno (its
- * exit status is the errno it failed with, 127 if it could not start). With abandon, the
- * filter is killed first: the core is not going to be complete. */
-static long stream_end(struct child *c, int abandon)
-{
-    if (!c->stream) return 0;
-    c->stream = 0;
-    gc_close(c->out_fd);
-    if (abandon) gc_sys2(SYS_kill, c->helper, SIGKILL);
-    int status = 0;
-    long r;
-    do
-        r = gc_sys4(SYS_wait4, c->helper, &status, 0, 0);
-    while (r == -EINTR);
-    if (r < 0) return r;
-    if ((status & 0x7f) != 0) return -EPIPE;  /* killed */
-    int code = (status >> 8) & 0xff;
-    if (code == 0) return 0;
-    if (code == 127) return -ENOEXEC;
-    /* 1 is what Python exits with on an uncaught error, never an errno of ours */
-    return code > 1 && code < 125 ? -code : -EIO;
-}
-
-/* ------------------------------------------------------------------ memory */
-
-static void maybe_progress(struct child *c)
-{
-    if (c->written >= c->next_progress) {
-        send_status(c, GC_ST_PROGRESS, 0);
-        c->next_progress = c->written + PROGRESS_EVERY;
-    }
-}
-
-static int fatal_write_error(long r)
-{
-    return r == -ENOSPC || r == -EDQUOT || r == -EFBIG || r == -EIO || r == -EBADF ||
-           r == -EROFS || r == -EINVAL || r == -EPIPE;
-}
-
-/* The step bytes at addr (within one page) that write() could not take from their address:
- * read the page through /proc/self/mem (FOLL_FORCE, like the kernel), else leave a hole. */
-static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64_t off)
-{
-    uint64_t in_page = addr & (c->page - 1);
-    long r = gc_pread(c->mem_fd, c->bounce, c->page, addr - in_page);
-    if (r != (long)c->page) return c->stream ? pad_to(c, off + step) : 0; /* hole */
-    while (step) {
-        long w = out_at(c, c->bounce + in_page, step, off);
-        if (w == -EINTR) continue;
-        if (w <= 0) return w < 0 ? w : -EIO;
-        in_page += (uint64_t)w;
-        off += (uint64_t)w;
-        step -= (uint64_t)w;
-    }
-    return 0;
-}
-
-/* Write [addr, addr+len) at file offset off, straight from memory where possible. */
-static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t off, int readable)
-{
-    while (len) {
-        uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
-        long w;
-        if (readable) {
-            w = out_at(c, (const void *)addr, chunk, off);
-        } else {
-            if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
-            long r = gc_pread(c->mem_fd, c->bounce, chunk, addr);
-            if (r <= 0) {
-                w = -EFAULT;
-            } else {
-                chunk = (uint64_t)r;
-                w = out_at(c, c->bounce, chunk, off);
-            }
-        }
-        if (w == -EINTR) continue;
-        if (w > 0) {
-            addr += (uint64_t)w;
-            off += (uint64_t)w;
-            len -= (uint64_t)w;
-            c->written += (uint64_t)w;
-            maybe_progress(c);
-            continue;
-        }
-        if (w < 0 && fatal_write_error(w)) return w;
-        /* EFAULT (or a zero-length write): this page is not readable through its address. */
-        uint64_t step = c->page - (addr & (c->page - 1));
-        if (step > len) step = len;
-        long r = copy_page_slow(c, addr, step, off);
-        if (r < 0) return r;
-        addr += step;
-        off += step;
-        len -= step;
-        c->written += step;
-    }
-    return 0;
-}
-
-struct anon_copy {
-    struct child *c;
-    uint64_t start, file_off; /* the piece: file offset of its first byte */
-    int readable;
-};
-
-static long copy_run(uint64_t start, uint64_t end, void *arg)
-{
-    struct anon_copy *a = arg;
-    return copy_range(a->c, start, end - start, a->file_off + (start - a->start), a->readable);
-}
-
-/* Shared memory is not copied by fork: only pages resident in the shared object (mincore),
- * so that reading never allocates shmem pages in the application's memory. */
-static long dump_shared(struct child *c, uint64_t start, uint64_t end, uint64_t file_off)
-{
-    unsigned char *vec = c->bounce;
-    uint64_t at = start;
-    while (at < end) {
-        uint64_t npages = (end - at) / c->page;
-        if (npages > BOUNCE_SIZE / 2) npages = BOUNCE_SIZE / 2;
-        if (gc_sys3(SYS_mincore, at, npages * c->page, vec) < 0)
-            return copy_range(c, at, end - at, file_off + (at - start), 1);
-        uint64_t run = 0;
-        for (uint64_t i = 0; i <= npages; i++) {
-            if (i < npages && (vec[i] & 1)) {
-                run++;
-                continue;
-            }
-            if (run) {
-                uint64_t s0 = at + (i - run) * c->page;
-                long e = copy_range(c, s0, run * c->page, file_off + (s0 - start), 1);
-                if (e < 0) return e;
-                run = 0;
-            }
-        }
-        at += npages * c->page;
-    }
-    return 0;
-}
-
-/* The data of one piece: [p->start, p->start + p->filesz) of its VMA. */
-static long dump_piece(struct child *c, const struct piece *p)
-{
-    const struct gc_vma *v = &c->vmas[p->vma];
-    int readable = (v->perms & GC_P_R) != 0;
-    uint64_t end = p->start + p->filesz;
-    switch (v->how) {
-    case GC_DUMP_ANON: {
-        /* private anonymous memory: only pages that exist (present or swapped, not the
-         * zero page); the others are holes */
-        struct anon_copy a = {c, p->start, p->file_off, readable};
-        return gc_present_runs(&c->runs, p->start, end, copy_run, &a);
-    }
-    case GC_DUMP_SHARED:
-        return readable ? dump_shared(c, p->start, end, p->file_off)
-                        : copy_range(c, p->start, p->filesz, p->file_off, 0);
-    case GC_DUMP_FILE:
-        return copy_range(c, p->start, p->filesz, p->file_off, readable);
-    default:
-        return 0;
-    }
-}
-
-/* ------------------------------------------------------------------ main */
-
 static void hide_own_buffers(struct child *c)
 {
     struct {
@@ -847,6 +178,33 @@ static void hide_own_buffers(struct child *c)
     }
 }
 
+static const void *copy_in(struct child *c, const void *src, size_t n)
+{
+    if (!src) return NULL;
+    void *d = gc_arena_alloc(&c->arena, n ? n : 1);
+    if (!d) gc_w_fail(c, -ENOMEM);
+    gc_memcopy(d, src, n);
+    return d;
+}
+
+/* Everything the child reads of the application's memory after it starts writing moves into
+ * its own arena first (the snapshot and its options live in the caller's stack and the
+ * Python heap): under memory pressure the child lets go of memory once written
+ * (gc_w_release). */
+static void detach(struct child *c)
+{
+    struct gc_snapshot *s = (struct gc_snapshot *)copy_in(c, c->s, sizeof *c->s);
+    struct gc_core_options *o = (struct gc_core_options *)copy_in(c, s->o, sizeof *s->o);
+    s->o = o;
+    s->pylayout = s->pylayout ? &o->pylayout : NULL;
+    s->partial_name = copy_in(c, s->partial_name, gc_strlen(s->partial_name) + 1);
+    s->final_name = copy_in(c, s->final_name, gc_strlen(s->final_name) + 1);
+    s->note = copy_in(c, s->note, s->note_len);
+    s->kinds = copy_in(c, s->kinds, s->kinds_len);
+    s->cgroup = s->cgroup ? copy_in(c, s->cgroup, gc_strlen(s->cgroup) + 1) : NULL;
+    c->s = s;
+}
+
 /* Setup: signals, descriptors, priority, the arena and the /proc files the writer reads. */
 static void child_setup(struct child *c)
 {
@@ -868,7 +226,7 @@ static void child_setup(struct child *c)
 
     long m = gc_sys6(SYS_mmap, 0, ARENA_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m < 0 && m > -4096) fail(c, m);
+    if (m < 0 && m > -4096) gc_w_fail(c, m);
     gc_sys3(SYS_madvise, m, ARENA_SIZE, MADV_DONTDUMP);
     c->arena.base = (char *)m;
     c->arena.size = ARENA_SIZE;
@@ -876,9 +234,11 @@ static void child_setup(struct child *c)
     c->runs.buf = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
     c->runs.buf_size = BOUNCE_SIZE;
     c->runs.page = c->page;
+    detach(c);
+    s = c->s;
 
     long fd = gc_open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(c, fd);
+    if (fd < 0) gc_w_fail(c, fd);
     c->mem_fd = (int)fd;
     fd = gc_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     c->runs.pagemap_fd = (int)fd;
@@ -890,9 +250,9 @@ static void child_maps(struct child *c)
 {
     c->stage = GC_STAGE_MAPS;
     long n = gc_read_file(&c->arena, "/proc/self/smaps", &c->smaps);
-    if (n < 0) fail(c, n);
+    if (n < 0) gc_w_fail(c, n);
     c->nvma = gc_parse_smaps(&c->arena, c->smaps, (size_t)n, &c->vmas);
-    if (c->nvma < 0) fail(c, c->nvma);
+    if (c->nvma < 0) gc_w_fail(c, c->nvma);
     hide_own_buffers(c);
     c->nseg = 1; /* PT_NOTE */
     for (long i = 0; i < c->nvma; i++) {
@@ -900,6 +260,32 @@ static void child_maps(struct child *c)
         if (!c->vmas[i].hidden) c->nseg++;
         c->total += c->vmas[i].dump;
     }
+}
+
+#define HEADROOM_FLOOR (64ull << 20)
+
+/* The memory cgroup: the page cache of the file being written and the copies the application
+ * makes of the pages it writes meanwhile are charged to it. When the headroom is short, the
+ * page cache stays bounded; when it is very short, the core is capped (what analysis needs
+ * first, as with max_size) so that it is done sooner. */
+static void plan_memory(struct child *c)
+{
+    const struct gc_snapshot *s = c->s;
+    struct gc_cgroup cg;
+    c->cap = s->o->max_size;
+    if (s->cgroup && gc_cgroup_read(s->cgroup, s->o->cgroup_version, &cg) == 0 && cg.limit) {
+        c->cg_limit = cg.limit;
+        c->cg_usage = cg.usage;
+        uint64_t headroom = cg.limit > cg.usage ? cg.limit - cg.usage : 0;
+        c->bounded = c->total > headroom / 4;
+        uint64_t want = headroom / 2 > HEADROOM_FLOOR / 2 ? headroom / 2 : HEADROOM_FLOOR / 2;
+        if (headroom < 4 * HEADROOM_FLOOR && s->pylayout && (!c->cap || want < c->cap)) {
+            c->cap = want;
+            c->auto_cap = want;
+        }
+    }
+    if (s->o->page_cache == 1) c->bounded = 1;
+    if (s->o->page_cache == 2) c->bounded = 0;
 }
 
 static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
@@ -949,7 +335,7 @@ static void make_pieces(struct child *c)
     /* at most one piece per VMA, plus one per run of kept pages */
     uint64_t cap = c->nseg + 1 + count_runs(c);
     c->pieces = gc_arena_alloc(&c->arena, sizeof(struct piece) * (size_t)cap);
-    if (!c->pieces) fail(c, -ENOMEM);
+    if (!c->pieces) gc_w_fail(c, -ENOMEM);
     c->npieces = 0;
     uint64_t emitted = 0;
     for (long i = 0; i < c->nvma; i++) {
@@ -1018,19 +404,6 @@ static uint64_t fill_phdrs(struct child *c, Elf64_Phdr *ph, uint64_t notes_off, 
     return off;
 }
 
-static void write_all(struct child *c, const void *buf, size_t len, uint64_t off)
-{
-    const unsigned char *p = buf;
-    while (len) {
-        long w = out_at(c, p, len, off);
-        if (w == -EINTR) continue;
-        if (w <= 0) fail(c, w < 0 ? w : -EIO);
-        p += w;
-        len -= (size_t)w;
-        off += (uint64_t)w;
-    }
-}
-
 static uint64_t page_up(const struct child *c, uint64_t n) { return (n + c->page - 1) & ~(c->page - 1); }
 
 /* The file size of the layout with these notes and nseg headers, all data included. */
@@ -1044,15 +417,14 @@ static uint64_t layout_size(const struct child *c, uint64_t notes_len, uint64_t 
  * and notes do not fit). A core that fits is written exactly as without a cap. */
 static void apply_cap(struct child *c, struct notebuf *nb)
 {
-    uint64_t cap = c->s->max_size;
-    /* the capture note without budget: 256 + 48 per thread, as add_capture sizes it */
-    uint64_t capture = 12 + 8 + 256 + (uint64_t)c->s->nthreads * 48;
-    if (!cap || layout_size(c, nb->len + capture, c->nseg, c->total) <= cap) return;
-    c->budget_note = cap / 16 < BUDGET_NOTE_MAX ? cap / 16 : BUDGET_NOTE_MAX;
-    capture += c->budget_note + 1024;
-    uint64_t fixed = layout_size(c, nb->len + capture, c->nseg, 0) + sizeof(Elf64_Shdr);
+    uint64_t cap = c->cap;
+    if (!cap || layout_size(c, nb->len + gc_w_capture_size(c, 0), c->nseg, c->total) <= cap)
+        return;
+    c->budget_note = gc_budget_note_size(cap);
+    uint64_t fixed =
+        layout_size(c, nb->len + gc_w_capture_size(c, 1), c->nseg, 0) + sizeof(Elf64_Shdr);
     c->need = fixed + c->page;
-    if (fixed >= cap) fail(c, -EFBIG);
+    if (fixed >= cap) gc_w_fail(c, -EFBIG);
     c->capped = 1;
     c->budget.vmas = c->vmas;
     c->budget.nvma = c->nvma;
@@ -1061,7 +433,7 @@ static void apply_cap(struct child *c, struct notebuf *nb)
     /* every kept run may add a program header; the data start moves by whole pages */
     int rc = gc_budget_select(&c->budget, &c->arena, c->s, c->lead, &c->runs, c->smaps,
                               ((cap - fixed) & ~(c->page - 1)) - c->page);
-    if (rc) fail(c, rc);
+    if (rc) gc_w_fail(c, rc);
     c->total = 0;
     for (int k = 0; k < GC_CAT_N; k++) c->total += c->budget.kept[k];
 }
@@ -1074,17 +446,17 @@ static void child_headers(struct child *c)
     nb.cap = 64u << 20;
     nb.p = gc_arena_alloc(&c->arena, nb.cap);
     nb.len = 0;
-    if (!nb.p) fail(c, -ENOMEM);
-    int rc = build_notes(c, &nb);
-    if (rc) fail(c, rc);
+    if (!nb.p) gc_w_fail(c, -ENOMEM);
+    int rc = gc_w_build_notes(c, &nb);
+    if (rc) gc_w_fail(c, rc);
     apply_cap(c, &nb);
     make_pieces(c);
-    rc = add_capture(c, &nb);
-    if (rc) fail(c, rc);
+    rc = gc_w_add_capture(c, &nb);
+    if (rc) gc_w_fail(c, rc);
 
     uint64_t notes_off = sizeof(Elf64_Ehdr) + c->nseg * sizeof(Elf64_Phdr);
     unsigned char *hdr = gc_arena_alloc(&c->arena, (size_t)notes_off);
-    if (!hdr) fail(c, -ENOMEM);
+    if (!hdr) gc_w_fail(c, -ENOMEM);
     gc_memzero(hdr, (size_t)notes_off);
     fill_elf_header(c, (Elf64_Ehdr *)hdr);
     c->data_end = fill_phdrs(c, (Elf64_Phdr *)(hdr + sizeof(Elf64_Ehdr)), notes_off, nb.len);
@@ -1096,45 +468,51 @@ static void child_headers(struct child *c)
         eh->e_shnum = 1;
         c->file_size += sizeof(Elf64_Shdr);
     }
-    if (c->s->max_size && c->file_size > c->s->max_size) {
+    if (c->cap && c->file_size > c->cap) {
         c->need = c->file_size;
-        fail(c, -EFBIG); /* cannot happen: the budget counts every byte */
+        gc_w_fail(c, -EFBIG); /* cannot happen: the budget counts every byte */
     }
-    write_all(c, hdr, (size_t)notes_off, 0);
-    write_all(c, nb.p, nb.len, notes_off);
+    gc_w_write_all(c, hdr, (size_t)notes_off, 0);
+    gc_w_write_all(c, nb.p, nb.len, notes_off);
 }
 
 /* Memory: every piece's data at its offset, then the PN_XNUM section header and the length. */
 static void child_segments(struct child *c)
 {
     c->stage = GC_STAGE_MEMORY;
-    send_status(c, GC_ST_PROGRESS, 0);
+    gc_w_send_status(c, GC_ST_PROGRESS, 0);
     c->next_progress = PROGRESS_EVERY;
     for (long k = 0; k < c->npieces; k++) {
         if (!c->pieces[k].filesz) continue;
-        long e = dump_piece(c, &c->pieces[k]);
-        if (e < 0) fail(c, e);
+        long e = gc_w_dump_piece(c, &c->pieces[k]);
+        if (e < 0) gc_w_fail(c, e);
     }
     if (c->nseg > 0xffff) {
         Elf64_Shdr sh;
         gc_memzero(&sh, sizeof sh);
         sh.sh_size = 1;
         sh.sh_info = (uint32_t)c->nseg;
-        write_all(c, &sh, sizeof sh, c->data_end);
+        gc_w_write_all(c, &sh, sizeof sh, c->data_end);
     }
     /* Holes at the end still count: set the full length. */
-    long e = c->stream ? pad_to(c, c->file_size) : gc_sys2(SYS_ftruncate, c->s->core_fd, c->file_size);
-    if (e < 0) fail(c, e);
+    long e = c->stream ? gc_w_pad_to(c, c->file_size) : gc_sys2(SYS_ftruncate, c->s->core_fd, c->file_size);
+    if (e < 0) gc_w_fail(c, e);
     /* the filter must have written everything before the name appears */
-    e = stream_end(c, 0);
-    if (e < 0) fail(c, e);
+    e = gc_w_stream_end(c, 0);
+    if (e < 0) gc_w_fail(c, e);
 }
 
-/* Publish: the final name appears only now, complete. */
+/* Publish: room is made in the directory first (the budget), then the final name appears,
+ * complete. */
 static void child_publish(struct child *c)
 {
     struct gc_snapshot *s = c->s;
     c->stage = GC_STAGE_PUBLISH;
+    struct stat st;
+    struct gc_room room = {s->dir_fd, s->events_fd, s->o->max_total, s->o->keep_free,
+                           s->o->uploads, s->kinds, s->kinds_len};
+    uint64_t bytes = gc_sys2(SYS_fstat, s->core_fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+    gc_make_room(&room, bytes, &c->arena); /* best effort: a full directory still gets it */
     long e = gc_sys5(SYS_renameat2, s->dir_fd, s->partial_name, s->dir_fd, s->final_name,
                      1 /* RENAME_NOREPLACE */);
     if (e == -EINVAL) {
@@ -1145,8 +523,8 @@ static void child_publish(struct child *c)
     if (e == -ENOSYS) /* Linux < 3.15 */
         e = gc_sys4(SYS_renameat, s->dir_fd, s->partial_name, s->dir_fd, s->final_name);
 #endif
-    if (e < 0) fail(c, e);
-    send_result(c, GC_ST_DONE, 0, c->file_size, c->nseg);
+    if (e < 0) gc_w_fail(c, e);
+    gc_w_send_result(c, GC_ST_DONE, 0, c->file_size, c->nseg);
 }
 
 void gc_child_main(struct gc_snapshot *s)
@@ -1156,7 +534,8 @@ void gc_child_main(struct gc_snapshot *s)
     cs.s = s;
     child_setup(&cs);
     child_maps(&cs);
-    if (s->pipe_argv) stream_start(&cs);
+    plan_memory(&cs);
+    if (s->pipe_argv) gc_w_stream_start(&cs);
     child_headers(&cs);
     child_segments(&cs);
     child_publish(&cs);

@@ -13,23 +13,28 @@ gives no layout (the capped core then keeps stacks, TLS and writable data, but n
 from __future__ import annotations
 
 import ctypes
-import mmap
-import os
 import struct
 import sys
 import types
 from typing import Any, Optional
 
-from .heaplayout import _Maps, _scan_for, _u64
+from .. import _procfs
+from .selfmem import Maps, scan_for, u64
 
-# The order of struct gc_pylayout's fields (gc_snapshot.h), as passed to the engine.
+# What _discover finds; layout() returns them as struct gc_pylayout's fields (gc_config.h):
+# OBJECTS as "objects", CODE_FIELDS as "code_fields".
+OBJECTS = ("object0", "object1", "object2", "object3")
+CODE_FIELDS = (
+    "code_name",
+    "code_qualname",
+    "code_filename",
+    "code_linetable",
+    "code_code",
+    "code_varnames",
+)
 FIELDS = (
     "runtime",
     "runtime_size",
-    "object0",
-    "object1",
-    "object2",
-    "object3",
     "r_debug",
     "interp",
     "code_type",
@@ -47,13 +52,9 @@ FIELDS = (
     "frame_var",
     "code_basicsize",
     "code_itemsize",
-    "code_name",
-    "code_qualname",
-    "code_filename",
-    "code_linetable",
-    "code_code",
-    "code_varnames",
     "tuple_items",
+    *OBJECTS,
+    *CODE_FIELDS,
 )
 
 INTERP_KEEP = 64 << 10  # PyInterpreterState is at most tens of KiB (3.9-3.11: in the heap)
@@ -61,7 +62,7 @@ TS_KEEP = 4 << 10
 IFRAME_KEEP = 512  # a _PyInterpreterFrame's header and first locals (3.11+)
 TAG_MASK = (1 << 64) - 8  # 3.14's _PyStackRef tags the low bits of f_executable
 
-_cache: Optional[tuple[int, ...]] = None
+_cache: Optional[dict[str, Any]] = None
 _failed: Optional[str] = None
 
 
@@ -71,10 +72,10 @@ def _api(name: str, restype: type, *argtypes: type) -> Any:
     return fn
 
 
-def _interp_frame(maps: _Maps, frame: types.FrameType) -> int:
+def _interp_frame(maps: Maps, frame: types.FrameType) -> int:
     """3.11+: the _PyInterpreterFrame behind a live frame object (``f_frame``, right after
     ``f_back``), confirmed by the code object it points to."""
-    iframe = _u64(id(frame) + 24)
+    iframe = u64(id(frame) + 24)
     if not maps.readable(iframe, 128):
         raise LookupError("the interpreter frame is not readable")
     words = struct.unpack("<8Q", ctypes.string_at(iframe, 64))
@@ -83,7 +84,7 @@ def _interp_frame(maps: _Maps, frame: types.FrameType) -> int:
     return iframe
 
 
-def _walk_check(maps: _Maps, ts: int, out: dict[str, int], frame: types.FrameType) -> None:
+def _walk_check(maps: Maps, ts: int, out: dict[str, int], frame: types.FrameType) -> None:
     """Walk this thread's frames the way the snapshot child will: the code objects must be
     those of this function's caller (``frame``) and its callers, in order."""
     # read inline (a Python call would make its own frame the current one): this function's
@@ -91,7 +92,7 @@ def _walk_check(maps: _Maps, ts: int, out: dict[str, int], frame: types.FrameTyp
     f = ctypes.c_uint64.from_address(ts + out["ts_frame"]).value
     if out["cframe_current"] >= 0:
         f = ctypes.c_uint64.from_address(f + out["cframe_current"]).value
-    f = _u64(f + out["frame_back"])
+    f = u64(f + out["frame_back"])
     expected: list[int] = []
     py: Optional[types.FrameType] = frame
     while py is not None and len(expected) < 4:
@@ -101,10 +102,10 @@ def _walk_check(maps: _Maps, ts: int, out: dict[str, int], frame: types.FrameTyp
     while f and len(seen) < 64 and len([c for c in seen if c in expected]) < len(expected):
         if not maps.readable(f, out["frame_code"] + 8):
             raise LookupError("the frame chain leaves readable memory")
-        code = _u64(f + out["frame_code"]) & TAG_MASK
-        if code and maps.readable(code, 16) and _u64(code + 8) == id(types.CodeType):
+        code = u64(f + out["frame_code"]) & TAG_MASK
+        if code and maps.readable(code, 16) and u64(code + 8) == id(types.CodeType):
             seen.append(code)
-        f = _u64(f + out["frame_back"])
+        f = u64(f + out["frame_back"])
     if [c for c in seen if c in expected][: len(expected)] != expected:
         raise LookupError("walking the frames does not give this thread's code objects")
 
@@ -113,7 +114,7 @@ class _Probe:
     """Its method runs the frame-dependent part of the discovery in a frame of its own (live
     while the offsets are found), and its qualname (``_Probe.frames``) differs from its name."""
 
-    def frames(self, maps: _Maps, ts: int, out: dict[str, int]) -> types.CodeType:
+    def frames(self, maps: Maps, ts: int, out: dict[str, int]) -> types.CodeType:
         """Everything that needs this frame to be the thread's current one. While the thread
         state is read, no Python function is called (a call would make its frame current):
         only ctypes' C-level accessors."""
@@ -127,7 +128,7 @@ class _Probe:
         else:
             cur, parent = _interp_frame(maps, frame), _interp_frame(maps, caller)
             out["frame_var"], out["frame_keep"] = 0, IFRAME_KEEP
-        out["frame_back"] = _scan_for(maps, cur, 128, parent)
+        out["frame_back"] = scan_for(maps, cur, 128, parent)
         raw = struct.unpack("<16Q", ctypes.string_at(cur, 128))
         out["frame_code"] = next(
             i * 8 for i, w in enumerate(raw) if w & TAG_MASK == id(frame.f_code)
@@ -157,22 +158,17 @@ def _runtime() -> tuple[int, int]:
     from elftools.elf.elffile import ELFFile
 
     addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
-    with open("/proc/self/maps") as f:
-        rows = [ln.split() for ln in f]
     starts: dict[str, int] = {}
-    last = ""  # .bss: the anonymous mapping after the file's last one
-    for r in rows:
-        lo, hi = (int(x, 16) for x in r[0].split("-"))
-        if len(r) >= 6 and r[5].startswith("/"):
-            starts.setdefault(r[5], lo - int(r[2], 16))  # the load bias: offset 0's address
-            last = r[5]
-        elif len(r) >= 6:
+    last = path = ""  # .bss: the anonymous mapping after the file's last one
+    for r in _procfs.maps():
+        if r.path.startswith("/"):
+            starts.setdefault(r.path, r.start - r.offset)  # the load bias: offset 0's address
+            last = r.path
+        elif r.path:
             last = ""
-        if lo <= addr < hi:
+        if r.start <= addr < r.end:
             path = last
             break
-    else:
-        path = ""
     if not path:
         raise LookupError("_PyRuntime is not in a file's mapping")
     with open(path, "rb") as f:
@@ -188,16 +184,16 @@ def _runtime() -> tuple[int, int]:
     raise LookupError("_PyRuntime's symbol does not match its address")
 
 
-def _localsplusnames(maps: _Maps, code: types.CodeType, size: int) -> int:
+def _localsplusnames(maps: Maps, code: types.CodeType, size: int) -> int:
     """3.11+: the offset of ``co_localsplusnames`` (pystack reads every frame's argument
     names from it): the tuple whose items are the code's variable, cell and free names."""
     want = [id(n) for n in code.co_varnames + code.co_cellvars + code.co_freevars]
     words = struct.unpack(f"<{size // 8}Q", ctypes.string_at(id(code), size // 8 * 8))
     for i, w in enumerate(words):
-        if w and maps.readable(w, tuple.__basicsize__) and _u64(w + 8) == id(tuple):
-            n = _u64(w + 16)
+        if w and maps.readable(w, tuple.__basicsize__) and u64(w + 8) == id(tuple):
+            n = u64(w + 16)
             if n == len(want) and maps.readable(w, tuple.__basicsize__ + 8 * n):
-                items = [_u64(w + tuple.__basicsize__ + 8 * k) for k in range(n)]
+                items = [u64(w + tuple.__basicsize__ + 8 * k) for k in range(n)]
                 if items == want:
                     return i * 8
     raise LookupError("co_localsplusnames not found")
@@ -205,7 +201,7 @@ def _localsplusnames(maps: _Maps, code: types.CodeType, size: int) -> int:
 
 def _discover_walk() -> dict[str, int]:
     """Everything but ``_PyRuntime``'s extent (which needs the ELF symbol table: slow)."""
-    maps = _Maps()
+    maps = Maps()
     out: dict[str, int] = dict.fromkeys(FIELDS, -1)
     # the dicts readers check an interpreter state by (pystack reads its builtins), and the
     # version
@@ -231,12 +227,12 @@ def _discover_walk() -> dict[str, int]:
         raise LookupError("the interpreter or thread state is not readable")
     # PyThreadState starts with prev, next, interp (3.9-3.15)
     out["ts_next"], out["ts_interp"] = 8, 16
-    if _u64(ts + 16) != interp or _u64(ts + 8) != (nxt(ts) or 0):
+    if u64(ts + 16) != interp or u64(ts + 8) != (nxt(ts) or 0):
         raise LookupError("the thread state does not start with prev, next, interp")
     out["interp"] = interp
     # the list head is in the first 64 KiB (3.13 puts it behind the eval state)
     room = next((hi - interp for lo, hi in maps.ranges if lo <= interp < hi), 0)
-    out["interp_threads"] = _scan_for(maps, interp, min(64 << 10, room) // 8 * 8, head)
+    out["interp_threads"] = scan_for(maps, interp, min(64 << 10, room) // 8 * 8, head)
     out["interp_keep"], out["ts_keep"] = INTERP_KEEP, TS_KEEP
     code = _Probe().frames(maps, ts, out)
     out["code_type"] = id(types.CodeType)
@@ -253,7 +249,7 @@ def _discover_walk() -> dict[str, int]:
         ("code_varnames", "co_varnames" if v < (3, 11) else ""),
     ):
         if attr and hasattr(code, attr):
-            out[field] = _scan_for(maps, id(code), out["code_basicsize"], id(getattr(code, attr)))
+            out[field] = scan_for(maps, id(code), out["code_basicsize"], id(getattr(code, attr)))
     if v >= (3, 11):
         out["code_varnames"] = _localsplusnames(maps, code, out["code_basicsize"])
     out["tuple_items"] = tuple.__basicsize__
@@ -276,16 +272,19 @@ def walk_offsets() -> Optional[dict[str, int]]:
     return _walk_cache
 
 
-def _discover() -> tuple[int, ...]:
-    out = walk_offsets()
-    if out is None:
+def _discover() -> dict[str, Any]:
+    found = walk_offsets()
+    if found is None:
         raise LookupError(_walk_failed or "the walk's offsets were not found")
-    out = dict(out)
+    out = dict(found)
     out["runtime"], out["runtime_size"] = _runtime()
-    return tuple(out[f] for f in FIELDS)
+    record: dict[str, Any] = {k: v for k, v in out.items() if k not in OBJECTS + CODE_FIELDS}
+    record["objects"] = [out[k] for k in OBJECTS]
+    record["code_fields"] = [out[k] for k in CODE_FIELDS]
+    return record
 
 
-# this module's fields -> the offline layout's keys (gencore.analysis.pylayout), by version
+# this module's fields -> the offline layout's keys (gencore.analysis.pylayout)
 _NOTE_KEYS = {
     "interp_threads": "interp.threads_head",
     "ts_next": "tstate.next",
@@ -331,8 +330,9 @@ def note_layout() -> dict[str, Any]:
     return doc
 
 
-def layout() -> Optional[tuple[int, ...]]:
-    """The layout as struct gc_pylayout's fields, or None (then :func:`why_not` says why)."""
+def layout() -> Optional[dict[str, Any]]:
+    """The layout as struct gc_pylayout's fields (by name), or None (then :func:`why_not`
+    says why)."""
     global _cache, _failed
     if _cache is None and _failed is None:
         try:
@@ -345,41 +345,3 @@ def layout() -> Optional[tuple[int, ...]]:
 def why_not() -> Optional[str]:
     """Why :func:`layout` found nothing, or None."""
     return _failed
-
-
-PAGE = mmap.PAGESIZE  # the core aligns its data to the page size (4, 16 or 64 KiB on arm64)
-BUDGET_NOTE_MAX = 256 << 10  # the child's cap on the budget part of its capture note
-
-
-def _xsave_bytes() -> int:
-    """The XSAVE area a thread's notes carry: 11008 bytes with AMX, else at most 2696."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return 11008 if " amx_tile" in flags else 2696
-
-
-def minimum_size(note_len: int, max_size: int = 0) -> int:
-    """The smallest ``max_size`` a core of this process can have now: the ELF header and
-    program headers, every note (each thread's registers, the files, ``note_len`` bytes of
-    GENCORE metadata), the capture note's budget part, and a page of slack, as the snapshot
-    child counts them."""
-    threads = len(os.listdir("/proc/self/task"))
-    maps = files = paths = 0
-    with open("/proc/self/maps", "rb") as f:
-        for line in f:
-            maps += 1
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].startswith(b"/"):
-                files += 1
-                paths += len(fields[5].strip()) + 1
-    # x86_64's notes per thread (PRSTATUS, FPREGSET, XSTATE) are an upper bound of arm64's
-    # (PRSTATUS 392, FPREGSET 528, TLS, SYSTEM_CALL, PAC and tagged-address notes: ~1.2 KiB)
-    per_thread = (20 + 336) + (20 + 512) + (20 + _xsave_bytes()) + 48
-    notes = threads * per_thread + 16 + 24 * files + paths + 1024 + note_len + 20 + 256
-    headers = 64 + 56 * (maps + 8) + 64
-    base = -(-(headers + notes + 1024) // PAGE) * PAGE + 2 * PAGE
-    reserve = min(max(max_size, base) // 16, BUDGET_NOTE_MAX)
-    return base + -(-reserve // PAGE) * PAGE

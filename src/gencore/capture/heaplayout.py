@@ -21,6 +21,8 @@ import sysconfig
 import types
 from typing import Any, Optional
 
+from .selfmem import Maps, i32, scan_for, u64
+
 _cache: Optional[dict[str, Any]] = None
 
 # CPython's type flags the walker needs (stable since 3.0 unless noted).
@@ -63,34 +65,7 @@ _BUILTINS: dict[str, type] = {
 }
 
 
-class _Maps:
-    """Readable ranges of this process, from /proc/self/maps (read once)."""
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-        with open("/proc/self/maps", "rb") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 2 or not fields[1].startswith(b"r"):
-                    continue
-                lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
-                if self.ranges and self.ranges[-1][1] == lo:  # adjacent: .data then .bss
-                    lo = self.ranges.pop()[0]
-                self.ranges.append((lo, hi))
-
-    def readable(self, addr: int, size: int) -> bool:
-        return any(lo <= addr and addr + size <= hi for lo, hi in self.ranges)
-
-
-def _u64(addr: int) -> int:
-    return int(ctypes.c_uint64.from_address(addr).value)
-
-
-def _i32(addr: int) -> int:
-    return int(ctypes.c_int32.from_address(addr).value)
-
-
-def _find_head(maps: _Maps) -> int:
+def _find_head(maps: Maps) -> int:
     """The youngest GC list's head, from a list object tracked just now (in C: nothing runs
     between its allocation and the read), confirmed by the thresholds its generation record
     holds, which must be those ``gc.get_threshold()`` reports."""
@@ -102,36 +77,25 @@ def _find_head(maps: _Maps) -> int:
     thresholds = gc.get_threshold()
     if not maps.readable(head, 3 * 24 + 16):
         raise LookupError("the GC list head is not in readable memory")
-    if tuple(_i32(head + 16 + 24 * i) for i in range(len(thresholds))) != thresholds:
+    if tuple(i32(head + 16 + 24 * i) for i in range(len(thresholds))) != thresholds:
         raise LookupError("the GC list head does not hold the collector's thresholds")
     return head
 
 
-def _check_list(maps: _Maps, head: int) -> None:
+def _check_list(maps: Maps, head: int) -> None:
     """A list head is sane if its neighbours point back at it."""
-    nxt, prv = _u64(head) & ~7, _u64(head + 8) & ~7
+    nxt, prv = u64(head) & ~7, u64(head + 8) & ~7
     if not (maps.readable(nxt, 16) and maps.readable(prv, 16)):
         raise LookupError(f"GC list at {head:#x} has unreadable neighbours")
-    if _u64(prv) & ~7 != head or _u64(nxt + 8) & ~7 != head:
+    if u64(prv) & ~7 != head or u64(nxt + 8) & ~7 != head:
         raise LookupError(f"GC list at {head:#x} is not a consistent ring")
-
-
-def _scan_for(maps: _Maps, base: int, size: int, target: int) -> int:
-    """Offset of the first pointer-sized field in ``[base, base+size)`` equal to ``target``."""
-    if not maps.readable(base, size):
-        raise LookupError("object memory not readable")
-    raw = ctypes.string_at(base, size)
-    for off in range(0, size - 7, 8):
-        if struct.unpack_from("<Q", raw, off)[0] == target:
-            return off
-    raise LookupError("field not found")
 
 
 class _Probe:
     """A heap type whose qualname differs from its name, for the heap-type offsets."""
 
 
-def _heap_type_offsets(maps: _Maps) -> dict[str, int]:
+def _heap_type_offsets(maps: Maps) -> dict[str, int]:
     def make() -> type:
         class Probe(_Probe):
             pass
@@ -141,17 +105,17 @@ def _heap_type_offsets(maps: _Maps) -> dict[str, int]:
     cls = make()
     size: int = type.__basicsize__  # type: ignore[assignment]  # typeshed: a method
     out = {
-        "ht_name": _scan_for(maps, id(cls), size, id(cls.__name__)),
-        "ht_qualname": _scan_for(maps, id(cls), size, id(cls.__qualname__)),
+        "ht_name": scan_for(maps, id(cls), size, id(cls.__name__)),
+        "ht_qualname": scan_for(maps, id(cls), size, id(cls.__qualname__)),
     }
     if out["ht_qualname"] < 300:
         raise LookupError("ht_qualname found inside PyTypeObject")
     # ht_cached_keys follows ht_qualname (3.9-3.15)
     out["ht_cached_keys"] = out["ht_qualname"] + 8
-    tp_dict = _u64(id(cls) + _TYPE_OFFSETS["tp_dict"])
+    tp_dict = u64(id(cls) + _TYPE_OFFSETS["tp_dict"])
     if not any(id(r) == tp_dict for r in gc.get_referents(cls) if isinstance(r, dict)):
         raise LookupError("tp_dict offset does not hold the type's dict")
-    if _u64(id(cls) + _TYPE_OFFSETS["tp_base"]) != id(_Probe):
+    if u64(id(cls) + _TYPE_OFFSETS["tp_base"]) != id(_Probe):
         raise LookupError("tp_base offset does not hold the base type")
     if ctypes.c_int64.from_address(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]).value != (
         cls.__dictoffset__
@@ -160,27 +124,27 @@ def _heap_type_offsets(maps: _Maps) -> dict[str, int]:
     return out
 
 
-def _check_type_offsets(maps: _Maps) -> None:
+def _check_type_offsets(maps: Maps) -> None:
     o = _TYPE_OFFSETS
     for t in (int, list, tuple, dict, float, bytes, str, type):
         if not maps.readable(id(t), 300):
             raise LookupError("type object not readable")
-        if _u64(id(t) + 8) != id(type):
+        if u64(id(t) + 8) != id(type):
             raise LookupError("ob_type is not at offset 8")
-        name_ptr = _u64(id(t) + o["tp_name"])
+        name_ptr = u64(id(t) + o["tp_name"])
         if not maps.readable(name_ptr, len(t.__name__) + 1):
             raise LookupError("tp_name not readable")
         if ctypes.string_at(name_ptr) != t.__name__.encode():
             raise LookupError("tp_name offset does not hold the type name")
-        if _u64(id(t) + o["tp_basicsize"]) != t.__basicsize__:
+        if u64(id(t) + o["tp_basicsize"]) != t.__basicsize__:
             raise LookupError("tp_basicsize offset mismatch")
-        if _u64(id(t) + o["tp_itemsize"]) != t.__itemsize__:
+        if u64(id(t) + o["tp_itemsize"]) != t.__itemsize__:
             raise LookupError("tp_itemsize offset mismatch")
-        if _u64(id(t) + o["tp_flags"]) != t.__flags__:
+        if u64(id(t) + o["tp_flags"]) != t.__flags__:
             raise LookupError("tp_flags offset mismatch")
 
 
-def _str_layout(maps: _Maps) -> dict[str, int]:
+def _str_layout(maps: Maps) -> dict[str, int]:
     """Header sizes of compact strings and the bit positions in their ``state`` word."""
     ascii_header = sys.getsizeof("") - 1
     latin1 = "\xe9" * 3
@@ -192,8 +156,8 @@ def _str_layout(maps: _Maps) -> dict[str, int]:
         raise LookupError("ASCII str data is not after its header")
     if ctypes.string_at(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
         raise LookupError("compact str data is not after its header")
-    state = _u64(id(s) + 32) & 0xFFFFFFFF
-    state1 = _u64(id(latin1) + 32) & 0xFFFFFFFF
+    state = u64(id(s) + 32) & 0xFFFFFFFF
+    state1 = u64(id(latin1) + 32) & 0xFFFFFFFF
     # kind bits 2-4 (1 = one byte), compact bit 5, ascii bit 6
     if (state >> 2) & 7 != 1 or not state & (1 << 5) or not state & (1 << 6):
         raise LookupError("str state bits are not where expected")
@@ -209,10 +173,10 @@ def _discover() -> dict[str, Any]:
         return {"unsupported": "debug builds of the interpreter use a different object layout"}
     if struct.calcsize("P") != 8 or sys.byteorder != "little":
         return {"unsupported": "only 64-bit little-endian interpreters"}
-    maps = _Maps()
+    maps = Maps()
     _check_type_offsets(maps)
     head = _find_head(maps)
-    if _u64(head + 72) == head:  # generations[3], then the generation0 pointer
+    if u64(head + 72) == head:  # generations[3], then the generation0 pointer
         layout, permanent = "generations", head + 80
     else:  # 3.14: young, old[2], permanent
         layout, permanent = "incremental", head + 72
@@ -221,7 +185,7 @@ def _discover() -> dict[str, Any]:
         if not maps.readable(h, 24):
             raise LookupError("GC list head not readable")
         _check_list(maps, h)
-    if _i32(permanent + 16) != 0:
+    if i32(permanent + 16) != 0:
         raise LookupError("the permanent generation's threshold is not 0")
     return {
         "pointer": 8,
@@ -229,7 +193,7 @@ def _discover() -> dict[str, Any]:
         "gc_heads": heads,
         "type": dict(_TYPE_OFFSETS, **_heap_type_offsets(maps)),
         "str": _str_layout(maps),
-        "func_code": _scan_for(
+        "func_code": scan_for(
             maps,
             id(_heap_type_offsets),
             types.FunctionType.__basicsize__,

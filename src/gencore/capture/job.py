@@ -1,159 +1,47 @@
-"""One core in flight: preflight, the native freeze + fork, waiting, publishing.
+"""One core from Python: preflight, then the engine's job, then waiting and reporting.
 
-The native engine freezes the threads, forks a snapshot child and returns at once; the child
-writes ``.<stem>.core.partial`` and renames it to ``<stem>.core`` when it is complete,
-reporting progress on a status pipe. A :class:`Job` owns the partial file, the pipe and the
-child; :func:`run`, :func:`wait_blocking` and :func:`wait_async` turn its outcome into a
-:class:`~gencore.CorePath` or a :class:`~gencore.GencoreError`. The public functions
-(``snapshot.py``) and the triggers both go through here.
+The engine's job (``gc_job.c``, the same life as a triggered core's) names the core, creates
+its partial file, freezes the threads, forks the snapshot child and returns at once; the
+child writes ``.<stem>.core.partial``, renames it to ``<stem>.core`` when it is complete and
+reports on a status pipe. A :class:`Job` waits on that pipe; :func:`run`,
+:func:`wait_blocking` and :func:`wait_async` turn its outcome into a :class:`~gencore.CorePath`
+or a :class:`~gencore.GencoreError`. The public functions (``snapshot.py``, bundles) and the
+exception trigger go through here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno as errno_mod
-import json
 import logging
 import os
 import select
-import signal
-import stat
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path, PosixPath
-from typing import Any, Optional, TypeVar
+from pathlib import Path
+from typing import Any, Optional
 
-from .._common import VERSION, PathLike, core_names, default_directory, format_size, tz_offset
+from .. import _procfs
+from .._common import VERSION, core_names, format_size
 from ..errors import (
     CoreChildError,
-    CoreDirectoryError,
     GencoreError,
-    UploadError,
     directory_error,
     exists_error,
     max_size_error,
-    not_dumpable_error,
     signal_name,
     snapshot_error,
     timeout_error,
     write_error,
 )
-from . import caplayout as _caplayout
-from . import engine as _engine
-from . import metadata as _metadata
+from . import caplayout, engine, metadata
 from .options import CoreOptions, check_max_size, freeze_signal
+from .preflight import check_dumpable, open_directory, warn_space
+from .result import CorePath, SnapshotReport, ThreadReport
 
 log = logging.getLogger("gencore")
 _snapshot_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ThreadReport:
-    """How one thread was captured: ``caller``, ``parked`` or ``incomplete``."""
-
-    tid: int
-    state: str
-
-
-@dataclass(frozen=True)
-class SnapshotReport:
-    """What one snapshot did, attached to the returned path as ``path.report``.
-
-    ``pause_s`` is the time the application's other threads were stopped (freeze + fork);
-    ``file_size`` is the core's size, ``compressed_size`` the ``.core.zst`` file's (with
-    ``compress="zstd"``);
-    ``incomplete`` lists threads that did not park in time (signal blocked, uninterruptible
-    sleep): they are in the core with the stack pointer and program counter the kernel
-    reported, but no other registers.
-    """
-
-    path: Path
-    child_pid: int
-    threads: tuple[ThreadReport, ...]
-    freeze_s: float
-    fork_s: float
-    pause_s: float
-    elapsed_s: float
-    written: int
-    file_size: int
-    segments: int
-    compressed_size: Optional[int] = None
-
-    @property
-    def incomplete(self) -> tuple[int, ...]:
-        """Thread ids that were not parked by the freeze."""
-        return tuple(t.tid for t in self.threads if t.state == "incomplete")
-
-
-class CorePath(PosixPath):
-    """A :class:`pathlib.Path` to a finished core, with the snapshot's :class:`SnapshotReport`.
-
-    ``url`` is the object's URL when the core was uploaded (``upload=``); the local file is
-    then gone unless ``keep_local=True``.
-    """
-
-    report: Optional[SnapshotReport] = None
-    url: Optional[str] = None
-
-
-def make_stem(pid: Optional[int] = None) -> str:
-    """``core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>`` in local time, seq per process (named in C,
-    where the signal handler names its cores too)."""
-    _engine.require()
-    native = _engine.native
-    return native.core_stem(
-        time=int(time.time()), tz_offset=tz_offset(), pid=pid or os.getpid(), seq=native.next_seq()
-    )
-
-
-def open_directory(directory: Optional[PathLike]) -> tuple[Path, int]:
-    """The absolute core directory and an ``O_DIRECTORY`` descriptor of it.
-
-    A symlink is followed only into a directory owned by us or root.
-    """
-    d = Path(directory) if directory is not None else default_directory()
-    d = d if d.is_absolute() else Path.cwd() / d
-    try:
-        st = os.lstat(d)
-        if stat.S_ISLNK(st.st_mode):
-            target = os.stat(d)
-            if target.st_uid not in (os.geteuid(), 0):
-                raise CoreDirectoryError(
-                    f"{d} is a symlink into a directory owned by uid {target.st_uid}",
-                    errno=errno_mod.EPERM,
-                    stage="preflight",
-                    advice="pass the real directory, owned by you, as directory=",
-                )
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise directory_error(d, e.errno) from None
-    return d, fd
-
-
-def check_dumpable(force: bool) -> None:
-    """Refuse a non-dumpable process (it may hold secrets) unless forced."""
-    if _engine.native.dumpable() == 0 and not force:
-        raise not_dumpable_error()
-
-
-def _warn_space(directory: Path, dir_fd: int) -> None:
-    from .._common import resident_bytes
-
-    try:
-        vfs = os.statvfs(dir_fd)
-    except OSError:
-        return
-    free, resident = vfs.f_bavail * vfs.f_frsize, resident_bytes()
-    if free < resident:
-        log.warning(
-            "only %s free in %s for a process of %s resident: the core may not fit",
-            format_size(free),
-            directory,
-            format_size(resident),
-        )
 
 
 ZSTD_LEVEL = 1
@@ -175,11 +63,35 @@ def compressor_argv() -> tuple[bytes, ...]:
     return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
 
 
+def wants_pylayout(opts: CoreOptions) -> bool:
+    """Whether the child may cap the core: ``max_size``, or a memory cgroup's limit (the child
+    caps it when the headroom is short)."""
+    return bool(opts.max_size) or _procfs.cgroup_memory() is not None
+
+
+def native_options(opts: CoreOptions, note: bytes) -> tuple[bytes, bytes]:
+    """The engine's ``core`` record and data blob for ``opts`` (checked: the cap fits)."""
+    check_max_size(opts.max_size, len(note))
+    pipe = compressor_argv() if opts.compress else None
+    fields, data = opts.record(note, pipe, caplayout.layout() if wants_pylayout(opts) else None)
+    return engine.record("core").pack(**fields), data
+
+
+def _start_error(err: int, stage: str, directory: Path, name: str, sig: int) -> GencoreError:
+    if stage == "name" and err == errno_mod.EEXIST:
+        return exists_error(directory / name)
+    if stage == "open" and err == errno_mod.EEXIST:
+        return exists_error(directory / f".{name}.partial")
+    if stage in ("name", "open"):
+        return directory_error(directory, err)
+    return snapshot_error(err, sig)
+
+
 class Job:
-    """One snapshot in flight: owns the partial file, the status pipe and the child."""
+    """One core in flight: the engine's job, its status records, its outcome."""
 
     def __init__(self, opts: CoreOptions) -> None:
-        _engine.require()
+        engine.require()
         if opts.method != "native":
             raise ValueError(
                 f"method={opts.method!r} cannot be waited for this way; use create_core"
@@ -187,111 +99,62 @@ class Job:
         self.opts = opts
         self.t0 = time.monotonic()
         self.written = self.total = 0
-        self.child_pid = self.rfd = self.core_fd = self.dir_fd = -1
-        self.done: Optional[tuple[int, ...]] = None
+        self.done: Optional[dict[str, Any]] = None
         self.buf = b""
-        self.result: dict[str, Any] = {}
+        self.status = engine.record("status")
         check_dumpable(opts.force)
         sig = freeze_signal(opts.freeze_signal)
-        self.pipe_argv = compressor_argv() if opts.compress else None
-        self.final_name, self.partial_name = core_names(opts.name or make_stem(), opts.compress)
+        name = core_names(opts.name, opts.compress)[0] if opts.name else None
         self.directory, self.dir_fd = open_directory(opts.directory)
-        self.path = self.directory / self.final_name
         try:
-            self._create_partial()
-            _warn_space(self.directory, self.dir_fd)
-            note = _metadata.build_note(
+            warn_space(self.directory, self.dir_fd)
+            note = metadata.build_note(
                 reason=opts.reason,
                 version=VERSION,
                 with_stacks=opts.python_stacks,
                 extra=opts.extra,
             )
-            check_max_size(opts.max_size, len(note))
-            self.rfd, wfd = os.pipe2(os.O_CLOEXEC)
-            try:
-                self.result = self._fork(wfd, note, sig)
-            finally:
-                os.close(wfd)
-            self.child_pid = self.result["pid"]
+            options, data = native_options(opts, note)
+            with _snapshot_lock:
+                r = engine.native.job_start(
+                    options=options, data=data, dir_fd=self.dir_fd, name=name
+                )
+            if "error" in r:
+                raise _start_error(r["error"], r["stage"], self.directory, name or "core", sig)
         except BaseException:
-            self._cleanup_files()
-            self._close()
+            os.close(self.dir_fd)
             raise
+        self.result = r
+        self.job: Optional[bytes] = r["job"]
+        self.rfd: int = r["rfd"]
+        self.child_pid: int = r["pid"]
+        self.path = self.directory / r["final"]
         log.info(
             "snapshot child %d writing %s (pause %.3f ms, %d threads, %d incomplete)",
             self.child_pid,
             self.path,
-            (self.result["freeze_ns"] + self.result["fork_ns"]) / 1e6,
-            len(self.result["threads"]),
-            self.result["timed_out"],
+            (r["freeze_ns"] + r["fork_ns"]) / 1e6,
+            len(r["threads"]),
+            r["timed_out"],
         )
-
-    def _create_partial(self) -> None:
-        try:
-            self.core_fd = os.open(
-                self.partial_name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=self.dir_fd,
-            )
-        except FileExistsError:
-            raise exists_error(self.directory / self.partial_name) from None
-        except OSError as e:
-            raise directory_error(self.directory, e.errno) from None
-        if os.path.lexists(self.path):
-            raise exists_error(self.path)
-
-    def _fork(self, wfd: int, note: bytes, sig: int) -> dict[str, Any]:
-        native = _engine.native
-        opts = self.opts
-        signo, code, addr, sender = opts.siginfo
-        deadline = time.monotonic() + max(opts.freeze_timeout, 0.0) + 5.0
-        while True:
-            try:
-                with _snapshot_lock:
-                    return native.snapshot(
-                        core_fd=self.core_fd,
-                        dir_fd=self.dir_fd,
-                        status_fd=wfd,
-                        partial_name=os.fsencode(self.partial_name),
-                        final_name=os.fsencode(self.final_name),
-                        note=note,
-                        threads=opts.threads,
-                        filter=opts.filter,
-                        freeze_timeout=opts.freeze_timeout,
-                        freeze_signal=sig,
-                        signo=signo,
-                        code=code,
-                        addr=addr,
-                        sender=sender,
-                        pipe_argv=self.pipe_argv,
-                        max_size=opts.max_size,
-                        pylayout=_caplayout.layout() if opts.max_size else None,
-                    )
-            except OSError as e:
-                if e.errno == errno_mod.EBUSY and time.monotonic() < deadline:
-                    time.sleep(0.005)  # a signal-triggered snapshot is in flight
-                    continue
-                raise snapshot_error(e.errno, sig) from None
 
     # -- status records -------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Consume bytes from the status pipe."""
         self.buf += data
-        size = _engine.STATUS.size
+        size = self.status.size
         while len(self.buf) >= size:
-            rec = _engine.STATUS.unpack(self.buf[:size])
+            rec = self.status.unpack(self.buf[:size])
             self.buf = self.buf[size:]
-            magic, kind, _err, _stage, written, total, _file_size, _nseg = rec
-            if magic != _engine.native.STATUS_MAGIC:
+            if rec["magic"] != engine.native.STATUS_MAGIC:
                 continue
-            self.written, self.total = written, total
-            if kind != _engine.ST_PROGRESS:
+            self.written, self.total = rec["written"], rec["total"]
+            if rec["kind"] != engine.ST_PROGRESS:
                 self.done = rec
             elif self.opts.on_progress is not None:
                 try:
-                    self.opts.on_progress(written, total)
+                    self.opts.on_progress(self.written, self.total)
                 except Exception:  # a progress callback must not break the snapshot
                     log.exception("progress callback failed")
 
@@ -303,40 +166,57 @@ class Job:
 
     # -- completion -----------------------------------------------------------------
 
+    @property
+    def published(self) -> bool:
+        """Whether the child reported the core complete under its final name."""
+        return self.done is not None and self.done["kind"] == engine.ST_DONE
+
+    def end(self, block: bool = True) -> Optional[int]:
+        """Reap the child, close the pipe, remove the partial file unless published; the wait
+        status (None while it runs, with ``block=False``)."""
+        if self.job is None:
+            return -1
+        status = engine.native.job_end(job=self.job, published=self.published, block=block)
+        if status is None:
+            return None
+        self.job = None
+        os.close(self.dir_fd)  # the job's partial file was removed through it
+        return int(status)
+
     def finish(self, wait_status: int) -> CorePath:
         """Turn the child's last record and exit status into a path or an exception."""
-        try:
-            if self.done is not None and self.done[1] == _engine.ST_DONE:
-                return self._success()
-            self._cleanup_files()
-            if self.done is not None and self.done[1] == _engine.ST_ERROR:
-                _, _, err, stage, written, total, need, _ = self.done
-                stage_name = _engine.STAGES.get(stage, str(stage))
-                if err == errno_mod.EFBIG and self.opts.max_size and need:
-                    raise max_size_error(self.opts.max_size, need)
-                raise write_error(
-                    self.directory, err, stage_name, written, total, bool(self.opts.compress)
-                )
-            if wait_status >= 0 and os.WIFSIGNALED(wait_status):
-                raise CoreChildError(
-                    f"the snapshot child {self.child_pid} was killed by signal "
-                    f"{signal_name(os.WTERMSIG(wait_status))} after writing "
-                    f"{format_size(self.written)} of {format_size(self.total)}",
-                    stage="memory",
-                    advice="see the system log (OOM killer?) and retry",
-                )
-            raise CoreChildError(
-                f"the snapshot child {self.child_pid} exited without a result "
-                f"(wait status {wait_status})",
-                stage="wait",
-                advice="retry; if it persists, report it with `gencore doctor` output",
+        if self.published:
+            return self._success()
+        if self.done is not None and self.done["kind"] == engine.ST_ERROR:
+            d = self.done
+            stage_name = engine.STAGES.get(d["stage"], str(d["stage"]))
+            if d["err"] == errno_mod.EFBIG and self.opts.max_size and d["file_size"]:
+                raise max_size_error(self.opts.max_size, d["file_size"])
+            raise write_error(
+                self.directory,
+                d["err"],
+                stage_name,
+                d["written"],
+                d["total"],
+                bool(self.opts.compress),
             )
-        finally:
-            self._close()
+        if wait_status >= 0 and os.WIFSIGNALED(wait_status):
+            raise CoreChildError(
+                f"the snapshot child {self.child_pid} was killed by signal "
+                f"{signal_name(os.WTERMSIG(wait_status))} after writing "
+                f"{format_size(self.written)} of {format_size(self.total)}",
+                stage="memory",
+                advice="see the system log (OOM killer?) and retry",
+            )
+        raise CoreChildError(
+            f"the snapshot child {self.child_pid} exited without a result "
+            f"(wait status {wait_status})",
+            stage="wait",
+            advice="retry; if it persists, report it with `gencore doctor` output",
+        )
 
     def _success(self) -> CorePath:
         assert self.done is not None
-        _, _, _, _, written, _, file_size, nseg = self.done
         r = self.result
         report = SnapshotReport(
             path=self.path,
@@ -346,9 +226,9 @@ class Job:
             fork_s=r["fork_ns"] / 1e9,
             pause_s=(r["freeze_ns"] + r["fork_ns"]) / 1e9,
             elapsed_s=time.monotonic() - self.t0,
-            written=written,
-            file_size=file_size,
-            segments=nseg,
+            written=self.done["written"],
+            file_size=self.done["file_size"],
+            segments=self.done["nsegments"],
             compressed_size=os.stat(self.path).st_size if self.opts.compress else None,
         )
         p = CorePath(self.path)
@@ -363,7 +243,7 @@ class Job:
         log.info(
             "core %s written (%s%s) in %.2f s",
             self.path,
-            format_size(file_size),
+            format_size(report.file_size),
             ""
             if report.compressed_size is None
             else f", {format_size(report.compressed_size)} compressed",
@@ -373,15 +253,10 @@ class Job:
 
     def abort(self) -> None:
         """Kill the child (if any), reap it, remove the partial file."""
-        if self.child_pid > 0:
-            try:
-                os.kill(self.child_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _engine.native.reap(pid=self.child_pid, block=True)
-            self.child_pid = -1
-        self._cleanup_files()
-        self._close()
+        if self.job is not None:
+            engine.native.job_kill(job=self.job)
+            self.done = None
+            self.end(block=True)
 
     def timeout_error(self) -> GencoreError:
         """The error for a core not finished in time (the child is killed by abort)."""
@@ -392,22 +267,6 @@ class Job:
             "child was killed",
             advice="pass a larger timeout=, or a faster directory=",
         )
-
-    def _cleanup_files(self) -> None:
-        if self.dir_fd >= 0 and self.core_fd >= 0:
-            try:
-                os.unlink(self.partial_name, dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("could not remove %s: %s", self.directory / self.partial_name, e)
-
-    def _close(self) -> None:
-        for attr in ("rfd", "core_fd", "dir_fd"):
-            fd = getattr(self, attr)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, attr, -1)
 
 
 def wait_blocking(job: Job) -> CorePath:
@@ -424,8 +283,7 @@ def wait_blocking(job: Job) -> CorePath:
             if not data:
                 break
             job.feed(data)
-        status = _engine.native.reap(pid=job.child_pid, block=True)
-        job.child_pid = -1
+        status = job.end(block=True)
         return job.finish(-1 if status is None else status)
     except BaseException:
         job.abort()
@@ -456,13 +314,12 @@ async def _read_status(job: Job, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(job.rfd)
 
 
-async def _reap_async(pid: int, loop: asyncio.AbstractEventLoop) -> int:
-    native = _engine.native
-    status = native.reap(pid=pid, block=False)
+async def _reap_async(job: Job, loop: asyncio.AbstractEventLoop) -> int:
+    status = job.end(block=False)
     if status is not None:
         return status
     try:
-        pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+        pidfd = os.pidfd_open(job.child_pid)  # type: ignore[attr-defined,unused-ignore]
     except (AttributeError, OSError):
         pidfd = -1
     try:
@@ -479,7 +336,7 @@ async def _reap_async(pid: int, loop: asyncio.AbstractEventLoop) -> int:
             finally:
                 loop.remove_reader(pidfd)
         while True:
-            status = native.reap(pid=pid, block=False)
+            status = job.end(block=False)
             if status is not None:
                 return status
             await asyncio.sleep(0.001)
@@ -493,136 +350,7 @@ async def wait_async(job: Job) -> CorePath:
     loop = asyncio.get_running_loop()
     try:
         await _read_status(job, loop)
-        status = await _reap_async(job.child_pid, loop)
-        job.child_pid = -1
-        return job.finish(status)
+        return job.finish(await _reap_async(job, loop))
     except BaseException:
         job.abort()
         raise
-
-
-def kernel_core(opts: CoreOptions) -> CorePath:
-    """method="kernel": a forked copy of this thread crashes and the kernel writes its core."""
-    from . import kernel as _kernel
-
-    _engine.require()
-    t0 = time.monotonic()
-    check_dumpable(opts.force)
-    _kernel.preflight()
-    final, _ = core_names(opts.name or make_stem())
-    d, dir_fd = open_directory(opts.directory)
-    try:
-        path, pid, fork_s = _kernel.create(d, dir_fd, final, opts.force, opts.timeout)
-    finally:
-        os.close(dir_fd)
-    size = os.stat(path)
-    p = CorePath(path)
-    p.report = SnapshotReport(
-        path=path,
-        child_pid=pid,
-        threads=(ThreadReport(threading.get_native_id(), "caller"),),
-        freeze_s=0.0,
-        fork_s=fork_s,
-        pause_s=fork_s,
-        elapsed_s=time.monotonic() - t0,
-        written=size.st_blocks * 512,
-        file_size=size.st_size,
-        segments=0,
-    )
-    log.info("kernel core %s written (%s)", path, format_size(size.st_size))
-    return p
-
-
-def run(opts: CoreOptions) -> CorePath:
-    """Take one core with these options and wait for it (the calling thread blocks)."""
-    if opts.method == "kernel":
-        return kernel_core(opts)
-    return wait_blocking(Job(opts))
-
-
-# -- uploads (upload=URL) -------------------------------------------------------------------
-
-_P = TypeVar("_P", bound=Path)
-
-
-def _upload_argv(path: Path, opts: CoreOptions) -> list[str]:
-    from ..ship.helper import finish_argv
-
-    assert opts.upload is not None
-    argv = finish_argv(
-        sys.executable,
-        path.parent,
-        fmt=None,
-        pid=None,
-        events=None,
-        upload=opts.upload,
-        keep_local=opts.keep_local,
-        max_total=0,
-        keep_free=0,
-    )
-    return [*argv, path.name]
-
-
-def _uploaded(path: _P, stdout: bytes) -> _P:
-    """The helper's reply: the object's URL on ``path.url``, or the failure raised."""
-    for raw in stdout.splitlines():
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
-        if doc.get("file") != path.name:
-            continue  # an earlier pending file the helper uploaded on the way
-        if "uploaded" in doc:
-            path.url = doc["uploaded"]  # type: ignore[attr-defined]
-            return path
-        if "upload_error" in doc:
-            raise _upload_error(path, doc["upload_error"])
-    raise _upload_error(path, "the upload helper gave no result")
-
-
-def _upload_error(path: Path, message: str) -> UploadError:
-    err = UploadError(
-        f"{path.name} was written but not uploaded: {message}",
-        stage="upload",
-        advice=f"the file stays in {path.parent}; gencore upload --pending {path.parent} URL "
-        "tries again",
-    )
-    err.path = path
-    return err
-
-
-def upload(path: _P, opts: CoreOptions) -> _P:
-    """Upload a finished core or bundle when ``opts.upload`` asks for it (helper process)."""
-    if opts.upload is None:
-        return path
-    try:
-        p = subprocess.run(
-            _upload_argv(path, opts),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=opts.timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise _upload_error(path, f"no answer within {opts.timeout:g} s") from None
-    return _uploaded(path, p.stdout)
-
-
-async def upload_async(path: _P, opts: CoreOptions) -> _P:
-    """:func:`upload` through the event loop."""
-    if opts.upload is None:
-        return path
-    proc = await asyncio.create_subprocess_exec(
-        *_upload_argv(path, opts),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), opts.timeout)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    return _uploaded(path, stdout)

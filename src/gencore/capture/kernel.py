@@ -8,15 +8,18 @@ sends the core elsewhere. It is the fallback where the native writer is not avai
 from __future__ import annotations
 
 import errno as errno_mod
+import logging
 import os
 import resource
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from .._common import core_names, format_size
 from ..errors import (
     ADVICE_NATIVE,
     CoreChildError,
@@ -25,6 +28,9 @@ from ..errors import (
     timeout_error,
 )
 from . import engine as _engine
+from .options import CoreOptions
+from .preflight import check_dumpable, make_stem, open_directory
+from .result import CorePath, SnapshotReport, ThreadReport
 
 CORE_PATTERN_FILE = "/proc/sys/kernel/core_pattern"  # a test seam: tests point it elsewhere
 
@@ -36,7 +42,15 @@ _HANDLERS = {
     "core_pipe": "a container runtime's core handler",
 }
 
-__all__ = ["KernelCoreUnavailableError", "core_pattern_problem", "preflight", "read_core_pattern"]
+__all__ = [
+    "KernelCoreUnavailableError",
+    "core_pattern_problem",
+    "kernel_core",
+    "preflight",
+    "read_core_pattern",
+]
+
+log = logging.getLogger("gencore")
 
 
 def read_core_pattern() -> str:
@@ -143,3 +157,33 @@ def create(
             _engine.native.reap(pid=pid, block=True)
         os.close(tmp_fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kernel_core(opts: CoreOptions) -> CorePath:
+    """method="kernel": a forked copy of this thread crashes and the kernel writes its core."""
+    _engine.require()
+    t0 = time.monotonic()
+    check_dumpable(opts.force)
+    preflight()
+    final, _ = core_names(opts.name or make_stem())
+    d, dir_fd = open_directory(opts.directory)
+    try:
+        path, pid, fork_s = create(d, dir_fd, final, opts.force, opts.timeout)
+    finally:
+        os.close(dir_fd)
+    size = os.stat(path)
+    p = CorePath(path)
+    p.report = SnapshotReport(
+        path=path,
+        child_pid=pid,
+        threads=(ThreadReport(threading.get_native_id(), "caller"),),
+        freeze_s=0.0,
+        fork_s=fork_s,
+        pause_s=fork_s,
+        elapsed_s=time.monotonic() - t0,
+        written=size.st_blocks * 512,
+        file_size=size.st_size,
+        segments=0,
+    )
+    log.info("kernel core %s written (%s)", path, format_size(size.st_size))
+    return p

@@ -11,10 +11,12 @@ import concurrent.futures
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .._common import PathLike, default_directory, in_thread
-from . import engine as _engine
+from ..ship.client import upload, upload_async
+from . import engine
 from . import job as _job
-from .job import CorePath, SnapshotReport, ThreadReport
+from .kernel import kernel_core
 from .options import CoreOptions
+from .result import CorePath, SnapshotReport, ThreadReport
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -28,14 +30,23 @@ __all__ = [
     "create_core",
     "create_core_async",
     "default_directory",
+    "run_core",
     "start_core",
     "supported",
 ]
 
 
 def supported() -> bool:
-    """True when this platform has the native snapshot engine (Linux x86_64)."""
-    return _engine.available()
+    """True when this platform has the native snapshot engine (Linux on x86_64 or aarch64,
+    CPython's default build)."""
+    return engine.available()
+
+
+def run_core(opts: CoreOptions) -> CorePath:
+    """Take one core with these options and wait for it (the calling thread blocks)."""
+    if opts.method == "kernel":
+        return kernel_core(opts)
+    return _job.wait_blocking(_job.Job(opts))
 
 
 def create_core(
@@ -99,7 +110,7 @@ def create_core(
         ValueError: an option has an impossible value (nothing was forked).
     """
     opts = CoreOptions.build(directory, options)
-    return _job.upload(_job.run(opts), opts)
+    return upload(run_core(opts), opts)
 
 
 async def create_core_async(
@@ -113,7 +124,7 @@ async def create_core_async(
     available here.
     """
     opts = CoreOptions.build(directory, options)
-    return await _job.upload_async(await _job.wait_async(_job.Job(opts)), opts)
+    return await upload_async(await _job.wait_async(_job.Job(opts)), opts)
 
 
 def start_core(
@@ -136,7 +147,7 @@ def start_core(
     """
     opts = CoreOptions.build(directory, options)
     job = _job.Job(opts)
-    fut = in_thread(lambda: _job.upload(_job.wait_blocking(job), opts), callback, "gencore-wait")
+    fut = in_thread(lambda: upload(_job.wait_blocking(job), opts), callback, "gencore-wait")
     fut.child_pid = job.child_pid  # type: ignore[attr-defined]
     fut.path = job.path  # type: ignore[attr-defined]
     return fut

@@ -58,7 +58,7 @@ def signal_arg(text: str) -> int:
 
 
 def size_arg(text: str) -> int:
-    from ..capture.watch import parse_size
+    from ..capture.options import parse_size
 
     try:
         return parse_size(text, "size")

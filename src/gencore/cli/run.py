@@ -27,6 +27,7 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
         heartbeat_timeout=args.heartbeat_timeout,
         rss_limit=args.on_rss,
         on_memory_error=args.on_memory_error,
+        on_memory_high=args.on_memory_high,
         upload=args.upload,
         keep_local=args.keep_local,
         max_total=args.max_total,
@@ -111,6 +112,11 @@ def register(sub: Any) -> None:
     )
     r.add_argument(
         "--on-memory-error", action="store_true", help="core on an unhandled MemoryError"
+    )
+    r.add_argument(
+        "--on-memory-high",
+        action="store_true",
+        help="core when the memory cgroup (v2) counts a memory.high breach",
     )
     r.add_argument("--max-cores", type=int, default=10)
     r.add_argument("--min-interval", type=float, default=1.0)

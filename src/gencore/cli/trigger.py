@@ -27,7 +27,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
 
-    from ..capture.triggers import find_state
+    from ..capture.delivery import find_state
 
     if args.inject:
         return cmd_inject(args)
@@ -54,7 +54,7 @@ def _follow_trigger(
 ) -> int:
     """Follow the events of one triggered dump (see cmd_trigger)."""
 
-    from ..capture.triggers import process_alive
+    from .._procfs import alive as process_alive
 
     deadline = time.monotonic() + args.timeout
     progress = Progress("writing")

@@ -18,15 +18,10 @@ back is :mod:`gencore.ship.extract` (``extract_bundle``) and :func:`~gencore.ope
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import errno as errno_mod
-import json
 import os
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -38,9 +33,11 @@ from .._common import (
     in_thread,
 )
 from ..capture import job as _job
-from ..capture.job import SnapshotReport
 from ..capture.options import CoreOptions
-from ..errors import BundleError, describe_errno, exists_error
+from ..capture.result import SnapshotReport
+from ..capture.snapshot import run_core
+from ..errors import BundleError, exists_error
+from .client import HelperCall, HelperRun, run_helper, run_helper_async, upload, upload_async
 from .extract import ExtractedBundle, extract_bundle, import_zstandard, is_bundle
 from .helper import bundle_argv, bundle_name
 
@@ -98,61 +95,40 @@ def _remove_partial(core: Path, fmt: str) -> None:
         pass
 
 
-class _Reply:
-    """The helper's JSON lines: progress, then a result or an error."""
-
-    def __init__(self, on_progress: Optional[ProgressCallback]) -> None:
-        self.on_progress = on_progress
-        self.result: Optional[dict[str, Any]] = None
-
-    def line(self, raw: bytes) -> None:
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            return
-        if "progress" in msg:
-            if self.on_progress is not None:
-                self.on_progress(*msg["progress"])
-        else:
-            self.result = msg
-
-    def finish(self, rc: int, stderr: bytes, report: Optional[SnapshotReport]) -> BundlePath:
-        r = self.result
-        if r is None or "ok" not in r:
-            why = (r or {}).get("error") or stderr.decode(errors="replace").strip()[-500:]
-            err = (r or {}).get("errno")
-            raise BundleError(
-                f"building the bundle failed: {why or f'helper exit status {rc}'}",
-                errno=err,
-                stage="bundle",
-                advice=(
-                    "free space in the directory and retry"
-                    if err in (errno_mod.ENOSPC, errno_mod.EDQUOT)
-                    else "the core itself was kept; bundle it with `gencore bundle CORE`"
-                ),
-            )
-        p = BundlePath(r["ok"])
-        p.report = report
-        p.manifest = r["manifest"]
-        return p
-
-
-def _start_helper(argv: list[str]) -> subprocess.Popen[bytes]:
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-        )
-    except OSError as e:
+def _bundle_result(run: HelperRun, report: Optional[SnapshotReport]) -> BundlePath:
+    """The helper's last document: the bundle, or the failure raised."""
+    r = next((d for d in reversed(run.docs) if "progress" not in d), None)
+    if r is None or "ok" not in r:
+        why = (r or {}).get("error") or run.stderr.decode(errors="replace").strip()[-500:]
+        err = (r or {}).get("errno")
         raise BundleError(
-            f"cannot start the bundle helper: {describe_errno(e.errno)}",
-            errno=e.errno,
+            f"building the bundle failed: {why or f'helper exit status {run.returncode}'}",
+            errno=err,
             stage="bundle",
-            advice="check that the interpreter can start processes",
-        ) from None
+            advice=(
+                "free space in the directory and retry"
+                if err in (errno_mod.ENOSPC, errno_mod.EDQUOT)
+                else "the core itself was kept; bundle it with `gencore bundle CORE`"
+            ),
+        )
+    p = BundlePath(r["ok"])
+    p.report = report
+    p.manifest = r["manifest"]
+    return p
+
+
+def _progress(
+    on_progress: Optional[ProgressCallback],
+) -> Optional[Callable[[dict[str, Any]], None]]:
+    if on_progress is None:
+        return None
+    report = on_progress
+
+    def doc(d: dict[str, Any]) -> None:
+        if "progress" in d:
+            report(*d["progress"])
+
+    return doc
 
 
 def bundle_core(
@@ -171,33 +147,16 @@ def bundle_core(
     """
     _check_format(format)
     core = Path(core)
-    report = getattr(core, "report", None)
-    reply = _Reply(on_progress)
-    p = _start_helper(_helper_command(core, format, keep_core, pid))
-    err_buf: list[bytes] = []
-    assert p.stdout is not None and p.stderr is not None
-    stderr = p.stderr
-    t = threading.Thread(target=lambda: err_buf.append(stderr.read()), daemon=True)
-    t.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        for raw in p.stdout:
-            reply.line(raw)
-            if deadline is not None and time.monotonic() > deadline:
-                raise BundleError(
-                    f"the bundle was not finished within {timeout:g} s",
-                    errno=errno_mod.ETIMEDOUT,
-                    stage="bundle",
-                    advice="pass a larger timeout=",
-                )
-        rc = p.wait(timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
-    except BaseException:
-        p.kill()
-        p.wait()
-        _remove_partial(core, format)  # the killed helper could not
-        raise
-    t.join(5)
-    return reply.finish(rc, b"".join(err_buf), report)
+    call = HelperCall(
+        _helper_command(core, format, keep_core, pid),
+        "bundle",
+        timeout,
+        _progress(on_progress),
+        lambda: _remove_partial(core, format),  # the killed helper could not
+        error=BundleError,
+    )
+    run = run_helper(call)
+    return _bundle_result(run, getattr(core, "report", None))
 
 
 def collect_core(
@@ -219,7 +178,7 @@ def collect_core(
     """
     _check_format(format)
     opts = CoreOptions.build(directory, options)
-    core = _job.run(opts)
+    core = run_core(opts)
     # If bundling fails the core stays where it is: it is the valuable part.
     bundle = bundle_core(
         core,
@@ -229,7 +188,7 @@ def collect_core(
         timeout=opts.timeout,
         on_progress=opts.on_progress,
     )
-    return _job.upload(bundle, opts)  # the bundle is what goes (with upload=)
+    return upload(bundle, opts)  # the bundle is what goes (with upload=)
 
 
 async def collect_core_async(
@@ -243,33 +202,16 @@ async def collect_core_async(
     _check_format(format)
     opts = CoreOptions.build(directory, options)
     core = await _job.wait_async(_job.Job(opts))
-    argv = _helper_command(core, format, keep_core, os.getpid())
-    reply = _Reply(opts.on_progress)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    call = HelperCall(
+        _helper_command(core, format, keep_core, os.getpid()),
+        "bundle",
+        opts.timeout,
+        _progress(opts.on_progress),
+        lambda: _remove_partial(core, format),
+        error=BundleError,
     )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        stdout = proc.stdout
-
-        async def lines() -> None:
-            async for raw in stdout:
-                reply.line(raw)
-
-        err_task = asyncio.ensure_future(proc.stderr.read())
-        await asyncio.wait_for(lines(), opts.timeout)
-        rc = await proc.wait()
-        stderr = await err_task
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-            _remove_partial(core, format)
-        raise
-    return await _job.upload_async(reply.finish(rc, stderr, core.report), opts)
+    run = await run_helper_async(call)
+    return await upload_async(_bundle_result(run, core.report), opts)
 
 
 def start_collect(
@@ -295,6 +237,6 @@ def start_collect(
         bundle = bundle_core(
             core, format=format, keep_core=keep_core, pid=pid, timeout=opts.timeout
         )
-        return _job.upload(bundle, opts)
+        return upload(bundle, opts)
 
     return in_thread(work, callback, "gencore-collect")

@@ -18,6 +18,9 @@ from conftest import PROGRAMS, real_python, run, tool
 import gencore
 from gencore.ship import upload as _upload
 
+# Uploads, manifests and the budget are the same Python on every interpreter.
+pytestmark = pytest.mark.once
+
 TRIGGERED = str(PROGRAMS / "triggered.py")
 HOST = socket.gethostname()
 
@@ -139,7 +142,7 @@ def test_an_unreachable_store_keeps_the_core_until_upload_pending(tmp_path, s3):
     s3.stop()  # the store is down when the core is written
     p = start_stuck(tmp_path, s3.env, "--upload", "s3://cores/later/")
     try:
-        events = Path(gencore.capture.triggers.find_state(p.pid)["events"])
+        events = Path(gencore.capture.delivery.find_state(p.pid)["events"])
         r = run([sys.executable, "-m", "gencore", "trigger", str(p.pid), "--wait"])
         # the core is written; gencore trigger reports the failed upload
         assert r.returncode == 1 and "the upload failed" in r.stderr, r.stdout + r.stderr
@@ -225,6 +228,7 @@ def test_bad_upload_and_budget_arguments(tmp_path):
             gencore.install(directory=tmp_path, **kwargs)
 
 
+@pytest.mark.slow
 def test_create_core_and_collect_core_upload(tmp_path, s3):
     import asyncio
 

@@ -179,7 +179,7 @@ def overflow_lib(tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.mark.parametrize("where", ["worker", "main"])
+@pytest.mark.parametrize("where", ["worker", "main", "thread"])
 @pytest.mark.parametrize("fh", [False, True])
 @pytest.mark.parametrize("compress", [None, "zstd"])
 def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh, compress):
@@ -224,6 +224,33 @@ def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh, compress)
         else mine
     )
     assert "in overflow_in_c" in mine, out[-3000:]
+
+
+@pytest.mark.once  # 100 processes: the wrappers are the same on every interpreter
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["pool", "main"])
+def test_threads_that_overflow_at_once_always_get_a_core(tmp_path, overflow_lib, where):
+    """A thread whose first statement recurses in C, 50 times: 50 complete cores (its
+    alternate stack was given before its first Python frame ran, not by the sweep)."""
+    import concurrent.futures
+
+    def one(i: int) -> tuple[int, str, str]:
+        d = tmp_path / str(i)
+        d.mkdir()
+        cmd = gencore_run(
+            d, "--on-crash", mode="overflow", args={"lib": overflow_lib, "where": where}
+        )
+        r = run(cmd, cwd=d)
+        found = cores(d)
+        out = run([tool("pystack"), "core", str(found[0]), real_python()]).stdout if found else ""
+        return r.returncode, out, r.stderr[-500:]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(50)))
+    for rc, out, err in results:
+        assert rc == -signal.SIGSEGV, (rc, err)
+        assert "The process died due a segmentation fault" in out, (out[-1500:], err)
+        assert "in overflow_in_c" in out, out[-1500:]
 
 
 def test_two_threads_crashing_at_once_give_one_core(tmp_path):
@@ -453,3 +480,35 @@ def test_alternate_stacks_are_given_and_taken_back(tmp_path):
     # ... and back afterwards, in the main thread and the worker (SS_DISABLE = 2)
     assert d["after"] == d["before"]
     assert d["worker_after"][1] == 2
+
+
+EXCEPTION_WITH_OPTIONS = """
+import logging, signal, sys, threading
+import gencore
+logging.basicConfig(level=logging.INFO)
+gencore.install(signals=(), directory=sys.argv[1], on_exception=True,
+                freeze_signal=signal.SIGRTMIN + 4, freeze_timeout=0.05,
+                timeout=float(sys.argv[2]), min_interval=0)
+def fail():
+    raise ValueError("on purpose")
+t = threading.Thread(target=fail, name="failing")
+t.start()
+t.join()
+"""
+
+
+def test_exception_cores_use_the_options_given_to_install(tmp_path):
+    """freeze_signal, freeze_timeout and timeout reach the core taken for an exception."""
+    r = run([sys.executable, "-c", EXCEPTION_WITH_OPTIONS, str(tmp_path), "60"])
+    assert r.returncode == 0, r.stderr
+    found = cores(tmp_path)
+    assert len(found) == 1, r.stderr
+    with gencore.open_core(found[0]) as core:
+        assert core.metadata["reason"] == "exception"
+        assert core.capture["freeze_signal"] == signal.SIGRTMIN + 4
+        assert core.capture["freeze_timeout_ns"] == 50_000_000
+    # a timeout no core can meet: the core is abandoned after it, and says so
+    (tmp_path / "late").mkdir()
+    r = run([sys.executable, "-c", EXCEPTION_WITH_OPTIONS, str(tmp_path / "late"), "0.000001"])
+    assert "was not finished within 1e-06 s" in r.stderr, r.stderr
+    assert list((tmp_path / "late").iterdir()) == []

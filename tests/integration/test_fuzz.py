@@ -136,6 +136,8 @@ def mutate(seed: bytes, data: st.DataObject) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.once  # the reader is pure Python: one interpreter covers it
+@pytest.mark.slow
 def test_fuzz_open_core_and_info(seed_core, tmp_path):
     target = str(tmp_path / "fuzzed.core")
     # sanity: the seed itself is readable and the oracle can tell good from bad
@@ -179,6 +181,7 @@ def test_fuzz_open_core_and_info(seed_core, tmp_path):
         struct.pack("<16sHH", b"\x7fELF\x02\x01\x01", 4, 62),
     ],
 )
+@pytest.mark.once
 def test_tiny_inputs_exit_2(tmp_path, blob):
     path = tmp_path / "x"
     path.write_bytes(blob)

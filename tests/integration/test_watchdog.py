@@ -19,7 +19,7 @@ from conftest import gencore_run_cmd, real_python, run, tool
 
 import gencore
 
-PROGRAM = str(Path(__file__).parent / "programs" / "watched.py")
+PROGRAM = str(Path(__file__).parent.parent / "programs" / "watched.py")
 
 
 def gencore_run(directory: Path, *opts: str, mode: str, **args) -> list[str]:
@@ -97,6 +97,8 @@ def test_growing_past_the_rss_limit_gives_exactly_one_core(tmp_path):
     assert "reason memory: rss" in info and "past the limit of 300.0 MiB" in info, info
 
 
+@pytest.mark.once  # 30 s of a healthy service: the native watchdog, not the interpreter
+@pytest.mark.slow
 def test_a_healthy_busy_service_gets_no_core_and_no_extra_thread(tmp_path):
     p = subprocess.Popen(
         gencore_run(
@@ -154,7 +156,7 @@ def test_bad_limits_are_refused_with_the_argument_named(tmp_path):
 
 def _memory_cgroup() -> tuple[Path, str, str]:
     """A fresh child of this process's memory cgroup: (directory, limit file, procs file)."""
-    mounts = gencore.capture.watch._cgroup_mounts()
+    mounts = gencore._procfs.cgroup_mounts()
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(",") and "v1" in mounts:
