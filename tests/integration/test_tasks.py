@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROGRAMS, run
+from test_stacks import _wait_for
 
 import gencore
 
@@ -25,15 +26,6 @@ PS_TABLE = (
     "from asyncio.tools import _get_awaited_by_tasks, build_task_table\n"
     "print(json.dumps(build_task_table(_get_awaited_by_tasks(int(sys.argv[1])))))\n"
 )
-
-
-def _wait_for(directory: Path, pattern: str, deadline: float) -> Path:
-    while time.monotonic() < deadline:
-        found = sorted(directory.glob(pattern))
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no {pattern} in {directory}")
 
 
 def take(directory: Path, **args) -> dict:

@@ -32,7 +32,16 @@ from .memory import CoreMemory, Unreadable
 if TYPE_CHECKING:
     from .reader import ElfCore
 
-__all__ = ["TABLES", "MemoryLike", "PyLayout", "build_layout", "debug_offsets", "find_layout"]
+__all__ = [
+    "TABLES",
+    "MemoryLike",
+    "ProcessMemory",
+    "PyLayout",
+    "RawMemory",
+    "build_layout",
+    "debug_offsets",
+    "find_layout",
+]
 
 DEBUG_COOKIE = b"xdebugpy"
 TAG_MASK = ~7 & ((1 << 64) - 1)
@@ -633,6 +642,30 @@ def open_elf_file(core: ElfCore, path: str, start: int) -> Optional[_ElfFile]:
         return None
 
 
+class RawMemory:
+    """Words read through :meth:`raw` (which subclasses provide), for memories that are not a
+    core's mapping (a live process's own, read through ``/proc/self/mem``)."""
+
+    def raw(self, addr: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def u64(self, addr: int) -> int:
+        """The unsigned 64-bit word at ``addr``."""
+        return int(struct.unpack("<Q", self.raw(addr, 8))[0])
+
+    def u32(self, addr: int) -> int:
+        """The unsigned 32-bit word at ``addr``."""
+        return int(struct.unpack("<I", self.raw(addr, 4))[0])
+
+    def readable(self, addr: int, n: int = 8) -> bool:
+        """Whether ``[addr, addr+n)`` can be read."""
+        try:
+            self.raw(addr, n)
+        except Unreadable:
+            return False
+        return True
+
+
 class ProcessMemory(CoreMemory):
     """A core's memory, completed from the files it maps: where the core left a file-backed
     range out (the kernel's default ``coredump_filter`` omits code and read-only data, where
@@ -694,12 +727,7 @@ class ProcessMemory(CoreMemory):
         except Unreadable:
             return int(struct.unpack("<I", self._file_bytes(addr, 4))[0])
 
-    def readable(self, addr: int, n: int = 8) -> bool:
-        try:
-            self.raw(addr, n)
-        except Unreadable:
-            return False
-        return True
+    readable = RawMemory.readable
 
     def close(self) -> None:
         """Unmap the core and the files read for it."""

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, Optional
 
 from ..analysis.memory import Unreadable
-from ..analysis.pylayout import build_layout
+from ..analysis.pylayout import RawMemory, build_layout
 from ..analysis.pyobjects import PyModel, ThreadState
 from ..errors import GencoreError
 from . import caplayout as _caplayout
@@ -54,7 +54,7 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-class _LiveMemory:
+class _LiveMemory(RawMemory):
     """This process's own memory, read through ``/proc/self/mem``: an address that is not
     mapped gives :class:`~gencore.analysis.memory.Unreadable`, never a fault."""
 
@@ -69,19 +69,6 @@ class _LiveMemory:
         if len(data) != n:
             raise Unreadable
         return data
-
-    def u64(self, addr: int) -> int:
-        return int(struct.unpack("<Q", self.raw(addr, 8))[0])
-
-    def u32(self, addr: int) -> int:
-        return int(struct.unpack("<I", self.raw(addr, 4))[0])
-
-    def readable(self, addr: int, n: int = 8) -> bool:
-        try:
-            self.raw(addr, n)
-        except Unreadable:
-            return False
-        return True
 
 
 def _other_interpreters() -> list[dict[str, Any]]:
