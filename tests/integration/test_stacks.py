@@ -20,7 +20,7 @@ import pytest
 from conftest import PROGRAMS, real_python, run, tool
 
 PROGRAM = str(PROGRAMS / "pystacks.py")
-MODES = ["api", "kernel", "signal", "hang", "crash", "foreign", "inject"]
+MODES = ["api", "kernel", "signal", "hang", "crash", "foreign", "inject", "capped"]
 DEPTH = {"api": 900}  # frames of recursion in the "deep" thread (150 otherwise)
 
 
@@ -56,7 +56,7 @@ def take_core(mode: str, directory: Path) -> tuple[Path, dict]:
     try:
         report = json.loads(p.stdout.readline())
         deadline = time.monotonic() + 120
-        if mode in ("api", "kernel"):
+        if mode in ("api", "kernel", "capped"):
             core = Path(report["core"])
         elif mode in ("signal", "hang"):
             if mode == "signal":

@@ -8,6 +8,7 @@ then takes or waits for the core:
 
 api      gencore.create_core(DIR)
 kernel   gencore.create_core(DIR, method="kernel")
+capped   gencore.create_core(DIR, max_size="24M")
 signal   gencore.install(SIGUSR2), then holds the GIL in C forever (the test signals it)
 hang     gencore.install(hang_timeout=1), then holds the GIL in C forever
 crash    gencore.install(on_crash=True), then a thread segfaults
@@ -152,8 +153,11 @@ def main():
             time.sleep(0.05)  # safe points for sys.remote_exec
     import gencore
 
-    if mode in ("api", "kernel"):
-        path = gencore.create_core(directory, method="kernel" if mode == "kernel" else "native")
+    if mode in ("api", "kernel", "capped"):
+        opts = {"method": "kernel"} if mode == "kernel" else {}
+        if mode == "capped":
+            opts["max_size"] = "24M"
+        path = gencore.create_core(directory, **opts)
         announce(core=str(path))
         return
     if mode == "signal":

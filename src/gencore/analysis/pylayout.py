@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..errors import PythonUnavailableError
-from .memory import CoreMemory, Unreadable
+from .memory import BLOCK, CoreMemory, Unreadable, unpack_q
 
 if TYPE_CHECKING:
     from .reader import ElfCore
@@ -543,6 +543,10 @@ class PyLayout:
     """How ``_PyRuntime`` was found (the note, a symbol of a file, the debug cookie)."""
     executable: Optional[str] = None
     """The interpreter's ELF file (executable or ``libpython``) as the core names it."""
+    types: dict[int, str] = field(default_factory=dict)
+    """Addresses of builtin types (``code``, ``str``...) known without reading them: from the
+    note, or the interpreter's symbols. A core that left the interpreter's data out (a capped
+    one) still tells a code object by its type's address."""
 
     def __getitem__(self, key: str) -> int:
         return self.offsets[key]
@@ -710,12 +714,18 @@ class ProcessMemory(CoreMemory):
             elf.close()
 
     def raw(self, addr: int, n: int) -> bytes:
+        d = self.blocks.get(addr >> BLOCK)
+        if d is not None and 0 < n and (addr + n - 1) >> BLOCK == addr >> BLOCK:
+            return self.mm[addr + d : addr + d + n]
         try:
             return super().raw(addr, n)
         except Unreadable:
             return bytes(self._file_bytes(addr, n))
 
     def u64(self, addr: int) -> int:
+        d = self.blocks.get(addr >> BLOCK)  # the common case, without a call per read
+        if d is not None and (addr + 7) >> BLOCK == addr >> BLOCK:
+            return int(unpack_q(self.mm, addr + d)[0])
         try:
             return super().u64(addr)
         except Unreadable:
@@ -909,8 +919,48 @@ def find_layout(core: ElfCore, mem: CoreMemory) -> PyLayout:
     hexversion = _version(core, note, debug_offsets(mem, runtime))
     layout = build_layout(mem, runtime, hexversion, _note_offsets(core, note), str(core.path))
     layout.runtime_source, layout.executable = how, exe or None
+    layout.types = _known_types(core)
     _check(str(core.path), mem, layout)
     return layout
+
+
+# builtin types by the symbol of their type object
+_TYPE_SYMBOLS = {
+    "code": "PyCode_Type",
+    "str": "PyUnicode_Type",
+    "int": "PyLong_Type",
+    "bool": "PyBool_Type",
+    "float": "PyFloat_Type",
+    "bytes": "PyBytes_Type",
+    "tuple": "PyTuple_Type",
+    "list": "PyList_Type",
+    "dict": "PyDict_Type",
+    "type": "PyType_Type",
+}
+
+
+def _known_types(core: ElfCore) -> dict[int, str]:
+    """Builtin types' addresses: the note's (``heap.builtins``), else the symbols of the
+    interpreter's files on this machine."""
+    heap = core.metadata.get("heap")
+    found = heap.get("builtins") if isinstance(heap, dict) else None
+    if isinstance(found, dict):
+        return {int(a): str(n) for n, a in found.items() if isinstance(a, int)}
+    out: dict[int, str] = {}
+    for path, start in _python_files(core):
+        elf = open_elf_file(core, path, start)
+        if elf is None:
+            continue
+        try:
+            for name, symbol in _TYPE_SYMBOLS.items():
+                addr = elf.symbol(symbol)
+                if addr:
+                    out[addr] = name
+        finally:
+            elf.close()
+        if out:
+            break
+    return out
 
 
 def build_layout(

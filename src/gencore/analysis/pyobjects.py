@@ -149,6 +149,10 @@ class PyModel:
         """TLS pointer (x86_64 ``fs_base``) -> TID, to name 3.9/3.10 threads by their
         pthread handle."""
         self._pthread_tid: Optional[int] = None
+        self._slots: dict[tuple[int, str], int] = {}
+        self._lines: dict[tuple[int, int], int] = {}
+        self._names: dict[int, Optional[str]] = {}
+        self.u64 = mem.u64  # type: ignore[method-assign]  # the hottest read, unwrapped
 
     # -- primitive reads ---------------------------------------------------------------------
 
@@ -422,7 +426,13 @@ class PyModel:
         if lasti < 0:
             return code.firstlineno
         if self.v >= (3, 11):
-            return _location_line(code.linetable, lasti // 2, code.firstlineno)
+            key = (code.address, lasti)
+            line = self._lines.get(key)
+            if line is None:
+                line = _location_line(code.linetable, lasti // 2, code.firstlineno)
+                if len(self._lines) < 1 << 18:
+                    self._lines[key] = line
+            return line
         table, line = code.linetable, code.firstlineno
         if self.v >= (3, 10):
             addr = 0
@@ -486,6 +496,9 @@ class PyModel:
             info = self._load_type(addr) if addr else None
         except (Unreadable, UnicodeDecodeError, struct.error, ValueError):
             info = None
+        known = self.layout.types.get(addr)
+        if known is not None and (info is None or info.name != known):
+            info = TypeInfo(addr, known, known, 0, 0, 0, False)  # its memory left out
         self._types[addr] = info
         return info
 
@@ -711,9 +724,20 @@ class PyModel:
         if not d:
             return 0
         for k, v in self.dict_items(d):
-            if self.str_value(k, 256) == key:
+            if self._key(k) == key:
                 return v
         return 0
+
+    def _key(self, k: int) -> Optional[str]:
+        """A dict key's text (cached: attribute and module names are shared strings)."""
+        try:
+            return self._names[k]
+        except KeyError:
+            pass
+        text = self.str_value(k, 256)
+        if len(self._names) < 1 << 16:
+            self._names[k] = text
+        return text
 
     def instance_dict(self, obj: int) -> tuple[int, list[tuple[int, int]]]:
         """An instance's attributes: (its ``__dict__`` address or 0, the (key, value) pairs)."""
@@ -768,20 +792,28 @@ class PyModel:
         dict or inline values, or a ``__slots__`` member; None where it has none."""
         _, items = self.instance_dict(obj)
         for k, v in items:
-            if self.str_value(k, 256) == name:
+            if self._key(k) == name:
                 return v
-        for tp in self.mro(self.u64(obj + 8)):
-            info = self.type_info(tp)
+        tp = self.u64(obj + 8)
+        offset = self._slots.get((tp, name))
+        if offset is None:
+            offset = self._slots[(tp, name)] = self._slot_offset(tp, name)
+        if offset <= 0:
+            return None
+        return self.u64(obj + offset) or None
+
+    def _slot_offset(self, tp: int, name: str) -> int:
+        """Where a class keeps the ``__slots__`` member ``name`` (0: it has none)."""
+        for t in self.mro(tp):
+            info = self.type_info(t)
             if info is None or not info.heap:
                 continue
-            descr = self.dict_get(self.u64(tp + self.L["type.dict"]), name)
+            descr = self.dict_get(self.u64(t + self.L["type.dict"]), name)
             if descr and self.type_name(descr) == "member_descriptor":
                 member = self.u64(descr + self.L["member_descr.member"])
                 offset = self._i64(member + self.L["member_def.offset"])
-                if 0 < offset < 1 << 16:
-                    value = self.u64(obj + offset)
-                    return value or None
-        return None
+                return offset if 0 < offset < 1 << 16 else 0
+        return 0
 
     # -- generators and coroutines -----------------------------------------------------------
 
