@@ -336,26 +336,33 @@ class PyModel:
         L = self.L
         seen: set[int] = set()
         shims = {L.get(k, -99) for k in ("frame.owned_by_cstack", "frame.owned_by_interpreter")}
+        keys = ("frame.owner", "frame.executable", "frame.instr_ptr", "frame.previous")
+        at_owner, at_exe, at_instr, at_prev = (L[k] for k in keys)
+        at_entry = L.get("frame.is_entry", -1)
+        size = max(at_owner, at_exe, at_instr, at_prev, at_entry) + 8
+        unpack = struct.Struct("<Q").unpack_from
         pending: Optional[Frame] = None
         while f and f not in seen and len(seen) < limit:
             seen.add(f)
-            owner = self.u8(f + L["frame.owner"])
+            head = self.mem.raw(f, size)  # one read for the frame's header
+            owner = head[at_owner]
             shim = self.v >= (3, 12) and owner in shims
-            executable = self.u64(f + L["frame.executable"]) & TAG_MASK
+            executable = unpack(head, at_exe)[0] & TAG_MASK
             code = None if shim or not executable else self.code(executable)
             lasti, line = -1, 0
             if code is not None:
-                lasti = self.u64(f + L["frame.instr_ptr"]) - code.code_start
+                lasti = unpack(head, at_instr)[0] - code.code_start
                 line = self._line(code, lasti)
-            entry = bool(self.u8(f + L["frame.is_entry"])) if "frame.is_entry" in L else False
-            frame = Frame(f, code, line, lasti, entry, shim or (code is None), owner)
+            entry = bool(head[at_entry]) if at_entry >= 0 else False
+            # a frame whose code is not in the core is shown as unknown, not skipped
+            frame = Frame(f, code, line, lasti, entry, shim or not executable, owner)
             if pending is not None:
                 # 3.12+: a frame is an entry frame when the next one out is a shim
                 yield _with_entry(pending, pending.is_entry or (shim and self.v >= (3, 12)))
             elif shim and self.v >= (3, 12):
                 frame = _with_entry(frame, True)  # the innermost frame is itself a shim
             pending = frame
-            f = self.u64(f + L["frame.previous"])
+            f = unpack(head, at_prev)[0]
         if pending is not None:
             yield pending
 
@@ -405,21 +412,27 @@ class PyModel:
         flags = self.i32(addr + L["code.flags"])
         nargs += bool(flags & 0x4) + bool(flags & 0x8)  # CO_VARARGS, CO_VARKEYWORDS
         linetable = self.bytes_value(self.field(addr, "code.linetable"), 1 << 24) or b""
+        names, kinds = self._local_names(addr)
         if self.v >= (3, 11):
-            names = self.tuple_strings(self.field(addr, "code.localsplusnames"))
-            kinds = self.bytes_value(self.field(addr, "code.localspluskinds"), 1 << 16) or b""
             start = addr + L["code.code_adaptive"]
         else:
-            names = tuple(
-                n
-                for key in ("code.varnames", "code.cellvars", "code.freevars")
-                for n in self.tuple_strings(self.field(addr, key))
-            )
-            kinds = b""
             start = self.field(addr, "code.code") + L["bytes.value"]
         return Code(
             addr, name, qual or name, filename, first, nargs, names, kinds, linetable, start
         )
+
+    def _local_names(self, addr: int) -> tuple[tuple[str, ...], bytes]:
+        """The names of a code's local slots and their kinds; none where the core left them
+        out (a capped core keeps what stacks need, not always what locals need)."""
+        try:
+            if self.v >= (3, 11):
+                names = self.tuple_strings(self.field(addr, "code.localsplusnames"))
+                kinds = self.bytes_value(self.field(addr, "code.localspluskinds"), 1 << 16)
+                return names, kinds or b""
+            keys = ("code.varnames", "code.cellvars", "code.freevars")
+            return tuple(n for k in keys for n in self.tuple_strings(self.field(addr, k))), b""
+        except Unreadable:
+            return (), b""
 
     def _line(self, code: Code, lasti: int) -> int:
         """The line of the instruction at byte offset ``lasti``, the way pystack reads it."""

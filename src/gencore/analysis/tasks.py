@@ -216,6 +216,7 @@ class _Reader:
         self.m = model
         self.L = model.layout.offsets
         self.kinds: dict[int, Optional[str]] = {}
+        self._head: Optional[tuple[int, bytes]] = None
 
     def kind(self, obj: int) -> Optional[str]:
         """``c-task``, ``py-task``, ``c-future``, ``py-future`` or None, by the object's
@@ -243,7 +244,20 @@ class _Reader:
         return self.kinds[tp]
 
     def _c(self, obj: int, key: str) -> int:
+        head = self._head
+        if head is not None and head[0] == obj:
+            return int(struct.unpack_from("<Q", head[1], self.L[key])[0]) & TAG_MASK
         return self.m.u64(obj + self.L[key]) & TAG_MASK
+
+    def load(self, obj: int, kind: str) -> None:
+        """Read a C task's fields in one go (the next reads of ``obj`` come from it)."""
+        self._head = None
+        if kind == "c-task":
+            size = max(v for k, v in self.L.items() if k.startswith(("task.", "fut."))) + 8
+            try:
+                self._head = (obj, self.m.mem.raw(obj, size))
+            except Unreadable:
+                pass
 
     def state(self, obj: int, kind: str) -> str:
         if kind.startswith("c-"):
@@ -403,6 +417,7 @@ def _coroutine(model: PyModel, coro: int) -> tuple[list[Any], int, bool]:
 
 def _read_task(reader: _Reader, addr: int, kind: str) -> tuple[TaskInfo, _Raw]:
     m = reader.m
+    reader.load(addr, kind)
     coro = reader.get(addr, kind, "coro")
     frames, awaited, running = _coroutine(m, coro) if coro else ([], 0, False)
     state = reader.state(addr, kind)
