@@ -853,22 +853,35 @@ class PyModel:
     def gen_await(self, gen: int) -> int:
         """What a suspended coroutine or generator awaits (``cr_await``/``gi_yieldfrom``),
         or 0."""
+        return self.gen_info(gen)[2]
+
+    def gen_info(self, gen: int) -> tuple[int, bool, int]:
+        """A generator's or coroutine's frame (0 once finished), whether it is executing,
+        and what it awaits (0: nothing), from one read of its state."""
         L = self.L
-        f = self.gen_frame(gen)
-        if not f or self.gen_running(gen):
-            return 0
+        if self.v < (3, 11):
+            f, running = self.gen_frame(gen), self.gen_running(gen)
+            return f, running, 0 if not f or running else self._await_310(f)
+        state = self.i8(gen + L["gen.frame_state"])
+        executing = state == L["gen.state_executing"]
+        if state >= L["gen.state_finished"] and not executing:
+            return 0, False, 0
+        f = gen + L["gen.iframe"]
+        if executing:
+            return f, True, 0
         if self.v >= (3, 13):
-            state = self.i8(gen + L["gen.frame_state"])
-            if state not in (L["gen.state_yield_from"], L.get("gen.state_yield_from2", -99)):
-                return 0
-            return self._stack_top(f)
-        if self.v >= (3, 11):
-            if self.i8(gen + L["gen.frame_state"]) == L["gen.state_created"]:
-                return 0
-            nxt = self.mem.raw(self.u64(f + L["frame.instr_ptr"]) + 2, 2)
-            if nxt[0] not in (L["op.resume"], L["op.resume2"]) or nxt[1] < 2:
-                return 0
-            return self._stack_top(f)
+            suspended_in = (L["gen.state_yield_from"], L.get("gen.state_yield_from2", -99))
+            return f, False, self._stack_top(f) if state in suspended_in else 0
+        if state == L["gen.state_created"]:
+            return f, False, 0
+        nxt = self.mem.raw(self.u64(f + L["frame.instr_ptr"]) + 2, 2)
+        if nxt[0] not in (L["op.resume"], L["op.resume2"]) or nxt[1] < 2:
+            return f, False, 0
+        return f, False, self._stack_top(f)
+
+    def _await_310(self, f: int) -> int:
+        """3.9/3.10: the frame is suspended in YIELD_FROM; its stack top is what it awaits."""
+        L = self.L
         code = self.code(self.u64(f + L["frame.executable"]))
         lasti = self.i32(f + L["frame.lasti"])
         if code is None or lasti < 0:

@@ -217,6 +217,8 @@ class _Reader:
         self.L = model.layout.offsets
         self.kinds: dict[int, Optional[str]] = {}
         self._head: Optional[tuple[int, bytes]] = None
+        fields = [v for k, v in self.L.items() if k.startswith(("task.", "fut."))]
+        self._size = max(fields) + 8 if fields else 0
 
     def kind(self, obj: int) -> Optional[str]:
         """``c-task``, ``py-task``, ``c-future``, ``py-future`` or None, by the object's
@@ -252,10 +254,9 @@ class _Reader:
     def load(self, obj: int, kind: str) -> None:
         """Read a C task's fields in one go (the next reads of ``obj`` come from it)."""
         self._head = None
-        if kind == "c-task":
-            size = max(v for k, v in self.L.items() if k.startswith(("task.", "fut."))) + 8
+        if kind == "c-task" and self._size:
             try:
-                self._head = (obj, self.m.mem.raw(obj, size))
+                self._head = (obj, self.m.mem.raw(obj, self._size))
             except Unreadable:
                 pass
 
@@ -398,7 +399,7 @@ def _coroutine(model: PyModel, coro: int) -> tuple[list[Any], int, bool]:
         seen.add(obj)
         if model.type_name(obj) not in ("coroutine", "generator", "async_generator"):
             return frames, obj, False
-        address = model.gen_frame(obj)
+        address, running, awaited = model.gen_info(obj)
         if not address:
             return frames, 0, False
         frame = next(model.frames(address, 1), None)
@@ -409,9 +410,9 @@ def _coroutine(model: PyModel, coro: int) -> tuple[list[Any], int, bool]:
         if model.v < (3, 11):  # code objects have no qualified name yet: the coroutine has
             qualname = model.str_value(model.u64(obj + model.L["gen.qualname"]), 256) or qualname
         frames.append((FrameInfo(code.name, qualname, code.filename, frame.line), frame))
-        if model.gen_running(obj):
+        if running:
             return frames, 0, True
-        obj = model.gen_await(obj)
+        obj = awaited
     return frames, 0, False
 
 
