@@ -426,6 +426,58 @@ static PyObject *py_watch_loop_stop(PyObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static PyObject *py_trigger_rechain(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_trigger_rechain());
+}
+
+static PyObject *py_watch_deadline_arm(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"seconds", "name", NULL};
+    double seconds;
+    const char *name;
+    Py_ssize_t len;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dy#", kwlist, &seconds, &name, &len)) return NULL;
+    if (!(seconds > 0 && seconds < 1e9)) {
+        PyErr_SetString(PyExc_ValueError, "seconds must be positive");
+        return NULL;
+    }
+    int h = gc_watch_deadline_arm((uint64_t)(seconds * 1e9), (int32_t)gc_gettid(), name,
+                                  (size_t)len);
+    if (h < 0) {
+        errno = -h;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(h);
+}
+
+/* watch_deadline_state / watch_deadline_end: (passed, core name) */
+static PyObject *deadline_result(PyObject *args, PyObject *kw,
+                                 int (*fn)(int, char *, size_t))
+{
+    static char *kwlist[] = {"handle", NULL};
+    int handle;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &handle)) return NULL;
+    char core[GC_NAME_CAP];
+    int passed = fn(handle, core, sizeof core);
+    return Py_BuildValue("(Ns)", PyBool_FromLong(passed), core);
+}
+
+static PyObject *py_watch_deadline_state(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_state);
+}
+
+static PyObject *py_watch_deadline_end(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_end);
+}
+
 static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -544,6 +596,15 @@ static PyMethodDef methods[] = {
      "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
     {"watch_loop_stop", KW(py_watch_loop_stop),
      "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
+    {"watch_deadline_arm", KW(py_watch_deadline_arm),
+     "watch_deadline_arm(seconds, name): a deadline for the calling thread; name is JSON\n"
+     "string text. Returns its handle."},
+    {"watch_deadline_state", KW(py_watch_deadline_state),
+     "watch_deadline_state(handle) -> (passed, core name or '')."},
+    {"watch_deadline_end", KW(py_watch_deadline_end),
+     "watch_deadline_end(handle) -> (passed, core name or ''): the deadline is over."},
+    {"trigger_rechain", py_trigger_rechain, METH_NOARGS,
+     "Take chained signals back from handlers installed since: returns how many."},
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
@@ -570,6 +631,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "WATCH_REASON_CAP", (long)GC_WATCH_REASON_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_DETAIL_CAP", (long)GC_WATCH_DETAIL_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_LOOPS", (long)GC_WATCH_LOOPS) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_NAME_CAP", (long)GC_DEADLINE_NAME_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_DEADLINES", (long)GC_WATCH_DEADLINES) < 0 ||
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0) {
         Py_DECREF(m);
         return NULL;

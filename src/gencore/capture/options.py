@@ -335,6 +335,31 @@ def signal_numbers(signals: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def chain_signal_numbers(signals: Any, trigger_signals: tuple[int, ...]) -> tuple[int, ...]:
+    """The chained signals as numbers: signals the application (or a server) handles, such
+    as gunicorn's worker-timeout SIGABRT; no fault signal, no trigger signal, at most 8."""
+    if isinstance(signals, (int, signal.Signals)):
+        signals = (signals,)
+    out = []
+    for s in signals or ():
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ValueError(f"chain_signals must be signal numbers, got {s!r}")
+        n = int(s)
+        if not 0 < n <= signal.SIGRTMAX:
+            raise ValueError(f"signal {n} is not a signal of this system")
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in FAULT_SIGNALS:
+            raise ValueError(f"signal {n} cannot be chained (on_crash handles faults)")
+        if n in trigger_signals:
+            raise ValueError(f"signal {n} is both a trigger signal and a chained signal")
+        out.append(n)
+    if len(out) > 8:
+        raise ValueError("at most 8 chained signals")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class TriggerConfig:
     """The triggers in force (see :func:`~gencore.install`); ``core`` holds the options every
@@ -359,6 +384,7 @@ class TriggerConfig:
     on_memory_error: bool = False
     max_total: int = 0
     keep_free: int = 0
+    chain_signals: tuple[int, ...] = ()
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -423,9 +449,11 @@ class TriggerConfig:
             max_total=size_bytes(kw.pop("max_total", None), "max_total"),
             keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
         )
+        sigs = signal_numbers(signals)
+        chain = chain_signal_numbers(kw.pop("chain_signals", ()), sigs)
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
-        return cls(signal_numbers(signals), directory, core, **values)
+        return cls(sigs, directory, core, chain_signals=chain, **values)
 
     def replace(self, **changes: Any) -> TriggerConfig:
         """A copy with some fields changed."""
@@ -434,12 +462,16 @@ class TriggerConfig:
     def record(self, fds: dict[str, int], tz_offset: int, **blob: Any) -> dict[str, Any]:
         """The engine's ``trigger`` record (as fields) without its blob's places: ``fds`` are
         ``dir_fd``, ``events_fd`` and ``notify_fd``; ``blob`` the note offsets and places."""
+        # a chained signal (SIGABRT from a server's timeout) is not also a crash signal
+        crash = [s for s in CRASH_SIGNALS if s not in self.chain_signals] if self.on_crash else []
         return dict(
             abi=engine.ABI_VERSION,
             signals=list(self.signals),
             nsignals=len(self.signals),
-            crash_signals=list(CRASH_SIGNALS) if self.on_crash else [],
-            ncrash=len(CRASH_SIGNALS) if self.on_crash else 0,
+            crash_signals=crash,
+            ncrash=len(crash),
+            chain_signals=list(self.chain_signals),
+            nchain=len(self.chain_signals),
             # the crash handler runs on an alternate stack (a stack overflow gets a core
             # too), given to each thread through this private signal
             altstack_signal=freeze_signal(self.core.freeze_signal) - 1 if self.on_crash else 0,
