@@ -351,6 +351,22 @@ def uninstall() -> None:
         st.state_file = st.events_file = None
 
 
+def rechain() -> int:
+    """Put gencore's handler back on top of every chained signal whose handler was replaced
+    without ``signal.signal`` (which does it by itself); returns how many."""
+    return int(engine.native.trigger_rechain()) if state.config is not None else 0
+
+
+def last_core() -> Optional[str]:
+    """The file name of the last core a trigger started in this process, or None."""
+    try:
+        lines = state.events_file.read_text().splitlines() if state.events_file else []
+    except OSError:
+        return None
+    names = [line.split()[1] for line in lines if line.startswith("start ") and " " in line]
+    return names[-1] if names else None
+
+
 def installed() -> Optional[TriggerConfig]:
     """The configuration in force with its counters, or None when no trigger is installed."""
     with delivery.lock:
