@@ -271,7 +271,7 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
     log.info(
         "gencore triggers installed: signals %s, crash %s, exception %s, hang %s s, "
         "heartbeat %s s, rss limit %s, cores to %s",
-        [signal.Signals(s).name for s in config.signals],
+        [_signal_name(s) for s in config.signals],
         config.on_crash,
         config.on_exception,
         config.hang_timeout or "off",
@@ -312,6 +312,13 @@ def _release_signal_function() -> None:
     ):
         signal.signal = _original_signal  # type: ignore[assignment]
         _original_signal = None
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # real-time signals have no name of their own
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
 
 
 def _open_directory(directory: Path) -> tuple[Path, int]:
