@@ -7,3 +7,10 @@
 
 gencore depends on none of these frameworks; each module imports its framework only when used.
 """
+
+
+def deadline_before(limit: float) -> float:
+    """Our deadline under someone else's time ``limit`` (pytest-timeout, a celery hard time
+    limit): a margin earlier (20% of it, at least 1 s, at most 30 s; never less than half of
+    it), so the core is written before the limit acts."""
+    return max(limit - min(max(1.0, 0.2 * limit), 30.0), limit / 2)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
+from . import deadline_before
+
 _KEY = "gencore-cores"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -79,12 +81,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CorePlugin(config, Path(directory), timeout, bundle), _KEY)
 
 
-def default_deadline(timeout: float) -> float:
-    """Our deadline under pytest-timeout's ``timeout``: a margin earlier (20%, at least 1 s,
-    at most 30 s; never less than half of it), so the core is written before it acts."""
-    return max(timeout - min(max(1.0, 0.2 * timeout), 30.0), timeout / 2)
-
-
 class CorePlugin:
     """The plugin once enabled: triggers installed for the session, a deadline per test."""
 
@@ -135,7 +131,7 @@ class CorePlugin:
         if self.timeout is not None:
             return self.timeout, func_only
         if settings and settings.timeout:
-            return default_deadline(float(settings.timeout)), func_only
+            return deadline_before(float(settings.timeout)), func_only
         return 0.0, False
 
     def _arm(self, item: pytest.Item) -> Any:
