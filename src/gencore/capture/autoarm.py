@@ -33,9 +33,12 @@ def environment(install_args: dict[str, Any], children: bool) -> str:
 def multiprocessing_child(argv: list[bytes]) -> bool:
     """Whether this command line is one multiprocessing starts: a spawn child
     (``--multiprocessing-fork``), the forkserver, the resource tracker."""
-    return b"--multiprocessing-fork" in argv or any(
-        a.startswith(b"from multiprocessing.") for a in argv
-    )
+    if b"--multiprocessing-fork" in argv:
+        return True
+    # python -c "...from multiprocessing.forkserver import main; main(...)" (3.14 puts
+    # "import sys; " first)
+    program = argv[argv.index(b"-c") + 1] if b"-c" in argv[:-1] else b""
+    return b"from multiprocessing." in program
 
 
 def gencore_own(argv: list[bytes]) -> bool:

@@ -315,24 +315,30 @@ def check_max_size(max_size: int, note_len: int) -> None:
 # -- the triggers -----------------------------------------------------------------------------
 
 
-def signal_numbers(signals: Any) -> tuple[int, ...]:
-    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
-    SIGKILL/SIGSTOP, at most 8."""
+def _signal_list(signals: Any, what: str, refused: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """Signal numbers from a signal or an iterable of them: real signals of this system, none
+    of ``refused`` (the message says ``why``), at most 8."""
     if isinstance(signals, (int, signal.Signals)):
         signals = (signals,)
     out = []
     for s in signals or ():
         if isinstance(s, bool) or not isinstance(s, int):
-            raise ValueError(f"signals must be signal numbers, got {s!r}")
+            raise ValueError(f"{what} must be signal numbers, got {s!r}")
         n = int(s)
         if not 0 < n <= signal.SIGRTMAX:
             raise ValueError(f"signal {n} is not a signal of this system")
-        if n in (signal.SIGKILL, signal.SIGSTOP) or n in CRASH_SIGNALS:
-            raise ValueError(f"signal {n} cannot be a dump trigger")
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in refused:
+            raise ValueError(f"signal {n} {why}")
         out.append(n)
     if len(out) > 8:
-        raise ValueError("at most 8 trigger signals")
+        raise ValueError(f"at most 8 {what.replace('_', ' ')}")
     return tuple(out)
+
+
+def signal_numbers(signals: Any) -> tuple[int, ...]:
+    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
+    SIGKILL/SIGSTOP, at most 8."""
+    return _signal_list(signals, "signals", CRASH_SIGNALS, "cannot be a dump trigger")
 
 
 FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
@@ -341,23 +347,13 @@ FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 def chain_signal_numbers(signals: Any, trigger_signals: tuple[int, ...]) -> tuple[int, ...]:
     """The chained signals as numbers: signals the application (or a server) handles, such
     as gunicorn's worker-timeout SIGABRT; no fault signal, no trigger signal, at most 8."""
-    if isinstance(signals, (int, signal.Signals)):
-        signals = (signals,)
-    out = []
-    for s in signals or ():
-        if isinstance(s, bool) or not isinstance(s, int):
-            raise ValueError(f"chain_signals must be signal numbers, got {s!r}")
-        n = int(s)
-        if not 0 < n <= signal.SIGRTMAX:
-            raise ValueError(f"signal {n} is not a signal of this system")
-        if n in (signal.SIGKILL, signal.SIGSTOP) or n in FAULT_SIGNALS:
-            raise ValueError(f"signal {n} cannot be chained (on_crash handles faults)")
-        if n in trigger_signals:
-            raise ValueError(f"signal {n} is both a trigger signal and a chained signal")
-        out.append(n)
-    if len(out) > 8:
-        raise ValueError("at most 8 chained signals")
-    return tuple(out)
+    out = _signal_list(
+        signals, "chain_signals", FAULT_SIGNALS, "cannot be chained (on_crash handles faults)"
+    )
+    both = set(out) & set(trigger_signals)
+    if both:
+        raise ValueError(f"signal {min(both)} is both a trigger signal and a chained signal")
+    return out
 
 
 @dataclass(frozen=True)

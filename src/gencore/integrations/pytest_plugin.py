@@ -146,9 +146,10 @@ class CorePlugin:
         item.stash[_deadline_key] = dl
         return dl
 
-    @_hook(hookwrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, None]:
-        dl = None if self._seconds(item)[1] else self._arm(item)
+    def _around(self, item: pytest.Item, call_only: bool) -> Generator[None, Any, None]:
+        """A deadline around the protocol, or around the call with pytest-timeout's
+        func_only."""
+        dl = self._arm(item) if self._seconds(item)[1] is call_only else None
         try:
             yield
         finally:
@@ -156,13 +157,12 @@ class CorePlugin:
                 dl.cancel()
 
     @_hook(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, None]:
+        yield from self._around(item, call_only=False)
+
+    @_hook(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
-        dl = self._arm(item) if self._seconds(item)[1] else None
-        try:
-            yield
-        finally:
-            if dl is not None:
-                dl.cancel()
+        yield from self._around(item, call_only=True)
 
     @_hook(hookwrapper=True)
     def pytest_runtest_makereport(
