@@ -45,9 +45,16 @@ int gc_job_spec_init(struct gc_job_spec *spec, struct gc_argv *argv,
 {
     gc_memzero(spec, sizeof *spec);
     if (o->abi != GC_ABI_VERSION || !in_blob(o->note_off, o->note_len, len) ||
-        !in_blob(o->pipe_off, o->pipe_len, len))
+        !in_blob(o->pipe_off, o->pipe_len, len) || !in_blob(o->kinds_off, o->kinds_len, len) ||
+        (o->kinds_len && data[o->kinds_off + o->kinds_len - 1] != 0) ||
+        !in_blob(o->cgroup_off, o->cgroup_len, len) ||
+        (o->cgroup_len && data[o->cgroup_off + o->cgroup_len - 1] != 0))
         return -EINVAL;
     spec->o = o;
+    spec->events_fd = -1;
+    spec->kinds = (const char *)data + o->kinds_off;
+    spec->kinds_len = o->kinds_len;
+    spec->cgroup = o->cgroup_len ? (const char *)data + o->cgroup_off : NULL;
     spec->note = o->note_len ? data + o->note_off : NULL;
     spec->note_len = o->note_len;
     int n = gc_argv_split(argv, (const char *)data + o->pipe_off, o->pipe_len);
@@ -103,6 +110,10 @@ static void fill_snapshot(struct gc_snapshot *s, const struct gc_job_spec *spec,
     s->o = o;
     s->pylayout = o->have_pylayout ? &o->pylayout : NULL;
     s->pipe_argv = spec->pipe_argv;
+    s->kinds = spec->kinds;
+    s->kinds_len = spec->kinds_len;
+    s->events_fd = spec->events_fd;
+    s->cgroup = spec->cgroup;
     const siginfo_t *info = cause->info;
     int sig = cause->signo;
     s->siginfo.signo = sig;

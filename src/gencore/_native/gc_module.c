@@ -482,10 +482,19 @@ static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
+    int32_t pids[64];
+    int n;
     Py_BEGIN_ALLOW_THREADS;
-    gc_trigger_uninstall(); /* waits for a dump in flight */
+    gc_trigger_uninstall(); /* waits for a core in flight */
+    n = gc_trigger_leftover_helpers(pids, 64);
     Py_END_ALLOW_THREADS;
-    Py_RETURN_NONE;
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < n; i++) {
+        PyObject *pid = PyLong_FromLong(pids[i]);
+        if (!pid || PyList_Append(out, pid) < 0) Py_CLEAR(out);
+        Py_XDECREF(pid);
+    }
+    return out;
 }
 
 static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
@@ -576,7 +585,8 @@ static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
-     "Restore the handlers; waits for a dump in flight; stops the reaper."},
+     "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"
+     "pids of helper processes still running, for the caller to reap."},
     {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
     {"trigger_claim", py_trigger_claim, METH_NOARGS,
      "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval,\n"

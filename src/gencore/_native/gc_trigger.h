@@ -31,6 +31,9 @@ struct gc_trigger_stats {
 int gc_trigger_install(const struct gc_trigger_config *c, const unsigned char *data, size_t len,
                        int (*start_probe)(void));
 void gc_trigger_uninstall(void); /* waits for a core in flight */
+/* After uninstall: the helper processes still running (at most cap pids), for the caller to
+ * reap (they upload, bounded in time). */
+int gc_trigger_leftover_helpers(int32_t *pids, int cap);
 int gc_trigger_active(void);
 /* Chained signals (chain_signals) whose handler was replaced since install: ours on top
  * again, the replacement runs after the core. Returns how many were taken back. */

@@ -18,6 +18,7 @@ enum gc_note_kind { GC_NOTE_SIGNAL, GC_NOTE_CRASH, GC_NOTE_WATCH, GC_NOTE_N };
 
 /* gc_trigger.c */
 const struct gc_trigger_config *gc_trig_config(void);
+const struct gc_job_spec *gc_trig_spec(void); /* how every triggered core is taken */
 struct gc_trigger_stats *gc_trig_stats(void); /* counters, updated atomically */
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind);
 int gc_trig_is_active(void); /* installed, in the process that installed */
@@ -59,6 +60,11 @@ void gc_reaper_forget(void); /* a forked child: the thread does not exist there 
 /* Hand a started core to the helper thread (from a signal handler): 0, or -errno when the
  * thread cannot take it (the caller then follows it itself). */
 int gc_reaper_submit(const struct gc_job *j);
+/* A record for the Python listener (a core done, failed, or a trigger not honoured). */
+void gc_reaper_tell(const struct gc_trigger_result *res);
+/* After the thread stopped: the helpers still running (their pids, at most cap), handed
+ * over to be reaped by the caller. */
+int gc_reaper_helpers(int32_t *pids, int cap);
 /* Follow a started core to its end: reaped, published, the helper command run, Python told,
  * the claim released. */
 void gc_reaper_finish(struct gc_job *j);

@@ -16,12 +16,13 @@
 #include <errno.h>
 #include <string.h>
 
+#include "gc_cgroup.h"
 #include "gc_sys.h"
 #include "gc_trigger_int.h"
 
-enum { W_GIL, W_LOOP, W_HEARTBEAT, W_RSS, W_DEADLINE };
-static const char *const W_REASONS[] = {"hang: gil", "hang: loop", "hang: heartbeat",
-                                        "memory: rss", "hang: deadline"};
+enum { W_GIL, W_LOOP, W_HEARTBEAT, W_RSS, W_HIGH, W_DEADLINE };
+static const char *const W_REASONS[] = {"hang: gil",   "hang: loop",   "hang: heartbeat",
+                                        "memory: rss", "memory: high", "hang: deadline"};
 
 /* A deadline's life: FREE -> CLAIMED (being filled) -> ARMED -> FREE when ended in time, or
  * ARMED -> FIRING (its core is being taken) -> FIRED -> FREE when ended; ended while FIRING,
@@ -67,6 +68,9 @@ static struct {
     } loops[GC_WATCH_LOOPS];
     uint64_t next_rss_ns;
     int rss_episode;
+    int memory_high;        /* watch the cgroup's memory.high breaches (v2) */
+    uint64_t high_events;   /* memory.events "high" when last read */
+    int high_episode;
 } g_w;
 
 static void deadlines_clear(void)
@@ -84,6 +88,9 @@ void gc_watch_reset(const struct gc_trigger_config *c)
     g_w.rss_limit = c->rss_limit_bytes;
     g_w.rss_interval_ns = c->rss_interval_ns ? c->rss_interval_ns : 500000000ull;
     g_w.main_tid = (int32_t)gc_getpid();
+    g_w.memory_high = c->memory_high && c->core.cgroup_version == 2;
+    if (g_w.memory_high && gc_trig_spec()->cgroup) /* breaches before install do not count */
+        g_w.high_events = gc_cgroup_counter(gc_trig_spec()->cgroup, "memory.events", "high");
     g_w.next_tz_ns = gc_now_ns() + TZ_REFRESH_NS;
     deadlines_clear();
 }
@@ -92,7 +99,7 @@ void gc_watch_set_probe(int (*start_probe)(void)) { g_w.start_probe = start_prob
 
 int gc_watch_enabled(void)
 {
-    return g_w.hang_ns || g_w.heartbeat_ns || g_w.rss_limit ||
+    return g_w.hang_ns || g_w.heartbeat_ns || g_w.rss_limit || g_w.memory_high ||
            __atomic_load_n(&g_dl_used, __ATOMIC_ACQUIRE);
 }
 
@@ -131,6 +138,11 @@ static size_t format_detail(char *text, size_t cap, int kind, int32_t tid, uint6
         gc_fmt_u64(text, cap, &pos, value);
         gc_fmt_str(text, cap, &pos, ",\"rss_limit\":");
         gc_fmt_u64(text, cap, &pos, g_w.rss_limit);
+    } else if (kind == W_HIGH) {
+        gc_fmt_str(text, cap, &pos, "{\"cgroup_usage\":");
+        gc_fmt_u64(text, cap, &pos, value);
+        gc_fmt_str(text, cap, &pos, ",\"high_events\":");
+        gc_fmt_u64(text, cap, &pos, g_w.high_events);
     } else {
         gc_fmt_str(text, cap, &pos, "{\"stalled_seconds\":");
         fmt_seconds(text, cap, &pos, value);
@@ -155,7 +167,7 @@ static void watch_core(int kind, int32_t first_tid, uint64_t value,
 {
     const struct gc_trigger_config *c = gc_trig_config();
     struct gc_trigger_stats *st = gc_trig_stats();
-    __atomic_add_fetch(kind == W_RSS ? &st->memory : &st->hangs, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(kind >= W_RSS ? &st->memory : &st->hangs, 1, __ATOMIC_ACQ_REL);
     gc_event("watch", W_REASONS[kind], (int64_t)value, 0, 1);
     if (!gc_trig_claim()) return;
     char text[GC_WATCH_DETAIL_CAP + 1];
@@ -255,6 +267,26 @@ static void check_deadlines(uint64_t now)
     }
 }
 
+/* memory.high (cgroup v2): a breach is counted in memory.events; one core per episode, which
+ * ends once usage is back under 90 % of the limit. Read every rss_interval. */
+static void check_memory_high(uint64_t now)
+{
+    const char *dir = gc_trig_spec()->cgroup;
+    struct gc_cgroup cg;
+    if (!g_w.memory_high || !dir || now < g_w.next_rss_ns || gc_cgroup_read(dir, 2, &cg) < 0)
+        return;
+    if (!g_w.rss_limit) g_w.next_rss_ns = now + g_w.rss_interval_ns;
+    uint64_t events = gc_cgroup_counter(dir, "memory.events", "high");
+    if (events > g_w.high_events && !g_w.high_episode) {
+        g_w.high_events = events;
+        g_w.high_episode = 1;
+        watch_core(W_HIGH, g_w.main_tid, cg.usage, NULL);
+    } else if (cg.limit && cg.usage < cg.limit / 10 * 9) {
+        g_w.high_episode = 0;
+    }
+    g_w.high_events = events;
+}
+
 void gc_watch_tick(void)
 {
     uint64_t now = gc_now_ns();
@@ -272,6 +304,7 @@ void gc_watch_tick(void)
         __atomic_store_n(&g_w.hb_episode, 1, __ATOMIC_RELEASE);
         watch_core(W_HEARTBEAT, __atomic_load_n(&g_w.hb_tid, __ATOMIC_ACQUIRE), now - hb, NULL);
     }
+    check_memory_high(now);
     check_memory(now);
     check_deadlines(now);
 }

@@ -25,6 +25,7 @@ from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
     DEFAULT_TIMEOUT,
+    FILE_KINDS,
     PathLike,
     ProgressCallback,
     core_names,
@@ -34,6 +35,9 @@ from ..errors import FreezeError
 from . import engine
 
 METHODS = ("native", "kernel")
+# The snapshot child's page cache: bounded when the memory cgroup's headroom asks for it
+# (auto), always, or never ($GENCORE_PAGE_CACHE; the benchmark compares them).
+PAGE_CACHE_MODES = {"auto": 0, "bounded": 1, "unbounded": 2}
 COMPRESSIONS = (None, "zstd")
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _U32_MAX = (1 << 32) - 1
@@ -206,7 +210,8 @@ class CoreOptionArgs(TypedDict, total=False):
 class CoreOptions:
     """How to take one core; built (and checked) by :meth:`build` before anything is forked.
 
-    ``reason`` and ``extra`` are set by the triggers, not by the public API.
+    ``reason`` and ``extra`` are set by the triggers, not by the public API; ``max_total`` and
+    ``keep_free`` too: the snapshot child makes room for a triggered core before it appears.
     """
 
     directory: Optional[PathLike] = None
@@ -224,6 +229,8 @@ class CoreOptions:
     keep_local: bool = False
     compress: Optional[str] = None
     max_size: int = 0
+    max_total: int = 0
+    keep_free: int = 0
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
 
@@ -280,8 +287,16 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the compressor's command and, for a capped core, the Python layout."""
-        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv))
+        the compressor's command, the kinds of gencore's files (the budget's), the memory
+        cgroup and, for a capped core, the Python layout."""
+        kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
+        cgroup = _procfs.cgroup_memory()
+        data, where = engine.blob(
+            note=note,
+            pipe=engine.argv_bytes(pipe_argv),
+            kinds=kinds,
+            cgroup=os.fsencode(cgroup.path) + b"\0" if cgroup else b"",
+        )
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -290,6 +305,11 @@ class CoreOptions:
             freeze_timeout_ns=_ns(self.freeze_timeout),
             timeout_ns=_ns(self.timeout),
             max_size=self.max_size,
+            max_total=self.max_total,
+            keep_free=self.keep_free,
+            uploads=int(self.upload is not None),
+            cgroup_version=int(cgroup.version[1]) if cgroup else 0,
+            page_cache=PAGE_CACHE_MODES.get(os.environ.get("GENCORE_PAGE_CACHE", "auto"), 0),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
             **where,
@@ -378,9 +398,8 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
-    max_total: int = 0
-    keep_free: int = 0
     chain_signals: tuple[int, ...] = ()
+    on_memory_high: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -403,6 +422,16 @@ class TriggerConfig:
         """The cap of every triggered core in bytes (0: none)."""
         return self.core.max_size
 
+    @property
+    def max_total(self) -> int:
+        """The directory's budget for gencore's files in bytes (0: none)."""
+        return self.core.max_total
+
+    @property
+    def keep_free(self) -> int:
+        """Bytes the directory's file system keeps free (0: no floor)."""
+        return self.core.keep_free
+
     @classmethod
     def build(cls, signals: Any, directory: Path, **kw: Any) -> TriggerConfig:
         """Check every argument of :func:`~gencore.install` (``ValueError`` naming the
@@ -417,6 +446,8 @@ class TriggerConfig:
             keep_local=bool(kw.pop("keep_local", False)),
             compress=kw.pop("compress", None),
             max_size=max_size_bytes(kw.pop("max_size", None)),
+            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
+            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
             python_stacks=False,  # triggered cores read their stacks from memory
         )
         core.validate()
@@ -442,8 +473,7 @@ class TriggerConfig:
             rss_limit=rss,
             rss_interval=interval or 0.5,
             on_memory_error=bool(kw.pop("on_memory_error", False)),
-            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
-            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
+            on_memory_high=bool(kw.pop("on_memory_high", False)),
         )
         sigs = signal_numbers(signals)
         chain = chain_signal_numbers(kw.pop("chain_signals", ()), sigs)
@@ -480,6 +510,7 @@ class TriggerConfig:
             heartbeat_timeout_ns=_ns(self.heartbeat_timeout),
             rss_limit_bytes=self.rss_limit,
             rss_interval_ns=_ns(self.rss_interval),
+            memory_high=int(self.on_memory_high),
             **fds,
             **blob,
         )

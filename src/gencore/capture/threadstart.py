@@ -49,7 +49,7 @@ def start() -> None:
         _original_start_new = _thread.start_new_thread
         _thread.start_new_thread = _start_new_thread
         if hasattr(_thread, "start_new"):
-            _thread.start_new = _start_new_thread  # type: ignore[attr-defined]
+            _thread.start_new = _start_new_thread  # type: ignore[attr-defined,unused-ignore]
 
 
 def stop() -> None:
@@ -63,5 +63,5 @@ def stop() -> None:
         if _thread.start_new_thread is _start_new_thread:
             _thread.start_new_thread = _original_start_new
             if hasattr(_thread, "start_new"):
-                _thread.start_new = _original_start_new  # type: ignore[attr-defined]
+                _thread.start_new = _original_start_new  # type: ignore[attr-defined,unused-ignore]
         _original_start_new = None

@@ -24,6 +24,7 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import _procfs
 from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
@@ -37,7 +38,7 @@ from .._common import (
 from ..errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 from . import caplayout, delivery, engine, metadata, threadstart, watch
 from .delivery import TriggerState, state
-from .job import compressor_argv
+from .job import compressor_argv, wants_pylayout
 from .options import Limit, TriggerConfig, check_max_size, freeze_signal
 
 log = logging.getLogger("gencore")
@@ -70,6 +71,7 @@ def install(
     rss_limit: Optional[Limit] = None,
     rss_interval: float = 0.5,
     on_memory_error: bool = False,
+    on_memory_high: bool = False,
     upload: Optional[str] = None,
     keep_local: bool = False,
     max_total: Optional[Limit] = None,
@@ -118,6 +120,9 @@ def install(
         rss_interval: seconds between two reads of the resident size.
         on_memory_error: a core (reason ``memory: error``) when a MemoryError goes
             unhandled, even without ``on_exception``.
+        on_memory_high: a core (reason ``memory: high``) when the process's memory cgroup
+            (v2) counts a breach of its ``memory.high`` (throttling: the step before the OOM
+            killer), one per episode; checked every ``rss_interval`` by the native thread.
         upload: an fsspec URL (``s3://bucket/prefix/``, ``gs://...``, ``file:///...``): each
             core (its bundle with ``collect``) goes to ``URL/<hostname>/<name>`` with a JSON
             manifest next to it, from the helper process, and the local copy is removed;
@@ -157,6 +162,10 @@ def install(
     d = Path(directory_arg) if directory_arg is not None else default_directory()
     d = d if d.is_absolute() else Path.cwd() / d
     config = TriggerConfig.build(signals, d, **given)
+    if config.on_memory_high:
+        cg = _procfs.cgroup_memory()
+        if cg is None or cg.version != "v2":
+            log.warning("on_memory_high: this process's memory cgroup is not v2; no memory.high")
     with delivery.lock:
         uninstall()
         return _install(config, on_core)
@@ -197,7 +206,8 @@ def _native_install(st: TriggerState, config: TriggerConfig) -> None:
     check_max_size(config.max_size, max(len(note), len(crash_note)))
     core = config.core
     pipe = compressor_argv() if core.compress else None
-    core_fields, core_data = core.record(note, pipe, caplayout.layout() if core.max_size else None)
+    layout = caplayout.layout() if wants_pylayout(core) else None
+    core_fields, core_data = core.record(note, pipe, layout)
     argv = delivery.helper_argv(config, st.events_file)
     helper = engine.argv_bytes(tuple(os.fsencode(a) for a in argv) if argv else None)
     # the core record's blob comes first, so its offsets hold in the whole blob
@@ -346,7 +356,7 @@ def uninstall() -> None:
         st = state
         if st.config is None:
             return
-        engine.native.trigger_uninstall()
+        delivery.reap_helpers(engine.native.trigger_uninstall())
         threadstart.stop()
         delivery.unhook_exceptions(st)
         _release_signal_function()

@@ -41,6 +41,7 @@ def install_args(args: argparse.Namespace, program: str) -> dict[str, Any]:
         heartbeat_timeout=args.heartbeat_timeout,
         rss_limit=args.on_rss,
         on_memory_error=args.on_memory_error,
+        on_memory_high=args.on_memory_high,
         upload=args.upload,
         keep_local=args.keep_local,
         max_total=args.max_total,
@@ -104,6 +105,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_process_options(r: Any) -> None:
+    """The options about the program's processes and signals."""
+    r.add_argument(
+        "--chain",
+        action="append",
+        type=signal_arg,
+        metavar="SIGNAL",
+        help="dump on this signal, then run the program's own handler for it (repeatable; "
+        "default for gunicorn: ABRT, its worker timeout)",
+    )
+    r.add_argument(
+        "--children",
+        action="store_true",
+        help="also arm Python programs started with subprocess (multiprocessing's fork, "
+        "spawn and forkserver processes are armed anyway)",
+    )
+
+
 def register(sub: Any) -> None:
     """Add ``run`` to the ``gencore`` command's subparsers."""
     r = sub.add_parser(
@@ -119,20 +138,7 @@ def register(sub: Any) -> None:
         type=signal_arg,
         help="dump on this signal (repeatable; default SIGUSR2)",
     )
-    r.add_argument(
-        "--chain",
-        action="append",
-        type=signal_arg,
-        metavar="SIGNAL",
-        help="dump on this signal, then run the program's own handler for it (repeatable; "
-        "default for gunicorn: ABRT, its worker timeout)",
-    )
-    r.add_argument(
-        "--children",
-        action="store_true",
-        help="also arm Python programs started with subprocess (multiprocessing's fork, "
-        "spawn and forkserver processes are armed anyway)",
-    )
+    _add_process_options(r)
     r.add_argument("--directory", "-d", help="where cores go (default $GENCORE_DIR or cwd)")
     r.add_argument("--collect", action="store_true", help="also write a bundle of each core")
     r.add_argument("--format", choices=BUNDLE_FORMATS, default="tar.gz")
@@ -163,6 +169,11 @@ def register(sub: Any) -> None:
     )
     r.add_argument(
         "--on-memory-error", action="store_true", help="core on an unhandled MemoryError"
+    )
+    r.add_argument(
+        "--on-memory-high",
+        action="store_true",
+        help="core when the memory cgroup (v2) counts a memory.high breach",
     )
     r.add_argument("--max-cores", type=int, default=10)
     r.add_argument("--min-interval", type=float, default=1.0)
