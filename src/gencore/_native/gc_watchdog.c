@@ -167,7 +167,8 @@ static void watch_core(int kind, int32_t first_tid, uint64_t value,
 {
     const struct gc_trigger_config *c = gc_trig_config();
     struct gc_trigger_stats *st = gc_trig_stats();
-    __atomic_add_fetch(kind >= W_RSS ? &st->memory : &st->hangs, 1, __ATOMIC_ACQ_REL);
+    uint32_t *counter = kind == W_RSS || kind == W_HIGH ? &st->memory : &st->hangs;
+    __atomic_add_fetch(counter, 1, __ATOMIC_ACQ_REL);
     gc_event("watch", W_REASONS[kind], (int64_t)value, 0, 1);
     if (!gc_trig_claim()) return;
     char text[GC_WATCH_DETAIL_CAP + 1];
