@@ -6,6 +6,7 @@
 #endif
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -560,6 +561,55 @@ static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
     return PyLong_FromUnsignedLongLong((unsigned long long)(next & ~(uintptr_t)7));
 }
 
+/* ---- this process's own interpreter, for the in-process layouts (no ctypes needed) ---- */
+
+static void *symbol(const char *name) { return dlsym(RTLD_DEFAULT, name); }
+
+PyDoc_STRVAR(self_symbol_doc,
+             "self_symbol(name) -> int: the address of a symbol of this process (dlsym), 0 if\n"
+             "none (_PyRuntime, Py_Version, _r_debug).");
+
+static PyObject *py_self_symbol(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"name", NULL};
+    const char *name;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s", kwlist, &name)) return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)symbol(name));
+}
+
+typedef void *(*ptr_fn)(void);
+typedef void *(*ptr_fn1)(void *);
+
+PyDoc_STRVAR(thread_states_doc,
+             "thread_states() -> (interp, current, [thread states])\n\n"
+             "The main interpreter's address, this thread's state and every thread state of the\n"
+             "main interpreter, in its list's order (the GIL is held meanwhile).");
+
+static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ptr_fn main_fn = (ptr_fn)symbol("PyInterpreterState_Main");
+    ptr_fn1 head_fn = (ptr_fn1)symbol("PyInterpreterState_ThreadHead");
+    ptr_fn1 next_fn = (ptr_fn1)symbol("PyThreadState_Next");
+    void *interp = main_fn ? main_fn() : (void *)PyInterpreterState_Get();
+    void *current = (void *)PyThreadState_Get();
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (void *ts = head_fn ? head_fn(interp) : NULL; ts && next_fn; ts = next_fn(ts)) {
+        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)ts);
+        if (!v || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("(KKN)", (unsigned long long)(uintptr_t)interp,
+                         (unsigned long long)(uintptr_t)current, list);
+}
+
 PyDoc_STRVAR(core_stem_doc,
              "core_stem(time, tz_offset, pid, seq) -> str\n\n"
              "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
@@ -583,6 +633,8 @@ static PyObject *py_core_stem(PyObject *self, PyObject *args, PyObject *kw)
 
 static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
+    {"self_symbol", KW(py_self_symbol), self_symbol_doc},
+    {"thread_states", py_thread_states, METH_NOARGS, thread_states_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
      "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"
