@@ -29,7 +29,8 @@ size, directory, peak_file, reset = int(sys.argv[1]), sys.argv[2], sys.argv[3], 
 ballast = bytearray(os.urandom(1 << 20) * size)   # resident, incompressible
 time.sleep(0.2)
 def usage():
-    with open(peak_file.rsplit("/", 1)[0] + ("/memory.current" if reset == "v2" else "/memory.usage_in_bytes")) as f:
+    name = "memory.current" if reset == "v2" else "memory.usage_in_bytes"
+    with open(peak_file.rsplit("/", 1)[0] + "/" + name) as f:
         return int(f.read())
 def reset_peak():
     with open(peak_file, "w") as f:
@@ -89,8 +90,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
     group, peak_file, version = make_group(a.limit_mib << 20)
-    print(f"page size {os.sysconf('SC_PAGE_SIZE')} bytes; cgroup {version} limit {a.limit_mib} MiB; "
-          f"a {a.size_mib} MiB process")
+    print(
+        f"page size {os.sysconf('SC_PAGE_SIZE')} bytes; cgroup {version} limit "
+        f"{a.limit_mib} MiB; a {a.size_mib} MiB process"
+    )
     results: dict[str, list[dict]] = {"auto": [], "unbounded": []}
     try:
         with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:

@@ -22,9 +22,14 @@ __all__ = [
     "cgroup_memory",
     "cgroup_memory_limits",
     "cgroup_mounts",
+    "children",
     "cmdline",
+    "descendants",
     "environ",
+    "executable",
+    "exit_signal",
     "maps",
+    "ppid",
     "resident_bytes",
     "start_time",
     "stat_fields",
@@ -298,3 +303,59 @@ def cgroup_memory() -> Optional[CgroupMemory]:
         if mem.limit is not None or mem.high is not None:
             return mem
     return None
+
+
+def ppid(pid: Pid) -> Optional[int]:
+    """The parent of ``pid`` (None if it cannot be read)."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (ValueError, IndexError):
+        return None
+
+
+def children(pid: Pid) -> list[int]:
+    """The children of ``pid``, from every thread's ``children`` list ([] if gone)."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return sorted(set(kids))
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents before their children."""
+    out, todo, seen = [], [pid], set()
+    while todo:
+        p = todo.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
+def executable(pid: Pid) -> Optional[str]:
+    """The path of the program ``pid`` runs (``/proc/PID/exe``), None if it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def exit_signal(pid: Pid) -> Optional[int]:
+    """The signal ``pid`` sends its parent when it exits (field 38 of ``stat``): 0 for
+    gencore's snapshot children (and threads), SIGCHLD for ordinary processes."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[35]) if fields else None
+    except (ValueError, IndexError):
+        return None

@@ -80,6 +80,8 @@
     F(int32_t, nsignals)                                                                  \
     A(int32_t, crash_signals, GC_TRIGGER_MAX_SIGNALS)                                     \
     F(int32_t, ncrash)                                                                    \
+    A(int32_t, chain_signals, GC_TRIGGER_MAX_SIGNALS) /* dump, then the previous handler */ \
+    F(int32_t, nchain)                                                                    \
     F(int32_t, altstack_signal) /* gives threads an alternate stack (0: none) */          \
     F(uint32_t, max_cores)      /* 0: unlimited */                                        \
     F(uint64_t, min_interval_ns)                                                          \

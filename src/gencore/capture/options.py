@@ -335,24 +335,45 @@ def check_max_size(max_size: int, note_len: int) -> None:
 # -- the triggers -----------------------------------------------------------------------------
 
 
-def signal_numbers(signals: Any) -> tuple[int, ...]:
-    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
-    SIGKILL/SIGSTOP, at most 8."""
+def _signal_list(signals: Any, what: str, refused: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """Signal numbers from a signal or an iterable of them: real signals of this system, none
+    of ``refused`` (the message says ``why``), at most 8."""
     if isinstance(signals, (int, signal.Signals)):
         signals = (signals,)
     out = []
     for s in signals or ():
         if isinstance(s, bool) or not isinstance(s, int):
-            raise ValueError(f"signals must be signal numbers, got {s!r}")
+            raise ValueError(f"{what} must be signal numbers, got {s!r}")
         n = int(s)
         if not 0 < n <= signal.SIGRTMAX:
             raise ValueError(f"signal {n} is not a signal of this system")
-        if n in (signal.SIGKILL, signal.SIGSTOP) or n in CRASH_SIGNALS:
-            raise ValueError(f"signal {n} cannot be a dump trigger")
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in refused:
+            raise ValueError(f"signal {n} {why}")
         out.append(n)
     if len(out) > 8:
-        raise ValueError("at most 8 trigger signals")
+        raise ValueError(f"at most 8 {what.replace('_', ' ')}")
     return tuple(out)
+
+
+def signal_numbers(signals: Any) -> tuple[int, ...]:
+    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
+    SIGKILL/SIGSTOP, at most 8."""
+    return _signal_list(signals, "signals", CRASH_SIGNALS, "cannot be a dump trigger")
+
+
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def chain_signal_numbers(signals: Any, trigger_signals: tuple[int, ...]) -> tuple[int, ...]:
+    """The chained signals as numbers: signals the application (or a server) handles, such
+    as gunicorn's worker-timeout SIGABRT; no fault signal, no trigger signal, at most 8."""
+    out = _signal_list(
+        signals, "chain_signals", FAULT_SIGNALS, "cannot be chained (on_crash handles faults)"
+    )
+    both = set(out) & set(trigger_signals)
+    if both:
+        raise ValueError(f"signal {min(both)} is both a trigger signal and a chained signal")
+    return out
 
 
 @dataclass(frozen=True)
@@ -377,6 +398,7 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
+    chain_signals: tuple[int, ...] = ()
     on_memory_high: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -453,9 +475,11 @@ class TriggerConfig:
             on_memory_error=bool(kw.pop("on_memory_error", False)),
             on_memory_high=bool(kw.pop("on_memory_high", False)),
         )
+        sigs = signal_numbers(signals)
+        chain = chain_signal_numbers(kw.pop("chain_signals", ()), sigs)
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
-        return cls(signal_numbers(signals), directory, core, **values)
+        return cls(sigs, directory, core, chain_signals=chain, **values)
 
     def replace(self, **changes: Any) -> TriggerConfig:
         """A copy with some fields changed."""
@@ -464,12 +488,16 @@ class TriggerConfig:
     def record(self, fds: dict[str, int], tz_offset: int, **blob: Any) -> dict[str, Any]:
         """The engine's ``trigger`` record (as fields) without its blob's places: ``fds`` are
         ``dir_fd``, ``events_fd`` and ``notify_fd``; ``blob`` the note offsets and places."""
+        # a chained signal (SIGABRT from a server's timeout) is not also a crash signal
+        crash = [s for s in CRASH_SIGNALS if s not in self.chain_signals] if self.on_crash else []
         return dict(
             abi=engine.ABI_VERSION,
             signals=list(self.signals),
             nsignals=len(self.signals),
-            crash_signals=list(CRASH_SIGNALS) if self.on_crash else [],
-            ncrash=len(CRASH_SIGNALS) if self.on_crash else 0,
+            crash_signals=crash,
+            ncrash=len(crash),
+            chain_signals=list(self.chain_signals),
+            nchain=len(self.chain_signals),
             # the crash handler runs on an alternate stack (a stack overflow gets a core
             # too), given to each thread through this private signal
             altstack_signal=freeze_signal(self.core.freeze_signal) - 1 if self.on_crash else 0,

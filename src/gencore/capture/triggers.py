@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ def install(
     keep_free: Optional[Limit] = None,
     compress: Optional[str] = None,
     max_size: Optional[Limit] = None,
+    chain_signals: Any = (),
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -134,6 +136,14 @@ def install(
             :func:`~gencore.create_core`).
         max_size: every core is at most this big (bytes or ``"64M"``-style; see
             :func:`~gencore.create_core`).
+        chain_signals: signals that write a core in their C handler and then run the
+            handler that was there before, or that the application installs later with
+            ``signal.signal`` (it stays on top): a prefork server's timeout signal, such as
+            gunicorn's SIGABRT to a timed-out worker, whose own handler cannot run while
+            the worker is stuck. The handler waits for the core (at most
+            ``crash_timeout``) before the previous one runs; under the default action the
+            process then dies (or stops) as it would have. Not a fault signal; overrides
+            ``on_crash`` for SIGABRT.
 
     Each stall or crossing gives one core, whatever its length; every trigger obeys
     ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
@@ -259,6 +269,8 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
         watch.start_loops(config.hang_timeout)
     if config.on_exception or config.on_memory_error:
         delivery.hook_exceptions(st)
+    if config.chain_signals:
+        _keep_chains_on_top()
     if config.on_crash:
         threadstart.start()
     delivery.announce(st, fsig)
@@ -269,7 +281,7 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
     log.info(
         "gencore triggers installed: signals %s, crash %s, exception %s, hang %s s, "
         "heartbeat %s s, rss limit %s, cores to %s",
-        [signal.Signals(s).name for s in config.signals],
+        [_signal_name(s) for s in config.signals],
         config.on_crash,
         config.on_exception,
         config.hang_timeout or "off",
@@ -278,6 +290,45 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
         d,
     )
     return st.config
+
+
+_original_signal: Optional[Callable[..., Any]] = None
+
+
+def _keep_chains_on_top() -> None:
+    """``signal.signal`` for a chained signal (gunicorn's worker sets its SIGABRT handler
+    after the fork) puts gencore's C handler back on top, the new handler chained."""
+    global _original_signal
+    if _original_signal is not None:
+        return
+    original = signal.signal
+
+    def gencore_signal(signalnum: Any, handler: Any) -> Any:
+        previous = original(signalnum, handler)
+        config = state.config
+        if config is not None and int(signalnum) in config.chain_signals:
+            engine.native.trigger_rechain()
+        return previous
+
+    functools.update_wrapper(gencore_signal, original)
+    _original_signal = original
+    signal.signal = gencore_signal
+
+
+def _release_signal_function() -> None:
+    global _original_signal
+    if _original_signal is not None and getattr(signal.signal, "__wrapped__", None) is (
+        _original_signal
+    ):
+        signal.signal = _original_signal  # type: ignore[assignment]
+        _original_signal = None
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # real-time signals have no name of their own
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
 
 
 def _open_directory(directory: Path) -> tuple[Path, int]:
@@ -308,12 +359,29 @@ def uninstall() -> None:
         delivery.reap_helpers(engine.native.trigger_uninstall())
         threadstart.stop()
         delivery.unhook_exceptions(st)
+        _release_signal_function()
         watch.stop_loops()
         delivery.deliver_records(st.config, delivery.drain(st))  # done, not yet delivered
         delivery.remove_state_files(st)
         st.close_fds()
         st.config = None
         st.state_file = st.events_file = None
+
+
+def rechain() -> int:
+    """Put gencore's handler back on top of every chained signal whose handler was replaced
+    without ``signal.signal`` (which does it by itself); returns how many."""
+    return int(engine.native.trigger_rechain()) if state.config is not None else 0
+
+
+def last_core() -> Optional[str]:
+    """The file name of the last core a trigger started in this process, or None."""
+    try:
+        lines = state.events_file.read_text().splitlines() if state.events_file else []
+    except OSError:
+        return None
+    names = [line.split()[1] for line in lines if line.startswith("start ") and " " in line]
+    return names[-1] if names else None
 
 
 def installed() -> Optional[TriggerConfig]:
