@@ -30,6 +30,8 @@ struct gc_job_spec {
     const unsigned char *note;
     size_t note_len;
     char *const *pipe_argv; /* NULL: a plain core */
+    const char *suffix;     /* of new names: ".core", ".core.zst", ".core.age"... */
+    const uint64_t *redact_list; /* objects to keep, then to scrub (redact); may be NULL */
     int64_t tz_offset;      /* for new names */
     /* Waits between attempts while another snapshot holds the freeze (default: sleeps). */
     void (*busy_wait)(uint64_t ns);

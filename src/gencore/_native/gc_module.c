@@ -23,6 +23,7 @@
 #include "gc_job.h"
 #include "gc_kernel.h"
 #include "gc_names.h"
+#include "gc_redact.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 #include "gc_trigger.h"
@@ -42,10 +43,14 @@ struct field_desc {
 #define RECORD_ struct gc_pylayout
 static const struct field_desc pylayout_fields[] = {GC_PYLAYOUT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
 #undef RECORD_
+#define RECORD_ struct gc_redact_layout
+static const struct field_desc redact_fields[] = {GC_REDACT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
 #define RECORD_ struct gc_core_options
 static const struct field_desc core_fields[] = {
     GC_CORE_OPTIONS_FIELDS(FIELD_, ARRAY_){"pylayout", offsetof(RECORD_, pylayout),
                                            sizeof(struct gc_pylayout), 0, 0},
+    {"redact", offsetof(RECORD_, redact), sizeof(struct gc_redact_layout), 0, 0},
     {NULL, 0, 0, 0, 0}};
 #undef RECORD_
 #define RECORD_ struct gc_trigger_config
@@ -71,6 +76,7 @@ static PyObject *layouts(void)
         const struct field_desc *fields;
     } records[] = {
         {"pylayout", sizeof(struct gc_pylayout), pylayout_fields},
+        {"redact", sizeof(struct gc_redact_layout), redact_fields},
         {"core", sizeof(struct gc_core_options), core_fields},
         {"trigger", sizeof(struct gc_trigger_config), trigger_fields},
         {"status", sizeof(struct gc_status), status_fields},
@@ -467,6 +473,24 @@ static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(exclude_range_doc,
+             "exclude_range(addr, length, add): add (or remove) a range every snapshot child\n"
+             "writes as zeros (gencore.exclude). OSError ENOSPC when the table is full.");
+static PyObject *py_exclude_range(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"addr", "length", "add", NULL};
+    unsigned long long addr, len;
+    int add;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKp", kwlist, &addr, &len, &add)) return NULL;
+    int rc = gc_exclude_range(addr, len, add);
+    if (rc) {
+        errno = -rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -534,6 +558,7 @@ static PyMethodDef methods[] = {
     {"watch_loop_stop", KW(py_watch_loop_stop),
      "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
+    {"exclude_range", KW(py_exclude_range), exclude_range_doc},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"job_start", KW(py_job_start), job_start_doc},

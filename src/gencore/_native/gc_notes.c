@@ -135,6 +135,9 @@ static int add_prpsinfo(struct child *c, struct notebuf *nb)
     gc_memcopy(d + 40, p->comm, 15);
     char *args = (char *)d + 56;
     long n = gc_read_small("/proc/self/cmdline", args, 80); /* psargs: 79 bytes and a NUL */
+    if (c->s->o->redact.policy == GC_REDACT_VALUES) /* the program's name only */
+        for (long i = 0; i < n; i++)
+            if (!args[i]) n = i;
     for (long i = 0; i < n; i++)
         if (args[i] == 0) args[i] = ' ';
     while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
@@ -294,10 +297,32 @@ static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
     gc_fmt_str(j, cap, pos, "}");
 }
 
+/* What redaction scrubbed (at most 250 bytes). */
+static void format_redact(struct child *c, char *j, size_t cap, size_t *pos)
+{
+    const struct gc_redact_stats *st = gc_redact_stats(c->redact);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } f[] = {{"strings", st->strings},   {"bytes", st->bytes},       {"bytearrays", st->bytearrays},
+             {"kept", st->kept},         {"scrubbed_bytes", st->scrubbed},
+             {"environ_bytes", st->environ}, {"excluded_bytes", st->excluded}};
+    gc_fmt_str(j, cap, pos, ", \"redact\": {\"policy\": \"");
+    gc_fmt_str(j, cap, pos, gc_redact_policy_name(c->s->o->redact.policy));
+    gc_fmt_str(j, cap, pos, "\"");
+    for (unsigned i = 0; i < sizeof f / sizeof f[0]; i++) {
+        gc_fmt_str(j, cap, pos, ", \"");
+        gc_fmt_str(j, cap, pos, f[i].name);
+        gc_fmt_str(j, cap, pos, "\": ");
+        gc_fmt_u64(j, cap, pos, f[i].v);
+    }
+    gc_fmt_str(j, cap, pos, "}");
+}
+
 /* Bytes the capture note's JSON may take: 48 per thread, and the budget's part. */
 static size_t capture_cap(uint32_t nthreads, uint64_t budget_note, int capped)
 {
-    return 256 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
+    return 512 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
 }
 
 uint64_t gc_w_capture_size(const struct child *c, int with_budget)
@@ -335,6 +360,7 @@ int gc_w_add_capture(struct child *c, struct notebuf *nb)
     gc_fmt_u64(j, cap, &pos, (uint64_t)s->o->freeze_signal);
     gc_fmt_str(j, cap, &pos, ", \"freeze_timeout_ns\": ");
     gc_fmt_u64(j, cap, &pos, s->o->freeze_timeout_ns);
+    if (c->redact) format_redact(c, j, cap, &pos);
     if (c->capped) format_budget(c, j, cap - 2, &pos);
     gc_fmt_str(j, cap, &pos, "}");
     unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);

@@ -173,6 +173,7 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
     uint64_t in_page = addr & (c->page - 1);
     long r = gc_pread(c->mem_fd, c->bounce, c->page, addr - in_page);
     if (r != (long)c->page) return c->stream ? gc_w_pad_to(c, off + step) : 0; /* hole */
+    if (c->redact) gc_redact_apply(c->redact, addr, step, c->bounce + in_page);
     while (step) {
         long w = out_at(c, c->bounce + in_page, step, off);
         if (w == -EINTR) continue;
@@ -184,13 +185,28 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
     return 0;
 }
 
+/* With redaction: the bytes up to the first one scrubbed straight from memory (when that is
+ * worth a write of their own), else a copy of them, scrubbed. *chunk may shrink. */
+static long out_scrubbed(struct child *c, uint64_t addr, uint64_t *chunk, uint64_t off)
+{
+    uint64_t clean = gc_redact_clean(c->redact, addr, *chunk);
+    if (clean >= *chunk || clean >= (64u << 10)) {
+        *chunk = clean < *chunk ? clean : *chunk;
+        return out_at(c, (const void *)addr, *chunk, off);
+    }
+    if (*chunk > gc_redact_scratch_size()) *chunk = gc_redact_scratch_size();
+    return out_at(c, gc_redact_copy(c->redact, addr, *chunk), *chunk, off);
+}
+
 /* Write [addr, addr+len) at file offset off, straight from memory where possible. */
 static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t off, int readable)
 {
     while (len) {
         uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
         long w;
-        if (readable) {
+        if (readable && c->redact) {
+            w = out_scrubbed(c, addr, &chunk, off);
+        } else if (readable) {
             w = out_at(c, (const void *)addr, chunk, off);
         } else {
             if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
@@ -199,6 +215,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
                 w = -EFAULT;
             } else {
                 chunk = (uint64_t)r;
+                if (c->redact) gc_redact_apply(c->redact, addr, chunk, c->bounce);
                 w = out_at(c, c->bounce, chunk, off);
             }
         }

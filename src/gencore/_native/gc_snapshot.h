@@ -96,6 +96,7 @@ struct gc_snapshot {
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core
                                into the pipe in file order, holes as zeros */
+    const uint64_t *redact_list; /* redact: o->redact.nkeep objects kept, then nscrub scrubbed */
 
     /* threads: slot 0 is the caller */
     struct gc_thread *threads;

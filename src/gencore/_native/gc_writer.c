@@ -466,6 +466,8 @@ void gc_child_main(struct gc_snapshot *s)
     cs.s = s;
     child_setup(&cs);
     child_maps(&cs);
+    int rc = gc_redact_prepare(&cs);
+    if (rc) gc_w_fail(&cs, rc);
     if (s->pipe_argv) gc_w_stream_start(&cs);
     child_headers(&cs);
     child_segments(&cs);

@@ -62,10 +62,37 @@ def compressor_argv() -> tuple[bytes, ...]:
     return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
 
 
+def encryptor_argv(recipients: tuple[str, ...], compress: Optional[str]) -> tuple[bytes, ...]:
+    """The command line of the encrypting filter the snapshot child starts for
+    ``encrypt_to=`` (:mod:`gencore.capture.agepipe`; zstd first with ``compress="zstd"``)."""
+    from ..ship.crypt import import_pyrage
+
+    import_pyrage()
+    if compress:
+        compressor_argv()  # the same checks
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        raise ValueError(
+            "encrypt_to runs the encryptor with this Python, but sys.executable "
+            f"({sys.executable!r}) is not an executable"
+        )
+    script = Path(__file__).with_name("agepipe.py")
+    threads = max(1, min(os.cpu_count() or 1, 8))
+    level = str(ZSTD_LEVEL) if compress else "-"
+    args = (sys.executable, str(script), level, str(threads), *recipients)
+    return tuple(os.fsencode(a) for a in args)
+
+
+def filter_argv(opts: CoreOptions) -> Optional[tuple[bytes, ...]]:
+    """The filter the snapshot child writes the core through, if any."""
+    if opts.encrypt_to:
+        return encryptor_argv(opts.encrypt_to, opts.compress)
+    return compressor_argv() if opts.compress else None
+
+
 def native_options(opts: CoreOptions, note: bytes) -> tuple[bytes, bytes]:
     """The engine's ``core`` record and data blob for ``opts`` (checked: the cap fits)."""
     check_max_size(opts.max_size, len(note))
-    pipe = compressor_argv() if opts.compress else None
+    pipe = filter_argv(opts)
     fields, data = opts.record(note, pipe, caplayout.layout() if opts.max_size else None)
     return engine.record("core").pack(**fields), data
 
@@ -97,7 +124,7 @@ class Job:
         self.status = engine.record("status")
         check_dumpable(opts.force)
         sig = freeze_signal(opts.freeze_signal)
-        name = core_names(opts.name, opts.compress)[0] if opts.name else None
+        name = core_names(opts.name, opts.compress, bool(opts.encrypt_to))[0] if opts.name else None
         self.directory, self.dir_fd = open_directory(opts.directory)
         try:
             warn_space(self.directory, self.dir_fd)
@@ -106,6 +133,7 @@ class Job:
                 version=VERSION,
                 with_stacks=opts.python_stacks,
                 extra=opts.extra,
+                redact=opts.redact,
             )
             options, data = native_options(opts, note)
             with _snapshot_lock:

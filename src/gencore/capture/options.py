@@ -28,10 +28,12 @@ from .._common import (
     PathLike,
     ProgressCallback,
     core_names,
+    core_suffix,
     format_size,
 )
 from ..errors import FreezeError
-from . import engine
+from ..ship import crypt
+from . import engine, redact
 
 METHODS = ("native", "kernel")
 COMPRESSIONS = (None, "zstd")
@@ -200,6 +202,8 @@ class CoreOptionArgs(TypedDict, total=False):
     keep_local: bool
     compress: Optional[str]
     max_size: Union[int, str, None]
+    redact: Union[bool, str, None]
+    encrypt_to: Union[str, list[str], tuple[str, ...], None]
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ class CoreOptions:
     keep_local: bool = False
     compress: Optional[str] = None
     max_size: int = 0
+    redact: Optional[str] = None
+    encrypt_to: tuple[str, ...] = ()
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
 
@@ -238,6 +244,8 @@ class CoreOptions:
                 raise TypeError(f"unexpected keyword argument {key!r}")
         values: dict[str, Any] = {**options, **internal}
         values["max_size"] = max_size_bytes(values.get("max_size"))
+        values["redact"] = redact.policy(values.get("redact"))
+        values["encrypt_to"] = crypt.parse_recipients(values.get("encrypt_to"))
         opts = cls(directory=directory, **values)
         opts.validate()
         return opts
@@ -268,10 +276,20 @@ class CoreOptions:
             raise ValueError("max_size needs method='native': the kernel writes whole cores")
         if self.compress and self.method == "kernel":
             raise ValueError("compress='zstd' needs method='native': the kernel writes plain cores")
+        if (self.redact or self.encrypt_to) and self.method == "kernel":
+            raise ValueError(
+                "redact= and encrypt_to= need method='native': the kernel writes the whole "
+                "process, in the clear"
+            )
 
     def replace(self, **changes: Any) -> CoreOptions:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def suffix(self) -> str:
+        """The file name's suffix: ``.core``, ``.core.zst``, ``.core.age``, ``.core.zst.age``."""
+        return core_suffix(self.compress, bool(self.encrypt_to))
 
     def record(
         self,
@@ -280,8 +298,20 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the compressor's command and, for a capped core, the Python layout."""
-        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv))
+        the filter's command (compressor, encryptor), the file name's suffix, for a capped
+        core the Python layout, and what redaction needs."""
+        scrub, lists = redact.record_fields(self.redact)
+        head = note + engine.argv_bytes(pipe_argv) + self.suffix.encode() + b"\0"
+        data, where = engine.blob(
+            note=note,
+            pipe=engine.argv_bytes(pipe_argv),
+            suffix=self.suffix.encode() + b"\0",
+            pad=bytes(-len(head) % 8),  # the lists are read as 64-bit words
+            lists=lists,
+        )
+        scrub["list_off"] = where.pop("lists_off")
+        for k in ("lists_len", "pad_off", "pad_len"):
+            where.pop(k)
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -292,6 +322,7 @@ class CoreOptions:
             max_size=self.max_size,
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
+            redact=scrub,
             **where,
         )
         return fields, data
@@ -395,6 +426,8 @@ class TriggerConfig:
             keep_local=bool(kw.pop("keep_local", False)),
             compress=kw.pop("compress", None),
             max_size=max_size_bytes(kw.pop("max_size", None)),
+            redact=redact.policy(kw.pop("redact", None)),
+            encrypt_to=crypt.parse_recipients(kw.pop("encrypt_to", None)),
             python_stacks=False,  # triggered cores read their stacks from memory
         )
         core.validate()

@@ -1,0 +1,694 @@
+/* Redaction and excluded buffers in the snapshot child (see gc_redact.h).
+ *
+ * Finding values: every 8-byte word of private anonymous memory that equals one of the
+ * types the record names (str, bytes, bytearray and their subclasses; code, metaclasses,
+ * module) is an object's ob_type if the header around it checks out: a string's state bits,
+ * its length within the mapping and its terminating NUL; a bytearray's buffer inside a
+ * mapping; a live reference count where a pointer is followed. Freed blocks keep their type
+ * pointer (the allocator overwrites the first word only), so a freed string's text is found
+ * too. Objects are recorded in address order; strings referenced by code objects, heap types
+ * and modules (names, file names, line tables) are kept, as are interned and static strings.
+ * Buffers elsewhere (a bytearray's, a string's UTF-8 copy, the environment) are ranges,
+ * sorted and merged. Runs in the child: raw system calls, memory mapped here, no malloc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/mman.h>
+
+#include "gc_child.h"
+#include "gc_redact.h"
+#include "gc_sys.h"
+
+#define SCRATCH_SIZE (1u << 20)
+#define MAX_LEN (1ull << 40)
+#define TAB_SLOTS 128u
+#define BLOOM_BITS 4096u
+#define OBJ_KEEP 4ull /* low bits of an objs entry: kind (1 str, 2 bytes), bit 2 kept */
+#define ENV_SCAN_MAX (1u << 20)
+#define NAME_SLOTS (1u << 16)
+#define NAME_MAX_LEN 128u
+
+struct range {
+    uint64_t start, end;
+};
+
+struct gc_redact {
+    struct child *c;
+    const struct gc_redact_layout *L;
+    uint64_t *objs, nobj, capobj;
+    uint64_t *keep, nkeep, capkeep;
+    uint64_t *tmp, *count; /* the radix sort's */
+    uint64_t *names;       /* NAME_SLOTS: modules' names (a C type's __module__ is a copy) */
+    uint64_t nnames;
+    struct range *ind;
+    uint64_t nind, capind;
+    uint64_t ocur, icur;
+    unsigned char *scratch;
+    uint64_t bloom[BLOOM_BITS / 64];
+    uint64_t tab[TAB_SLOTS];
+    uint32_t tab_kind[TAB_SLOTS], tab_size[TAB_SLOTS];
+    int overflow; /* an object list was full: the core must not be written */
+    struct gc_redact_stats st;
+};
+
+/* ---- the excluded buffers' table (filled in the process, read by the child) ---- */
+
+static struct {
+    uint64_t start, len;
+} g_excluded[GC_EXCLUDE_MAX];
+
+int gc_exclude_range(uint64_t addr, uint64_t len, int add)
+{
+    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++) {
+        uint64_t l = __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE);
+        if (add && l == 0) {
+            g_excluded[i].start = addr;
+            __atomic_store_n(&g_excluded[i].len, len, __ATOMIC_RELEASE);
+            return 0;
+        }
+        if (!add && l == len && g_excluded[i].start == addr) {
+            __atomic_store_n(&g_excluded[i].len, 0, __ATOMIC_RELEASE);
+            return 0;
+        }
+    }
+    return add ? -ENOSPC : -ENOENT;
+}
+
+const char *gc_redact_policy_name(uint32_t policy)
+{
+    return policy == GC_REDACT_VALUES ? "values" : policy == GC_REDACT_ENV ? "env" : "off";
+}
+
+/* ---- small helpers ---- */
+
+static inline uint64_t rd64(uint64_t a) { return *(const volatile uint64_t *)(uintptr_t)a; }
+static inline uint32_t rd32(uint64_t a) { return *(const volatile uint32_t *)(uintptr_t)a; }
+static inline uint32_t bloom_bit(uint64_t w) { return (uint32_t)((w >> 3) ^ (w >> 15)) % BLOOM_BITS; }
+static inline uint32_t tab_slot(uint64_t w) { return (uint32_t)((w >> 4) * 0x9E3779B1u) % TAB_SLOTS; }
+
+static void *reserve(uint64_t bytes)
+{
+    long m = gc_sys6(SYS_mmap, 0, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return m < 0 && m > -4096 ? NULL : (void *)m;
+}
+
+static const struct gc_vma *vma_of(const struct child *c, uint64_t addr)
+{
+    long lo = 0, hi = c->nvma - 1;
+    while (lo <= hi) {
+        long mid = (lo + hi) / 2;
+        if (addr < c->vmas[mid].start)
+            hi = mid - 1;
+        else if (addr >= c->vmas[mid].end)
+            lo = mid + 1;
+        else
+            return &c->vmas[mid];
+    }
+    return 0;
+}
+
+/* [a, a+n) lies in one private anonymous readable mapping (safe to read directly). */
+static int anon_range(const struct child *c, uint64_t a, uint64_t n)
+{
+    const struct gc_vma *v = vma_of(c, a);
+    return v && v->how == GC_DUMP_ANON && (v->perms & GC_P_R) && a + n <= v->end && a + n >= a;
+}
+
+/* [a, a+n) lies in one readable mapping that is not device memory. */
+static int readable_range(const struct child *c, uint64_t a, uint64_t n)
+{
+    const struct gc_vma *v = vma_of(c, a);
+    return v && (v->perms & GC_P_R) && !(v->vmflags & (GC_VM_IO | GC_VM_PF)) &&
+           v->how != GC_DUMP_HOLE && v->how != GC_DUMP_NONE && a + n <= v->end && a + n >= a;
+}
+
+static int live(uint64_t obj)
+{
+    uint64_t refcnt = rd64(obj);
+    return refcnt >= 1 && refcnt < (1ull << 33);
+}
+
+/* A live object, or a block the object allocator freed: its first word then points to the
+ * next free block of the same pool (or is 0 at the end of the list). */
+static int plausible(uint64_t obj)
+{
+    uint64_t first = rd64(obj);
+    uint64_t dist = first > obj ? first - obj : obj - first;
+    return live(obj) || first == 0 || (!(first & 15) && dist < (1u << 20));
+}
+
+static void add_range(struct gc_redact *r, uint64_t start, uint64_t end)
+{
+    if (end <= start) return;
+    if (r->nind == r->capind) {
+        r->overflow = 1;
+        return;
+    }
+    r->ind[r->nind++] = (struct range){start, end};
+}
+
+/* ---- what an object's header says ---- */
+
+struct str_info {
+    uint64_t data, size; /* the characters (inline or not), without the terminator */
+    int inline_data, keep;
+};
+
+/* A str at obj whose inline data must end by limit: 1 and *out, or 0 (not a string). */
+static int str_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, struct str_info *out)
+{
+    const struct gc_redact_layout *L = r->L;
+    uint64_t len = rd64(obj + 16);
+    uint32_t st = rd32(obj + L->str_state) & 0xff; /* the bit field's padding is garbage */
+    uint32_t kind = (st >> 2) & 7;
+    int compact = (st >> L->str_compact_bit) & 1, ascii = (st >> L->str_ascii_bit) & 1;
+    if (len >= MAX_LEN || (kind != 1 && kind != 2 && kind != 4)) return 0;
+    if (ascii && (kind != 1 || !compact)) return 0;
+    out->size = len * kind;
+    out->keep = (st & L->str_keep_mask) != 0;
+    if (compact) {
+        out->data = obj + (ascii ? L->str_ascii_data : L->str_compact_data);
+        out->inline_data = 1;
+        if (out->data + out->size + kind > limit) return 0;
+    } else {
+        if (L->str_data < 0) return 0;
+        out->data = rd64(obj + (uint32_t)L->str_data);
+        out->inline_data = 0;
+        if (!out->data || !anon_range(r->c, out->data, out->size + kind)) return 0;
+    }
+    for (uint32_t k = 0; k < kind; k++) /* the terminating NUL */
+        if (*(const volatile unsigned char *)(uintptr_t)(out->data + out->size + k)) return 0;
+    return 1;
+}
+
+static int bytes_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, uint64_t *size)
+{
+    uint64_t n = rd64(obj + 16), data = obj + r->L->bytes_data;
+    if (n >= MAX_LEN || data + n + 1 > limit) return 0;
+    *size = n;
+    return *(const volatile unsigned char *)(uintptr_t)(data + n) == 0;
+}
+
+/* The characters scrubbing obj overwrites: [*lo, *hi) when they follow its header (else an
+ * empty range). Headers stay as they are, hashes included: the hash secret is zeroed, so a
+ * stored hash says nothing about the text. */
+static void obj_span(const struct gc_redact *r, uint64_t e, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t obj = e & ~7ull;
+    *lo = *hi = obj + 16;
+    if (e & OBJ_KEEP) return;
+    if ((e & 3) == GC_RK_STR) {
+        struct str_info si;
+        if (str_info(r, obj, UINT64_MAX, &si) && si.inline_data) {
+            *lo = si.data;
+            *hi = si.data + si.size;
+        }
+    } else {
+        uint64_t n = 0;
+        bytes_info(r, obj, UINT64_MAX, &n);
+        *lo = obj + r->L->bytes_data;
+        *hi = *lo + n;
+    }
+}
+
+/* ---- finding objects ---- */
+
+static void keep_fields(struct gc_redact *r, uint64_t obj, uint32_t size, uint64_t limit)
+{
+    if (!live(obj)) return; /* a freed object's fields point anywhere */
+    uint64_t end = obj + size < limit ? obj + size : limit;
+    for (uint64_t a = obj + 16; a + 8 <= end; a += 8) {
+        uint64_t w = rd64(a);
+        if (!w || (w & 7)) continue;
+        if (r->nkeep == r->capkeep) return; /* more is scrubbed: the safe side */
+        r->keep[r->nkeep++] = w;
+    }
+}
+
+static int lookup(const struct gc_redact *r, uint64_t w)
+{
+    for (uint32_t i = tab_slot(w), n = 0; n < TAB_SLOTS; n++, i = (i + 1) % TAB_SLOTS) {
+        if (r->tab[i] == w) return (int)i;
+        if (!r->tab[i]) return -1;
+    }
+    return -1;
+}
+
+/* A short ASCII string's text: its hash (FNV-1a), or 0 when it is not one. */
+static uint64_t text_hash(const struct gc_redact *r, uint64_t obj, uint64_t *data, uint64_t *n)
+{
+    struct str_info si;
+    uint32_t st = rd32(obj + r->L->str_state);
+    if (!((st >> r->L->str_ascii_bit) & 1) || !str_info(r, obj, UINT64_MAX, &si) ||
+        si.size > NAME_MAX_LEN || !si.size)
+        return 0;
+    uint64_t h = 1469598103934665603ull ^ si.size;
+    for (uint64_t i = 0; i < si.size; i++)
+        h = (h ^ *(const volatile unsigned char *)(uintptr_t)(si.data + i)) * 1099511628211ull;
+    *data = si.data;
+    *n = si.size;
+    return h | 1;
+}
+
+/* Remember the text of the string at w, if it is a short ASCII one. */
+static void name_text(struct gc_redact *r, uint64_t w)
+{
+    uint64_t data, n;
+    if (!w || (w & 7) || r->nnames >= NAME_SLOTS / 2 || !readable_range(r->c, w, 64)) return;
+    int slot = lookup(r, rd64(w + 8));
+    if (slot < 0 || r->tab_kind[slot] != GC_RK_STR) return;
+    uint64_t h = text_hash(r, w, &data, &n);
+    if (!h) return;
+    uint32_t s = (uint32_t)(h % NAME_SLOTS);
+    while (r->names[s] && r->names[s] != w) s = (s + 1) % NAME_SLOTS;
+    if (!r->names[s]) r->nnames++;
+    r->names[s] = w;
+}
+
+/* A live module's name strings, by text: other strings with the same text stay (the
+ * __module__ of types made by C extensions is a copy of the module's name). */
+static void module_names(struct gc_redact *r, uint64_t obj, uint32_t size, uint64_t limit)
+{
+    if (!live(obj)) return;
+    uint64_t end = obj + size < limit ? obj + size : limit;
+    for (uint64_t a = obj + 16; a + 8 <= end; a += 8) name_text(r, rd64(a));
+}
+
+/* Whether obj's text is that of a module's name. */
+static int is_module_name(const struct gc_redact *r, uint64_t obj)
+{
+    uint64_t data, n, d2, n2;
+    uint64_t h = r->nnames ? text_hash(r, obj, &data, &n) : 0;
+    if (!h) return 0;
+    for (uint32_t s = (uint32_t)(h % NAME_SLOTS); r->names[s]; s = (s + 1) % NAME_SLOTS) {
+        if (text_hash(r, r->names[s], &d2, &n2) != h || n2 != n) continue;
+        uint64_t i = 0;
+        while (i < n && *(const volatile unsigned char *)(uintptr_t)(data + i) ==
+                            *(const volatile unsigned char *)(uintptr_t)(d2 + i))
+            i++;
+        if (i == n) return 1;
+    }
+    return 0;
+}
+
+static void push_obj(struct gc_redact *r, uint64_t e)
+{
+    if (r->nobj == r->capobj) {
+        r->overflow = 1;
+        return;
+    }
+    r->objs[r->nobj++] = e;
+}
+
+static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
+{
+    uint32_t kind = r->tab_kind[slot];
+    if ((kind == GC_RK_STR || kind == GC_RK_BYTES) && !plausible(obj)) return;
+    if (kind == GC_RK_STR) {
+        struct str_info si;
+        if (!str_info(r, obj, limit, &si)) return;
+        if (si.keep)
+            r->st.kept++;
+        else
+            push_obj(r, obj | GC_RK_STR);
+    } else if (kind == GC_RK_BYTES) {
+        uint64_t n;
+        if (bytes_info(r, obj, limit, &n)) push_obj(r, obj | GC_RK_BYTES);
+    } else if (kind == GC_RK_BYTEARRAY) {
+        const struct gc_redact_layout *L = r->L;
+        uint64_t size = rd64(obj + 16), alloc = rd64(obj + L->ba_alloc);
+        uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
+        if (!alloc || !live(obj) || alloc >= MAX_LEN || size >= alloc || start < buf ||
+            start + size > buf + alloc || !anon_range(r->c, buf, alloc))
+            return;
+        add_range(r, buf, buf + alloc);
+        r->st.bytearrays++;
+    } else {
+        keep_fields(r, obj, r->tab_size[slot], limit);
+        if (kind == GC_RK_MODULE) module_names(r, obj, r->tab_size[slot], limit);
+    }
+}
+
+struct scan_ctx {
+    struct gc_redact *r;
+    uint64_t vma_start, vma_end;
+};
+
+
+static long scan_run(uint64_t start, uint64_t end, void *arg)
+{
+    struct scan_ctx *x = arg;
+    struct gc_redact *r = x->r;
+    const uint64_t *w = (const uint64_t *)(uintptr_t)start;
+    const uint64_t *e = (const uint64_t *)(uintptr_t)(end & ~7ull);
+    for (; w < e; w++) {
+        uint64_t v = *w;
+        if (!v) continue;
+        uint32_t b = bloom_bit(v);
+        if (!((r->bloom[b >> 6] >> (b & 63)) & 1)) continue;
+        int slot = lookup(r, v);
+        uint64_t obj = (uint64_t)(uintptr_t)w - 8;
+        /* objects are 16-byte aligned (the allocators' alignment, and GC headers are 16) */
+        if (slot < 0 || obj < x->vma_start || (obj & 15)) continue;
+        found(r, obj, slot, x->vma_end);
+    }
+    return 0;
+}
+
+/* ---- sorting (no libc: qsort may allocate) ---- */
+
+static void radix_sort(uint64_t *a, uint64_t n, uint64_t *tmp, uint64_t *count)
+{
+    for (int shift = 0; shift < 64; shift += 16) {
+        gc_memzero(count, (1u << 16) * 8);
+        for (uint64_t i = 0; i < n; i++) count[(a[i] >> shift) & 0xffff]++;
+        uint64_t sum = 0;
+        for (uint32_t k = 0; k < (1u << 16); k++) {
+            uint64_t t = count[k];
+            count[k] = sum;
+            sum += t;
+        }
+        for (uint64_t i = 0; i < n; i++) tmp[count[(a[i] >> shift) & 0xffff]++] = a[i];
+        gc_memcopy(a, tmp, (size_t)(n * 8));
+    }
+}
+
+static void sift(struct range *a, uint64_t root, uint64_t n)
+{
+    for (;;) {
+        uint64_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && a[child + 1].start > a[child].start) child++;
+        if (a[root].start >= a[child].start) return;
+        struct range t = a[root];
+        a[root] = a[child];
+        a[child] = t;
+        root = child;
+    }
+}
+
+/* Sort the ranges by start and merge the ones that overlap or touch. */
+static void sort_ranges(struct gc_redact *r)
+{
+    struct range *a = r->ind;
+    uint64_t n = r->nind;
+    for (uint64_t i = n / 2; i-- > 0;) sift(a, i, n);
+    for (uint64_t end = n; end > 1; end--) {
+        struct range t = a[0];
+        a[0] = a[end - 1];
+        a[end - 1] = t;
+        sift(a, 0, end - 1);
+    }
+    uint64_t out = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (out && a[i].start <= a[out - 1].end) {
+            if (a[i].end > a[out - 1].end) a[out - 1].end = a[i].end;
+        } else {
+            a[out++] = a[i];
+        }
+    }
+    r->nind = out;
+}
+
+/* ---- the environment and the arguments ---- */
+
+/* arg_start, arg_end, env_start, env_end: fields 48-51 of /proc/self/stat. */
+static int stat_bounds(uint64_t b[4])
+{
+    char buf[1536];
+    long n = gc_read_small("/proc/self/stat", buf, sizeof buf);
+    long i = n - 1;
+    while (i > 0 && buf[i] != ')') i--;
+    if (i <= 0) return -1;
+    int field = 2;
+    for (i++; i < n && field < 52; i++) {
+        if (buf[i] == ' ') {
+            field++;
+            if (field >= 48 && field <= 51) {
+                uint64_t v = 0;
+                for (long k = i + 1; k < n && buf[k] >= '0' && buf[k] <= '9'; k++)
+                    v = v * 10 + (uint64_t)(buf[k] - '0');
+                b[field - 48] = v;
+            }
+        }
+    }
+    return field >= 51 && b[3] > b[2] ? 0 : -1;
+}
+
+/* The values of "NAME=value" strings in [p, end): each value becomes a range. */
+static void env_values(struct gc_redact *r, uint64_t p, uint64_t end)
+{
+    while (p < end) {
+        const char *s = (const char *)(uintptr_t)p;
+        uint64_t n = 0;
+        while (p + n < end && s[n]) n++;
+        uint64_t eq = 0;
+        while (eq < n && s[eq] != '=') eq++;
+        if (eq < n) add_range(r, p + eq + 1, p + n);
+        p += n + 1;
+    }
+}
+
+extern char **environ;
+
+static void redact_environment(struct gc_redact *r)
+{
+    uint64_t b[4] = {0, 0, 0, 0};
+    int have = stat_bounds(b) == 0 && anon_range(r->c, b[2], b[3] - b[2]);
+    if (have) env_values(r, b[2], b[3]);
+    if (have && r->L->policy == GC_REDACT_VALUES && b[1] > b[0] &&
+        anon_range(r->c, b[0], b[1] - b[0])) {
+        const char *argv0 = (const char *)(uintptr_t)b[0];
+        uint64_t n = 0;
+        while (b[0] + n < b[1] && argv0[n]) n++;
+        add_range(r, b[0] + n + 1, b[1]); /* every argument after the program's name */
+    }
+    /* variables set since the start live in the heap, not in the block */
+    for (char **e = environ; e && anon_range(r->c, (uint64_t)(uintptr_t)e, 8) && *e; e++) {
+        uint64_t p = (uint64_t)(uintptr_t)*e;
+        if (have && p >= b[2] && p < b[3]) continue;
+        const struct gc_vma *v = vma_of(r->c, p);
+        if (!v || v->how != GC_DUMP_ANON || !(v->perms & GC_P_R)) continue;
+        uint64_t limit = v->end - p < ENV_SCAN_MAX ? v->end : p + ENV_SCAN_MAX;
+        const char *s = *e;
+        uint64_t n = 0;
+        while (p + n < limit && s[n]) n++;
+        if (p + n < limit) env_values(r, p, p + n);
+    }
+    for (uint64_t i = 0; i < r->nind; i++) r->st.environ += r->ind[i].end - r->ind[i].start;
+}
+
+/* ---- preparing ---- */
+
+static int setup(struct gc_redact **out, struct child *c, uint64_t anon)
+{
+    const struct gc_redact_layout *L = &c->s->o->redact;
+    struct gc_redact *r = gc_arena_alloc(&c->arena, sizeof *r);
+    unsigned char *scratch = gc_arena_alloc(&c->arena, SCRATCH_SIZE);
+    if (!r || !scratch) return -ENOMEM;
+    gc_memzero(r, sizeof *r);
+    r->c = c;
+    r->L = L;
+    r->scratch = scratch;
+    int values = L->policy == GC_REDACT_VALUES;
+    r->capobj = (values ? anon / 16 : L->nscrub) + 1024;
+    r->capkeep = (values ? anon / 32 : 0) + L->nkeep + 4096;
+    r->capind = (values ? anon / 48 : 0) + 65536 + GC_EXCLUDE_MAX;
+    r->objs = reserve(r->capobj * 8);
+    r->keep = reserve(r->capkeep * 8);
+    r->tmp = reserve((r->capkeep > r->capobj ? r->capkeep : r->capobj) * 8);
+    r->count = reserve((1u << 16) * 8);
+    r->names = reserve(NAME_SLOTS * 8);
+    r->ind = reserve(r->capind * sizeof(struct range));
+    if (!r->objs || !r->keep || !r->tmp || !r->count || !r->names || !r->ind) return -ENOMEM;
+    for (uint32_t i = 0; i < L->ntypes && i < GC_REDACT_MAX_TYPES; i++) {
+        uint64_t t = L->types[i];
+        if (!t) continue;
+        uint32_t s = tab_slot(t);
+        while (r->tab[s]) s = (s + 1) % TAB_SLOTS;
+        r->tab[s] = t;
+        r->tab_kind[s] = L->kinds[i];
+        r->tab_size[s] = L->sizes[i];
+        r->bloom[bloom_bit(t) >> 6] |= 1ull << (bloom_bit(t) & 63);
+    }
+    *out = r;
+    return 0;
+}
+
+static void scan_memory(struct gc_redact *r)
+{
+    struct child *c = r->c;
+    for (long i = 0; i < c->nvma; i++) {
+        const struct gc_vma *v = &c->vmas[i];
+        if (v->hidden || v->how != GC_DUMP_ANON || !v->dump || !(v->perms & GC_P_R)) continue;
+        struct scan_ctx x = {r, v->start, v->end};
+        gc_present_runs(&c->runs, v->start, v->start + v->dump, scan_run, &x);
+    }
+}
+
+/* The lists Python sent: objects to keep whatever they are, and (redact="env") objects to
+ * scrub, each checked like a found one. */
+static void blob_lists(struct gc_redact *r)
+{
+    const struct gc_redact_layout *L = r->L;
+    const uint64_t *list = r->c->s->redact_list;
+    if (!list) return;
+    for (uint32_t i = 0; i < L->nkeep && r->nkeep < r->capkeep; i++) {
+        r->keep[r->nkeep++] = list[i];
+        name_text(r, list[i]); /* module names: the same text elsewhere stays too */
+    }
+    if (L->policy != GC_REDACT_ENV) return;
+    for (uint32_t i = 0; i < L->nscrub; i++) {
+        uint64_t obj = list[L->nkeep + i];
+        const struct gc_vma *v = vma_of(r->c, obj);
+        if (!v || v->how != GC_DUMP_ANON || !anon_range(r->c, obj, 48)) continue;
+        uint64_t t = rd64(obj + 8);
+        int slot = lookup(r, t);
+        if (slot < 0 || (r->tab_kind[slot] != GC_RK_STR && r->tab_kind[slot] != GC_RK_BYTES))
+            continue;
+        found(r, obj, slot, v->end);
+    }
+    radix_sort(r->objs, r->nobj, r->tmp, r->count);
+}
+
+/* Mark kept objects (both lists sorted) and add the out-of-line buffers of scrubbed strings. */
+static void resolve(struct gc_redact *r)
+{
+    const struct gc_redact_layout *L = r->L;
+    radix_sort(r->keep, r->nkeep, r->tmp, r->count);
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < r->nobj; i++) {
+        uint64_t obj = r->objs[i] & ~7ull;
+        while (k < r->nkeep && r->keep[k] < obj) k++;
+        if ((k < r->nkeep && r->keep[k] == obj) ||
+            ((r->objs[i] & 3) == GC_RK_STR && is_module_name(r, obj))) {
+            r->objs[i] |= OBJ_KEEP;
+            r->st.kept++;
+            continue;
+        }
+        uint64_t lo, hi;
+        obj_span(r, r->objs[i], &lo, &hi);
+        r->st.scrubbed += hi - lo;
+        if ((r->objs[i] & 3) == GC_RK_BYTES) {
+            r->st.bytes++;
+            continue;
+        }
+        r->st.strings++;
+        struct str_info si;
+        if (!str_info(r, obj, UINT64_MAX, &si) || !live(obj)) continue;
+        if (!si.inline_data) add_range(r, si.data, si.data + si.size);
+        uint32_t st = rd32(obj + L->str_state);
+        int ascii = (st >> L->str_ascii_bit) & 1;
+        if (!ascii && L->str_utf8 >= 0) { /* a cached UTF-8 copy */
+            uint64_t u = rd64(obj + (uint32_t)L->str_utf8), n = rd64(obj + (uint32_t)L->str_utf8_length);
+            if (u && u != si.data && n < MAX_LEN && anon_range(r->c, u, n)) add_range(r, u, u + n);
+        }
+        if (L->str_wstr >= 0) { /* 3.9-3.11: a wchar_t copy, as long as the string */
+            uint64_t w = rd64(obj + (uint32_t)L->str_wstr), n = rd64(obj + 16) * 4;
+            if (w && w != si.data && anon_range(r->c, w, n)) add_range(r, w, w + n);
+        }
+    }
+}
+
+int gc_redact_prepare(struct child *c)
+{
+    const struct gc_redact_layout *L = &c->s->o->redact;
+    int excluded = 0;
+    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++)
+        excluded |= __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE) != 0;
+    if (L->policy == GC_REDACT_OFF && !excluded) return 0;
+    uint64_t anon = 0;
+    for (long i = 0; i < c->nvma; i++)
+        if (c->vmas[i].how == GC_DUMP_ANON) anon += c->vmas[i].dump;
+    struct gc_redact *r;
+    int rc = setup(&r, c, anon);
+    if (rc) return rc;
+    if (L->policy != GC_REDACT_OFF) {
+        redact_environment(r);
+        if (L->policy == GC_REDACT_VALUES) {
+            scan_memory(r);
+            if (L->hash_secret && L->hash_secret_len)
+                add_range(r, L->hash_secret, L->hash_secret + L->hash_secret_len);
+        }
+        blob_lists(r);
+        resolve(r);
+    }
+    uint64_t before = r->nind;
+    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++) {
+        uint64_t len = __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE);
+        if (len) add_range(r, g_excluded[i].start, g_excluded[i].start + len);
+    }
+    for (uint64_t i = before; i < r->nind; i++) r->st.excluded += r->ind[i].end - r->ind[i].start;
+    if (r->overflow) return -ENOMEM; /* never a core that says redacted and is not */
+    sort_ranges(r);
+    for (uint64_t i = 0; i < r->nind; i++) r->st.scrubbed += r->ind[i].end - r->ind[i].start;
+    c->redact = r;
+    return 0;
+}
+
+/* ---- while writing ---- */
+
+/* The next object at or after the cursor that changes anything, and its span. */
+static int next_obj(struct gc_redact *r, uint64_t addr, uint64_t *lo, uint64_t *hi)
+{
+    while (r->ocur < r->nobj) {
+        obj_span(r, r->objs[r->ocur], lo, hi);
+        if (*hi > addr && !(r->objs[r->ocur] & OBJ_KEEP)) return 1;
+        r->ocur++;
+    }
+    return 0;
+}
+
+uint64_t gc_redact_clean(struct gc_redact *r, uint64_t addr, uint64_t len)
+{
+    uint64_t first = addr + len, lo, hi;
+    if (next_obj(r, addr, &lo, &hi) && lo < first) first = lo;
+    while (r->icur < r->nind && r->ind[r->icur].end <= addr) r->icur++;
+    if (r->icur < r->nind && r->ind[r->icur].start < first) first = r->ind[r->icur].start;
+    return first > addr ? first - addr : 0;
+}
+
+static void zero(unsigned char *buf, uint64_t addr, uint64_t len, uint64_t a, uint64_t b)
+{
+    if (a < addr) a = addr;
+    if (b > addr + len) b = addr + len;
+    if (a < b) gc_memzero(buf + (a - addr), (size_t)(b - a));
+}
+
+void gc_redact_apply(struct gc_redact *r, uint64_t addr, uint64_t len, unsigned char *buf)
+{
+    uint64_t end = addr + len, lo, hi;
+    if (next_obj(r, addr, &lo, &hi)) {
+        for (uint64_t i = r->ocur; i < r->nobj; i++) {
+            uint64_t e = r->objs[i], obj = e & ~7ull;
+            if (obj + 16 >= end) break;
+            if (e & OBJ_KEEP) continue;
+            obj_span(r, e, &lo, &hi);
+            zero(buf, addr, len, lo, hi);
+        }
+    }
+    while (r->icur < r->nind && r->ind[r->icur].end <= addr) r->icur++;
+    for (uint64_t i = r->icur; i < r->nind && r->ind[i].start < end; i++)
+        zero(buf, addr, len, r->ind[i].start, r->ind[i].end);
+}
+
+uint64_t gc_redact_scratch_size(void) { return SCRATCH_SIZE; }
+
+const unsigned char *gc_redact_copy(struct gc_redact *r, uint64_t addr, uint64_t len)
+{
+    struct child *c = r->c;
+    const struct gc_vma *v = vma_of(c, addr);
+    if (v && v->how == GC_DUMP_ANON && addr + len <= v->end) {
+        gc_memcopy(r->scratch, (const void *)(uintptr_t)addr, (size_t)len);
+    } else {
+        /* never a fault: a file mapping may end before its last page */
+        long got = gc_pread(c->mem_fd, r->scratch, len, addr);
+        if (got < 0) got = 0;
+        if ((uint64_t)got < len) gc_memzero(r->scratch + got, (size_t)(len - (uint64_t)got));
+    }
+    gc_redact_apply(r, addr, len, r->scratch);
+    return r->scratch;
+}
+
+const struct gc_redact_stats *gc_redact_stats(const struct gc_redact *r) { return &r->st; }
