@@ -10,6 +10,7 @@ from typing import Any
 
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
+from ._format import identity_option
 
 
 def _info(core: CoreFile) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def _info(core: CoreFile) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         info = _info(core)
     if core.manifest:
         info["path"] = f"{args.core} (bundle)"
@@ -149,4 +150,5 @@ def register(sub: Any) -> None:
     i = sub.add_parser("info", help="process, threads, mappings and sizes of a core or bundle")
     i.add_argument("core")
     i.add_argument("--json", action="store_true")
+    identity_option(i)
     i.set_defaults(func=cmd_info)

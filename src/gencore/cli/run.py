@@ -33,6 +33,8 @@ def _install_for_run(install: Callable[..., Any], args: argparse.Namespace) -> N
         keep_free=args.keep_free,
         compress=args.compress,
         max_size=args.max_size,
+        redact=args.redact,
+        encrypt_to=args.encrypt_to,
     )
 
 
@@ -138,6 +140,22 @@ def register(sub: Any) -> None:
         metavar="SIZE",
         help="every core at most SIZE (64M, 2G): stacks, Python frames and interpreter data "
         "first; what is left out is listed in the core",
+    )
+    r.add_argument(
+        "--redact",
+        nargs="?",
+        const="values",
+        choices=("values", "env"),
+        help="scrub values from every core in the snapshot child: str, bytes and bytearray "
+        "contents, the environment and the arguments (values, the default), or only the "
+        "environment (env); names, file names and line numbers stay",
+    )
+    r.add_argument(
+        "--encrypt-to",
+        action="append",
+        metavar="RECIPIENT",
+        help="write every core (and bundle) as an age file for RECIPIENT (age1..., or an "
+        "ssh-ed25519 public key; repeatable, or comma-separated)",
     )
     r.add_argument(
         "--max-total", type=size_arg, default=0, metavar="SIZE", help="core directory budget"

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..analysis.core import CoreFile, open_core
+from ._format import identity_option
 
 
 def print_stacks(core: CoreFile, out: Any) -> None:
@@ -56,7 +57,7 @@ def print_stacks(core: CoreFile, out: Any) -> None:
 
 
 def cmd_stacks(args: argparse.Namespace) -> int:
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         if args.json:
             json.dump(core.python_stacks, sys.stdout, indent=1)
             print()
@@ -70,4 +71,5 @@ def register(sub: Any) -> None:
     s = sub.add_parser("stacks", help="every Python thread's stack in a gencore core or bundle")
     s.add_argument("core")
     s.add_argument("--json", action="store_true")
+    identity_option(s)
     s.set_defaults(func=cmd_stacks)

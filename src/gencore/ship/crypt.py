@@ -63,14 +63,15 @@ def parse_recipients(value: Recipients) -> tuple[str, ...]:
     """
     if value is None:
         return ()
-    if isinstance(value, str):
-        items = [r for r in re.split(r"[,\s]+", value) if r]
-        if value.strip().startswith("ssh-"):  # "ssh-ed25519 AAAA... comment": one key
-            items = [" ".join(value.split()[:2])]
-    elif isinstance(value, (list, tuple)) and all(isinstance(r, str) for r in value):
-        items = [" ".join(r.split()[:2]) if r.startswith("ssh-") else r.strip() for r in value]
-    else:
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"encrypt_to must be age recipients (age1...), got {value!r}")
+    items: list[str] = []
+    for text in texts:
+        if text.strip().startswith("ssh-"):  # "ssh-ed25519 AAAA... comment": one key
+            items.append(" ".join(text.split()[:2]))
+        else:
+            items += [r for r in re.split(r"[,\s]+", text) if r]
     if not items:
         raise ValueError("encrypt_to names no recipient: pass an age public key (age1...)")
     pyrage = import_pyrage()
