@@ -44,6 +44,13 @@ static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint3
     return h + 12 + ((namesz + 3) & ~3u);
 }
 
+/* redact="values": vector and FP registers hold whatever was copied last (a memcpy of a
+ * secret); the notes keep their control and status words only. */
+static int scrub_fp(const struct child *c)
+{
+    return c->s->o->redact.policy == GC_REDACT_VALUES;
+}
+
 static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t,
                         int first)
 {
@@ -73,6 +80,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     unsigned char *d = note_add(nb, "CORE", NT_PRFPREG, 512);
     if (!d) return -ENOMEM;
     gc_memcopy(d, t->fp, t->fp_len < 464 ? t->fp_len : 464);
+    if (scrub_fp(c)) gc_fp_scrub(d, 464);
     /* bytes 464..511 stay zero, as the kernel writes them */
     uint32_t size = gc_xstate_size();
     if (size <= 512) return 0;
@@ -81,7 +89,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     gc_memcopy(d, t->fp, t->fp_len < size ? t->fp_len : size);
     gc_memzero(d + 464, 48);
     *(uint64_t *)(d + 464) = gc_xcr0();
-    (void)c;
+    if (scrub_fp(c)) gc_fp_scrub(d, size);
     return 0;
 }
 #else
@@ -95,6 +103,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     if (t->fp_len) {
         if (!(d = note_add(nb, "CORE", NT_PRFPREG, 528))) return -ENOMEM;
         gc_memcopy(d, t->fp, 528);
+        if (scrub_fp(c)) gc_fp_scrub(d, 528);
     }
     uint32_t tls_size = gc_tls_note_size();
     if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, tls_size))) return -ENOMEM;

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #include "gc_child.h"
 #include "gc_redact.h"
@@ -479,6 +480,26 @@ static void redact_environment(struct gc_redact *r)
     for (uint64_t i = 0; i < r->nind; i++) r->st.environ += r->ind[i].end - r->ind[i].start;
 }
 
+/* Registers' traces: below each thread's stack pointer (past the red zone) is memory no
+ * frame uses any more, where copies of values linger (and the freeze's signal frame, with
+ * the vector registers); the contexts the registers were read from hold those registers. */
+static void redact_stacks(struct gc_redact *r)
+{
+    const struct gc_snapshot *s = r->c->s;
+    for (uint32_t i = 0; i < s->nthreads; i++) {
+        const struct gc_thread *t = &s->threads[i];
+        if (t->state != GC_T_PARKED && t->state != GC_T_CALLER && t->state != GC_T_TIMEOUT)
+            continue;
+        uint64_t sp = t->regs[GC_REG_SP];
+        const struct gc_vma *v = vma_of(r->c, sp);
+        if (v && v->how == GC_DUMP_ANON && sp - 128 > v->start) add_range(r, v->start, sp - 128);
+        if (t->uc_at && anon_range(r->c, t->uc_at, sizeof(ucontext_t)))
+            add_range(r, t->uc_at, t->uc_at + sizeof(ucontext_t));
+        if (t->fp_at && t->fp_len && anon_range(r->c, t->fp_at, t->fp_len))
+            add_range(r, t->fp_at, t->fp_at + t->fp_len);
+    }
+}
+
 /* ---- preparing ---- */
 
 static int setup(struct gc_redact **out, struct child *c, uint64_t anon)
@@ -607,6 +628,7 @@ int gc_redact_prepare(struct child *c)
     if (L->policy != GC_REDACT_OFF) {
         redact_environment(r);
         if (L->policy == GC_REDACT_VALUES) {
+            redact_stacks(r);
             scan_memory(r);
             if (L->hash_secret && L->hash_secret_len)
                 add_range(r, L->hash_secret, L->hash_secret + L->hash_secret_len);

@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .._common import VERSION
+from .._common import VERSION, plain_name
 from ..errors import GencoreError, UploadError
+from .crypt import is_encrypted
 
 # what gencore writes into a core directory (not the hidden .partial files)
-GENCORE_FILE = re.compile(r"^core_\d{8}\.\d{6}\.\d+\.\d+(\.core|\.tar\.gz|\.tar\.zst)$")
+GENCORE_FILE = re.compile(
+    r"^core_\d{8}\.\d{6}\.\d+\.\d+(\.core|\.core\.zst|\.tar\.gz|\.tar\.zst)(\.age)?$"
+)
 MANIFEST_SUFFIX = ".json"
 RETRIES = 4
 BACKOFF_S = 0.5
@@ -78,7 +81,9 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
         "uploaded": time.time(),
     }
     meta: dict[str, Any] = {}
-    if path.name.endswith(".core"):
+    if is_encrypted(path):
+        doc["encrypted"] = "age"  # shipped as written: only its recipients can read it
+    elif path.name.endswith(".core"):
         from ..analysis.core import open_core
 
         try:
@@ -233,13 +238,17 @@ def pending(directory: Path) -> list[Path]:
         for p in directory.iterdir()
         if GENCORE_FILE.match(p.name)
         and not (directory / f".{p.name}.uploaded").exists()
-        and not (p.name.endswith(".core") and _has_bundle(directory, p.name[: -len(".core")]))
+        and not (
+            plain_name(p.name).endswith(".core")
+            and _has_bundle(directory, plain_name(p.name)[: -len(".core")])
+        )
     ]
     return sorted(out, key=lambda p: (p.stat().st_mtime, p.name))
 
 
 def _has_bundle(directory: Path, stem: str) -> bool:
-    return any((directory / f"{stem}.{fmt}").exists() for fmt in ("tar.gz", "tar.zst"))
+    kinds = ("tar.gz", "tar.zst", "tar.gz.age", "tar.zst.age")
+    return any((directory / f"{stem}.{fmt}").exists() for fmt in kinds)
 
 
 def enforce_budget(
