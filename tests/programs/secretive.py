@@ -7,9 +7,10 @@ parked thread's frame, a bytes value in a dict, an object's attribute, ``os.envi
 bytearray, a thread's argument, a closure and a 4 MiB bytes object; buffers full of a
 marker (``HIDDEN`` and an underscore, then random text) are given to ``gencore.exclude``.
 
-Config: ``coredir``; ``cores``: a list of ``[name, options]`` taken in order after warming up (the same call site for each, with the
-collector off, so that consecutive cores show the same objects); ``encrypt_to``.
-The result: the cores' paths and reports, the secrets and the threads (name, native id).
+Config: ``coredir``; ``cores``: a list of ``[name, options]`` taken in order after warming
+up (the same call site for each, with the collector off and nothing kept in between, so
+that consecutive cores show the same objects). The result: the cores' paths, the secrets
+and the threads (name, native id).
 """
 
 from __future__ import annotations
@@ -71,10 +72,8 @@ def make_closure():
     return inner
 
 
-def take(cfg: dict, name: str, options: dict) -> dict:
-    path = gencore.create_core(cfg["coredir"], name=name, **options)
-    assert path.report is not None
-    return {"path": str(path), "threads": [[t.tid, t.state] for t in path.report.threads]}
+def take(cfg: dict, name: str, options: dict) -> str:
+    return str(gencore.create_core(cfg["coredir"], name=name, **options))
 
 
 def main() -> None:
@@ -126,11 +125,11 @@ def take_all(cfg: dict) -> dict:
     warm = [{"redact": True}, {}]
     for i in range(3):  # caches, specialised call sites and imports settle
         for options in warm:
-            os.unlink(take(cfg, f"warm{i}{len(options)}", options)["path"])
+            os.unlink(take(cfg, f"warm{i}{len(options)}", options))
     gc.collect()
     gc.disable()
     for name, options in cfg["cores"]:  # nothing kept between two cores: the same objects
-        gencore.create_core(cfg["coredir"], name=name, **options)
+        take(cfg, name, options)
     gc.enable()
     cores = {
         name: {"path": os.path.join(cfg["coredir"], name + ".core")} for name, _ in cfg["cores"]
