@@ -80,6 +80,9 @@ enum gc_redact_kind {
     F(uint32_t, ba_alloc)                                                                 \
     F(uint32_t, ba_bytes)                                                                 \
     F(uint32_t, ba_start)                                                                 \
+    F(uint32_t, pool_size) /* the small-object allocator's pools; 0: not in use */        \
+    F(uint32_t, type_dict) /* tp_dict: a heap type's __module__ value stays */             \
+    F(uint64_t, module_key) /* the interned "__module__", the key in types' dicts */       \
     F(uint64_t, hash_secret) /* _Py_HashSecret: zeroed, so stored hashes reveal nothing */ \
     F(uint32_t, hash_secret_len)                                                          \
     F(uint32_t, list_off) /* in the blob: nkeep objects kept, then nscrub scrubbed */      \

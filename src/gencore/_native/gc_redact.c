@@ -49,6 +49,7 @@ struct gc_redact {
     uint64_t tab[TAB_SLOTS];
     uint32_t tab_kind[TAB_SLOTS], tab_size[TAB_SLOTS];
     int overflow; /* an object list was full: the core must not be written */
+    int checking; /* while scanning: a candidate must be where the allocator puts objects */
     struct gc_redact_stats st;
 };
 
@@ -130,6 +131,29 @@ static int live(uint64_t obj)
     return refcnt >= 1 && refcnt < (1ull << 33);
 }
 
+/* An object of size bytes at obj is where an allocator would put one: objects up to 512
+ * bytes come from pymalloc's pools, so obj starts a block of its pool (whose header gives the
+ * block size: POOL_SIZE - size is its maxnextoffset) and fits in it; a freed block (its text
+ * is still there) counts too. A stray type pointer (a word left over at the end of a block)
+ * is no object: its "header" spans the next one. */
+#define SMALL_REQUEST 512u
+#define POOL_OVERHEAD 48u
+static int live(uint64_t obj);
+
+static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
+{
+    uint64_t psize = r->L->pool_size;
+    /* larger objects come from malloc, which overwrites a freed one's header (and may leave
+     * a stale one inside memory reused since): only a live one counts */
+    if (size > SMALL_REQUEST || !psize) return live(obj);
+    uint64_t pool = obj & ~(psize - 1);
+    if (obj - pool < POOL_OVERHEAD || !anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
+    uint32_t szidx = rd32(pool + 36), maxnext = rd32(pool + 44);
+    uint64_t bs = ((uint64_t)szidx + 1) * 16;
+    return szidx < SMALL_REQUEST / 16 && maxnext == psize - bs &&
+           (obj - pool - POOL_OVERHEAD) % bs == 0 && size <= bs;
+}
+
 /* A live object, or a block the object allocator freed: its first word then points to the
  * next free block of the same pool (or is 0 at the end of the list). */
 static int plausible(uint64_t obj)
@@ -172,7 +196,9 @@ static int str_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, str
         out->data = obj + (ascii ? L->str_ascii_data : L->str_compact_data);
         out->inline_data = 1;
         if (out->data + out->size + kind > limit) return 0;
+        if (r->checking && !fits_block(r, obj, out->data + out->size + kind - obj)) return 0;
     } else {
+        if (r->checking && !fits_block(r, obj, L->str_compact_data + 8)) return 0;
         if (L->str_data < 0) return 0;
         out->data = rd64(obj + (uint32_t)L->str_data);
         out->inline_data = 0;
@@ -187,6 +213,7 @@ static int bytes_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, u
 {
     uint64_t n = rd64(obj + 16), data = obj + r->L->bytes_data;
     if (n >= MAX_LEN || data + n + 1 > limit) return 0;
+    if (r->checking && !fits_block(r, obj, r->L->bytes_data + n + 1)) return 0;
     *size = n;
     return *(const volatile unsigned char *)(uintptr_t)(data + n) == 0;
 }
@@ -259,7 +286,10 @@ static void name_text(struct gc_redact *r, uint64_t w)
     if (!w || (w & 7) || r->nnames >= NAME_SLOTS / 2 || !readable_range(r->c, w, 64)) return;
     int slot = lookup(r, rd64(w + 8));
     if (slot < 0 || r->tab_kind[slot] != GC_RK_STR) return;
+    int checking = r->checking;
+    r->checking = 0; /* a name may be static, outside the allocator's pools */
     uint64_t h = text_hash(r, w, &data, &n);
+    r->checking = checking;
     if (!h) return;
     uint32_t s = (uint32_t)(h % NAME_SLOTS);
     while (r->names[s] && r->names[s] != w) s = (s + 1) % NAME_SLOTS;
@@ -293,6 +323,29 @@ static int is_module_name(const struct gc_redact *r, uint64_t obj)
     return 0;
 }
 
+/* A heap type's __module__ (its name's first part: readers show "module.Class"): the value
+ * after the "__module__" key in its dict's entries, whichever the dict layout. */
+#define KEYS_SCAN 4096u
+static void type_module(struct gc_redact *r, uint64_t type)
+{
+    const struct gc_redact_layout *L = r->L;
+    if (!L->module_key || !L->type_dict || !live(type)) return;
+    uint64_t d = rd64(type + L->type_dict);
+    if (!d || (d & 7) || !anon_range(r->c, d, 48)) return;
+    uint64_t keys = rd64(d + 32);
+    if (!keys || (keys & 7)) return;
+    const struct gc_vma *v = vma_of(r->c, keys);
+    if (!v || v->how != GC_DUMP_ANON) return;
+    uint64_t end = keys + KEYS_SCAN < v->end ? keys + KEYS_SCAN : v->end;
+    for (uint64_t a = keys; a + 16 <= end; a += 8) {
+        if (rd64(a) != L->module_key) continue;
+        uint64_t value = rd64(a + 8);
+        if (r->nkeep < r->capkeep) r->keep[r->nkeep++] = value;
+        name_text(r, value); /* and copies of its text */
+        return;
+    }
+}
+
 static void push_obj(struct gc_redact *r, uint64_t e)
 {
     if (r->nobj == r->capobj) {
@@ -320,7 +373,8 @@ static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
         const struct gc_redact_layout *L = r->L;
         uint64_t size = rd64(obj + 16), alloc = rd64(obj + L->ba_alloc);
         uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
-        if (!alloc || !live(obj) || alloc >= MAX_LEN || size >= alloc || start < buf ||
+        if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN || size >= alloc ||
+            start < buf ||
             start + size > buf + alloc || !anon_range(r->c, buf, alloc))
             return;
         add_range(r, buf, buf + alloc);
@@ -328,6 +382,7 @@ static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
     } else {
         keep_fields(r, obj, r->tab_size[slot], limit);
         if (kind == GC_RK_MODULE) module_names(r, obj, r->tab_size[slot], limit);
+        if (kind == GC_RK_TYPE) type_module(r, obj);
     }
 }
 
@@ -540,12 +595,14 @@ static int setup(struct gc_redact **out, struct child *c, uint64_t anon)
 static void scan_memory(struct gc_redact *r)
 {
     struct child *c = r->c;
+    r->checking = 1;
     for (long i = 0; i < c->nvma; i++) {
         const struct gc_vma *v = &c->vmas[i];
         if (v->hidden || v->how != GC_DUMP_ANON || !v->dump || !(v->perms & GC_P_R)) continue;
         struct scan_ctx x = {r, v->start, v->end};
         gc_present_runs(&c->runs, v->start, v->start + v->dump, scan_run, &x);
     }
+    r->checking = 0;
 }
 
 /* The lists Python sent: objects to keep whatever they are, and (redact="env") objects to

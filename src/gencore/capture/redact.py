@@ -132,6 +132,44 @@ def _bytes_fields(maps: Maps) -> dict[str, int]:
     }
 
 
+def _pool_size(maps: Maps) -> int:
+    """pymalloc's pool size (4 KiB up to 3.10, 16 KiB since), confirmed by the pool headers of
+    fresh small objects; 0 when they are not in pools (``PYTHONMALLOC=malloc``)."""
+    objs = [_fresh("p" * n).encode() for n in (40, 100, 200)] + [_fresh("q" * n) for n in (9, 90)]
+    for size in (4096, 16384):
+        ok = True
+        for o in objs:
+            addr = id(o)
+            pool = addr & ~(size - 1)
+            if not maps.readable(pool, 48):
+                ok = False
+                break
+            szidx, _, maxnext = struct.unpack("<III", ctypes.string_at(pool + 36, 12))
+            block = (szidx + 1) * 16
+            ok = ok and maxnext == size - block and (addr - pool - 48) % block == 0
+            ok = ok and sys.getsizeof(o) <= block
+        if ok:
+            return size
+    return 0
+
+
+def _type_module(maps: Maps) -> dict[str, int]:
+    """Where a heap type's ``__module__`` is: its dict (``tp_dict``, checked), the value after
+    the interned ``"__module__"`` key in the dict's entries."""
+    from .heaplayout import _TYPE_OFFSETS
+
+    probe = type("_RedactProbe", (), {"__module__": _fresh("gencore.redact.probe")})
+    d = u64(id(probe) + _TYPE_OFFSETS["tp_dict"])
+    key = sys.intern("__module__")
+    keys = u64(d + 32) if maps.readable(d, 48) else 0
+    if not keys or not maps.readable(keys, 256):
+        raise LookupError("a type's dict keys are not readable")
+    words = struct.unpack("<32Q", ctypes.string_at(keys, 256))
+    if not any(w == id(key) and v == id(probe.__module__) for w, v in zip(words, words[1:])):
+        raise LookupError("a type's __module__ is not after its key in the dict's entries")
+    return {"type_dict": _TYPE_OFFSETS["tp_dict"], "module_key": id(key)}
+
+
 def _hash_secret() -> tuple[int, int]:
     try:
         addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_Py_HashSecret"))
@@ -149,6 +187,8 @@ def _discover() -> dict[str, Any]:
     maps = Maps()
     out: dict[str, Any] = {**_str_fields(maps), **_bytes_fields(maps)}
     out["hash_secret"], out["hash_secret_len"] = _hash_secret()
+    out["pool_size"] = _pool_size(maps)
+    out.update(_type_module(maps))
     return out
 
 
