@@ -14,77 +14,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 
 #include "gc_child.h"
-#include "gc_redact.h"
+#include "gc_redact_int.h"
 #include "gc_sys.h"
-
-#define SCRATCH_SIZE (1u << 20)
-#define MAX_LEN (1ull << 40)
-#define TAB_SLOTS 128u
-#define BLOOM_BITS 4096u
-#define OBJ_KEEP 4ull /* low bits of an objs entry: kind (1 str, 2 bytes), bit 2 kept */
-#define ENV_SCAN_MAX (1u << 20)
-#define NAME_SLOTS (1u << 16)
-#define NAME_MAX_LEN 128u
-
-struct range {
-    uint64_t start, end;
-};
-
-struct gc_redact {
-    struct child *c;
-    const struct gc_redact_layout *L;
-    uint64_t *objs, nobj, capobj;
-    uint64_t *keep, nkeep, capkeep;
-    uint64_t *tmp, *count; /* the radix sort's */
-    uint64_t *names;       /* NAME_SLOTS: modules' names (a C type's __module__ is a copy) */
-    uint64_t nnames;
-    struct range *ind;
-    uint64_t nind, capind;
-    uint64_t ocur, icur;
-    unsigned char *scratch;
-    uint64_t bloom[BLOOM_BITS / 64];
-    uint64_t tab[TAB_SLOTS];
-    uint32_t tab_kind[TAB_SLOTS], tab_size[TAB_SLOTS];
-    int overflow; /* an object list was full: the core must not be written */
-    int checking; /* while scanning: a candidate must be where the allocator puts objects */
-    struct gc_redact_stats st;
-};
-
-/* ---- the excluded buffers' table (filled in the process, read by the child) ---- */
-
-static struct {
-    uint64_t start, len;
-} g_excluded[GC_EXCLUDE_MAX];
-
-int gc_exclude_range(uint64_t addr, uint64_t len, int add)
-{
-    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++) {
-        uint64_t l = __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE);
-        if (add && l == 0) {
-            g_excluded[i].start = addr;
-            __atomic_store_n(&g_excluded[i].len, len, __ATOMIC_RELEASE);
-            return 0;
-        }
-        if (!add && l == len && g_excluded[i].start == addr) {
-            __atomic_store_n(&g_excluded[i].len, 0, __ATOMIC_RELEASE);
-            return 0;
-        }
-    }
-    return add ? -ENOSPC : -ENOENT;
-}
-
-const char *gc_redact_policy_name(uint32_t policy)
-{
-    return policy == GC_REDACT_VALUES ? "values" : policy == GC_REDACT_ENV ? "env" : "off";
-}
 
 /* ---- small helpers ---- */
 
-static inline uint64_t rd64(uint64_t a) { return *(const volatile uint64_t *)(uintptr_t)a; }
-static inline uint32_t rd32(uint64_t a) { return *(const volatile uint32_t *)(uintptr_t)a; }
 static inline uint32_t bloom_bit(uint64_t w) { return (uint32_t)((w >> 3) ^ (w >> 15)) % BLOOM_BITS; }
 static inline uint32_t tab_slot(uint64_t w) { return (uint32_t)((w >> 4) * 0x9E3779B1u) % TAB_SLOTS; }
 
@@ -95,32 +31,9 @@ static void *reserve(uint64_t bytes)
     return m < 0 && m > -4096 ? NULL : (void *)m;
 }
 
-static const struct gc_vma *vma_of(const struct child *c, uint64_t addr)
-{
-    long lo = 0, hi = c->nvma - 1;
-    while (lo <= hi) {
-        long mid = (lo + hi) / 2;
-        if (addr < c->vmas[mid].start)
-            hi = mid - 1;
-        else if (addr >= c->vmas[mid].end)
-            lo = mid + 1;
-        else
-            return &c->vmas[mid];
-    }
-    return 0;
-}
-
-/* [a, a+n) lies in one private anonymous readable mapping (safe to read directly). */
-static int anon_range(const struct child *c, uint64_t a, uint64_t n)
-{
-    const struct gc_vma *v = vma_of(c, a);
-    return v && v->how == GC_DUMP_ANON && (v->perms & GC_P_R) && a + n <= v->end && a + n >= a;
-}
-
-/* [a, a+n) lies in one readable mapping that is not device memory. */
 static int readable_range(const struct child *c, uint64_t a, uint64_t n)
 {
-    const struct gc_vma *v = vma_of(c, a);
+    const struct gc_vma *v = gc_rd_vma_of(c, a);
     return v && (v->perms & GC_P_R) && !(v->vmflags & (GC_VM_IO | GC_VM_PF)) &&
            v->how != GC_DUMP_HOLE && v->how != GC_DUMP_NONE && a + n <= v->end && a + n >= a;
 }
@@ -147,7 +60,7 @@ static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
      * a stale one inside memory reused since): only a live one counts */
     if (size > SMALL_REQUEST || !psize) return live(obj);
     uint64_t pool = obj & ~(psize - 1);
-    if (obj - pool < POOL_OVERHEAD || !anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
+    if (obj - pool < POOL_OVERHEAD || !gc_rd_anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
     uint32_t szidx = rd32(pool + 36), maxnext = rd32(pool + 44);
     uint64_t bs = ((uint64_t)szidx + 1) * 16;
     return szidx < SMALL_REQUEST / 16 && maxnext == psize - bs &&
@@ -161,16 +74,6 @@ static int plausible(uint64_t obj)
     uint64_t first = rd64(obj);
     uint64_t dist = first > obj ? first - obj : obj - first;
     return live(obj) || first == 0 || (!(first & 15) && dist < (1u << 20));
-}
-
-static void add_range(struct gc_redact *r, uint64_t start, uint64_t end)
-{
-    if (end <= start) return;
-    if (r->nind == r->capind) {
-        r->overflow = 1;
-        return;
-    }
-    r->ind[r->nind++] = (struct range){start, end};
 }
 
 /* ---- what an object's header says ---- */
@@ -202,7 +105,7 @@ static int str_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, str
         if (L->str_data < 0) return 0;
         out->data = rd64(obj + (uint32_t)L->str_data);
         out->inline_data = 0;
-        if (!out->data || !anon_range(r->c, out->data, out->size + kind)) return 0;
+        if (!out->data || !gc_rd_anon_range(r->c, out->data, out->size + kind)) return 0;
     }
     for (uint32_t k = 0; k < kind; k++) /* the terminating NUL */
         if (*(const volatile unsigned char *)(uintptr_t)(out->data + out->size + k)) return 0;
@@ -331,10 +234,10 @@ static void type_module(struct gc_redact *r, uint64_t type)
     const struct gc_redact_layout *L = r->L;
     if (!L->module_key || !L->type_dict || !live(type)) return;
     uint64_t d = rd64(type + L->type_dict);
-    if (!d || (d & 7) || !anon_range(r->c, d, 48)) return;
+    if (!d || (d & 7) || !gc_rd_anon_range(r->c, d, 48)) return;
     uint64_t keys = rd64(d + 32);
     if (!keys || (keys & 7)) return;
-    const struct gc_vma *v = vma_of(r->c, keys);
+    const struct gc_vma *v = gc_rd_vma_of(r->c, keys);
     if (!v || v->how != GC_DUMP_ANON) return;
     uint64_t end = keys + KEYS_SCAN < v->end ? keys + KEYS_SCAN : v->end;
     for (uint64_t a = keys; a + 16 <= end; a += 8) {
@@ -375,9 +278,9 @@ static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
         uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
         if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN || size >= alloc ||
             start < buf ||
-            start + size > buf + alloc || !anon_range(r->c, buf, alloc))
+            start + size > buf + alloc || !gc_rd_anon_range(r->c, buf, alloc))
             return;
-        add_range(r, buf, buf + alloc);
+        gc_rd_add_range(r, buf, buf + alloc);
         r->st.bytearrays++;
     } else {
         keep_fields(r, obj, r->tab_size[slot], limit);
@@ -410,149 +313,6 @@ static long scan_run(uint64_t start, uint64_t end, void *arg)
         found(r, obj, slot, x->vma_end);
     }
     return 0;
-}
-
-/* ---- sorting (no libc: qsort may allocate) ---- */
-
-static void radix_sort(uint64_t *a, uint64_t n, uint64_t *tmp, uint64_t *count)
-{
-    for (int shift = 0; shift < 64; shift += 16) {
-        gc_memzero(count, (1u << 16) * 8);
-        for (uint64_t i = 0; i < n; i++) count[(a[i] >> shift) & 0xffff]++;
-        uint64_t sum = 0;
-        for (uint32_t k = 0; k < (1u << 16); k++) {
-            uint64_t t = count[k];
-            count[k] = sum;
-            sum += t;
-        }
-        for (uint64_t i = 0; i < n; i++) tmp[count[(a[i] >> shift) & 0xffff]++] = a[i];
-        gc_memcopy(a, tmp, (size_t)(n * 8));
-    }
-}
-
-static void sift(struct range *a, uint64_t root, uint64_t n)
-{
-    for (;;) {
-        uint64_t child = 2 * root + 1;
-        if (child >= n) return;
-        if (child + 1 < n && a[child + 1].start > a[child].start) child++;
-        if (a[root].start >= a[child].start) return;
-        struct range t = a[root];
-        a[root] = a[child];
-        a[child] = t;
-        root = child;
-    }
-}
-
-/* Sort the ranges by start and merge the ones that overlap or touch. */
-static void sort_ranges(struct gc_redact *r)
-{
-    struct range *a = r->ind;
-    uint64_t n = r->nind;
-    for (uint64_t i = n / 2; i-- > 0;) sift(a, i, n);
-    for (uint64_t end = n; end > 1; end--) {
-        struct range t = a[0];
-        a[0] = a[end - 1];
-        a[end - 1] = t;
-        sift(a, 0, end - 1);
-    }
-    uint64_t out = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        if (out && a[i].start <= a[out - 1].end) {
-            if (a[i].end > a[out - 1].end) a[out - 1].end = a[i].end;
-        } else {
-            a[out++] = a[i];
-        }
-    }
-    r->nind = out;
-}
-
-/* ---- the environment and the arguments ---- */
-
-/* arg_start, arg_end, env_start, env_end: fields 48-51 of /proc/self/stat. */
-static int stat_bounds(uint64_t b[4])
-{
-    char buf[1536];
-    long n = gc_read_small("/proc/self/stat", buf, sizeof buf);
-    long i = n - 1;
-    while (i > 0 && buf[i] != ')') i--;
-    if (i <= 0) return -1;
-    int field = 2;
-    for (i++; i < n && field < 52; i++) {
-        if (buf[i] == ' ') {
-            field++;
-            if (field >= 48 && field <= 51) {
-                uint64_t v = 0;
-                for (long k = i + 1; k < n && buf[k] >= '0' && buf[k] <= '9'; k++)
-                    v = v * 10 + (uint64_t)(buf[k] - '0');
-                b[field - 48] = v;
-            }
-        }
-    }
-    return field >= 51 && b[3] > b[2] ? 0 : -1;
-}
-
-/* The values of "NAME=value" strings in [p, end): each value becomes a range. */
-static void env_values(struct gc_redact *r, uint64_t p, uint64_t end)
-{
-    while (p < end) {
-        const char *s = (const char *)(uintptr_t)p;
-        uint64_t n = 0;
-        while (p + n < end && s[n]) n++;
-        uint64_t eq = 0;
-        while (eq < n && s[eq] != '=') eq++;
-        if (eq < n) add_range(r, p + eq + 1, p + n);
-        p += n + 1;
-    }
-}
-
-extern char **environ;
-
-static void redact_environment(struct gc_redact *r)
-{
-    uint64_t b[4] = {0, 0, 0, 0};
-    int have = stat_bounds(b) == 0 && anon_range(r->c, b[2], b[3] - b[2]);
-    if (have) env_values(r, b[2], b[3]);
-    if (have && r->L->policy == GC_REDACT_VALUES && b[1] > b[0] &&
-        anon_range(r->c, b[0], b[1] - b[0])) {
-        const char *argv0 = (const char *)(uintptr_t)b[0];
-        uint64_t n = 0;
-        while (b[0] + n < b[1] && argv0[n]) n++;
-        add_range(r, b[0] + n + 1, b[1]); /* every argument after the program's name */
-    }
-    /* variables set since the start live in the heap, not in the block */
-    for (char **e = environ; e && anon_range(r->c, (uint64_t)(uintptr_t)e, 8) && *e; e++) {
-        uint64_t p = (uint64_t)(uintptr_t)*e;
-        if (have && p >= b[2] && p < b[3]) continue;
-        const struct gc_vma *v = vma_of(r->c, p);
-        if (!v || v->how != GC_DUMP_ANON || !(v->perms & GC_P_R)) continue;
-        uint64_t limit = v->end - p < ENV_SCAN_MAX ? v->end : p + ENV_SCAN_MAX;
-        const char *s = *e;
-        uint64_t n = 0;
-        while (p + n < limit && s[n]) n++;
-        if (p + n < limit) env_values(r, p, p + n);
-    }
-    for (uint64_t i = 0; i < r->nind; i++) r->st.environ += r->ind[i].end - r->ind[i].start;
-}
-
-/* Registers' traces: below each thread's stack pointer (past the red zone) is memory no
- * frame uses any more, where copies of values linger (and the freeze's signal frame, with
- * the vector registers); the contexts the registers were read from hold those registers. */
-static void redact_stacks(struct gc_redact *r)
-{
-    const struct gc_snapshot *s = r->c->s;
-    for (uint32_t i = 0; i < s->nthreads; i++) {
-        const struct gc_thread *t = &s->threads[i];
-        if (t->state != GC_T_PARKED && t->state != GC_T_CALLER && t->state != GC_T_TIMEOUT)
-            continue;
-        uint64_t sp = t->regs[GC_REG_SP];
-        const struct gc_vma *v = vma_of(r->c, sp);
-        if (v && v->how == GC_DUMP_ANON && sp - 128 > v->start) add_range(r, v->start, sp - 128);
-        if (t->uc_at && anon_range(r->c, t->uc_at, sizeof(ucontext_t)))
-            add_range(r, t->uc_at, t->uc_at + sizeof(ucontext_t));
-        if (t->fp_at && t->fp_len && anon_range(r->c, t->fp_at, t->fp_len))
-            add_range(r, t->fp_at, t->fp_at + t->fp_len);
-    }
 }
 
 /* ---- preparing ---- */
@@ -619,22 +379,22 @@ static void blob_lists(struct gc_redact *r)
     if (L->policy != GC_REDACT_ENV) return;
     for (uint32_t i = 0; i < L->nscrub; i++) {
         uint64_t obj = list[L->nkeep + i];
-        const struct gc_vma *v = vma_of(r->c, obj);
-        if (!v || v->how != GC_DUMP_ANON || !anon_range(r->c, obj, 48)) continue;
+        const struct gc_vma *v = gc_rd_vma_of(r->c, obj);
+        if (!v || v->how != GC_DUMP_ANON || !gc_rd_anon_range(r->c, obj, 48)) continue;
         uint64_t t = rd64(obj + 8);
         int slot = lookup(r, t);
         if (slot < 0 || (r->tab_kind[slot] != GC_RK_STR && r->tab_kind[slot] != GC_RK_BYTES))
             continue;
         found(r, obj, slot, v->end);
     }
-    radix_sort(r->objs, r->nobj, r->tmp, r->count);
+    gc_rd_radix_sort(r->objs, r->nobj, r->tmp, r->count);
 }
 
 /* Mark kept objects (both lists sorted) and add the out-of-line buffers of scrubbed strings. */
 static void resolve(struct gc_redact *r)
 {
     const struct gc_redact_layout *L = r->L;
-    radix_sort(r->keep, r->nkeep, r->tmp, r->count);
+    gc_rd_radix_sort(r->keep, r->nkeep, r->tmp, r->count);
     uint64_t k = 0;
     for (uint64_t i = 0; i < r->nobj; i++) {
         uint64_t obj = r->objs[i] & ~7ull;
@@ -655,16 +415,16 @@ static void resolve(struct gc_redact *r)
         r->st.strings++;
         struct str_info si;
         if (!str_info(r, obj, UINT64_MAX, &si) || !live(obj)) continue;
-        if (!si.inline_data) add_range(r, si.data, si.data + si.size);
+        if (!si.inline_data) gc_rd_add_range(r, si.data, si.data + si.size);
         uint32_t st = rd32(obj + L->str_state);
         int ascii = (st >> L->str_ascii_bit) & 1;
         if (!ascii && L->str_utf8 >= 0) { /* a cached UTF-8 copy */
             uint64_t u = rd64(obj + (uint32_t)L->str_utf8), n = rd64(obj + (uint32_t)L->str_utf8_length);
-            if (u && u != si.data && n < MAX_LEN && anon_range(r->c, u, n)) add_range(r, u, u + n);
+            if (u && u != si.data && n < MAX_LEN && gc_rd_anon_range(r->c, u, n)) gc_rd_add_range(r, u, u + n);
         }
         if (L->str_wstr >= 0) { /* 3.9-3.11: a wchar_t copy, as long as the string */
             uint64_t w = rd64(obj + (uint32_t)L->str_wstr), n = rd64(obj + 16) * 4;
-            if (w && w != si.data && anon_range(r->c, w, n)) add_range(r, w, w + n);
+            if (w && w != si.data && gc_rd_anon_range(r->c, w, n)) gc_rd_add_range(r, w, w + n);
         }
     }
 }
@@ -673,8 +433,7 @@ int gc_redact_prepare(struct child *c)
 {
     const struct gc_redact_layout *L = &c->s->o->redact;
     int excluded = 0;
-    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++)
-        excluded |= __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE) != 0;
+    excluded = gc_rd_excluded(NULL);
     if (L->policy == GC_REDACT_OFF && !excluded) return 0;
     uint64_t anon = 0;
     for (long i = 0; i < c->nvma; i++)
@@ -683,24 +442,19 @@ int gc_redact_prepare(struct child *c)
     int rc = setup(&r, c, anon);
     if (rc) return rc;
     if (L->policy != GC_REDACT_OFF) {
-        redact_environment(r);
+        gc_rd_environment(r);
         if (L->policy == GC_REDACT_VALUES) {
-            redact_stacks(r);
+            gc_rd_stacks(r);
             scan_memory(r);
             if (L->hash_secret && L->hash_secret_len)
-                add_range(r, L->hash_secret, L->hash_secret + L->hash_secret_len);
+                gc_rd_add_range(r, L->hash_secret, L->hash_secret + L->hash_secret_len);
         }
         blob_lists(r);
         resolve(r);
     }
-    uint64_t before = r->nind;
-    for (unsigned i = 0; i < GC_EXCLUDE_MAX; i++) {
-        uint64_t len = __atomic_load_n(&g_excluded[i].len, __ATOMIC_ACQUIRE);
-        if (len) add_range(r, g_excluded[i].start, g_excluded[i].start + len);
-    }
-    for (uint64_t i = before; i < r->nind; i++) r->st.excluded += r->ind[i].end - r->ind[i].start;
+    gc_rd_excluded(r);
     if (r->overflow) return -ENOMEM; /* never a core that says redacted and is not */
-    sort_ranges(r);
+    gc_rd_sort_ranges(r);
     for (uint64_t i = 0; i < r->nind; i++) r->st.scrubbed += r->ind[i].end - r->ind[i].start;
     c->redact = r;
     return 0;
@@ -757,7 +511,7 @@ uint64_t gc_redact_scratch_size(void) { return SCRATCH_SIZE; }
 const unsigned char *gc_redact_copy(struct gc_redact *r, uint64_t addr, uint64_t len)
 {
     struct child *c = r->c;
-    const struct gc_vma *v = vma_of(c, addr);
+    const struct gc_vma *v = gc_rd_vma_of(c, addr);
     if (v && v->how == GC_DUMP_ANON && addr + len <= v->end) {
         gc_memcopy(r->scratch, (const void *)(uintptr_t)addr, (size_t)len);
     } else {
