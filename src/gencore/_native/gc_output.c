@@ -189,6 +189,12 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
  * worth a write of their own), else a copy of them, scrubbed. *chunk may shrink. */
 static long out_scrubbed(struct child *c, uint64_t addr, uint64_t *chunk, uint64_t off)
 {
+    uint64_t zeroed = gc_redact_zeroed(c->redact, addr, *chunk);
+    if (zeroed >= c->page) { /* a large value scrubbed whole: a hole, zeros in a stream */
+        *chunk = zeroed;
+        long e = c->stream ? gc_w_pad_to(c, off + zeroed) : 0;
+        return e < 0 ? e : (long)zeroed;
+    }
     uint64_t clean = gc_redact_clean(c->redact, addr, *chunk);
     if (clean >= *chunk || clean >= (64u << 10)) {
         *chunk = clean < *chunk ? clean : *chunk;

@@ -482,6 +482,16 @@ uint64_t gc_redact_clean(struct gc_redact *r, uint64_t addr, uint64_t len)
     return first > addr ? first - addr : 0;
 }
 
+uint64_t gc_redact_zeroed(struct gc_redact *r, uint64_t addr, uint64_t len)
+{
+    uint64_t lo, hi, run = 0;
+    if (next_obj(r, addr, &lo, &hi) && lo <= addr) run = hi - addr;
+    while (r->icur < r->nind && r->ind[r->icur].end <= addr) r->icur++;
+    if (r->icur < r->nind && r->ind[r->icur].start <= addr && r->ind[r->icur].end - addr > run)
+        run = r->ind[r->icur].end - addr;
+    return run < len ? run : len;
+}
+
 static void zero(unsigned char *buf, uint64_t addr, uint64_t len, uint64_t a, uint64_t b)
 {
     if (a < addr) a = addr;

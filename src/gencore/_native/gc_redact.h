@@ -32,6 +32,9 @@ struct gc_redact;
  * c->redact stays NULL). 0 or a negative errno. */
 int gc_redact_prepare(struct child *c);
 
+/* How many bytes from addr (at most len) are scrubbed whole: written as zeros (a hole). */
+uint64_t gc_redact_zeroed(struct gc_redact *r, uint64_t addr, uint64_t len);
+
 /* How many bytes from addr (at most len) need no scrubbing. */
 uint64_t gc_redact_clean(struct gc_redact *r, uint64_t addr, uint64_t len);
 
