@@ -60,7 +60,9 @@ static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
      * a stale one inside memory reused since): only a live one counts */
     if (size > SMALL_REQUEST || !psize) return live(obj);
     uint64_t pool = obj & ~(psize - 1);
-    if (obj - pool < POOL_OVERHEAD || !gc_rd_anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
+    if (obj - pool < POOL_OVERHEAD) return 0;
+    int in_scan = pool >= r->scan_lo && pool + POOL_OVERHEAD <= r->scan_hi; /* no search */
+    if (!in_scan && !gc_rd_anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
     uint32_t szidx = rd32(pool + 36), maxnext = rd32(pool + 44);
     uint64_t bs = ((uint64_t)szidx + 1) * 16;
     return szidx < SMALL_REQUEST / 16 && maxnext == psize - bs &&
@@ -124,11 +126,10 @@ static int bytes_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, u
 /* The characters scrubbing obj overwrites: [*lo, *hi) when they follow its header (else an
  * empty range). Headers stay as they are, hashes included: the hash secret is zeroed, so a
  * stored hash says nothing about the text. */
-static void obj_span(const struct gc_redact *r, uint64_t e, uint64_t *lo, uint64_t *hi)
+static void compute_span(const struct gc_redact *r, uint64_t e, uint64_t *lo, uint64_t *hi)
 {
     uint64_t obj = e & ~7ull;
     *lo = *hi = obj + 16;
-    if (e & OBJ_KEEP) return;
     if ((e & 3) == GC_RK_STR) {
         struct str_info si;
         if (str_info(r, obj, UINT64_MAX, &si) && si.inline_data) {
@@ -141,6 +142,15 @@ static void obj_span(const struct gc_redact *r, uint64_t e, uint64_t *lo, uint64
         *lo = obj + r->L->bytes_data;
         *hi = *lo + n;
     }
+}
+
+/* The span of objs[i], as found: (offset of the characters << 40) | their length. */
+#define SPAN(off, len) (((uint64_t)(off) << 40) | (len))
+static void obj_span(const struct gc_redact *r, uint64_t i, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t obj = r->objs[i] & ~7ull, sp = r->spans[i];
+    *lo = obj + (sp >> 40);
+    *hi = (r->objs[i] & OBJ_KEEP) ? *lo : *lo + (sp & ((1ull << 40) - 1));
 }
 
 /* ---- finding objects ---- */
@@ -182,6 +192,14 @@ static uint64_t text_hash(const struct gc_redact *r, uint64_t obj, uint64_t *dat
     return h | 1;
 }
 
+/* A filter key of a short ASCII text: its length and first 8 bytes. */
+static uint32_t name_key(uint64_t len, uint64_t data)
+{
+    uint64_t w = rd64(data);
+    if (len < 8) w &= (1ull << (len * 8)) - 1;
+    return (uint32_t)(((w ^ len) * 0x9E3779B97F4A7C15ull) >> 48); /* 16 bits */
+}
+
 /* Remember the text of the string at w, if it is a short ASCII one. */
 static void name_text(struct gc_redact *r, uint64_t w)
 {
@@ -198,6 +216,9 @@ static void name_text(struct gc_redact *r, uint64_t w)
     while (r->names[s] && r->names[s] != w) s = (s + 1) % NAME_SLOTS;
     if (!r->names[s]) r->nnames++;
     r->names[s] = w;
+    r->name_hash[s] = h;
+    uint32_t b = name_key(n, data);
+    r->name_bloom[b >> 6] |= 1ull << (b & 63);
 }
 
 /* A live module's name strings, by text: other strings with the same text stay (the
@@ -212,11 +233,18 @@ static void module_names(struct gc_redact *r, uint64_t obj, uint32_t size, uint6
 /* Whether obj's text is that of a module's name. */
 static int is_module_name(const struct gc_redact *r, uint64_t obj)
 {
+    const struct gc_redact_layout *L = r->L;
+    if (!r->nnames) return 0;
+    uint32_t st = rd32(obj + L->str_state);
+    uint64_t len = rd64(obj + 16);
+    if (!((st >> L->str_ascii_bit) & 1) || !len || len > NAME_MAX_LEN) return 0;
+    uint32_t b = name_key(len, obj + L->str_ascii_data); /* most strings stop here */
+    if (!((r->name_bloom[b >> 6] >> (b & 63)) & 1)) return 0;
     uint64_t data, n, d2, n2;
-    uint64_t h = r->nnames ? text_hash(r, obj, &data, &n) : 0;
+    uint64_t h = text_hash(r, obj, &data, &n);
     if (!h) return 0;
     for (uint32_t s = (uint32_t)(h % NAME_SLOTS); r->names[s]; s = (s + 1) % NAME_SLOTS) {
-        if (text_hash(r, r->names[s], &d2, &n2) != h || n2 != n) continue;
+        if (r->name_hash[s] != h || !text_hash(r, r->names[s], &d2, &n2) || n2 != n) continue;
         uint64_t i = 0;
         while (i < n && *(const volatile unsigned char *)(uintptr_t)(data + i) ==
                             *(const volatile unsigned char *)(uintptr_t)(d2 + i))
@@ -249,37 +277,44 @@ static void type_module(struct gc_redact *r, uint64_t type)
     }
 }
 
-static void push_obj(struct gc_redact *r, uint64_t e)
+static void push_obj(struct gc_redact *r, uint64_t e, uint64_t lo, uint64_t len)
 {
     if (r->nobj == r->capobj) {
         r->overflow = 1;
         return;
     }
+    r->spans[r->nobj] = SPAN(lo - (e & ~7ull), len);
     r->objs[r->nobj++] = e;
 }
 
-static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
+/* A candidate object: recorded if it checks out. Returns where scanning goes on (past a
+ * value's characters: no object header is inside them). */
+static uint64_t found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
 {
     uint32_t kind = r->tab_kind[slot];
-    if ((kind == GC_RK_STR || kind == GC_RK_BYTES) && !plausible(obj)) return;
+    if ((kind == GC_RK_STR || kind == GC_RK_BYTES) && !plausible(obj)) return obj + 16;
     if (kind == GC_RK_STR) {
         struct str_info si;
-        if (!str_info(r, obj, limit, &si)) return;
+        if (!str_info(r, obj, limit, &si)) return obj + 16;
         if (si.keep)
             r->st.kept++;
         else
-            push_obj(r, obj | GC_RK_STR);
+            push_obj(r, obj | GC_RK_STR, si.inline_data ? si.data : obj + 16,
+                     si.inline_data ? si.size : 0);
+        return si.inline_data ? si.data + si.size : obj + 16;
     } else if (kind == GC_RK_BYTES) {
         uint64_t n;
-        if (bytes_info(r, obj, limit, &n)) push_obj(r, obj | GC_RK_BYTES);
+        if (!bytes_info(r, obj, limit, &n)) return obj + 16;
+        push_obj(r, obj | GC_RK_BYTES, obj + r->L->bytes_data, n);
+        return obj + r->L->bytes_data + n;
     } else if (kind == GC_RK_BYTEARRAY) {
         const struct gc_redact_layout *L = r->L;
         uint64_t size = rd64(obj + 16), alloc = rd64(obj + L->ba_alloc);
         uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
-        if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN || size >= alloc ||
-            start < buf ||
-            start + size > buf + alloc || !gc_rd_anon_range(r->c, buf, alloc))
-            return;
+        if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN ||
+            size >= alloc || start < buf || start + size > buf + alloc ||
+            !gc_rd_anon_range(r->c, buf, alloc))
+            return obj + 16;
         gc_rd_add_range(r, buf, buf + alloc);
         r->st.bytearrays++;
     } else {
@@ -287,6 +322,7 @@ static void found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
         if (kind == GC_RK_MODULE) module_names(r, obj, r->tab_size[slot], limit);
         if (kind == GC_RK_TYPE) type_module(r, obj);
     }
+    return obj + 16;
 }
 
 struct scan_ctx {
@@ -299,18 +335,20 @@ static long scan_run(uint64_t start, uint64_t end, void *arg)
 {
     struct scan_ctx *x = arg;
     struct gc_redact *r = x->r;
-    const uint64_t *w = (const uint64_t *)(uintptr_t)start;
+    /* objects are 16-byte aligned (the allocators' alignment; GC headers are 16 bytes): a
+     * type pointer is at 8 modulo 16 */
+    const uint64_t *w = (const uint64_t *)(uintptr_t)(((start + 7) & ~15ull) + 8);
     const uint64_t *e = (const uint64_t *)(uintptr_t)(end & ~7ull);
-    for (; w < e; w++) {
+    for (; w < e; w += 2) {
         uint64_t v = *w;
-        if (!v) continue;
         uint32_t b = bloom_bit(v);
-        if (!((r->bloom[b >> 6] >> (b & 63)) & 1)) continue;
+        if (!((r->bloom[b >> 6] >> (b & 63)) & 1) || !v) continue;
         int slot = lookup(r, v);
         uint64_t obj = (uint64_t)(uintptr_t)w - 8;
-        /* objects are 16-byte aligned (the allocators' alignment, and GC headers are 16) */
-        if (slot < 0 || obj < x->vma_start || (obj & 15)) continue;
-        found(r, obj, slot, x->vma_end);
+        if (slot < 0 || obj < x->vma_start) continue;
+        uint64_t next = found(r, obj, slot, x->vma_end);
+        const uint64_t *skip = (const uint64_t *)(uintptr_t)(((next + 15) & ~15ull) + 8);
+        if (skip > w) w = skip - 2;
     }
     return 0;
 }
@@ -332,12 +370,14 @@ static int setup(struct gc_redact **out, struct child *c, uint64_t anon)
     r->capkeep = (values ? anon / 32 : 0) + L->nkeep + 4096;
     r->capind = (values ? anon / 48 : 0) + 65536 + GC_EXCLUDE_MAX;
     r->objs = reserve(r->capobj * 8);
+    r->spans = reserve(r->capobj * 8);
     r->keep = reserve(r->capkeep * 8);
     r->tmp = reserve((r->capkeep > r->capobj ? r->capkeep : r->capobj) * 8);
     r->count = reserve((1u << 16) * 8);
     r->names = reserve(NAME_SLOTS * 8);
+    r->name_hash = reserve(NAME_SLOTS * 8);
     r->ind = reserve(r->capind * sizeof(struct range));
-    if (!r->objs || !r->keep || !r->tmp || !r->count || !r->names || !r->ind) return -ENOMEM;
+    if (!r->objs || !r->spans || !r->keep || !r->tmp || !r->count || !r->names || !r->name_hash || !r->ind) return -ENOMEM;
     for (uint32_t i = 0; i < L->ntypes && i < GC_REDACT_MAX_TYPES; i++) {
         uint64_t t = L->types[i];
         if (!t) continue;
@@ -360,9 +400,12 @@ static void scan_memory(struct gc_redact *r)
         const struct gc_vma *v = &c->vmas[i];
         if (v->hidden || v->how != GC_DUMP_ANON || !v->dump || !(v->perms & GC_P_R)) continue;
         struct scan_ctx x = {r, v->start, v->end};
+        r->scan_lo = v->start;
+        r->scan_hi = v->end;
         gc_present_runs(&c->runs, v->start, v->start + v->dump, scan_run, &x);
     }
     r->checking = 0;
+    r->scan_lo = r->scan_hi = 0;
 }
 
 /* The lists Python sent: objects to keep whatever they are, and (redact="env") objects to
@@ -388,6 +431,11 @@ static void blob_lists(struct gc_redact *r)
         found(r, obj, slot, v->end);
     }
     gc_rd_radix_sort(r->objs, r->nobj, r->tmp, r->count);
+    for (uint64_t i = 0; i < r->nobj; i++) { /* the spans, in the sorted order */
+        uint64_t lo, hi;
+        compute_span(r, r->objs[i], &lo, &hi);
+        r->spans[i] = SPAN(lo - (r->objs[i] & ~7ull), hi - lo);
+    }
 }
 
 /* Mark kept objects (both lists sorted) and add the out-of-line buffers of scrubbed strings. */
@@ -406,7 +454,7 @@ static void resolve(struct gc_redact *r)
             continue;
         }
         uint64_t lo, hi;
-        obj_span(r, r->objs[i], &lo, &hi);
+        obj_span(r, i, &lo, &hi);
         r->st.scrubbed += hi - lo;
         if ((r->objs[i] & 3) == GC_RK_BYTES) {
             r->st.bytes++;
@@ -466,7 +514,7 @@ int gc_redact_prepare(struct child *c)
 static int next_obj(struct gc_redact *r, uint64_t addr, uint64_t *lo, uint64_t *hi)
 {
     while (r->ocur < r->nobj) {
-        obj_span(r, r->objs[r->ocur], lo, hi);
+        obj_span(r, r->ocur, lo, hi);
         if (*hi > addr && !(r->objs[r->ocur] & OBJ_KEEP)) return 1;
         r->ocur++;
     }
@@ -496,7 +544,8 @@ static void zero(unsigned char *buf, uint64_t addr, uint64_t len, uint64_t a, ui
 {
     if (a < addr) a = addr;
     if (b > addr + len) b = addr + len;
-    if (a < b) gc_memzero(buf + (a - addr), (size_t)(b - a));
+    /* memset: no lock, no allocation (gc_memzero's byte loop is for tiny buffers) */
+    if (a < b) __builtin_memset(buf + (a - addr), 0, (size_t)(b - a));
 }
 
 void gc_redact_apply(struct gc_redact *r, uint64_t addr, uint64_t len, unsigned char *buf)
@@ -507,7 +556,7 @@ void gc_redact_apply(struct gc_redact *r, uint64_t addr, uint64_t len, unsigned 
             uint64_t e = r->objs[i], obj = e & ~7ull;
             if (obj + 16 >= end) break;
             if (e & OBJ_KEEP) continue;
-            obj_span(r, e, &lo, &hi);
+            obj_span(r, i, &lo, &hi);
             zero(buf, addr, len, lo, hi);
         }
     }

@@ -25,9 +25,13 @@ struct gc_redact {
     struct child *c;
     const struct gc_redact_layout *L;
     uint64_t *objs, nobj, capobj;
+    uint64_t *spans; /* per object: where its characters are (SPAN in gc_redact.c) */
+    uint64_t scan_lo, scan_hi; /* the mapping being scanned */
     uint64_t *keep, nkeep, capkeep;
     uint64_t *tmp, *count; /* the radix sort's */
     uint64_t *names;       /* NAME_SLOTS: modules' names (a C type's __module__ is a copy) */
+    uint64_t *name_hash;   /* their texts' hashes */
+    uint64_t name_bloom[1024]; /* 65536 bits: lengths and first bytes of the names */
     uint64_t nnames;
     struct range *ind;
     uint64_t nind, capind;
