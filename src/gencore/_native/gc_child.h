@@ -53,6 +53,7 @@ struct child {
     /* Stream mode (s->pipe_argv): everything goes in file order into out_fd, a pipe to the
      * filter program (pid helper); pos is how much has been written, holes included. */
     int stream, out_fd, pipe_r;
+    int no_vmsplice; /* the pipe takes copies only */
     long helper;
     uint64_t pos;
     const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
