@@ -182,17 +182,20 @@ def test_gdb_shows_the_same_threads_and_backtraces(secretive):
 
 
 def test_the_heap_census_counts_the_same(secretive):
+    """Every type's count is the same, and its bytes too but for a few KiB of str and bytes:
+    the two cores come from two calls, whose own live objects differ a little (the core
+    record's bytes carry redaction's lists; 3.14 keeps a time string of another length)."""
     census = {}
     for name in ("plain", "redacted"):
         with gencore.open_core(secretive["path"][name]) as c:
             census[name] = {t: (n, b) for t, n, b in c.heap()}
-    diff = {
-        k: (census["plain"].get(k), census["redacted"].get(k))
-        for k in census["plain"].keys() | census["redacted"].keys()
-        if census["plain"].get(k) != census["redacted"].get(k)
-    }
-    assert not diff
-    assert census["redacted"]["bytes"][1] >= 4 << 20
+    plain, redacted = census["plain"], census["redacted"]
+    assert plain.keys() == redacted.keys()
+    assert {t: v[0] for t, v in plain.items()} == {t: v[0] for t, v in redacted.items()}
+    for t, (_, size) in plain.items():
+        slack = 8 << 10 if t in ("str", "bytes") else 0
+        assert abs(size - redacted[t][1]) <= slack, (t, size, redacted[t][1])
+    assert redacted["bytes"][1] >= 4 << 20
 
 
 def test_show_values_prints_redacted(secretive):

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <sys/mman.h>
 
 #include "gc_child.h"
@@ -346,10 +347,67 @@ static long scan_run(uint64_t start, uint64_t end, void *arg)
         int slot = lookup(r, v);
         uint64_t obj = (uint64_t)(uintptr_t)w - 8;
         if (slot < 0 || obj < x->vma_start) continue;
+        r->scan_pos = obj;
         uint64_t next = found(r, obj, slot, x->vma_end);
         const uint64_t *skip = (const uint64_t *)(uintptr_t)(((next + 15) & ~15ull) + 8);
         if (skip > w) w = skip - 2;
     }
+    return 0;
+}
+
+/* ---- reading memory that may fault ----
+ *
+ * A readable private mapping can still hold pages that fault: guard pages installed with
+ * MADV_GUARD_INSTALL (glibc puts thread stacks' guards inside the stack's mapping). While the
+ * child reads memory itself (the scan, a copy), a SIGSEGV or SIGBUS jumps back to the reader,
+ * which skips the page; otherwise the signals keep their default action. */
+
+static void *volatile g_jump[5];
+static volatile uint64_t g_fault_addr;
+
+static void on_fault(int sig, siginfo_t *info, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    g_fault_addr = (uint64_t)(uintptr_t)info->si_addr;
+    __builtin_longjmp((void **)g_jump, 1);
+}
+
+#if defined(__x86_64__)
+#define RESTORER 0x04000000 /* SA_RESTORER: x86_64 delivers no signal without one */
+#else
+#define RESTORER 0
+#endif
+
+static void catch_faults(int on)
+{
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } sa = {on ? (void *)on_fault : SIG_DFL, on ? (SA_SIGINFO | SA_NODEFER | RESTORER) : 0,
+            on ? (void *)on_fault : 0, 0};
+    /* the handler never returns (it jumps back): the restorer x86_64 requires is never run */
+    gc_sys4(SYS_rt_sigaction, SIGSEGV, &sa, 0, 8);
+    gc_sys4(SYS_rt_sigaction, SIGBUS, &sa, 0, 8);
+}
+
+/* Scan [start, end), going on past any page that faults: after the faulting page when it is
+ * where the scan was, else past the candidate being checked. */
+static long guarded_scan(uint64_t start, uint64_t end, void *arg)
+{
+    /* everything used after the jump back lives in memory, not in registers */
+    struct scan_ctx *volatile x = arg;
+    volatile uint64_t from = start, until = end;
+    x->r->scan_pos = start;
+    if (__builtin_setjmp((void **)g_jump)) {
+        struct gc_redact *r = x->r;
+        uint64_t page = r->c->page, bad = g_fault_addr & ~(page - 1), pos = r->scan_pos;
+        from = bad >= (pos & ~(page - 1)) ? bad + page : pos + 16;
+        r->faults++;
+    }
+    if (from < until) scan_run(from, until, x);
     return 0;
 }
 
@@ -396,14 +454,16 @@ static void scan_memory(struct gc_redact *r)
 {
     struct child *c = r->c;
     r->checking = 1;
+    catch_faults(1);
     for (long i = 0; i < c->nvma; i++) {
         const struct gc_vma *v = &c->vmas[i];
         if (v->hidden || v->how != GC_DUMP_ANON || !v->dump || !(v->perms & GC_P_R)) continue;
         struct scan_ctx x = {r, v->start, v->end};
         r->scan_lo = v->start;
         r->scan_hi = v->end;
-        gc_present_runs(&c->runs, v->start, v->start + v->dump, scan_run, &x);
+        gc_present_runs(&c->runs, v->start, v->start + v->dump, guarded_scan, &x);
     }
+    catch_faults(0);
     r->checking = 0;
     r->scan_lo = r->scan_hi = 0;
 }
@@ -571,9 +631,16 @@ const unsigned char *gc_redact_copy(struct gc_redact *r, uint64_t addr, uint64_t
 {
     struct child *c = r->c;
     const struct gc_vma *v = gc_rd_vma_of(c, addr);
+    volatile int copied = 0;
     if (v && v->how == GC_DUMP_ANON && addr + len <= v->end) {
-        gc_memcopy(r->scratch, (const void *)(uintptr_t)addr, (size_t)len);
-    } else {
+        catch_faults(1);
+        if (!__builtin_setjmp((void **)g_jump)) {
+            gc_memcopy(r->scratch, (const void *)(uintptr_t)addr, (size_t)len);
+            copied = 1;
+        }
+        catch_faults(0);
+    }
+    if (!copied) {
         /* never a fault: a file mapping may end before its last page */
         long got = gc_pread(c->mem_fd, r->scratch, len, addr);
         if (got < 0) got = 0;

@@ -213,6 +213,31 @@ void gc_rd_environment(struct gc_redact *r)
 /* Registers' traces: below each thread's stack pointer (past the red zone) is memory no
  * frame uses any more, where copies of values linger (and the freeze's signal frame, with
  * the vector registers); the contexts the registers were read from hold those registers. */
+/* The start of the run of present pages that reaches up to the stack pointer. */
+struct below_sp {
+    uint64_t sp_page, lo;
+};
+
+static long run_to_sp(uint64_t start, uint64_t end, void *arg)
+{
+    struct below_sp *b = arg;
+    if (end >= b->sp_page && start <= b->sp_page) b->lo = start;
+    return 0;
+}
+
+/* Where a thread's dead stack begins: its mapping's start would be wrong where thread stacks
+ * have guard pages inside the mapping (MADV_GUARD_INSTALL) and the mapping merged with the
+ * one below (another thread's TLS, anything). Pages used since the stack's guard are present
+ * and contiguous up to the stack pointer; the run stops at a guard or an untouched page. */
+static uint64_t dead_stack_start(struct gc_redact *r, const struct gc_vma *v, uint64_t sp)
+{
+    uint64_t page = r->c->page;
+    struct below_sp b = {sp & ~(page - 1), sp};
+    uint64_t from = sp - v->start > (64u << 20) ? (sp & ~(page - 1)) - (64u << 20) : v->start;
+    gc_present_runs(&r->c->runs, from, (sp & ~(page - 1)) + page, run_to_sp, &b);
+    return b.lo;
+}
+
 void gc_rd_stacks(struct gc_redact *r)
 {
     const struct gc_snapshot *s = r->c->s;
@@ -222,7 +247,8 @@ void gc_rd_stacks(struct gc_redact *r)
             continue;
         uint64_t sp = t->regs[GC_REG_SP];
         const struct gc_vma *v = gc_rd_vma_of(r->c, sp);
-        if (v && v->how == GC_DUMP_ANON && sp - 128 > v->start) gc_rd_add_range(r, v->start, sp - 128);
+        uint64_t lo = v && v->how == GC_DUMP_ANON ? dead_stack_start(r, v, sp) : sp;
+        if (sp - 128 > lo) gc_rd_add_range(r, lo, sp - 128);
         if (t->uc_at && gc_rd_anon_range(r->c, t->uc_at, sizeof(ucontext_t)))
             gc_rd_add_range(r, t->uc_at, t->uc_at + sizeof(ucontext_t));
         if (t->fp_at && t->fp_len && gc_rd_anon_range(r->c, t->fp_at, t->fp_len))
