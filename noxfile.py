@@ -28,6 +28,9 @@ SHORT_FUZZ_CASES = "2000"
 # Tests marked `once` do not depend on the interpreter's layout (uploads, the reader's
 # fuzzing, framework integrations, the HTML report): one host and one sid interpreter run them.
 ONCE_VERSIONS = ("3.13", "3.14")
+# Tests marked `browser` drive this machine's Chromium and Firefox (the HTML report): the host's
+# 3.13 runs them, with the `browser` extra (Playwright, Pillow).
+BROWSER_VERSION = "3.13"
 nox.options.sessions = ["unit", "tests", "wheels", "aarch64", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
@@ -101,9 +104,11 @@ def _fuzz_env(version: str) -> dict[str, str]:
 
 
 def _marks(version: str, extra: list[str]) -> list[str]:
-    if version in ONCE_VERSIONS or any(a == "-m" or a.startswith("-m") for a in extra):
+    if any(a == "-m" or a.startswith("-m") for a in extra):
         return []
-    return ["-m", "not once"]
+    skip = [] if version in ONCE_VERSIONS else ["once"]
+    skip += [] if version == BROWSER_VERSION else ["browser"]
+    return ["-m", " and ".join(f"not {m}" for m in skip)] if skip else []
 
 
 def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
@@ -119,7 +124,7 @@ def _test_one(session: nox.Session, version: str, extra: list[str]) -> None:
         session.error(f"no Python {version} here")
     session.log(f"=== Python {version}: {exe}")
     venv = os.path.join(session.create_tmp(), f"venv-{version}")
-    py = _venv(session, exe, venv, "test")
+    py = _venv(session, exe, venv, "test,browser" if version == BROWSER_VERSION else "test")
     # each interpreter's temporary files (cores) go when its run ends: CI disks are small
     tmp = tempfile.mkdtemp(prefix=f"gencore-tests-{version}-", dir=session.create_tmp())
     env = {"PATH": os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"], "TMPDIR": tmp}

@@ -27,7 +27,7 @@ from .capture.snapshot import (
     supported,
 )
 from .capture.triggers import TriggerConfig, install, installed, uninstall
-from .capture.watch import heartbeat, watch_loop
+from .capture.watch import Deadline, deadline, heartbeat, watch_loop
 from .errors import (
     BundleError,
     CoreChildError,
@@ -59,6 +59,8 @@ __version__ = VERSION
 
 __all__ = [
     "TriggerConfig",
+    "Deadline",
+    "deadline",
     "heartbeat",
     "install",
     "installed",

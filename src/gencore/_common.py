@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,39 @@ DEFAULT_FREEZE_TIMEOUT = 0.25
 DEFAULT_TIMEOUT = 600.0
 BUNDLE_FORMATS = ("tar.gz", "tar.zst")
 
+# -- what gencore writes into a directory: the one list -------------------------------------
+# Every kind of file gencore writes, by suffix: the snapshot child's budget (sent to it in the
+# core's record), the helper's budget and uploads, pending files and listings all use it.
+# Encrypted files (``encrypt_to=``) add this to the name of what they hold: ``.core.age``,
+# ``.core.zst.age``, ``.tar.gz.age``, ``.tar.zst.age``.
+AGE_SUFFIX = ".age"
+CORE_KINDS = (".core", ".core.zst", ".core.age", ".core.zst.age")
+BUNDLE_KINDS = tuple(f".{fmt}{age}" for fmt in BUNDLE_FORMATS for age in ("", AGE_SUFFIX))
+FILE_KINDS = CORE_KINDS + BUNDLE_KINDS
+GENCORE_FILE = re.compile(
+    r"^core_\d{8}\.\d{6}\.\d+\.\d+(" + "|".join(re.escape(k) for k in FILE_KINDS) + r")$"
+)
+"""A finished file of gencore's (cores being written have hidden ``.partial`` names)."""
+
+
+def file_kind(name: str) -> Optional[str]:
+    """The kind (suffix) of one of gencore's file names, or None for any other name."""
+    m = GENCORE_FILE.match(name)
+    return m.group(1) if m else None
+
+
+def file_stem(name: str) -> str:
+    """``core_X`` for any of gencore's files ``core_X.core``, ``core_X.tar.gz``..."""
+    kind = file_kind(name)
+    return name[: -len(kind)] if kind else name
+
+
 __all__ = [
     "BUNDLE_FORMATS",
+    "BUNDLE_KINDS",
+    "CORE_KINDS",
+    "FILE_KINDS",
+    "GENCORE_FILE",
     "DEFAULT_FILTER",
     "DEFAULT_FREEZE_TIMEOUT",
     "DEFAULT_TIMEOUT",
@@ -32,6 +64,8 @@ __all__ = [
     "core_names",
     "core_suffix",
     "plain_name",
+    "file_kind",
+    "file_stem",
     "default_directory",
     "format_size",
     "in_thread",
@@ -48,11 +82,6 @@ def default_directory() -> Path:
 def tz_offset() -> int:
     """Seconds east of UTC now (core names are in local time)."""
     return time.localtime().tm_gmtoff
-
-
-# Encrypted files (``encrypt_to=``) add this to the name of what they hold: ``.core.age``,
-# ``.core.zst.age``, ``.tar.gz.age``, ``.tar.zst.age``.
-AGE_SUFFIX = ".age"
 
 
 def core_suffix(compress: Optional[str] = None, encrypt: bool = False) -> str:

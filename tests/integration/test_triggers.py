@@ -177,7 +177,7 @@ def overflow_lib(tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.mark.parametrize("where", ["worker", "main"])
+@pytest.mark.parametrize("where", ["worker", "main", "thread"])
 @pytest.mark.parametrize("fh", [False, True])
 @pytest.mark.parametrize("compress", [None, "zstd"])
 def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh, compress):
@@ -222,6 +222,33 @@ def test_stack_overflow_gets_a_core(tmp_path, overflow_lib, where, fh, compress)
         else mine
     )
     assert "in overflow_in_c" in mine, out[-3000:]
+
+
+@pytest.mark.once  # 100 processes: the wrappers are the same on every interpreter
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["pool", "main"])
+def test_threads_that_overflow_at_once_always_get_a_core(tmp_path, overflow_lib, where):
+    """A thread whose first statement recurses in C, 50 times: 50 complete cores (its
+    alternate stack was given before its first Python frame ran, not by the sweep)."""
+    import concurrent.futures
+
+    def one(i: int) -> tuple[int, str, str]:
+        d = tmp_path / str(i)
+        d.mkdir()
+        cmd = gencore_run(
+            d, "--on-crash", mode="overflow", args={"lib": overflow_lib, "where": where}
+        )
+        r = run(cmd, cwd=d)
+        found = cores(d)
+        out = run([tool("pystack"), "core", str(found[0]), real_python()]).stdout if found else ""
+        return r.returncode, out, r.stderr[-500:]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(50)))
+    for rc, out, err in results:
+        assert rc == -signal.SIGSEGV, (rc, err)
+        assert "The process died due a segmentation fault" in out, (out[-1500:], err)
+        assert "in overflow_in_c" in out, out[-1500:]
 
 
 def test_two_threads_crashing_at_once_give_one_core(tmp_path):

@@ -15,12 +15,11 @@ import fsspec
 import pytest
 from conftest import PROGRAMS, real_python, run, tool
 
-# Uploads, manifests and the budget are the same Python on every interpreter.
-pytestmark = pytest.mark.once
-
-
 import gencore
 from gencore.ship import upload as _upload
+
+# Uploads, manifests and the budget are the same Python on every interpreter.
+pytestmark = pytest.mark.once
 
 TRIGGERED = str(PROGRAMS / "triggered.py")
 HOST = socket.gethostname()

@@ -9,6 +9,8 @@ uninstall  install/uninstall restore every handler and hook
 fork       a forked child gets triggers of its own
 exit       exits as soon as a core is being written (200 MiB resident: the write takes a while)
 budget     five signal cores of about 100 MiB under install(max_total="250M")
+storm      COUNT signal cores INTERVAL s apart under install(**OPTIONS), BALLAST MiB resident;
+           prints how long each took to be published (its "done" event)
 """
 
 import ctypes
@@ -91,12 +93,20 @@ elif mode == "overflow":
     workers(2, "idle")
 
     def overflow_in_c():
-        time.sleep(0.3)  # started after install: the helper thread gives it a stack first
-        lib.overflow_forever(0)
+        lib.overflow_forever(0)  # the first statement: no time for the helper thread's sweep
 
     if args["where"] == "main":
-        time.sleep(0.3)
         overflow_in_c()
+    elif args["where"] == "pool":
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pool.submit(overflow_in_c).result()
+    elif args["where"] == "thread":  # _thread directly, as some libraries do
+        import _thread
+
+        _thread.start_new_thread(overflow_in_c, ())
+        time.sleep(60)  # the crash ends the process long before
     else:
         t = threading.Thread(target=overflow_in_c, name="overflowing")
         t.start()
@@ -217,6 +227,24 @@ elif mode == "budget":
         total = sum(os.stat(os.path.join(args["dir"], n)).st_blocks * 512 for n in names)
         seen.append({"names": names, "total": total})
     print(json.dumps({"seen": seen, "events": open(events).read()}), flush=True)
+
+elif mode == "storm":
+    import gencore
+
+    cfg = gencore.install(directory=args["dir"], min_interval=0, **args.get("options", {}))
+    ballast = bytearray(os.urandom(1 << 20) * args["ballast"])  # incompressible, resident
+    workers(2)
+    events = cfg.state_file.with_suffix(".events")
+    dts = []
+    for i in range(args["count"]):
+        t0 = time.monotonic()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        while time.monotonic() - t0 < 30 and open(events).read().count("done ") <= i:
+            time.sleep(0.02)
+        dts.append(time.monotonic() - t0)
+        time.sleep(max(0.0, t0 + args["interval"] - time.monotonic()))
+    print(json.dumps({"published_after": dts, "events": open(events).read()}), flush=True)
+    gencore.uninstall()
 
 elif mode == "mixed":
     # signal dumps racing with create_core() from a Python thread: the signal may even land

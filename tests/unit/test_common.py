@@ -220,7 +220,7 @@ def test_gencore_file_names_and_pending(tmp_path):
     assert [p.name for p in _upload.pending(tmp_path)] == [names[1], names[2]]
     removed = _upload.enforce_budget(tmp_path, max_total=1)
     # oldest first, never the newest gencore file, never the partial one or other files
-    assert [p.name for p in removed] == [names[0], names[1], names[2]]
+    assert [r.path.name for r in removed] == [names[0], names[1], names[2]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [names[3], names[4], names[5], ".core_20261202.101503.42.004.tar.zst.uploaded"]
     )

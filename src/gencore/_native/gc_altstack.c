@@ -1,9 +1,10 @@
 /* Alternate signal stacks for the crash handler, so that a stack overflow still gets a core.
  *
  * sigaltstack is per thread and only a thread can set its own. The thread that installs the
- * triggers sets one directly; every other thread, present or started later (threading
- * threads and C libraries' threads alike), is found by gc_altstack_scan() on the gencore
- * helper thread, which maps a stack for it and sends it a private real-time signal whose
+ * triggers sets one directly, and so does every thread started through Python's threading
+ * or _thread, before its first Python frame runs (gc_altstack_adopt(), from the Python side's
+ * hook). Every other thread, present or started later by C code, is found by
+ * gc_altstack_scan() on the gencore helper thread, which maps a stack for it and sends it a private real-time signal whose
  * handler installs that stack (in the interrupted context, which rt_sigreturn applies) (unless the thread already has one at least as large, e.g.
  * faulthandler's bigger one). Stacks of threads that are gone are unmapped by the next scan:
  * no handler can run on them any more. gc_altstack_stop() puts back each thread's previous
@@ -29,7 +30,10 @@
 static unsigned long g_guard = 4096;
 #define GUARD g_guard
 
-enum { S_EMPTY = 0, S_SENT, S_INSTALLED, S_KEPT, S_RESTORED };
+/* A slot's life: claimed (S_SENT, signal on its way), then one party (the signal handler, or
+ * the thread itself adopting it) moves it to S_BUSY and puts the stack: S_INSTALLED, or
+ * S_KEPT when the thread has a large enough one of its own. */
+enum { S_EMPTY = 0, S_SENT, S_BUSY, S_INSTALLED, S_KEPT, S_RESTORED };
 
 struct kstack { /* the kernel's stack_t */
     void *sp;
@@ -71,17 +75,26 @@ static int set_altstack(const struct kstack *k, void *uc)
     return 1;
 }
 
+/* Put the slot's stack in place, if this caller is the one that moves it out of S_SENT. */
 static void put_stack(struct slot *s, void *uc)
 {
+    int expected = S_SENT;
+    if (!__atomic_compare_exchange_n(&s->state, &expected, S_BUSY, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
     struct kstack cur;
-    if (gc_sys2(SYS_sigaltstack, 0, &cur) != 0) return;
+    if (gc_sys2(SYS_sigaltstack, 0, &cur) != 0) {
+        __atomic_store_n(&s->state, S_KEPT, __ATOMIC_RELEASE);
+        return;
+    }
     if (!(cur.flags & SS_DISABLE) && cur.size >= GC_ALTSTACK_SIZE) {
         __atomic_store_n(&s->state, S_KEPT, __ATOMIC_RELEASE); /* big enough already */
         return;
     }
     s->old = cur;
     struct kstack ours = {s->map + GUARD, 0, GC_ALTSTACK_SIZE};
-    if (set_altstack(&ours, uc)) __atomic_store_n(&s->state, S_INSTALLED, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->state, set_altstack(&ours, uc) ? S_INSTALLED : S_KEPT,
+                     __ATOMIC_RELEASE);
 }
 
 static void take_back(struct slot *s, void *uc)
@@ -105,25 +118,33 @@ static void handler(int sig, siginfo_t *info, void *uc)
     int st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
     if (__atomic_load_n(&g_restoring, __ATOMIC_ACQUIRE)) {
         if (st == S_INSTALLED) take_back(s, uc);
-    } else if (st == S_SENT) {
+    } else {
         put_stack(s, uc);
     }
 }
 
+/* A free slot for tid, its stack mapped (the helper thread and a starting thread may claim
+ * at the same time: the tid is taken with a compare-and-swap). */
 static struct slot *claim(int32_t tid)
 {
     for (int i = 0; i < MAX_SLOTS; i++) {
         struct slot *s = &g_slots[i];
-        if (__atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) != 0) continue;
+        int32_t expected = 0;
+        if (__atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) != 0 ||
+            !__atomic_compare_exchange_n(&s->tid, &expected, tid, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue;
         long m = gc_sys6(SYS_mmap, 0, GUARD + GC_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (m < 0 && m > -4096) return NULL;
+        if (m < 0 && m > -4096) {
+            __atomic_store_n(&s->tid, 0, __ATOMIC_RELEASE);
+            return NULL;
+        }
         gc_sys3(SYS_mprotect, m, GUARD, PROT_NONE);
         gc_sys3(SYS_madvise, m, GUARD + GC_ALTSTACK_SIZE, MADV_DONTDUMP);
         s->map = (char *)m;
         s->seen = g_gen;
-        s->state = S_SENT;
-        __atomic_store_n(&s->tid, tid, __ATOMIC_RELEASE);
+        __atomic_store_n(&s->state, S_SENT, __ATOMIC_RELEASE);
         return s;
     }
     return NULL; /* more threads than slots: the rest run without a stack of ours */
@@ -152,6 +173,31 @@ static int see(long number, void *arg)
     else if (s && gc_sys3(SYS_tgkill, gc_getpid(), tid, g_sig) < 0)
         release(s); /* it exited meanwhile */
     return 0;
+}
+
+int gc_altstack_adopt(void)
+{
+    struct slot *slots = __atomic_load_n(&g_slots, __ATOMIC_ACQUIRE);
+    if (!slots) return -ENOENT;
+    int32_t tid = (int32_t)gc_gettid();
+    struct slot *s = find(tid);
+    if (!s) s = claim(tid);
+    if (!s) return -ENOMEM;
+    /* The helper thread may be claiming this very thread: its stack is mapped in a moment. */
+    for (int spin = 0; spin < 100000 && __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == S_EMPTY;
+         spin++)
+        gc_sys0(SYS_sched_yield);
+    put_stack(s, NULL);
+    int st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    struct kstack cur;
+    if ((st == S_INSTALLED || st == S_KEPT) && gc_sys2(SYS_sigaltstack, 0, &cur) == 0 &&
+        ((cur.flags & SS_DISABLE) || cur.size < GC_ALTSTACK_SIZE)) {
+        /* the slot of a gone thread whose tid this one reuses: its stack is free */
+        __atomic_store_n(&s->state, S_SENT, __ATOMIC_RELEASE);
+        put_stack(s, NULL);
+        st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    }
+    return st == S_INSTALLED || st == S_KEPT ? 0 : -EAGAIN;
 }
 
 void gc_altstack_scan(void)

@@ -105,7 +105,16 @@ enum gc_redact_kind {
     F(uint32_t, pipe_off)   /* the compressor's argv, NUL-separated; 0 length: none */    \
     F(uint32_t, pipe_len)                                                                 \
     F(uint32_t, suffix_off) /* the file name's suffix (".core.zst.age"); 0 length: .core */ \
-    F(uint32_t, suffix_len)
+    F(uint32_t, suffix_len)                                                               \
+    F(uint64_t, max_total)  /* the directory's budget, made room for before publishing */ \
+    F(uint64_t, keep_free)                                                                \
+    F(int32_t, uploads)     /* files without an upload marker are pending uploads */      \
+    F(uint32_t, kinds_off)  /* the suffixes of gencore's files, NUL-separated */          \
+    F(uint32_t, kinds_len)                                                                \
+    F(int32_t, cgroup_version) /* 1, 2: the memory cgroup at cgroup_off; 0: none */      \
+    F(uint32_t, cgroup_off)                                                               \
+    F(uint32_t, cgroup_len)                                                               \
+    F(int32_t, page_cache)  /* 0: bounded when the cgroup's headroom asks; 1 always; 2 never */
 
 /* What install() asks of the signal and crash handlers and of the helper thread. The signal
  * trigger's note is core.note; the other notes, the helper's command line, live in the blob. */
@@ -118,6 +127,8 @@ enum gc_redact_kind {
     F(int32_t, nsignals)                                                                  \
     A(int32_t, crash_signals, GC_TRIGGER_MAX_SIGNALS)                                     \
     F(int32_t, ncrash)                                                                    \
+    A(int32_t, chain_signals, GC_TRIGGER_MAX_SIGNALS) /* dump, then the previous handler */ \
+    F(int32_t, nchain)                                                                    \
     F(int32_t, altstack_signal) /* gives threads an alternate stack (0: none) */          \
     F(uint32_t, max_cores)      /* 0: unlimited */                                        \
     F(uint64_t, min_interval_ns)                                                          \
@@ -128,6 +139,7 @@ enum gc_redact_kind {
     F(uint64_t, heartbeat_timeout_ns)                                                     \
     F(uint64_t, rss_limit_bytes)                                                          \
     F(uint64_t, rss_interval_ns)                                                          \
+    F(int32_t, memory_high) /* a core when the cgroup's memory.high is breached (v2) */   \
     F(int64_t, note_time_offset) /* where the 17-character time goes in core.note */      \
     F(uint32_t, crash_note_off)                                                           \
     F(uint32_t, crash_note_len)                                                           \
@@ -153,7 +165,7 @@ enum gc_redact_kind {
 
 /* What the helper thread tells the Python listener about each triggered core. */
 #define GC_TRIGGER_RESULT_FIELDS(F, A)                                                    \
-    F(int32_t, kind) /* 1 done, 2 error */                                                \
+    F(int32_t, kind) /* 1 done, 2 error, 3 not honoured (name: why) */                                                \
     F(int32_t, err)                                                                       \
     F(uint32_t, stage)                                                                    \
     F(uint32_t, pad)                                                                      \

@@ -6,6 +6,7 @@
 #endif
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "gc_altstack.h"
 #include "gc_config.h"
 #include "gc_job.h"
 #include "gc_kernel.h"
@@ -385,6 +387,13 @@ static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static PyObject *py_altstack_adopt(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_altstack_adopt());
+}
+
 static PyObject *py_trigger_quiesce(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -424,14 +433,75 @@ static PyObject *py_watch_loop_stop(PyObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static PyObject *py_trigger_rechain(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_trigger_rechain());
+}
+
+static PyObject *py_watch_deadline_arm(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"seconds", "name", NULL};
+    double seconds;
+    const char *name;
+    Py_ssize_t len;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dy#", kwlist, &seconds, &name, &len)) return NULL;
+    if (!(seconds > 0 && seconds < 1e9)) {
+        PyErr_SetString(PyExc_ValueError, "seconds must be positive");
+        return NULL;
+    }
+    int h = gc_watch_deadline_arm((uint64_t)(seconds * 1e9), (int32_t)gc_gettid(), name,
+                                  (size_t)len);
+    if (h < 0) {
+        errno = -h;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(h);
+}
+
+/* watch_deadline_state / watch_deadline_end: (passed, core name) */
+static PyObject *deadline_result(PyObject *args, PyObject *kw,
+                                 int (*fn)(int, char *, size_t))
+{
+    static char *kwlist[] = {"handle", NULL};
+    int handle;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &handle)) return NULL;
+    char core[GC_NAME_CAP];
+    int passed = fn(handle, core, sizeof core);
+    return Py_BuildValue("(Ns)", PyBool_FromLong(passed), core);
+}
+
+static PyObject *py_watch_deadline_state(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_state);
+}
+
+static PyObject *py_watch_deadline_end(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_end);
+}
+
 static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
+    int32_t pids[64];
+    int n;
     Py_BEGIN_ALLOW_THREADS;
-    gc_trigger_uninstall(); /* waits for a dump in flight */
+    gc_trigger_uninstall(); /* waits for a core in flight */
+    n = gc_trigger_leftover_helpers(pids, 64);
     Py_END_ALLOW_THREADS;
-    Py_RETURN_NONE;
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < n; i++) {
+        PyObject *pid = PyLong_FromLong(pids[i]);
+        if (!pid || PyList_Append(out, pid) < 0) Py_CLEAR(out);
+        Py_XDECREF(pid);
+    }
+    return out;
 }
 
 static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
@@ -473,21 +543,15 @@ static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(exclude_range_doc,
-             "exclude_range(addr, length, add): add (or remove) a range every snapshot child\n"
-             "writes as zeros (gencore.exclude). OSError ENOSPC when the table is full.");
+/* gencore.exclude: a range every snapshot child writes as zeros (gc_scrub.c's table) */
 static PyObject *py_exclude_range(PyObject *self, PyObject *args, PyObject *kw)
 {
-    (void)self;
     static char *kwlist[] = {"addr", "length", "add", NULL};
     unsigned long long addr, len;
-    int add;
+    int add, rc;
+    (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "KKp", kwlist, &addr, &len, &add)) return NULL;
-    int rc = gc_exclude_range(addr, len, add);
-    if (rc) {
-        errno = -rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if ((rc = gc_exclude_range(addr, len, add))) return errno = -rc, PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -515,6 +579,55 @@ static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
     return PyLong_FromUnsignedLongLong((unsigned long long)(next & ~(uintptr_t)7));
 }
 
+/* ---- this process's own interpreter, for the in-process layouts (no ctypes needed) ---- */
+
+static void *symbol(const char *name) { return dlsym(RTLD_DEFAULT, name); }
+
+PyDoc_STRVAR(self_symbol_doc,
+             "self_symbol(name) -> int: the address of a symbol of this process (dlsym), 0 if\n"
+             "none (_PyRuntime, Py_Version, _r_debug).");
+
+static PyObject *py_self_symbol(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"name", NULL};
+    const char *name;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s", kwlist, &name)) return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)symbol(name));
+}
+
+typedef void *(*ptr_fn)(void);
+typedef void *(*ptr_fn1)(void *);
+
+PyDoc_STRVAR(thread_states_doc,
+             "thread_states() -> (interp, current, [thread states])\n\n"
+             "The main interpreter's address, this thread's state and every thread state of the\n"
+             "main interpreter, in its list's order (the GIL is held meanwhile).");
+
+static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ptr_fn main_fn = (ptr_fn)symbol("PyInterpreterState_Main");
+    ptr_fn1 head_fn = (ptr_fn1)symbol("PyInterpreterState_ThreadHead");
+    ptr_fn1 next_fn = (ptr_fn1)symbol("PyThreadState_Next");
+    void *interp = main_fn ? main_fn() : (void *)PyInterpreterState_Get();
+    void *current = (void *)PyThreadState_Get();
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (void *ts = head_fn ? head_fn(interp) : NULL; ts && next_fn; ts = next_fn(ts)) {
+        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)ts);
+        if (!v || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("(KKN)", (unsigned long long)(uintptr_t)interp,
+                         (unsigned long long)(uintptr_t)current, list);
+}
+
 PyDoc_STRVAR(core_stem_doc,
              "core_stem(time, tz_offset, pid, seq) -> str\n\n"
              "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
@@ -538,9 +651,12 @@ static PyObject *py_core_stem(PyObject *self, PyObject *args, PyObject *kw)
 
 static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
+    {"self_symbol", KW(py_self_symbol), self_symbol_doc},
+    {"thread_states", py_thread_states, METH_NOARGS, thread_states_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
-     "Restore the handlers; waits for a dump in flight; stops the reaper."},
+     "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"
+     "pids of helper processes still running, for the caller to reap."},
     {"trigger_stats", py_trigger_stats, METH_NOARGS, "Counters of the triggers."},
     {"trigger_claim", py_trigger_claim, METH_NOARGS,
      "Apply the trigger guards to a dump decided in Python: 0 go, 1 max_cores, 2 min_interval,\n"
@@ -549,6 +665,9 @@ static PyMethodDef methods[] = {
      "Forget the parent's trigger state in a forked child."},
     {"trigger_set_tz", KW(py_trigger_set_tz),
      "Set the UTC offset (seconds east) used in signal-triggered core names."},
+    {"altstack_adopt", py_altstack_adopt, METH_NOARGS,
+     "altstack_adopt() -> int: the calling thread gets the crash handler's alternate stack\n"
+     "now (0), or -errno (-ENOENT: no crash trigger installed)."},
     {"trigger_quiesce", py_trigger_quiesce, METH_NOARGS,
      "Interpreter exit: the helper thread starts no more probe threads."},
     {"watch_heartbeat", py_watch_heartbeat, METH_NOARGS,
@@ -557,8 +676,17 @@ static PyMethodDef methods[] = {
      "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
     {"watch_loop_stop", KW(py_watch_loop_stop),
      "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
+    {"watch_deadline_arm", KW(py_watch_deadline_arm),
+     "watch_deadline_arm(seconds, name): a deadline for the calling thread; name is JSON\n"
+     "string text. Returns its handle."},
+    {"watch_deadline_state", KW(py_watch_deadline_state),
+     "watch_deadline_state(handle) -> (passed, core name or '')."},
+    {"watch_deadline_end", KW(py_watch_deadline_end),
+     "watch_deadline_end(handle) -> (passed, core name or ''): the deadline is over."},
+    {"trigger_rechain", py_trigger_rechain, METH_NOARGS,
+     "Take chained signals back from handlers installed since: returns how many."},
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
-    {"exclude_range", KW(py_exclude_range), exclude_range_doc},
+    {"exclude_range", KW(py_exclude_range), "exclude_range(addr, length, add)"},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"job_start", KW(py_job_start), job_start_doc},
@@ -584,6 +712,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "WATCH_REASON_CAP", (long)GC_WATCH_REASON_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_DETAIL_CAP", (long)GC_WATCH_DETAIL_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_LOOPS", (long)GC_WATCH_LOOPS) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_NAME_CAP", (long)GC_DEADLINE_NAME_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_DEADLINES", (long)GC_WATCH_DEADLINES) < 0 ||
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -266,7 +266,7 @@ static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
     const struct gc_budget *b = &c->budget;
     uint64_t kept = 0;
     gc_fmt_str(j, cap, pos, ", \"budget\": {\"max_size\": ");
-    gc_fmt_u64(j, cap, pos, c->s->o->max_size);
+    gc_fmt_u64(j, cap, pos, c->cap);
     gc_fmt_str(j, cap, pos, ", \"kept\": {");
     for (int k = 0; k < GC_CAT_N; k++) {
         gc_fmt_str(j, cap, pos, k ? ", \"" : "\"");
@@ -331,7 +331,7 @@ static void format_redact(struct child *c, char *j, size_t cap, size_t *pos)
 /* Bytes the capture note's JSON may take: 48 per thread, and the budget's part. */
 static size_t capture_cap(uint32_t nthreads, uint64_t budget_note, int capped)
 {
-    return 512 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
+    return 768 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
 }
 
 uint64_t gc_w_capture_size(const struct child *c, int with_budget)
@@ -370,6 +370,17 @@ int gc_w_add_capture(struct child *c, struct notebuf *nb)
     gc_fmt_str(j, cap, &pos, ", \"freeze_timeout_ns\": ");
     gc_fmt_u64(j, cap, &pos, s->o->freeze_timeout_ns);
     if (c->redact) format_redact(c, j, cap, &pos);
+    if (c->cg_limit) {
+        gc_fmt_str(j, cap, &pos, ", \"memory\": {\"cgroup_limit\": ");
+        gc_fmt_u64(j, cap, &pos, c->cg_limit);
+        gc_fmt_str(j, cap, &pos, ", \"cgroup_usage\": ");
+        gc_fmt_u64(j, cap, &pos, c->cg_usage);
+        gc_fmt_str(j, cap, &pos, c->bounded ? ", \"bounded_page_cache\": true"
+                                            : ", \"bounded_page_cache\": false");
+        gc_fmt_str(j, cap, &pos, ", \"auto_max_size\": ");
+        gc_fmt_u64(j, cap, &pos, c->auto_cap);
+        gc_fmt_str(j, cap, &pos, "}");
+    }
     if (c->capped) format_budget(c, j, cap - 2, &pos);
     gc_fmt_str(j, cap, &pos, "}");
     unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);

@@ -227,6 +227,29 @@ static long out_scrubbed(struct child *c, uint64_t addr, uint64_t *chunk, uint64
 }
 
 /* Write [addr, addr+len) at file offset off, straight from memory where possible. */
+#ifndef SYNC_FILE_RANGE_WAIT_BEFORE
+#define SYNC_FILE_RANGE_WAIT_BEFORE 1
+#define SYNC_FILE_RANGE_WRITE 2
+#define SYNC_FILE_RANGE_WAIT_AFTER 4
+#endif
+#define FADV_DONTNEED 4
+
+void gc_w_release(struct child *c, uint64_t addr, uint64_t len, uint64_t off)
+{
+    if (!c->bounded) return;
+    if (!c->stream) { /* the compressor's own output is its business */
+        gc_sys4(SYS_sync_file_range, c->s->core_fd, off, len,
+                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        gc_sys4(SYS_fadvise64, c->s->core_fd, off, len, FADV_DONTNEED);
+    }
+    /* private anonymous memory, once written, is never read again (the child's own data
+     * lives in its arena): the child lets its copy go, so the application writes to those
+     * pages without copying them and the child's resident size falls as it writes */
+    if (!c->drop_source) return;
+    uint64_t a = (addr + c->page - 1) & ~(c->page - 1), b = (addr + len) & ~(c->page - 1);
+    if (a < b) gc_sys3(SYS_madvise, a, b - a, 4 /* MADV_DONTNEED */);
+}
+
 static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t off, int readable)
 {
     while (len) {
@@ -250,6 +273,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
         }
         if (w == -EINTR) continue;
         if (w > 0) {
+            gc_w_release(c, addr, (uint64_t)w, off);
             addr += (uint64_t)w;
             off += (uint64_t)w;
             len -= (uint64_t)w;
@@ -323,7 +347,10 @@ long gc_w_dump_piece(struct child *c, const struct piece *p)
         /* private anonymous memory: only pages that exist (present or swapped, not the
          * zero page); the others are holes */
         struct anon_copy a = {c, p->start, p->file_off, readable};
-        return gc_present_runs(&c->runs, p->start, end, copy_run, &a);
+        c->drop_source = 1;
+        long r = gc_present_runs(&c->runs, p->start, end, copy_run, &a);
+        c->drop_source = 0;
+        return r;
     }
     case GC_DUMP_SHARED:
         return readable ? dump_shared(c, p->start, end, p->file_off)

@@ -41,13 +41,52 @@ int gc_reaper_submit(const struct gc_job *j)
     return gc_write(g_r.wfd, j, sizeof *j) == (long)sizeof *j ? 0 : -EPIPE;
 }
 
-/* Run the helper command for a finished core (python -m gencore.ship.helper finish ... CORE):
- * from this native thread, so it works while the application is stuck. The helper writes its
- * own events. */
-static void run_helper(const struct gc_job *j)
+/* Helpers still running: reaped on the thread's ticks, never waited for (an upload retrying
+ * against an unreachable store must not hold up the next core). */
+#define MAX_HELPERS 16
+
+struct helper {
+    pid_t pid;
+    struct gc_trigger_result res; /* told to Python when the helper is done */
+};
+
+static struct {
+    struct helper list[MAX_HELPERS];
+    int n;
+} g_helpers;
+
+/* Python is told a core is done once its helper has bundled or uploaded it (on_core gets the
+ * bundle), or at once without a helper. */
+void gc_reaper_tell(const struct gc_trigger_result *res)
+{
+    if (g_r.notify_fd >= 0 && gc_write(g_r.notify_fd, res, sizeof *res) == sizeof *res)
+        gc_watch_wake(); /* the next tick starts a probe that delivers it */
+}
+
+/* Reap the helpers that are done (block: wait for them all). */
+static void reap_helpers(int block)
+{
+    for (int i = 0; i < g_helpers.n;) {
+        int status = 0;
+        pid_t r = waitpid(g_helpers.list[i].pid, &status, block ? 0 : WNOHANG);
+        if (r == 0 || (r < 0 && errno == EINTR)) {
+            i++;
+            continue;
+        }
+        /* done, or reaped by an application reaper (ECHILD): its events say how it went */
+        gc_reaper_tell(&g_helpers.list[i].res);
+        g_helpers.list[i] = g_helpers.list[--g_helpers.n];
+    }
+}
+
+/* Start the helper command for a finished core (python -m gencore.ship.helper finish ...
+ * CORE) from this native thread, so it works while the application is stuck. The helper
+ * writes its own events; it runs beside the next cores. Returns 0, or -1 when none ran. */
+static int run_helper(const struct gc_job *j, const struct gc_trigger_result *res)
 {
     char **argv = gc_trig_helper_argv();
-    if (!argv) return;
+    if (!argv) return -1;
+    if (g_helpers.n == MAX_HELPERS) reap_helpers(1); /* a storm: let them finish first */
     int n = 0;
     while (argv[n]) n++;
     argv[n] = (char *)j->final;
@@ -63,13 +102,20 @@ static void run_helper(const struct gc_job *j)
     argv[n] = NULL;
     if (rc != 0) {
         gc_event("bundle-error", "cannot start the bundle helper", 0, 0, 0);
-        return;
+        return -1;
     }
-    /* An application reaper or SIGCHLD=SIG_IGN may take the helper's status: its event line
-     * says how it went either way. */
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    g_helpers.list[g_helpers.n].pid = pid;
+    g_helpers.list[g_helpers.n].res = *res;
+    g_helpers.n++;
+    return 0;
+}
+
+int gc_reaper_helpers(int32_t *pids, int cap)
+{
+    int n = 0;
+    for (int i = 0; i < g_helpers.n && n < cap; i++) pids[n++] = g_helpers.list[i].pid;
+    g_helpers.n = 0;
+    return n;
 }
 
 static void progress_event(const struct gc_job *j, const struct gc_status *rec, void *arg)
@@ -105,11 +151,9 @@ void gc_reaper_finish(struct gc_job *j)
         gc_event("done", j->final, 0, 0, 0);
     }
     /* The core is out: the next trigger may start one while the helper bundles or uploads
-     * this one (its core waits in the pipe until this thread is back). */
+     * this one. */
     gc_trig_release();
-    if (rc == 0) run_helper(j);
-    if (g_r.notify_fd >= 0 && gc_write(g_r.notify_fd, &res, sizeof res) == sizeof res)
-        gc_watch_wake(); /* the next tick starts a probe that delivers it */
+    if (rc != 0 || run_helper(j, &res) < 0) gc_reaper_tell(&res);
 }
 
 static void *reaper_main(void *arg)
@@ -122,13 +166,14 @@ static void *reaper_main(void *arg)
     for (int i = 0; i < g_r.nsignals; i++) sigaddset(&mask, g_r.signals[i]);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
     prctl(PR_SET_NAME, "gencore", 0, 0, 0); /* what debuggers show for this thread */
-    int tick_ms = g_r.altstacks ? 50 : gc_watch_enabled() ? 100 : 1000;
     struct gc_job j;
     for (;;) {
+        int tick_ms = g_r.altstacks ? 50 : gc_watch_enabled() ? 100 : 1000; /* deadlines */
         struct pollfd p = {g_r.rfd, POLLIN, 0};
         long pr = gc_poll(&p, 1, tick_ms);
         if (pr == 0 || pr == -EINTR) {
             if (g_r.altstacks) gc_altstack_scan(); /* threads started since */
+            reap_helpers(0);
             gc_watch_tick();
             continue;
         }
@@ -194,6 +239,7 @@ void gc_reaper_stop(void)
 
 void gc_reaper_forget(void)
 {
+    g_helpers.n = 0; /* the parent's */
     g_r.started = 0;
     gc_altstack_forget();
     g_r.altstacks = 0;

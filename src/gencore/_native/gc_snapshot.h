@@ -94,6 +94,10 @@ struct gc_snapshot {
     int32_t first_tid;     /* this thread's notes come first (gdb selects it), not the
                               caller's; 0: the caller (the watchdog points at the stalled one) */
     const struct gc_pylayout *pylayout; /* NULL: no Python walk for a capped core */
+    const char *kinds; /* gencore's file suffixes, NUL-separated: the budget's (o->max_total) */
+    size_t kinds_len;
+    int events_fd;     /* the triggers' events file, or -1: the budget's removals go there */
+    const char *cgroup; /* the memory cgroup's directory (o->cgroup_version), or NULL */
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core
                                into the pipe in file order, holes as zeros */

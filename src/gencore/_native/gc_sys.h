@@ -103,6 +103,12 @@ static inline size_t gc_strlen(const char *s)
     return n;
 }
 
+static inline int gc_strcmp(const char *a, const char *b)
+{
+    while (*a && *a == *b) a++, b++;
+    return (unsigned char)*a - (unsigned char)*b;
+}
+
 static inline int gc_startswith(const char *s, const char *prefix)
 {
     while (*prefix) {

@@ -34,6 +34,7 @@ static struct {
 } g_trig = {.page_size = 4096};
 
 const struct gc_trigger_config *gc_trig_config(void) { return &g_trig.cfg; }
+const struct gc_job_spec *gc_trig_spec(void) { return &g_trig.spec; }
 struct gc_trigger_stats *gc_trig_stats(void) { return &g_trig.stats; }
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind) { return &g_trig.notes[kind]; }
 uint64_t gc_page_size(void) { return g_trig.page_size; }
@@ -148,7 +149,20 @@ int gc_trig_guard(int check_interval)
     return skip;
 }
 
+/* A trigger not honoured on its own: the events file has said why; Python logs it too. */
+static void tell_skipped(const char *why)
+{
+    struct gc_trigger_result res;
+    gc_memzero(&res, sizeof res);
+    res.kind = 3;
+    size_t pos = 0;
+    gc_fmt_str(res.name, sizeof res.name, &pos, why);
+    gc_reaper_tell(&res);
+}
+
 void gc_trig_release(void) { __atomic_store_n(&g_trig.claim, 0, __ATOMIC_RELEASE); }
+
+int gc_trig_claimed(void) { return __atomic_load_n(&g_trig.claim, __ATOMIC_ACQUIRE); }
 
 int gc_trig_claim(void)
 {
@@ -156,10 +170,18 @@ int gc_trig_claim(void)
     if (!__atomic_compare_exchange_n(&g_trig.claim, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
         __atomic_add_fetch(&g_trig.stats.merged, 1, __ATOMIC_ACQ_REL);
+        gc_event("merged", NULL, 0, 0, 0);
+        tell_skipped("merged");
         return 0;
     }
-    if (!gc_trig_is_active() || gc_trig_guard(1)) {
-        gc_trig_release(); /* uninstalled, a forked child that did not re-install, a guard */
+    if (!gc_trig_is_active()) {
+        gc_trig_release(); /* uninstalled, or a forked child that did not re-install */
+        return 0;
+    }
+    int skip = gc_trig_guard(1);
+    if (skip) {
+        tell_skipped(SKIPPED[skip] + sizeof "skipped");
+        gc_trig_release();
         return 0;
     }
     return 1;
@@ -214,7 +236,8 @@ static void set_note(enum gc_note_kind kind, uint32_t off, uint32_t len, int64_t
 static int take_config(const struct gc_trigger_config *c, const unsigned char *data, size_t len)
 {
     if (c->abi != GC_ABI_VERSION || c->nsignals < 0 || c->nsignals > GC_TRIGGER_MAX_SIGNALS ||
-        c->ncrash < 0 || c->ncrash > GC_TRIGGER_MAX_SIGNALS ||
+        c->ncrash < 0 || c->ncrash > GC_TRIGGER_MAX_SIGNALS || c->nchain < 0 ||
+        c->nchain > GC_TRIGGER_MAX_SIGNALS ||
         !in_blob(c->crash_note_off, c->crash_note_len, len) ||
         !in_blob(c->watch_note_off, c->watch_note_len, len) ||
         !in_blob(c->helper_off, c->helper_len, len))
@@ -229,6 +252,7 @@ static int take_config(const struct gc_trigger_config *c, const unsigned char *d
     g_trig.map_size = size ? size : 4096;
     if (len) memcpy(m, data, len);
     int rc = gc_job_spec_init(&g_trig.spec, &g_trig.pipe, &g_trig.cfg.core, g_trig.map, len);
+    g_trig.spec.events_fd = c->events_fd;
     if (rc == 0)
         rc = gc_argv_split(&g_trig.helper, (const char *)g_trig.map + c->helper_off,
                            c->helper_len);
@@ -244,7 +268,7 @@ static void drop_config(void)
     if (g_trig.map) munmap(g_trig.map, g_trig.map_size);
     g_trig.map = NULL;
     memset(g_trig.notes, 0, sizeof g_trig.notes);
-    g_trig.cfg.nsignals = g_trig.cfg.ncrash = 0;
+    g_trig.cfg.nsignals = g_trig.cfg.ncrash = g_trig.cfg.nchain = 0;
 }
 
 int gc_trigger_install(const struct gc_trigger_config *c, const unsigned char *data, size_t len,
@@ -296,6 +320,10 @@ void gc_trigger_uninstall(void)
 }
 
 int gc_trigger_active(void) { return __atomic_load_n(&g_trig.active, __ATOMIC_ACQUIRE); }
+
+int gc_trigger_rechain(void) { return gc_trig_is_active() ? gc_handlers_rechain(&g_trig.cfg) : 0; }
+
+int gc_trigger_leftover_helpers(int32_t *pids, int cap) { return gc_reaper_helpers(pids, cap); }
 
 void gc_trigger_set_tz(int64_t offset)
 {

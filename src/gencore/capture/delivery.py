@@ -331,7 +331,11 @@ def deliver_records(config: Optional[TriggerConfig], records: list[dict[str, Any
     for r in records:
         if config is None:
             return
-        path = config.directory / r["name"].split(b"\0", 1)[0].decode()
+        name = r["name"].split(b"\0", 1)[0].decode(errors="replace")
+        if r["kind"] == 3:
+            log.warning("a trigger was not honoured: %s", name)
+            continue
+        path = config.directory / name
         if r["kind"] == 1:
             log.info("core %s written by a trigger in %.2f s", path, r["elapsed_ns"] / 1e9)
             deliver(config, path, bundled=True)
@@ -422,3 +426,19 @@ def unhook_exceptions(st: TriggerState) -> None:
     if st.our_threading_hook is not None and threading.excepthook is st.our_threading_hook:
         threading.excepthook = st.prev_threading_hook  # type: ignore[assignment]
     st.our_excepthook = st.our_threading_hook = None
+
+
+def reap_helpers(pids: list[int]) -> None:
+    """Helper processes still uploading when the triggers were removed: a short-lived thread
+    waits for them (their uploads are bounded in time), so none is left a zombie."""
+    if not pids:
+        return
+
+    def wait() -> None:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # an application reaper took it
+
+    threading.Thread(target=wait, name="gencore-reap", daemon=True).start()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import _procfs
 from .._common import VERSION, core_names, format_size
 from ..errors import (
     CoreChildError,
@@ -89,11 +90,17 @@ def filter_argv(opts: CoreOptions) -> Optional[tuple[bytes, ...]]:
     return compressor_argv() if opts.compress else None
 
 
+def wants_pylayout(opts: CoreOptions) -> bool:
+    """Whether the child may cap the core: ``max_size``, or a memory cgroup's limit (the child
+    caps it when the headroom is short)."""
+    return bool(opts.max_size) or _procfs.cgroup_memory() is not None
+
+
 def native_options(opts: CoreOptions, note: bytes) -> tuple[bytes, bytes]:
     """The engine's ``core`` record and data blob for ``opts`` (checked: the cap fits)."""
     check_max_size(opts.max_size, len(note))
     pipe = filter_argv(opts)
-    fields, data = opts.record(note, pipe, caplayout.layout() if opts.max_size else None)
+    fields, data = opts.record(note, pipe, caplayout.layout() if wants_pylayout(opts) else None)
     return engine.record("core").pack(**fields), data
 
 

@@ -25,6 +25,7 @@ from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
     DEFAULT_TIMEOUT,
+    FILE_KINDS,
     PathLike,
     ProgressCallback,
     core_names,
@@ -36,6 +37,9 @@ from ..ship import crypt
 from . import engine, redact
 
 METHODS = ("native", "kernel")
+# The snapshot child's page cache: bounded when the memory cgroup's headroom asks for it
+# (auto), always, or never ($GENCORE_PAGE_CACHE; the benchmark compares them).
+PAGE_CACHE_MODES = {"auto": 0, "bounded": 1, "unbounded": 2}
 COMPRESSIONS = (None, "zstd")
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _U32_MAX = (1 << 32) - 1
@@ -210,7 +214,8 @@ class CoreOptionArgs(TypedDict, total=False):
 class CoreOptions:
     """How to take one core; built (and checked) by :meth:`build` before anything is forked.
 
-    ``reason`` and ``extra`` are set by the triggers, not by the public API.
+    ``reason`` and ``extra`` are set by the triggers, not by the public API; ``max_total`` and
+    ``keep_free`` too: the snapshot child makes room for a triggered core before it appears.
     """
 
     directory: Optional[PathLike] = None
@@ -228,6 +233,8 @@ class CoreOptions:
     keep_local: bool = False
     compress: Optional[str] = None
     max_size: int = 0
+    max_total: int = 0
+    keep_free: int = 0
     redact: Optional[str] = None
     encrypt_to: tuple[str, ...] = ()
     reason: str = "api"
@@ -298,17 +305,22 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the filter's command (compressor, encryptor), the file name's suffix, for a capped
-        core the Python layout, and what redaction needs."""
+        the filter's command (compressor, encryptor), the file name's suffix, the kinds of
+        gencore's files (the budget's), the memory cgroup, for a capped core the Python layout,
+        and what redaction needs."""
+        kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
+        cgroup = _procfs.cgroup_memory()
         scrub, lists = redact.record_fields(self.redact)
-        head = note + engine.argv_bytes(pipe_argv) + self.suffix.encode() + b"\0"
-        data, where = engine.blob(
+        parts = dict(
             note=note,
             pipe=engine.argv_bytes(pipe_argv),
             suffix=self.suffix.encode() + b"\0",
-            pad=bytes(-len(head) % 8),  # the lists are read as 64-bit words
-            lists=lists,
+            kinds=kinds,
+            cgroup=os.fsencode(cgroup.path) + b"\0" if cgroup else b"",
         )
+        head = sum(len(p) for p in parts.values())
+        # the lists are read as 64-bit words
+        data, where = engine.blob(**parts, pad=bytes(-head % 8), lists=lists)
         scrub["list_off"] = where.pop("lists_off")
         for k in ("lists_len", "pad_off", "pad_len"):
             where.pop(k)
@@ -320,6 +332,11 @@ class CoreOptions:
             freeze_timeout_ns=_ns(self.freeze_timeout),
             timeout_ns=_ns(self.timeout),
             max_size=self.max_size,
+            max_total=self.max_total,
+            keep_free=self.keep_free,
+            uploads=int(self.upload is not None),
+            cgroup_version=int(cgroup.version[1]) if cgroup else 0,
+            page_cache=PAGE_CACHE_MODES.get(os.environ.get("GENCORE_PAGE_CACHE", "auto"), 0),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
             redact=scrub,
@@ -346,24 +363,45 @@ def check_max_size(max_size: int, note_len: int) -> None:
 # -- the triggers -----------------------------------------------------------------------------
 
 
-def signal_numbers(signals: Any) -> tuple[int, ...]:
-    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
-    SIGKILL/SIGSTOP, at most 8."""
+def _signal_list(signals: Any, what: str, refused: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """Signal numbers from a signal or an iterable of them: real signals of this system, none
+    of ``refused`` (the message says ``why``), at most 8."""
     if isinstance(signals, (int, signal.Signals)):
         signals = (signals,)
     out = []
     for s in signals or ():
         if isinstance(s, bool) or not isinstance(s, int):
-            raise ValueError(f"signals must be signal numbers, got {s!r}")
+            raise ValueError(f"{what} must be signal numbers, got {s!r}")
         n = int(s)
         if not 0 < n <= signal.SIGRTMAX:
             raise ValueError(f"signal {n} is not a signal of this system")
-        if n in (signal.SIGKILL, signal.SIGSTOP) or n in CRASH_SIGNALS:
-            raise ValueError(f"signal {n} cannot be a dump trigger")
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in refused:
+            raise ValueError(f"signal {n} {why}")
         out.append(n)
     if len(out) > 8:
-        raise ValueError("at most 8 trigger signals")
+        raise ValueError(f"at most 8 {what.replace('_', ' ')}")
     return tuple(out)
+
+
+def signal_numbers(signals: Any) -> tuple[int, ...]:
+    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
+    SIGKILL/SIGSTOP, at most 8."""
+    return _signal_list(signals, "signals", CRASH_SIGNALS, "cannot be a dump trigger")
+
+
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def chain_signal_numbers(signals: Any, trigger_signals: tuple[int, ...]) -> tuple[int, ...]:
+    """The chained signals as numbers: signals the application (or a server) handles, such
+    as gunicorn's worker-timeout SIGABRT; no fault signal, no trigger signal, at most 8."""
+    out = _signal_list(
+        signals, "chain_signals", FAULT_SIGNALS, "cannot be chained (on_crash handles faults)"
+    )
+    both = set(out) & set(trigger_signals)
+    if both:
+        raise ValueError(f"signal {min(both)} is both a trigger signal and a chained signal")
+    return out
 
 
 @dataclass(frozen=True)
@@ -388,8 +426,8 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
-    max_total: int = 0
-    keep_free: int = 0
+    chain_signals: tuple[int, ...] = ()
+    on_memory_high: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -412,6 +450,16 @@ class TriggerConfig:
         """The cap of every triggered core in bytes (0: none)."""
         return self.core.max_size
 
+    @property
+    def max_total(self) -> int:
+        """The directory's budget for gencore's files in bytes (0: none)."""
+        return self.core.max_total
+
+    @property
+    def keep_free(self) -> int:
+        """Bytes the directory's file system keeps free (0: no floor)."""
+        return self.core.keep_free
+
     @classmethod
     def build(cls, signals: Any, directory: Path, **kw: Any) -> TriggerConfig:
         """Check every argument of :func:`~gencore.install` (``ValueError`` naming the
@@ -426,6 +474,8 @@ class TriggerConfig:
             keep_local=bool(kw.pop("keep_local", False)),
             compress=kw.pop("compress", None),
             max_size=max_size_bytes(kw.pop("max_size", None)),
+            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
+            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
             redact=redact.policy(kw.pop("redact", None)),
             encrypt_to=crypt.parse_recipients(kw.pop("encrypt_to", None)),
             python_stacks=False,  # triggered cores read their stacks from memory
@@ -453,12 +503,13 @@ class TriggerConfig:
             rss_limit=rss,
             rss_interval=interval or 0.5,
             on_memory_error=bool(kw.pop("on_memory_error", False)),
-            max_total=size_bytes(kw.pop("max_total", None), "max_total"),
-            keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
+            on_memory_high=bool(kw.pop("on_memory_high", False)),
         )
+        sigs = signal_numbers(signals)
+        chain = chain_signal_numbers(kw.pop("chain_signals", ()), sigs)
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
-        return cls(signal_numbers(signals), directory, core, **values)
+        return cls(sigs, directory, core, chain_signals=chain, **values)
 
     def replace(self, **changes: Any) -> TriggerConfig:
         """A copy with some fields changed."""
@@ -467,12 +518,16 @@ class TriggerConfig:
     def record(self, fds: dict[str, int], tz_offset: int, **blob: Any) -> dict[str, Any]:
         """The engine's ``trigger`` record (as fields) without its blob's places: ``fds`` are
         ``dir_fd``, ``events_fd`` and ``notify_fd``; ``blob`` the note offsets and places."""
+        # a chained signal (SIGABRT from a server's timeout) is not also a crash signal
+        crash = [s for s in CRASH_SIGNALS if s not in self.chain_signals] if self.on_crash else []
         return dict(
             abi=engine.ABI_VERSION,
             signals=list(self.signals),
             nsignals=len(self.signals),
-            crash_signals=list(CRASH_SIGNALS) if self.on_crash else [],
-            ncrash=len(CRASH_SIGNALS) if self.on_crash else 0,
+            crash_signals=crash,
+            ncrash=len(crash),
+            chain_signals=list(self.chain_signals),
+            nchain=len(self.chain_signals),
             # the crash handler runs on an alternate stack (a stack overflow gets a core
             # too), given to each thread through this private signal
             altstack_signal=freeze_signal(self.core.freeze_signal) - 1 if self.on_crash else 0,
@@ -485,6 +540,7 @@ class TriggerConfig:
             heartbeat_timeout_ns=_ns(self.heartbeat_timeout),
             rss_limit_bytes=self.rss_limit,
             rss_interval_ns=_ns(self.rss_interval),
+            memory_high=int(self.on_memory_high),
             **fds,
             **blob,
         )

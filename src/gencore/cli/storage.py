@@ -36,16 +36,51 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return rc
 
 
+def _frames_line(frames: list[dict[str, Any]]) -> str:
+    return " <- ".join(
+        f"{f.get('function')} ({Path(str(f.get('file'))).name}:{f.get('line')})" for f in frames
+    )
+
+
+def print_groups(groups: list[Any], out: Any) -> None:
+    """``gencore ls --group``'s text: one block per group, the newest first."""
+    for g in groups:
+        first, last = (_stamp(t) for t in (g.first, g.last))
+        hosts = ", ".join(g.hosts[:3]) + (f" (+{len(g.hosts) - 3})" if len(g.hosts) > 3 else "")
+        print(
+            f"{g.count:>5} core{'s' if g.count != 1 else ' '}  {g.cause:<24} "
+            f"{first} .. {last}  hosts: {hosts}",
+            file=out,
+        )
+        where = _frames_line(g.frames) if g.frames else "(no Python frames in the manifests)"
+        print(f"       in {where}", file=out)
+        print(f"       newest: {g.representative.get('object')}", file=out)
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t or 0))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..ship.upload import list_cores
 
     docs = list_cores(args.url)
+    if args.group:
+        from ..ship.fleet import group_cores
+
+        groups = group_cores(docs)
+        if args.json:
+            json.dump([g.to_json() for g in groups], sys.stdout, indent=1)
+            print()
+        else:
+            print_groups(groups, sys.stdout)
+        return 0
     if args.json:
         json.dump(docs, sys.stdout, indent=1)
         print()
         return 0
     for d in docs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.get("time") or 0))
+        when = _stamp(d.get("time") or 0)
         print(
             f"{when}  {d.get('host', '?'):<20} pid {d.get('pid', '?'):<8} "
             f"{str(d.get('reason', '?')):<16} {format_size(d.get('size', 0)):>10}  "
@@ -71,4 +106,10 @@ def register(sub: Any) -> None:
     ls = sub.add_parser("ls", help="list the cores under an object-storage URL (newest first)")
     ls.add_argument("url")
     ls.add_argument("--json", action="store_true")
+    ls.add_argument(
+        "--group",
+        action="store_true",
+        help="group the cores by cause: reason and the triggering thread's innermost frames "
+        "(from the manifests; nothing is downloaded)",
+    )
     ls.set_defaults(func=cmd_ls)

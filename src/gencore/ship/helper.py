@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from .._common import AGE_SUFFIX, VERSION, plain_name, stem_of
+from .._common import AGE_SUFFIX, BUNDLE_FORMATS, BUNDLE_KINDS, VERSION, plain_name, stem_of
 from ..analysis.core import CoreFile, open_core
 from ..analysis.reader import AT_PHDR, build_id_of_file, strip_deleted
+from ..analysis.report.trigger import trigger_of
 from .crypt import is_encrypted
 from .extract import import_zstandard
 
@@ -300,6 +301,7 @@ class _Plan:
     aliases: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     stacks: list[dict[str, Any]] = field(default_factory=list)
+    trigger: dict[str, Any] = field(default_factory=dict)
     core_path: Optional[Path] = None  # the plain core to pack
     compressed: Optional[CoreFile] = None  # a .core.zst's decompressed copy, open till the end
 
@@ -355,6 +357,7 @@ def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
         plan.aliases = core.loader_names()
         plan.meta = core.metadata
         plan.stacks = core.python_stacks
+        plan.trigger = trigger_of(core).to_json()
         pid = pid if pid is not None and pid == core.pid else None
     finally:
         if plan.compressed is None:
@@ -423,6 +426,7 @@ def _manifest(
         "aliases": aliases,
         "missing": plan.missing,
         "stacks": plan.stacks,
+        "trigger": plan.trigger,
         "bundled_by": {"python": platform.python_version(), "time": time.time()},
     }
 
@@ -522,6 +526,8 @@ def _bundle_main(args: argparse.Namespace) -> int:
             stem_of(plain_name(final.name), "." + args.format),
             encrypt_to,
         )
+        if getattr(args, "max_total", 0) or getattr(args, "keep_free", 0):
+            _budget(args, directory, new_bytes=partial.stat().st_blocks * 512)
         try:
             os.link(partial, final)
         finally:
@@ -541,30 +547,54 @@ def _bundle_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish_main(args: argparse.Namespace) -> int:
-    """Bundle (if asked), upload (if asked, with what is still pending), keep the budget."""
+UPLOAD_WINDOW_S = 60.0
+"""How long one helper may spend on uploads (its own file and earlier pending ones): retries
+against an unreachable store end; the next helper (or gencore upload --pending) goes on."""
+
+
+def _budget(args: argparse.Namespace, directory: Path, new_bytes: int = 0) -> None:
+    """The directory's budget, now (before a new file appears, and before any upload)."""
     from . import upload as _upload
 
-    directory = Path(args.directory)
-    core = directory / args.core
+    for r in _upload.enforce_budget(
+        directory,
+        max_total=args.max_total,
+        keep_free=args.keep_free,
+        new_bytes=new_bytes,
+        uploads=bool(args.upload),
+        keep_newest=not new_bytes,
+    ):
+        _say({"log": f"removed {r.path.name} ({r.bytes} bytes) to keep the directory's budget"})
+        _event(args.events, r.event)
+
+
+def _upload_pending(args: argparse.Namespace, directory: Path, first: Path) -> int:
+    """Upload ``first``, then what is still pending, one helper per directory at a time
+    (a lock in the directory), for at most UPLOAD_WINDOW_S."""
+    from . import upload as _upload
+
     rc = 0
-    result = core
-    if args.format:
-        args.remove_core = False
-        rc = _bundle_main(args)
-        bundle = directory / bundle_name(args.core, args.format, bool(args.encrypt_to))
-        result = bundle if rc == 0 else core
+    deadline = time.monotonic() + UPLOAD_WINDOW_S
 
     def log(line: str) -> None:
         _say({"log": line})
 
-    if args.upload:
-        todo = [result] + [p for p in _upload.pending(directory) if p != result]
+    with _upload.directory_lock(directory, deadline) as locked:
+        if not locked:
+            _event(args.events, f"upload-deferred {first.name} another helper is uploading")
+            return 1
+        _budget(args, directory)
+        todo = [first] + [p for p in _upload.pending(directory) if p != first]
         for path in todo:
+            if time.monotonic() >= deadline:
+                _event(args.events, f"upload-deferred {path.name} out of time")
+                continue
             if not path.exists():
                 continue
             try:
-                url = _upload.upload_file(path, args.upload, keep_local=args.keep_local, log=log)
+                url = _upload.upload_file(
+                    path, args.upload, keep_local=args.keep_local, log=log, deadline=deadline
+                )
             except Exception as e:
                 rc = 1
                 _say({"upload_error": str(e), "file": path.name})
@@ -574,22 +604,34 @@ def _finish_main(args: argparse.Namespace) -> int:
                 _remove_loose_core(directory, path.name)
             _say({"uploaded": url, "file": path.name})
             _event(args.events, f"upload {path.name} {url}")
-    removed = _upload.enforce_budget(
-        directory, max_total=args.max_total, keep_free=args.keep_free, log=log
-    )
-    for p in removed:
-        _event(args.events, f"removed {p.name}")
+    return rc
+
+
+def _finish_main(args: argparse.Namespace) -> int:
+    """Bundle (if asked; room is made before it appears), keep the budget, upload (if asked,
+    with what is still pending)."""
+    directory = Path(args.directory)
+    core = directory / args.core
+    rc = 0
+    result = core
+    if args.format:
+        args.remove_core = False
+        rc = _bundle_main(args)
+        bundle = directory / bundle_name(args.core, args.format, bool(args.encrypt_to))
+        result = bundle if rc == 0 else core
+    _budget(args, directory)
+    if args.upload and result.exists():
+        rc = _upload_pending(args, directory, result) or rc
     _event(args.events, f"finished {args.core}")
     return rc
 
 
 def _remove_loose_core(directory: Path, bundle: str) -> None:
     """A bundle was uploaded and removed: the loose core it carries goes too."""
-    for fmt in ("tar.gz", "tar.zst", "tar.gz.age", "tar.zst.age"):
-        if bundle.endswith("." + fmt):
-            core = directory / (
-                bundle[: -len(fmt) - 1] + (".core.age" if "age" in fmt else ".core")
-            )
+    for kind in BUNDLE_KINDS:
+        if bundle.endswith(kind):
+            encrypted = kind.endswith(AGE_SUFFIX)
+            core = directory / (bundle[: -len(kind)] + (".core.age" if encrypted else ".core"))
             try:
                 core.unlink()
             except OSError:
@@ -602,7 +644,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = ap.add_subparsers(dest="job", required=True)
     b = sub.add_parser("bundle", help="pack DIRECTORY/CORE into DIRECTORY/<stem>.<format>")
     b.add_argument("--directory", required=True)
-    b.add_argument("--format", choices=("tar.gz", "tar.zst"), required=True)
+    b.add_argument("--format", choices=BUNDLE_FORMATS, required=True)
     b.add_argument("--pid", type=int)
     b.add_argument("--remove-core", action="store_true")
     b.add_argument("--events")
@@ -610,7 +652,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     b.add_argument("core")
     f = sub.add_parser("finish", help="after a triggered core: bundle, upload, budget")
     f.add_argument("--directory", required=True)
-    f.add_argument("--format", choices=("tar.gz", "tar.zst"))
+    f.add_argument("--format", choices=BUNDLE_FORMATS)
     f.add_argument("--pid", type=int)
     f.add_argument("--events")
     f.add_argument("--upload")

@@ -13,6 +13,9 @@ AWS environment and config files, ``AWS_ENDPOINT_URL`` for compatible servers).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,17 +23,15 @@ import re
 import socket
 import tarfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .._common import VERSION, plain_name
+from .._common import BUNDLE_KINDS, GENCORE_FILE, VERSION, file_stem, plain_name
 from ..errors import GencoreError, UploadError
 from .crypt import is_encrypted
 
-# what gencore writes into a core directory (not the hidden .partial files)
-GENCORE_FILE = re.compile(
-    r"^core_\d{8}\.\d{6}\.\d+\.\d+(\.core|\.core\.zst|\.tar\.gz|\.tar\.zst)(\.age)?$"
-)
 MANIFEST_SUFFIX = ".json"
 RETRIES = 4
 BACKOFF_S = 0.5
@@ -85,11 +86,13 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
         doc["encrypted"] = "age"  # shipped as written: only its recipients can read it
     elif path.name.endswith(".core"):
         from ..analysis.core import open_core
+        from ..analysis.report.trigger import trigger_of
 
         try:
             with open_core(path) as core:
                 meta = dict(core.metadata)
                 meta.setdefault("pid", core.pid)
+                meta["trigger"] = trigger_of(core).to_json()
         except GencoreError:
             meta = {}
     else:
@@ -97,7 +100,8 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
         doc["build_ids"] = {
             f["path"]: f.get("build_id") for f in meta.get("files", []) if f.get("path")
         }
-    for key in ("pid", "time", "reason", "host"):
+    # the triggering thread's innermost frames: ls --group groups cores by them
+    for key in ("pid", "time", "reason", "host", "trigger"):
         if meta.get(key) is not None:
             doc[key] = meta[key]
     python = meta.get("python")
@@ -161,13 +165,39 @@ def _verify(fs: Any, key: str, path: Path) -> None:
         )
 
 
-def _put_options(fs: Any) -> dict[str, Any]:
-    """Backend options of ``put_file``: S3 sends a large file in 16 MiB parts, one at a
-    time (s3fs's defaults are 50 MiB parts, 10 at a time: S3-compatible servers of modest
-    size, moto's among them, lose parts under that load, and a core is sent in the
-    background anyway)."""
+PART_SIZE = 8 << 20
+PARTS_AT_ONCE = 10
+
+
+def _is_s3(fs: Any) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return {"chunksize": 16 << 20, "max_concurrency": 1} if "s3" in protocols else {}
+    return "s3" in protocols
+
+
+def _put(fs: Any, path: Path, key: str) -> None:
+    """Send the file to ``key``. On S3, through boto3's transfer manager where boto3 is
+    installed (``gencore[s3]`` has it): 8 MiB parts, 10 at a time, measured faster than
+    s3fs's own multipart upload (BENCHMARKS.md, uploads); a long read timeout lets the store
+    complete a large multipart upload without the request being sent again. Elsewhere, and
+    without boto3, fsspec's ``put_file`` (streamed; multipart on S3)."""
+    if _is_s3(fs):
+        try:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+            from botocore.config import Config
+        except ImportError:
+            fs.put_file(str(path), key, chunksize=PART_SIZE, max_concurrency=PARTS_AT_ONCE)
+            return
+        bucket, _, name = key.partition("/")
+        client = boto3.client("s3", config=Config(read_timeout=S3_READ_TIMEOUT))
+        transfer = TransferConfig(
+            multipart_threshold=PART_SIZE,
+            multipart_chunksize=PART_SIZE,
+            max_concurrency=PARTS_AT_ONCE,
+        )
+        client.upload_file(str(path), bucket, name, Config=transfer)
+        return
+    fs.put_file(str(path), key)
 
 
 def upload_file(
@@ -177,9 +207,11 @@ def upload_file(
     keep_local: bool = False,
     extra: Optional[dict[str, Any]] = None,
     log: Callable[[str], None] = lambda _: None,
+    deadline: Optional[float] = None,
 ) -> str:
     """Upload one core or bundle to ``url/<hostname>/<name>`` with its manifest; remove the
-    local file unless ``keep_local``. Returns the object's URL.
+    local file unless ``keep_local``. Returns the object's URL. Retries stop at ``deadline``
+    (``time.monotonic()``): a helper's uploads are bounded in time.
 
     Raises:
         UploadError: the store is unreachable after the retries, the object exists already,
@@ -189,7 +221,10 @@ def upload_file(
     host = socket.gethostname()
     key = f"{root}/{host}/{path.name}"
     target = _qualified(fs, key)
-    manifest = manifest_of(path, {**(extra or {}), "object": target})
+    # the manifest (it reads the core's notes) is made while the bytes go
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gencore-manifest")
+    manifest = pool.submit(manifest_of, path, {**(extra or {}), "object": target})
+    pool.shutdown(wait=False)
     error: Optional[BaseException] = None
     try:
         exists = fs.exists(key)
@@ -202,12 +237,15 @@ def upload_file(
             advice="remove the object or upload to another prefix",
         )
     for attempt in range(RETRIES):
+        if attempt and deadline is not None and time.monotonic() >= deadline:
+            break
         try:
             # an attempt that failed half-way may have left the object: it is ours to replace
             fs.makedirs(f"{root}/{host}", exist_ok=True)
-            fs.put_file(str(path), key, **_put_options(fs))  # streamed, multipart on S3
+            _put(fs, path, key)
             _verify(fs, key, path)
-            fs.pipe_file(key + MANIFEST_SUFFIX, json.dumps(manifest, indent=1).encode())
+            doc = json.dumps(manifest.result(), indent=1).encode()
+            fs.pipe_file(key + MANIFEST_SUFFIX, doc)
             break
         except UploadError:
             raise
@@ -237,18 +275,49 @@ def pending(directory: Path) -> list[Path]:
         p
         for p in directory.iterdir()
         if GENCORE_FILE.match(p.name)
-        and not (directory / f".{p.name}.uploaded").exists()
-        and not (
-            plain_name(p.name).endswith(".core")
-            and _has_bundle(directory, plain_name(p.name)[: -len(".core")])
-        )
+        and not uploaded(p)
+        and not (plain_name(p.name).endswith(".core") and _has_bundle(directory, file_stem(p.name)))
     ]
-    return sorted(out, key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(out, key=_age)
+
+
+def uploaded(path: Path) -> bool:
+    """Whether ``path`` was uploaded and kept (``keep_local``): its marker exists."""
+    return (path.parent / f".{path.name}.uploaded").exists()
+
+
+def _age(p: Path) -> tuple[int, str]:
+    try:
+        return p.stat().st_mtime_ns, p.name
+    except OSError:
+        return 0, p.name
 
 
 def _has_bundle(directory: Path, stem: str) -> bool:
-    kinds = ("tar.gz", "tar.zst", "tar.gz.age", "tar.zst.age")
-    return any((directory / f"{stem}.{fmt}").exists() for fmt in kinds)
+    return any((directory / f"{stem}{kind}").exists() for kind in BUNDLE_KINDS)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A file the budget removed: its path, its bytes on disk, and whether it was still
+    waiting to be uploaded."""
+
+    path: Path
+    bytes: int
+    unuploaded: bool
+
+    @property
+    def event(self) -> str:
+        """Its line in the events file (the snapshot child writes the same)."""
+        word = "removed-unuploaded" if self.unuploaded else "removed"
+        return f"{word} {self.path.name} {self.bytes}"
+
+
+def _disk_bytes(p: Path) -> int:
+    try:
+        return p.stat().st_blocks * 512
+    except OSError:
+        return 0
 
 
 def enforce_budget(
@@ -256,35 +325,60 @@ def enforce_budget(
     *,
     max_total: int = 0,
     keep_free: int = 0,
-    log: Callable[[str], None] = lambda _: None,
-) -> list[Path]:
-    """Remove the oldest gencore files until they total at most ``max_total`` bytes and the
-    file system has ``keep_free`` bytes free; never the newest file, never one being
-    written. Returns what was removed."""
+    new_bytes: int = 0,
+    uploads: bool = False,
+    keep_newest: bool = True,
+) -> list[Removed]:
+    """Remove the oldest of gencore's files until they (and ``new_bytes`` about to appear)
+    total at most ``max_total`` bytes on disk and the file system has ``keep_free`` bytes
+    free. Never a file being written; never the newest with ``keep_newest``. With
+    ``uploads``, a file without its upload marker is reported as not uploaded. The snapshot
+    child applies the same rule (``gc_room.c``) before it publishes a core."""
     if not max_total and not keep_free:
         return []
-    files = sorted(
-        (p for p in directory.iterdir() if GENCORE_FILE.match(p.name)),
-        key=lambda p: (p.stat().st_mtime, p.name),
-    )
+    files = sorted((p for p in directory.iterdir() if GENCORE_FILE.match(p.name)), key=_age)
+    total = new_bytes + sum(_disk_bytes(p) for p in files)
     removed = []
 
     def over() -> bool:
-        total = sum(p.stat().st_blocks * 512 for p in files)
         st = os.statvfs(directory)
         free = st.f_bavail * st.f_frsize
         return bool((max_total and total > max_total) or (keep_free and free < keep_free))
 
-    while len(files) > 1 and over():
+    while len(files) > (1 if keep_newest else 0) and over():
         victim = files.pop(0)
-        size = victim.stat().st_size
-        victim.unlink()
-        for marker in (directory / f".{victim.name}.uploaded",):
-            if marker.exists():
-                marker.unlink()
-        removed.append(victim)
-        log(f"removed {victim.name} ({size} bytes) to keep the core directory's budget")
+        size = _disk_bytes(victim)
+        marker = directory / f".{victim.name}.uploaded"
+        was_uploaded = marker.exists()
+        try:
+            victim.unlink()
+        except FileNotFoundError:
+            continue  # another helper's budget took it
+        if was_uploaded:
+            marker.unlink(missing_ok=True)
+        total -= size
+        removed.append(Removed(victim, size, uploads and not was_uploaded))
     return removed
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path, deadline: float) -> Iterator[bool]:
+    """Hold the directory's upload lock (``.gencore.lock``, flock) while the block runs;
+    yields False when it could not be taken before ``deadline`` (time.monotonic())."""
+    fd = os.open(directory / ".gencore.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def list_cores(url: str) -> list[dict[str, Any]]:
