@@ -136,7 +136,7 @@ def test_gencore_reads_what_the_age_command_encrypted(encrypted, keys, tmp_path)
 
 
 def test_invalid_recipients_are_refused_before_any_fork(tmp_path, keys):
-    for bad in ("age1notakey", "", ["age1xyz"], 42, keys["team"]):
+    for bad in ("age1notakey", "", " ", ["age1xyz"], 42, keys["team"]):
         with pytest.raises(ValueError, match="encrypt_to"):
             gencore.create_core(tmp_path, encrypt_to=bad)
     with pytest.raises(ValueError, match="method='native'"):
@@ -206,3 +206,36 @@ def test_uploads_ship_the_encrypted_file_and_say_so(tmp_path, keys):
     manifest = json.loads(objs[0].with_name(objs[0].name + ".json").read_text())
     assert manifest["encrypted"] == "age" and manifest["file"] == objs[0].name
     assert r["token"] not in objs[0].with_name(objs[0].name + ".json").read_text()
+
+
+TRIGGERED = """
+import os, signal, sys, time
+token = "TERCES"[::-1] + "_" + os.urandom(16).hex()
+os.kill(os.getpid(), signal.SIGUSR2)  # the C handler dumps; the helper thread publishes
+deadline = time.monotonic() + 120
+while not [n for n in os.listdir(sys.argv[1]) if n.endswith(".core.age")]:
+    assert time.monotonic() < deadline, "no core"
+    time.sleep(0.05)
+print(token)
+"""
+
+
+def test_gencore_run_redacts_and_encrypts_triggered_cores(tmp_path, keys):
+    script = tmp_path / "app.py"
+    script.write_text(TRIGGERED)
+    cores = tmp_path / "cores"
+    cores.mkdir()
+    cmd = [sys.executable, "-m", "gencore", "run", "--directory", str(cores), "--redact"]
+    p = run([*cmd, "--encrypt-to", keys["team_pub"], "--", str(script), str(cores)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    token = p.stdout.split()[-1]
+    (core,) = cores.glob("*.core.age")
+    plain = tmp_path / "plain.core"
+    d = run([tool("age"), "-d", "-i", keys["team"], "-o", str(plain), str(core)])
+    assert d.returncode == 0, d.stderr
+    data = plain.read_bytes()
+    assert data[:4] == b"\x7fELF" and token.encode() not in data
+    with gencore.open_core(plain) as c:
+        assert c.capture["redact"]["policy"] == "values" and c.metadata["reason"] == "signal"
+    s = run([tool("pystack"), "core", str(plain), real_python()])
+    assert s.returncode == 0 and "app.py" in s.stdout, s.stdout + s.stderr

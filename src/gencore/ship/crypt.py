@@ -56,12 +56,13 @@ def import_pyrage(what: str = "encrypt_to") -> Any:
 def parse_recipients(value: Recipients) -> tuple[str, ...]:
     """The ``encrypt_to`` argument as a tuple of checked recipient strings (``()``: none).
 
-    Accepts one string (recipients separated by commas or whitespace) or a sequence of them.
+    Accepts one string (recipients separated by commas or whitespace) or a sequence of them;
+    None or an empty sequence is no encryption.
 
     Raises:
         ValueError: a recipient is not an age X25519 or SSH public key (the message names it).
     """
-    if value is None:
+    if value is None or (isinstance(value, (list, tuple)) and not value):
         return ()
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
