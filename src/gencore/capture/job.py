@@ -47,20 +47,29 @@ _snapshot_lock = threading.Lock()
 ZSTD_LEVEL = 1
 
 
+def _filter_command(what: str, script: str, *args: str) -> tuple[bytes, ...]:
+    """``python SCRIPT ARGS`` (a filter the snapshot child starts) with this interpreter,
+    checked here, before any fork."""
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        raise ValueError(
+            f"{what} runs its filter with this Python, but sys.executable "
+            f"({sys.executable!r}) is not an executable"
+        )
+    path = Path(__file__).with_name(script)
+    return tuple(os.fsencode(a) for a in (sys.executable, str(path), *args))
+
+
+def _threads() -> str:
+    return str(max(1, min(os.cpu_count() or 1, 8)))
+
+
 def compressor_argv() -> tuple[bytes, ...]:
     """The command line of the compressor the snapshot child starts for ``compress="zstd"``
     (:mod:`gencore.capture.zpipe`, zstd level 1 on every CPU): checked here, before any fork."""
     from ..ship.extract import import_zstandard
 
     import_zstandard("compress='zstd'")
-    if not sys.executable or not os.access(sys.executable, os.X_OK):
-        raise ValueError(
-            "compress='zstd' runs the compressor with this Python, but sys.executable "
-            f"({sys.executable!r}) is not an executable"
-        )
-    script = Path(__file__).with_name("zpipe.py")
-    threads = max(1, min(os.cpu_count() or 1, 8))
-    return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
+    return _filter_command("compress='zstd'", "zpipe.py", str(ZSTD_LEVEL), _threads())
 
 
 def encryptor_argv(recipients: tuple[str, ...], compress: Optional[str]) -> tuple[bytes, ...]:
@@ -71,16 +80,8 @@ def encryptor_argv(recipients: tuple[str, ...], compress: Optional[str]) -> tupl
     import_pyrage()
     if compress:
         compressor_argv()  # the same checks
-    if not sys.executable or not os.access(sys.executable, os.X_OK):
-        raise ValueError(
-            "encrypt_to runs the encryptor with this Python, but sys.executable "
-            f"({sys.executable!r}) is not an executable"
-        )
-    script = Path(__file__).with_name("agepipe.py")
-    threads = max(1, min(os.cpu_count() or 1, 8))
     level = str(ZSTD_LEVEL) if compress else "-"
-    args = (sys.executable, str(script), level, str(threads), *recipients)
-    return tuple(os.fsencode(a) for a in args)
+    return _filter_command("encrypt_to", "agepipe.py", level, _threads(), *recipients)
 
 
 def filter_argv(opts: CoreOptions) -> Optional[tuple[bytes, ...]]:
