@@ -315,7 +315,8 @@ static void format_redact(struct child *c, char *j, size_t cap, size_t *pos)
         uint64_t v;
     } f[] = {{"strings", st->strings},   {"bytes", st->bytes},       {"bytearrays", st->bytearrays},
              {"kept", st->kept},         {"scrubbed_bytes", st->scrubbed},
-             {"environ_bytes", st->environ}, {"excluded_bytes", st->excluded}};
+             {"environ_bytes", st->environ}, {"excluded_bytes", st->excluded},
+             {"faulted_pages", st->faulted}};
     gc_fmt_str(j, cap, pos, ", \"redact\": {\"policy\": \"");
     gc_fmt_str(j, cap, pos, gc_redact_policy_name(c->s->o->redact.policy));
     gc_fmt_str(j, cap, pos, "\"");

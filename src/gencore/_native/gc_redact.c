@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -362,7 +363,7 @@ static long scan_run(uint64_t start, uint64_t end, void *arg)
  * child reads memory itself (the scan, a copy), a SIGSEGV or SIGBUS jumps back to the reader,
  * which skips the page; otherwise the signals keep their default action. */
 
-static void *volatile g_jump[5];
+static sigjmp_buf g_jump;
 static volatile uint64_t g_fault_addr;
 
 static void on_fault(int sig, siginfo_t *info, void *uc)
@@ -370,7 +371,7 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
     (void)sig;
     (void)uc;
     g_fault_addr = (uint64_t)(uintptr_t)info->si_addr;
-    __builtin_longjmp((void **)g_jump, 1);
+    siglongjmp(g_jump, 1); /* async-signal-safe; SA_NODEFER: no mask to restore */
 }
 
 #if defined(__x86_64__)
@@ -386,7 +387,7 @@ static void catch_faults(int on)
         unsigned long flags;
         void *restorer;
         uint64_t mask;
-    } sa = {on ? (void *)on_fault : SIG_DFL, on ? (SA_SIGINFO | SA_NODEFER | RESTORER) : 0,
+    } sa = {on ? (void *)on_fault : (void *)SIG_DFL, on ? (SA_SIGINFO | SA_NODEFER | RESTORER) : 0,
             on ? (void *)on_fault : 0, 0};
     /* the handler never returns (it jumps back): the restorer x86_64 requires is never run */
     gc_sys4(SYS_rt_sigaction, SIGSEGV, &sa, 0, 8);
@@ -401,11 +402,11 @@ static long guarded_scan(uint64_t start, uint64_t end, void *arg)
     struct scan_ctx *volatile x = arg;
     volatile uint64_t from = start, until = end;
     x->r->scan_pos = start;
-    if (__builtin_setjmp((void **)g_jump)) {
+    if (sigsetjmp(g_jump, 0)) {
         struct gc_redact *r = x->r;
         uint64_t page = r->c->page, bad = g_fault_addr & ~(page - 1), pos = r->scan_pos;
         from = bad >= (pos & ~(page - 1)) ? bad + page : pos + 16;
-        r->faults++;
+        r->st.faulted++;
     }
     if (from < until) scan_run(from, until, x);
     return 0;
@@ -634,7 +635,7 @@ const unsigned char *gc_redact_copy(struct gc_redact *r, uint64_t addr, uint64_t
     volatile int copied = 0;
     if (v && v->how == GC_DUMP_ANON && addr + len <= v->end) {
         catch_faults(1);
-        if (!__builtin_setjmp((void **)g_jump)) {
+        if (!sigsetjmp(g_jump, 0)) {
             gc_memcopy(r->scratch, (const void *)(uintptr_t)addr, (size_t)len);
             copied = 1;
         }

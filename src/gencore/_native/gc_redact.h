@@ -24,6 +24,7 @@ struct gc_redact_stats {
     uint64_t kept;                       /* str and bytes objects left as they were */
     uint64_t scrubbed;                   /* bytes overwritten in the core */
     uint64_t environ, excluded;          /* of which: environment and arguments, exclude() */
+    uint64_t faulted;                    /* pages the scan skipped: they fault (guard pages) */
 };
 
 struct gc_redact;

@@ -28,7 +28,6 @@ struct gc_redact {
     uint64_t *spans; /* per object: where its characters are (SPAN in gc_redact.c) */
     uint64_t scan_lo, scan_hi; /* the mapping being scanned */
     uint64_t scan_pos;         /* the candidate being checked */
-    uint64_t faults;           /* pages the scan skipped: they fault (guard pages) */
     uint64_t *keep, nkeep, capkeep;
     uint64_t *tmp, *count; /* the radix sort's */
     uint64_t *names;       /* NAME_SLOTS: modules' names (a C type's __module__ is a copy) */
