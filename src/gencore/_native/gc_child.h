@@ -9,6 +9,7 @@
 
 #include "gc_budget.h"
 #include "gc_procfs.h"
+#include "gc_redact.h"
 #include "gc_snapshot.h"
 
 #define ARENA_SIZE (1ull << 30) /* virtual; only what is used gets touched */
@@ -52,6 +53,7 @@ struct child {
     /* Stream mode (s->pipe_argv): everything goes in file order into out_fd, a pipe to the
      * filter program (pid helper); pos is how much has been written, holes included. */
     int stream, out_fd, pipe_r;
+    int no_vmsplice; /* the pipe takes copies only */
     long helper;
     uint64_t pos;
     const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
@@ -75,6 +77,7 @@ struct child {
     struct gc_budget budget;
     uint64_t need; /* under max_size: the least a core of this process takes */
     uint64_t budget_note; /* under max_size: bytes for the budget in the capture note */
+    struct gc_redact *redact; /* redact= or excluded buffers: what is scrubbed; else NULL */
 };
 
 struct notebuf {

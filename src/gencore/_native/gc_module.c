@@ -25,6 +25,7 @@
 #include "gc_job.h"
 #include "gc_kernel.h"
 #include "gc_names.h"
+#include "gc_redact.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 #include "gc_trigger.h"
@@ -44,10 +45,14 @@ struct field_desc {
 #define RECORD_ struct gc_pylayout
 static const struct field_desc pylayout_fields[] = {GC_PYLAYOUT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
 #undef RECORD_
+#define RECORD_ struct gc_redact_layout
+static const struct field_desc redact_fields[] = {GC_REDACT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
 #define RECORD_ struct gc_core_options
 static const struct field_desc core_fields[] = {
     GC_CORE_OPTIONS_FIELDS(FIELD_, ARRAY_){"pylayout", offsetof(RECORD_, pylayout),
                                            sizeof(struct gc_pylayout), 0, 0},
+    {"redact", offsetof(RECORD_, redact), sizeof(struct gc_redact_layout), 0, 0},
     {NULL, 0, 0, 0, 0}};
 #undef RECORD_
 #define RECORD_ struct gc_trigger_config
@@ -73,6 +78,7 @@ static PyObject *layouts(void)
         const struct field_desc *fields;
     } records[] = {
         {"pylayout", sizeof(struct gc_pylayout), pylayout_fields},
+        {"redact", sizeof(struct gc_redact_layout), redact_fields},
         {"core", sizeof(struct gc_core_options), core_fields},
         {"trigger", sizeof(struct gc_trigger_config), trigger_fields},
         {"status", sizeof(struct gc_status), status_fields},
@@ -537,6 +543,18 @@ static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* gencore.exclude: a range every snapshot child writes as zeros (gc_scrub.c's table) */
+static PyObject *py_exclude_range(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"addr", "length", "add", NULL};
+    unsigned long long addr, len;
+    int add, rc;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKp", kwlist, &addr, &len, &add)) return NULL;
+    if ((rc = gc_exclude_range(addr, len, add))) return errno = -rc, PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -668,6 +686,7 @@ static PyMethodDef methods[] = {
     {"trigger_rechain", py_trigger_rechain, METH_NOARGS,
      "Take chained signals back from handlers installed since: returns how many."},
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
+    {"exclude_range", KW(py_exclude_range), "exclude_range(addr, length, add)"},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"job_start", KW(py_job_start), job_start_doc},

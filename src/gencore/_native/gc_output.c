@@ -63,6 +63,27 @@ long gc_w_pad_to(struct child *c, uint64_t off)
     return 0;
 }
 
+/* Stream mode, bytes straight from the snapshot's memory: vmsplice hands the pages to the
+ * pipe without a copy (they never change: the child does not write them, and the
+ * application's writes go to its own copies). Falls back to write() where unsupported. */
+static long out_pages(struct child *c, const void *buf, uint64_t len, uint64_t off)
+{
+    long e = gc_w_pad_to(c, off);
+    if (e < 0) return e;
+    if (c->no_vmsplice) return gc_write(c->out_fd, buf, len);
+    struct {
+        const void *base;
+        size_t len;
+    } iov = {buf, len};
+    long w = gc_sys4(SYS_vmsplice, c->out_fd, &iov, 1, 0);
+    if (w == -EINVAL || w == -ENOSYS || w == -EPERM) {
+        c->no_vmsplice = 1;
+        w = gc_write(c->out_fd, buf, len);
+    }
+    if (w > 0) c->pos += (uint64_t)w;
+    return w;
+}
+
 /* Write len bytes of buf at file offset off: pwrite, or in stream mode the zeros up to off
  * and then the bytes. Returns what write() returns (a short count is possible). */
 static long out_at(struct child *c, const void *buf, uint64_t len, uint64_t off)
@@ -173,6 +194,7 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
     uint64_t in_page = addr & (c->page - 1);
     long r = gc_pread(c->mem_fd, c->bounce, c->page, addr - in_page);
     if (r != (long)c->page) return c->stream ? gc_w_pad_to(c, off + step) : 0; /* hole */
+    if (c->redact) gc_redact_apply(c->redact, addr, step, c->bounce + in_page);
     while (step) {
         long w = out_at(c, c->bounce + in_page, step, off);
         if (w == -EINTR) continue;
@@ -182,6 +204,26 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
         step -= (uint64_t)w;
     }
     return 0;
+}
+
+/* With redaction: the bytes up to the first one scrubbed straight from memory (when that is
+ * worth a write of their own), else a copy of them, scrubbed. *chunk may shrink. */
+static long out_scrubbed(struct child *c, uint64_t addr, uint64_t *chunk, uint64_t off)
+{
+    uint64_t zeroed = gc_redact_zeroed(c->redact, addr, *chunk);
+    if (zeroed >= c->page) { /* a large value scrubbed whole: a hole, zeros in a stream */
+        *chunk = zeroed;
+        long e = c->stream ? gc_w_pad_to(c, off + zeroed) : 0;
+        return e < 0 ? e : (long)zeroed;
+    }
+    uint64_t clean = gc_redact_clean(c->redact, addr, *chunk);
+    if (clean >= *chunk || clean >= (64u << 10)) {
+        *chunk = clean < *chunk ? clean : *chunk;
+        return c->stream ? out_pages(c, (const void *)addr, *chunk, off)
+                         : out_at(c, (const void *)addr, *chunk, off);
+    }
+    if (*chunk > gc_redact_scratch_size()) *chunk = gc_redact_scratch_size();
+    return out_at(c, gc_redact_copy(c->redact, addr, *chunk), *chunk, off);
 }
 
 /* Write [addr, addr+len) at file offset off, straight from memory where possible. */
@@ -213,8 +255,11 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
     while (len) {
         uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
         long w;
-        if (readable) {
-            w = out_at(c, (const void *)addr, chunk, off);
+        if (readable && c->redact) {
+            w = out_scrubbed(c, addr, &chunk, off);
+        } else if (readable) {
+            w = c->stream ? out_pages(c, (const void *)addr, chunk, off)
+                          : out_at(c, (const void *)addr, chunk, off);
         } else {
             if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
             long r = gc_pread(c->mem_fd, c->bounce, chunk, addr);
@@ -222,6 +267,7 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
                 w = -EFAULT;
             } else {
                 chunk = (uint64_t)r;
+                if (c->redact) gc_redact_apply(c->redact, addr, chunk, c->bounce);
                 w = out_at(c, c->bounce, chunk, off);
             }
         }

@@ -535,6 +535,8 @@ void gc_child_main(struct gc_snapshot *s)
     child_setup(&cs);
     child_maps(&cs);
     plan_memory(&cs);
+    int rc = gc_redact_prepare(&cs);
+    if (rc) gc_w_fail(&cs, rc);
     if (s->pipe_argv) gc_w_stream_start(&cs);
     child_headers(&cs);
     child_segments(&cs);

@@ -700,14 +700,19 @@ class _Walker(CoreMemory):
         return out
 
     def value_of(self, obj: int, info: _TypeInfo) -> Optional[str]:
-        """A short text for values of simple types (``--show-values``)."""
+        """A short text for values of simple types (``--show-values``); ``<redacted>`` for
+        the text a redacted core's snapshot child scrubbed."""
+        redacted = self.core.metadata.get("redact") == "values"
         try:
             if info.kind == _STR:
                 s = self.str_value(obj, 1 << 20)
+                if s and redacted and not s.strip("\0"):
+                    return "<redacted>"
                 return None if s is None else repr(s[:80])
             if info.kind == _BYTES:
                 n = self.u64(obj + 16)
-                return repr(self.raw(obj + self.builtin_basic("bytes") - 1, min(n, 60)))
+                b = self.raw(obj + self.builtin_basic("bytes") - 1, min(n, 60))
+                return "<redacted>" if b and redacted and not b.strip(b"\0") else repr(b)
             if info.kind == _FLOAT:
                 return repr(struct.unpack("<d", self.raw(obj + 16, 8))[0])
         except (_Unreadable, KeyError):

@@ -183,11 +183,13 @@ def build_note(
     with_stacks: bool,
     extra: Optional[dict[str, Any]] = None,
     heap_counts: bool = True,
+    redact: Optional[str] = None,
 ) -> bytes:
     """The JSON document stored in the GENCORE note.
 
     ``heap`` holds what ``gencore heap`` needs to walk the objects offline; ``heap_counts``
     adds the collector's counters at this moment (left out of notes prepared in advance).
+    ``redact="values"`` leaves the arguments out (the program's name stays) and says so.
     """
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -202,7 +204,9 @@ def build_note(
             "executable": sys.executable,
             "hexversion": sys.hexversion,
         },
-        "argv": list(sys.argv),
+        "argv": list(sys.argv[:1]) + ["<redacted>"] * (len(sys.argv) - 1)
+        if redact == "values"
+        else list(sys.argv),
         "threads": [
             {"name": t.name, "ident": t.ident, "native_id": getattr(t, "native_id", None)}
             for t in threading.enumerate()
@@ -212,6 +216,8 @@ def build_note(
     # both clocks now (asyncio's deadlines are on the monotonic one; a trigger stamps "time")
     doc["pylayout"] = _caplayout.note_layout()
     doc["clock"] = {"time": time.time(), "monotonic": time.monotonic()}
+    if redact:
+        doc["redact"] = redact
     doc["heap"] = dict(_heaplayout.layout())
     if heap_counts and "gc_heads" in doc["heap"]:
         doc["heap"]["counts"] = _heaplayout.counts()

@@ -29,10 +29,12 @@ from .._common import (
     PathLike,
     ProgressCallback,
     core_names,
+    core_suffix,
     format_size,
 )
 from ..errors import FreezeError
-from . import engine
+from ..ship import crypt
+from . import engine, redact
 
 METHODS = ("native", "kernel")
 # The snapshot child's page cache: bounded when the memory cgroup's headroom asks for it
@@ -204,6 +206,8 @@ class CoreOptionArgs(TypedDict, total=False):
     keep_local: bool
     compress: Optional[str]
     max_size: Union[int, str, None]
+    redact: Union[bool, str, None]
+    encrypt_to: Union[str, list[str], tuple[str, ...], None]
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,8 @@ class CoreOptions:
     max_size: int = 0
     max_total: int = 0
     keep_free: int = 0
+    redact: Optional[str] = None
+    encrypt_to: tuple[str, ...] = ()
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
 
@@ -245,6 +251,8 @@ class CoreOptions:
                 raise TypeError(f"unexpected keyword argument {key!r}")
         values: dict[str, Any] = {**options, **internal}
         values["max_size"] = max_size_bytes(values.get("max_size"))
+        values["redact"] = redact.policy(values.get("redact"))
+        values["encrypt_to"] = crypt.parse_recipients(values.get("encrypt_to"))
         opts = cls(directory=directory, **values)
         opts.validate()
         return opts
@@ -275,10 +283,20 @@ class CoreOptions:
             raise ValueError("max_size needs method='native': the kernel writes whole cores")
         if self.compress and self.method == "kernel":
             raise ValueError("compress='zstd' needs method='native': the kernel writes plain cores")
+        if (self.redact or self.encrypt_to) and self.method == "kernel":
+            raise ValueError(
+                "redact= and encrypt_to= need method='native': the kernel writes the whole "
+                "process, in the clear"
+            )
 
     def replace(self, **changes: Any) -> CoreOptions:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def suffix(self) -> str:
+        """The file name's suffix: ``.core``, ``.core.zst``, ``.core.age``, ``.core.zst.age``."""
+        return core_suffix(self.compress, bool(self.encrypt_to))
 
     def record(
         self,
@@ -287,16 +305,25 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the compressor's command, the kinds of gencore's files (the budget's), the memory
-        cgroup and, for a capped core, the Python layout."""
+        the filter's command (compressor, encryptor), the file name's suffix, the kinds of
+        gencore's files (the budget's), the memory cgroup, for a capped core the Python layout,
+        and what redaction needs."""
         kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
         cgroup = _procfs.cgroup_memory()
-        data, where = engine.blob(
+        scrub, lists = redact.record_fields(self.redact)
+        parts = dict(
             note=note,
             pipe=engine.argv_bytes(pipe_argv),
+            suffix=self.suffix.encode() + b"\0",
             kinds=kinds,
             cgroup=os.fsencode(cgroup.path) + b"\0" if cgroup else b"",
         )
+        head = sum(len(p) for p in parts.values())
+        # the lists are read as 64-bit words
+        data, where = engine.blob(**parts, pad=bytes(-head % 8), lists=lists)
+        scrub["list_off"] = where.pop("lists_off")
+        for k in ("lists_len", "pad_off", "pad_len"):
+            where.pop(k)
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -312,6 +339,7 @@ class CoreOptions:
             page_cache=PAGE_CACHE_MODES.get(os.environ.get("GENCORE_PAGE_CACHE", "auto"), 0),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
+            redact=scrub,
             **where,
         )
         return fields, data
@@ -448,6 +476,8 @@ class TriggerConfig:
             max_size=max_size_bytes(kw.pop("max_size", None)),
             max_total=size_bytes(kw.pop("max_total", None), "max_total"),
             keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
+            redact=redact.policy(kw.pop("redact", None)),
+            encrypt_to=crypt.parse_recipients(kw.pop("encrypt_to", None)),
             python_stacks=False,  # triggered cores read their stacks from memory
         )
         core.validate()

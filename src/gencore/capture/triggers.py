@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .. import _procfs
 from .._common import (
@@ -38,7 +38,7 @@ from .._common import (
 from ..errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 from . import caplayout, delivery, engine, metadata, threadstart, watch
 from .delivery import TriggerState, state
-from .job import compressor_argv, wants_pylayout
+from .job import filter_argv, wants_pylayout
 from .options import Limit, TriggerConfig, check_max_size, freeze_signal
 
 log = logging.getLogger("gencore")
@@ -79,6 +79,8 @@ def install(
     compress: Optional[str] = None,
     max_size: Optional[Limit] = None,
     chain_signals: Any = (),
+    redact: Union[bool, str, None] = None,
+    encrypt_to: Union[str, list[str], tuple[str, ...], None] = None,
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -136,6 +138,8 @@ def install(
             :func:`~gencore.create_core`).
         max_size: every core is at most this big (bytes or ``"64M"``-style; see
             :func:`~gencore.create_core`).
+        redact, encrypt_to: every core is redacted and encrypted (see
+            :func:`~gencore.create_core`).
         chain_signals: signals that write a core in their C handler and then run the
             handler that was there before, or that the application installs later with
             ``signal.signal`` (it stays on top): a prefork server's timeout signal, such as
@@ -171,11 +175,18 @@ def install(
         return _install(config, on_core)
 
 
-def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, int]:
+def _note(
+    reason: str, extra: Optional[dict[str, Any]] = None, redact: Optional[str] = None
+) -> tuple[bytes, int]:
     """A prebuilt GENCORE note and where its 17-character time goes."""
     doc = json.loads(
         metadata.build_note(
-            reason=reason, version=VERSION, with_stacks=False, extra=extra, heap_counts=False
+            reason=reason,
+            version=VERSION,
+            with_stacks=False,
+            extra=extra,
+            heap_counts=False,
+            redact=redact,
         )
     )
     doc["time"] = 0.0
@@ -185,12 +196,12 @@ def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, i
     return data, data.find(_TIME_PLACEHOLDER.encode())
 
 
-def _watch_note() -> tuple[bytes, dict[str, int]]:
+def _watch_note(redact: Optional[str]) -> tuple[bytes, dict[str, int]]:
     """The watchdog's note: fixed-width places for the time, the reason and what was seen,
     filled in by the helper thread (JSON padded with spaces)."""
     reason_cap, detail_cap = engine.native.WATCH_REASON_CAP, engine.native.WATCH_DETAIL_CAP
     reason_mark, detail_mark = "R" * (reason_cap - 2), "D" * (detail_cap - 2)
-    data, time_off = _note(reason_mark, {"watch": detail_mark})
+    data, time_off = _note(reason_mark, {"watch": detail_mark}, redact)
     return data, {
         "watch_note_time_offset": time_off,
         "watch_note_reason_offset": data.find(f'"{reason_mark}"'.encode()),
@@ -200,12 +211,13 @@ def _watch_note() -> tuple[bytes, dict[str, int]]:
 
 def _native_install(st: TriggerState, config: TriggerConfig) -> None:
     """The C side: handlers, prebuilt notes, guards, the helper thread and its command."""
-    note, note_off = _note("signal")
-    crash_note, crash_off = _note("crash")
-    watch_note, watch_places = _watch_note()
+    redact = config.core.redact
+    note, note_off = _note("signal", redact=redact)
+    crash_note, crash_off = _note("crash", redact=redact)
+    watch_note, watch_places = _watch_note(redact)
     check_max_size(config.max_size, max(len(note), len(crash_note)))
     core = config.core
-    pipe = compressor_argv() if core.compress else None
+    pipe = filter_argv(core)
     layout = caplayout.layout() if wants_pylayout(core) else None
     core_fields, core_data = core.record(note, pipe, layout)
     argv = delivery.helper_argv(config, st.events_file)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
-from ._format import signed_size
+from ._format import identity_option, signed_size
 
 
 def _heap_header(core: CoreFile, census: Any) -> str:
@@ -23,7 +23,7 @@ def _heap_header(core: CoreFile, census: Any) -> str:
 def cmd_heap(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise SystemExit("gencore heap: --top must be at least 1")
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         if args.referrers:
             refs = core.heap_referrers(args.referrers)
             if args.json:
@@ -38,7 +38,7 @@ def cmd_heap(args: argparse.Namespace) -> int:
             return 0
         census = core.heap(largest=args.largest or 0, show_values=args.show_values)
         if args.since:
-            with open_core(args.since) as old_core:
+            with open_core(args.since, args.identity) as old_core:
                 old = old_core.heap()
                 if (old_core.pid, old_core.executable_name) != (core.pid, core.executable_name):
                     print(
@@ -133,4 +133,5 @@ def register(sub: Any) -> None:
         action="store_true",
         help="with --largest: a short value of str, bytes and float objects",
     )
+    identity_option(h)
     h.set_defaults(func=cmd_heap)

@@ -48,6 +48,8 @@ def install_args(args: argparse.Namespace, program: str) -> dict[str, Any]:
         keep_free=args.keep_free,
         compress=args.compress,
         max_size=args.max_size,
+        redact=args.redact,
+        encrypt_to=args.encrypt_to,
     )
 
 
@@ -120,6 +122,26 @@ def _add_process_options(r: Any) -> None:
         action="store_true",
         help="also arm Python programs started with subprocess (multiprocessing's fork, "
         "spawn and forkserver processes are armed anyway)",
+    )
+
+
+def _secure_options(r: Any) -> None:
+    """--redact and --encrypt-to."""
+    r.add_argument(
+        "--redact",
+        nargs="?",
+        const="values",
+        choices=("values", "env"),
+        help="scrub values from every core in the snapshot child: str, bytes and bytearray "
+        "contents, the environment and the arguments (values, the default), or only the "
+        "environment (env); names, file names and line numbers stay",
+    )
+    r.add_argument(
+        "--encrypt-to",
+        action="append",
+        metavar="RECIPIENT",
+        help="write every core (and bundle) as an age file for RECIPIENT (age1..., or an "
+        "ssh-ed25519 public key; repeatable, or comma-separated)",
     )
 
 
@@ -202,6 +224,7 @@ def register(sub: Any) -> None:
         help="every core at most SIZE (64M, 2G): stacks, Python frames and interpreter data "
         "first; what is left out is listed in the core",
     )
+    _secure_options(r)
     r.add_argument(
         "--max-total", type=size_arg, default=0, metavar="SIZE", help="core directory budget"
     )

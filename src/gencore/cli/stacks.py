@@ -13,6 +13,7 @@ from ..analysis.core import CoreFile, open_core
 from ..analysis.memory import Unreadable
 from ..analysis.stacks import FrameInfo, ThreadStack, note_differences
 from ..errors import GencoreError, PythonUnavailableError
+from ._format import identity_option
 
 
 def _header(core: CoreFile, out: Any, version: Optional[str] = None) -> None:
@@ -174,7 +175,7 @@ def _check(core: CoreFile) -> int:
 
 
 def cmd_stacks(args: argparse.Namespace) -> int:
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         source = "note" if args.from_note else "memory"
         if args.check:
             return _check(core)
@@ -202,4 +203,6 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--check", action="store_true", help="compare the note's stacks with the memory's"
     )
+    s.add_argument("--json", action="store_true")
+    identity_option(s)
     s.set_defaults(func=cmd_stacks)

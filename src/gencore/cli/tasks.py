@@ -10,6 +10,7 @@ from typing import Any
 
 from ..analysis.core import open_core
 from ..analysis.tasks import TaskInfo, TaskReport, TreeNode, await_tree
+from ._format import identity_option
 
 COLUMNS = (
     "tid",
@@ -82,7 +83,7 @@ def print_summary(report: TaskReport, out: Any) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         report = core.tasks(include_done=args.all)
         if args.json:
             json.dump(report.to_json(), sys.stdout, indent=1)
@@ -121,4 +122,5 @@ def register(sub: Any) -> None:
     s.add_argument("--tree", action="store_true", help="the await tree, like pstree")
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="finished tasks still in memory too")
+    identity_option(s)
     s.set_defaults(func=cmd_tasks)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .._common import BUNDLE_KINDS, GENCORE_FILE, VERSION, file_stem
+from .._common import BUNDLE_KINDS, GENCORE_FILE, VERSION, file_stem, plain_name
 from ..errors import GencoreError, UploadError
+from .crypt import is_encrypted
 
 MANIFEST_SUFFIX = ".json"
 RETRIES = 4
@@ -81,7 +82,9 @@ def manifest_of(path: Path, extra: Optional[dict[str, Any]] = None) -> dict[str,
         "uploaded": time.time(),
     }
     meta: dict[str, Any] = {}
-    if path.name.endswith(".core"):
+    if is_encrypted(path):
+        doc["encrypted"] = "age"  # shipped as written: only its recipients can read it
+    elif path.name.endswith(".core"):
         from ..analysis.core import open_core
         from ..analysis.report.trigger import trigger_of
 
@@ -273,7 +276,7 @@ def pending(directory: Path) -> list[Path]:
         for p in directory.iterdir()
         if GENCORE_FILE.match(p.name)
         and not uploaded(p)
-        and not (p.name.endswith(".core") and _has_bundle(directory, file_stem(p.name)))
+        and not (plain_name(p.name).endswith(".core") and _has_bundle(directory, file_stem(p.name)))
     ]
     return sorted(out, key=_age)
 
