@@ -203,6 +203,5 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--check", action="store_true", help="compare the note's stacks with the memory's"
     )
-    s.add_argument("--json", action="store_true")
     identity_option(s)
     s.set_defaults(func=cmd_stacks)
