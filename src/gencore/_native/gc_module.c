@@ -628,6 +628,28 @@ static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
                          (unsigned long long)(uintptr_t)current, list);
 }
 
+PyDoc_STRVAR(interpreters_doc,
+             "interpreters() -> (current, [(id, address), ...])\n\n"
+             "This thread's interpreter's address and every interpreter of the process.");
+
+static PyObject *py_interpreters(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ptr_fn head_fn = (ptr_fn)symbol("PyInterpreterState_Head");
+    ptr_fn1 next_fn = (ptr_fn1)symbol("PyInterpreterState_Next");
+    PyInterpreterState *current = PyInterpreterState_Get();
+    PyObject *list = PyList_New(0);
+    for (void *i = head_fn ? head_fn() : NULL; list && i && next_fn; i = next_fn(i)) {
+        PyObject *v = Py_BuildValue("(LK)", (long long)PyInterpreterState_GetID(i),
+                                    (unsigned long long)(uintptr_t)i);
+        if (!v || PyList_Append(list, v) < 0) Py_CLEAR(list);
+        Py_XDECREF(v);
+    }
+    if (!list) return NULL;
+    return Py_BuildValue("(KN)", (unsigned long long)(uintptr_t)current, list);
+}
+
 PyDoc_STRVAR(core_stem_doc,
              "core_stem(time, tz_offset, pid, seq) -> str\n\n"
              "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
@@ -653,6 +675,7 @@ static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
     {"self_symbol", KW(py_self_symbol), self_symbol_doc},
     {"thread_states", py_thread_states, METH_NOARGS, thread_states_doc},
+    {"interpreters", py_interpreters, METH_NOARGS, interpreters_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
      "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"

@@ -13,7 +13,6 @@ core or at :func:`gencore.install`) and reused; it costs well under a millisecon
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import struct
 import sys
@@ -21,7 +20,7 @@ import sysconfig
 import types
 from typing import Any, Optional
 
-from .selfmem import Maps, i32, scan_for, u64
+from .selfmem import Maps, c_string, i32, i64, read, scan_for, u64
 
 _cache: Optional[dict[str, Any]] = None
 
@@ -117,9 +116,7 @@ def _heap_type_offsets(maps: Maps) -> dict[str, int]:
         raise LookupError("tp_dict offset does not hold the type's dict")
     if u64(id(cls) + _TYPE_OFFSETS["tp_base"]) != id(_Probe):
         raise LookupError("tp_base offset does not hold the base type")
-    if ctypes.c_int64.from_address(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]).value != (
-        cls.__dictoffset__
-    ):
+    if i64(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]) != cls.__dictoffset__:
         raise LookupError("tp_dictoffset offset does not match __dictoffset__")
     return out
 
@@ -134,7 +131,7 @@ def _check_type_offsets(maps: Maps) -> None:
         name_ptr = u64(id(t) + o["tp_name"])
         if not maps.readable(name_ptr, len(t.__name__) + 1):
             raise LookupError("tp_name not readable")
-        if ctypes.string_at(name_ptr) != t.__name__.encode():
+        if c_string(name_ptr) != t.__name__.encode():
             raise LookupError("tp_name offset does not hold the type name")
         if u64(id(t) + o["tp_basicsize"]) != t.__basicsize__:
             raise LookupError("tp_basicsize offset mismatch")
@@ -152,9 +149,9 @@ def _str_layout(maps: Maps) -> dict[str, int]:
     s = "gencore-heap-probe"
     if not maps.readable(id(s), ascii_header + len(s) + 1):
         raise LookupError("str not readable")
-    if ctypes.string_at(id(s) + ascii_header, len(s)) != s.encode():
+    if read(id(s) + ascii_header, len(s)) != s.encode():
         raise LookupError("ASCII str data is not after its header")
-    if ctypes.string_at(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
+    if read(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
         raise LookupError("compact str data is not after its header")
     state = u64(id(s) + 32) & 0xFFFFFFFF
     state1 = u64(id(latin1) + 32) & 0xFFFFFFFF

@@ -7,7 +7,6 @@ the pause and counts towards it.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from ..analysis.pylayout import RawMemory, build_layout
 from ..analysis.pyobjects import PyModel, ThreadState
 from ..errors import GencoreError
 from . import caplayout as _caplayout
+from . import engine
 from . import heaplayout as _heaplayout
 
 FORMAT_VERSION = 1
@@ -76,11 +76,11 @@ def _other_interpreters() -> list[dict[str, Any]]:
     seen from a subinterpreter): ``sys._current_frames`` sees only this interpreter's. They
     are read from memory, as offline readers read a core (:mod:`gencore.analysis.pyobjects`),
     while those threads run on: a value that changes under the read ends the walk early."""
-    api = ctypes.pythonapi
-    head = _api(api, "PyInterpreterState_Head")()
-    if not head or not _api(api, "PyInterpreterState_Next", ctypes.c_void_p)(head):
+    if not engine.available():
         return []
-    here = _api(api, "PyInterpreterState_Get")()
+    here, interpreters = engine.native.interpreters()
+    if len(interpreters) < 2:
+        return []
     note = _caplayout.note_layout()
     if "offsets" not in note:
         return []
@@ -129,12 +129,6 @@ def _live_thread(model: PyModel, ts: ThreadState) -> dict[str, Any]:
     }
 
 
-def _api(api: Any, name: str, *argtypes: Any) -> Any:
-    fn = getattr(api, name)
-    fn.restype, fn.argtypes = ctypes.c_void_p, list(argtypes)
-    return fn
-
-
 def python_stacks() -> list[dict[str, Any]]:
     """Every Python thread's stack, with name, ident and native id.
 
@@ -168,12 +162,10 @@ def python_stacks() -> list[dict[str, Any]]:
 
 def _interpreter_id() -> int:
     """This interpreter's id (0: the main one)."""
-    try:
-        get = ctypes.pythonapi.PyInterpreterState_GetID
-        get.restype, get.argtypes = ctypes.c_int64, [ctypes.c_void_p]
-        return int(get(_api(ctypes.pythonapi, "PyInterpreterState_Get")()))
-    except (AttributeError, OSError):
+    if not engine.available():
         return 0
+    here, interpreters = engine.native.interpreters()
+    return next((int(i) for i, addr in interpreters if addr == here), 0)
 
 
 def build_note(

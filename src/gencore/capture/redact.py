@@ -12,7 +12,6 @@ core that claims to be redacted and is not.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import struct
@@ -59,10 +58,14 @@ def _fresh(text: str) -> str:
 
 def _state(s: str) -> int:
     """The known bits of a string's state (the bit field's padding is not initialized)."""
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     return int(ctypes.c_uint32.from_address(id(s) + 32).value) & 0xFF
 
 
 def _str_fields(maps: Maps) -> dict[str, int]:
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     base = _str_layout(maps)
     ascii_data, compact_data = base["ascii_header"], base["compact_header"]
     out = {
@@ -107,6 +110,8 @@ def _str_fields(maps: Maps) -> dict[str, int]:
 
 def _wstr_offset(maps: Maps) -> int:
     """3.9-3.11: where a string's wchar_t copy is pointed to (PyUnicode_AsUnicode makes one)."""
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     s = _fresh("gencore-wstr")
     fn = ctypes.pythonapi.PyUnicode_AsUnicode
     fn.restype, fn.argtypes = ctypes.c_void_p, [ctypes.py_object]
@@ -115,6 +120,8 @@ def _wstr_offset(maps: Maps) -> int:
 
 
 def _bytes_fields(maps: Maps) -> dict[str, int]:
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     data = sys.getsizeof(b"") - 1
     b = _fresh("gencore-bytes").encode()
     if not maps.readable(id(b), data + len(b)) or ctypes.string_at(id(b) + data, len(b)) != b:
@@ -135,6 +142,8 @@ def _bytes_fields(maps: Maps) -> dict[str, int]:
 def _pool_size(maps: Maps) -> int:
     """pymalloc's pool size (4 KiB up to 3.10, 16 KiB since), confirmed by the pool headers of
     fresh small objects; 0 when they are not in pools (``PYTHONMALLOC=malloc``)."""
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     objs = [_fresh("p" * n).encode() for n in (40, 100, 200)] + [_fresh("q" * n) for n in (9, 90)]
     for size in (4096, 16384):
         ok = True
@@ -156,6 +165,8 @@ def _pool_size(maps: Maps) -> int:
 def _type_module(maps: Maps) -> dict[str, int]:
     """Where a heap type's ``__module__`` is: its dict (``tp_dict``, checked), the value after
     the interned ``"__module__"`` key in the dict's entries."""
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     from .heaplayout import _TYPE_OFFSETS
 
     probe = type("_RedactProbe", (), {"__module__": _fresh("gencore.redact.probe")})
@@ -171,6 +182,8 @@ def _type_module(maps: Maps) -> dict[str, int]:
 
 
 def _hash_secret() -> tuple[int, int]:
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     try:
         addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_Py_HashSecret"))
     except ValueError:
@@ -298,6 +311,8 @@ _lock = threading.Lock()
 
 
 def _madvise(start: int, length: int, advice: int) -> None:
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     if libc.madvise(start, length, advice) != 0:
@@ -316,6 +331,8 @@ def exclude(obj: Any) -> None:
     Raises:
         ValueError: ``obj`` is not a contiguous, writable buffer.
     """
+    import ctypes  # only when redaction is asked: no libffi otherwise
+
     engine.require()
     view = memoryview(obj)
     if not view.contiguous or view.readonly:
