@@ -67,11 +67,11 @@ def main_loop():
 signal.signal(signal.SIGUSR1, lambda *_: wanted.append(1))
 for i, f in enumerate((inj_worker_0, inj_worker_1, inj_worker_2, inj_worker_3)):
     threading.Thread(target=f, name=f"inj-{i}", daemon=True).start()
+if sys.argv[1] == "blocked":
+    import ctypes  # in "blocked" only: the loop mode never loads ctypes (nor libffi)
 START_MODULES = set(sys.modules)  # what the program itself needs, reporting included
 time.sleep(0.1)
 report()
 if sys.argv[1] == "blocked":
-    import ctypes  # in "blocked" only: the loop mode never loads ctypes (nor libffi)
-
     ctypes.CDLL(None).pause()  # the main thread in C until a signal arrives
 main_loop()
