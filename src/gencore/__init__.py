@@ -41,6 +41,7 @@ from .errors import (
     KernelCoreUnavailableError,
     MemoryUnavailableError,
     NotDumpableError,
+    PythonUnavailableError,
     UnsupportedPlatformError,
     UploadError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "FreezeError",
     "GencoreError",
     "HeapUnavailableError",
+    "PythonUnavailableError",
     "MemoryUnavailableError",
     "NotDumpableError",
     "Census",

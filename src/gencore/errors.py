@@ -27,6 +27,7 @@ __all__ = [
     "HeapUnavailableError",
     "KernelCoreUnavailableError",
     "NotDumpableError",
+    "PythonUnavailableError",
     "UnsupportedPlatformError",
     "describe_errno",
 ]
@@ -122,6 +123,12 @@ class MemoryUnavailableError(GencoreError, LookupError):
 class HeapUnavailableError(GencoreError):
     """The core does not say how to walk its Python heap (kernel cores, cores of free-threaded
     or debug interpreters): ``gencore heap`` cannot census it."""
+
+
+class PythonUnavailableError(GencoreError):
+    """The core's Python interpreter state cannot be read from its memory (no CPython found,
+    an unknown version or build, or its runtime state not in the core): ``gencore stacks``
+    and ``gencore tasks`` say why."""
 
 
 class KernelCoreUnavailableError(GencoreError):

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .._common import PathLike
 from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
 from .heap import Census, Referrers, census, referrers
-from .reader import ElfCore, open_elf
+from .memory import CoreMemory
+from .pylayout import find_layout
+from .pyobjects import PyModel
+from .reader import EM_X86_64, ElfCore, open_elf
+from .stacks import ThreadStack, iter_stacks, note_stacks
 
 __all__ = ["CoreFile", "open_core"]
 
@@ -23,10 +28,61 @@ __all__ = ["CoreFile", "open_core"]
 class CoreFile(ElfCore):
     """An opened core. Use :func:`open_core`; close it (or use ``with``) when done."""
 
+    _memory: Optional[CoreMemory] = None
+    _model: Optional[PyModel] = None
+
     @property
     def python_stacks(self) -> list[dict[str, Any]]:
         """Python stacks stored by gencore (innermost frame first), or ``[]``."""
         return list(self.metadata.get("stacks", []))
+
+    def memory(self) -> CoreMemory:
+        """The process's memory as this core holds it, read by address (kept open until
+        :meth:`close`)."""
+        if self._memory is None:
+            self._memory = CoreMemory(self)
+        return self._memory
+
+    def python(self) -> PyModel:
+        """The interpreter's objects in this core's memory (see
+        :mod:`gencore.analysis.pyobjects`), with the layout :func:`~gencore.analysis.pylayout.
+        find_layout` found.
+
+        Raises:
+            PythonUnavailableError: no interpreter this reader knows is in the core.
+        """
+        if self._model is None:
+            mem = self.memory()
+            layout = find_layout(self, mem)
+            pointers = {}
+            if self.machine == EM_X86_64:
+                pointers = {t.registers.get("fs_base", 0): t.tid for t in self.threads}
+            self._model = PyModel(mem, layout, pointers)
+        return self._model
+
+    def stacks(self, locals: bool = False, source: str = "memory") -> Iterator[ThreadStack]:
+        """Every Python thread's stack (innermost frame first), one thread at a time.
+
+        ``source="memory"`` reads them from the core's memory (every kind of core);
+        ``"note"`` gives the copy gencore stored in its note, when there is one. ``locals``
+        adds each frame's local variables (short texts of their values; memory only).
+
+        Raises:
+            PythonUnavailableError: (memory) the interpreter cannot be read from this core.
+        """
+        if source == "note":
+            return note_stacks(self)
+        if source != "memory":
+            raise ValueError(f"source must be 'memory' or 'note', not {source!r}")
+        return iter_stacks(self, self.python(), with_locals=locals)
+
+    def close(self) -> None:
+        """Close the underlying file and unmap its memory."""
+        self._model = None
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+        super().close()
 
     def heap(self, largest: int = 0, show_values: bool = False) -> Census:
         """Census of the objects in this core's Python heap, by type (see
