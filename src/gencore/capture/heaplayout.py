@@ -21,6 +21,7 @@ import sysconfig
 import types
 from typing import Any, Optional
 
+from . import heapcalib
 from .selfmem import Maps, i32, scan_for, u64
 
 _cache: Optional[dict[str, Any]] = None
@@ -42,6 +43,11 @@ _TYPE_OFFSETS = {
     "tp_base": 256,
     "tp_dict": 264,
     "tp_dictoffset": 288,
+    "tp_as_async": 80,
+    "tp_methods": 232,
+    "tp_members": 240,
+    "tp_bases": 336,
+    "tp_mro": 344,
 }
 
 _BUILTINS: dict[str, type] = {
@@ -62,6 +68,13 @@ _BUILTINS: dict[str, type] = {
     "module": types.ModuleType,
     "function": types.FunctionType,
     "code": types.CodeType,
+    "frame": types.FrameType,
+    "generator": types.GeneratorType,
+    "coroutine": types.CoroutineType,
+    "async_generator": types.AsyncGeneratorType,
+    "cell": types.CellType,
+    "method": types.MethodType,
+    "NoneType": type(None),
 }
 
 
@@ -142,6 +155,16 @@ def _check_type_offsets(maps: Maps) -> None:
             raise LookupError("tp_itemsize offset mismatch")
         if u64(id(t) + o["tp_flags"]) != t.__flags__:
             raise LookupError("tp_flags offset mismatch")
+        if u64(id(t) + o["tp_mro"]) != id(t.__mro__):
+            raise LookupError("tp_mro offset mismatch")
+        if u64(id(t) + o["tp_bases"]) != id(t.__bases__):
+            raise LookupError("tp_bases offset mismatch")
+        methods = u64(id(t) + o["tp_methods"])
+        if not maps.readable(methods, 32):
+            raise LookupError("tp_methods not readable")
+        name = ctypes.string_at(u64(methods)).decode("ascii", "replace")
+        if name not in t.__dict__:
+            raise LookupError("tp_methods offset does not hold the type's methods")
 
 
 def _str_layout(maps: Maps) -> dict[str, int]:
@@ -163,7 +186,23 @@ def _str_layout(maps: Maps) -> dict[str, int]:
         raise LookupError("str state bits are not where expected")
     if (state1 >> 2) & 7 != 1 or not state1 & (1 << 5) or state1 & (1 << 6):
         raise LookupError("str state bits are not where expected")
-    return {"ascii_header": ascii_header, "compact_header": compact_header, "state": 32}
+    out = {"ascii_header": ascii_header, "compact_header": compact_header, "state": 32}
+    # PyCompactUnicodeObject: utf8_length and utf8 after the ASCII header (then, up to 3.11,
+    # wstr_length; the ASCII header ends with wstr there)
+    out["utf8_length"], out["utf8"] = ascii_header, ascii_header + 8
+    if sys.version_info < (3, 12):
+        out["wstr"], out["wstr_length"] = ascii_header - 8, ascii_header + 16
+    cached = "\xe9t\xe9 " + str(id(out))  # a fresh non-ASCII string, its UTF-8 cached below
+    utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
+    utf8.restype, utf8.argtypes = ctypes.c_void_p, [ctypes.py_object]
+    data = utf8(cached)
+    if u64(id(cached) + out["utf8"]) != data or u64(id(cached) + ascii_header) != len(
+        cached.encode()
+    ):
+        raise LookupError("the UTF-8 copy of a str is not where expected")
+    if sys.getsizeof(cached) != compact_header + len(cached) + 1 + len(cached.encode()) + 1:
+        raise LookupError("str sizes do not count their UTF-8 copy as expected")
+    return out
 
 
 def _discover() -> dict[str, Any]:
@@ -200,6 +239,8 @@ def _discover() -> dict[str, Any]:
             id(_heap_type_offsets.__code__),
         ),
         "builtins": {name: id(t) for name, t in _BUILTINS.items()},
+        "version": 2,
+        **heapcalib.calibrate(maps.readable),
     }
 
 

@@ -1,0 +1,452 @@
+/* Questions over the dominator tree (gc_heapgraph.c built it): retained bytes per type, the
+ * objects retaining most, shortest paths from the roots, leak suspects. No Python API; the
+ * answers of gencore/analysis/heapgraph.py. */
+#include <stdlib.h>
+
+#include "gc_heapgraph.h"
+
+#define PUSH(x)                                                                             \
+    do {                                                                                    \
+        if (vec_push(out, (x))) return GC_HEAP_ENOMEM;                                      \
+    } while (0)
+
+/* Every reached object: calls fn(slot, rank, retained, type index, rpo number or 0). */
+typedef int (*node_fn)(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
+                       uint32_t r);
+
+static int each_reached(struct gc_heap *h, node_fn fn, void *ctx)
+{
+    struct graph *g = h->g;
+    uint64_t rank = 0;
+    for (int64_t s = bits_next(&h->seen, 0); s >= 0;
+         s = bits_next(&h->seen, (uint64_t)s + 1), rank++) {
+        uint64_t size;
+        uint32_t ti, r = 0;
+        if (bits_get(&h->inner, (uint64_t)s)) {
+            r = g->ridx[bits_index(&h->inner, (uint64_t)s)];
+            if (!r) continue;
+        } else if (!((g->reached[rank >> 3] >> (rank & 7)) & 1)) {
+            continue;
+        }
+        if (graph_size(h, (uint64_t)s, &size, &ti)) continue;
+        int rc = fn(h, ctx, (uint64_t)s, r ? g->ret[r] : size, ti, r);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* -- the k largest: a min-heap of (retained, address) ---------------------------------------- */
+
+struct topk {
+    uint64_t *v; /* (retained, address) pairs */
+    size_t n, k;
+    uint32_t want_type; /* NONE32: any */
+};
+
+static int better(uint64_t ra, uint64_t aa, uint64_t rb, uint64_t ab)
+{
+    return ra > rb || (ra == rb && aa < ab);
+}
+
+/* whether entry i is worse than entry j (the heap's root is the worst kept) */
+static int worse(const uint64_t *v, size_t i, size_t j)
+{
+    return better(v[2 * j], v[2 * j + 1], v[2 * i], v[2 * i + 1]);
+}
+
+static void swap2(uint64_t *v, size_t i, size_t j)
+{
+    uint64_t a = v[2 * i], b = v[2 * i + 1];
+    v[2 * i] = v[2 * j], v[2 * i + 1] = v[2 * j + 1];
+    v[2 * j] = a, v[2 * j + 1] = b;
+}
+
+static void topk_add(struct topk *t, uint64_t ret, uint64_t addr)
+{
+    if (!t->k) return;
+    if (t->n < t->k) {
+        size_t i = t->n++;
+        t->v[2 * i] = ret, t->v[2 * i + 1] = addr;
+        while (i > 0 && worse(t->v, i, (i - 1) / 2)) {
+            swap2(t->v, i, (i - 1) / 2);
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (!better(ret, addr, t->v[0], t->v[1])) return;
+    t->v[0] = ret, t->v[1] = addr;
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < t->n && worse(t->v, l, m)) m = l;
+        if (r < t->n && worse(t->v, r, m)) m = r;
+        if (m == i) break;
+        swap2(t->v, i, m);
+        i = m;
+    }
+}
+
+static int top_fn(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
+                  uint32_t r)
+{
+    (void)r;
+    struct topk *t = ctx;
+    if (t->want_type == NONE32 || t->want_type == ti) topk_add(t, ret, heap_node_addr(h, slot));
+    return 0;
+}
+
+static int op_top(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
+{
+    struct topk t = {0};
+    t.k = nin ? (size_t)in[0] : 10;
+    t.want_type = nin > 1 ? (uint32_t)in[1] : NONE32;
+    if (t.k > 1u << 20) return heap_fail(h, GC_HEAP_EINVAL, "too many objects asked");
+    t.v = calloc(2 * t.k + 2, sizeof *t.v);
+    if (!t.v) return GC_HEAP_ENOMEM;
+    int rc = each_reached(h, top_fn, &t);
+    for (size_t i = 0; !rc && i < 2 * t.n; i++)
+        if (vec_push(out, t.v[i])) rc = GC_HEAP_ENOMEM;
+    free(t.v);
+    return rc;
+}
+
+/* -- retained bytes per type ---------------------------------------------------------------- */
+
+struct typeret {
+    uint64_t *acc; /* per type index: count, retained */
+    uint32_t *active;
+    size_t ntypes;
+};
+
+static int typeret_leaf(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
+                        uint32_t r)
+{
+    (void)h, (void)slot;
+    struct typeret *t = ctx;
+    if (!r && ti < t->ntypes) {
+        t->acc[2 * ti]++;
+        t->acc[2 * ti + 1] += ret;
+    }
+    return 0;
+}
+
+static int op_typeret(struct gc_heap *h, struct vec *out)
+{
+    struct graph *g = h->g;
+    struct typeret t = {0};
+    t.ntypes = h->maxindex + 1ULL;
+    t.acc = calloc(2 * t.ntypes, sizeof *t.acc);
+    t.active = calloc(t.ntypes, sizeof *t.active);
+    uint32_t *cstart = calloc(g->n + 2, sizeof *cstart), *clist = malloc((g->n + 1) * 4);
+    uint32_t *tidx = malloc((g->n + 1) * sizeof *tidx);
+    struct vec stack = {0};
+    int rc = (!t.acc || !t.active || !cstart || !clist || !tidx) ? GC_HEAP_ENOMEM : 0;
+    /* the dominator tree's children lists (by reverse postorder numbers) */
+    for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
+        uint32_t r = g->ridx[bits_index(&h->inner, (uint64_t)s)];
+        uint64_t size;
+        if (r) graph_size(h, (uint64_t)s, &size, &tidx[r]);
+    }
+    for (uint64_t r = 1; !rc && r <= g->n; r++) cstart[g->idom[r] + 1]++;
+    for (uint64_t r = 1; !rc && r <= g->n + 1; r++) cstart[r] += cstart[r - 1];
+    for (uint64_t r = 1; !rc && r <= g->n; r++) clist[cstart[g->idom[r]]++] = (uint32_t)r;
+    for (uint64_t r = g->n + 1; !rc && r >= 1; r--) cstart[r] = cstart[r - 1];
+    if (!rc) cstart[0] = 0;
+    /* depth first, counting the instances of each type on the way down */
+    for (uint32_t k = cstart[0]; !rc && k < cstart[1]; k++) rc = vec_push(&stack, clist[k]);
+    while (!rc && stack.n) {
+        uint64_t e = stack.v[--stack.n];
+        uint32_t r = (uint32_t)e, ti = tidx[r];
+        if (e >> 63) {
+            t.active[ti]--;
+            continue;
+        }
+        t.acc[2 * ti]++;
+        if (!t.active[ti]) t.acc[2 * ti + 1] += g->ret[r];
+        t.active[ti]++;
+        rc = vec_push(&stack, e | (1ULL << 63));
+        for (uint32_t k = cstart[r]; !rc && k < cstart[r + 1]; k++) rc = vec_push(&stack, clist[k]);
+    }
+    free(cstart);
+    free(clist);
+    free(tidx);
+    vec_free(&stack);
+    if (!rc) rc = each_reached(h, typeret_leaf, &t);
+    for (uint64_t i = 0; !rc && i < t.ntypes; i++)
+        if (t.acc[2 * i] && (vec_push(out, i) || vec_push(out, t.acc[2 * i]) ||
+                             vec_push(out, t.acc[2 * i + 1])))
+            rc = GC_HEAP_ENOMEM;
+    free(t.acc);
+    free(t.active);
+    return rc;
+}
+
+/* -- shortest paths ------------------------------------------------------------------------- */
+
+static int op_paths(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
+{
+    struct graph *g = h->g;
+    uint64_t nn = h->seen.count, slot;
+    uint32_t *parent = malloc((nn + 1) * sizeof *parent); /* by rank: the parent's slot */
+    uint32_t *queue = malloc((nn + 1) * sizeof *queue);   /* slots */
+    if (!parent || !queue) {
+        free(parent);
+        free(queue);
+        return GC_HEAP_ENOMEM;
+    }
+    memset(parent, 0xFF, (nn + 1) * sizeof *parent);
+    size_t head = 0, tail = 0, left = 0;
+    for (size_t i = 0; i < nin; i++)
+        if (heap_is_node(h, in[i], &slot)) left++;
+    const uint32_t ROOT = NONE32 - 1;
+    for (size_t k = 0; k < g->nroots; k++) {
+        uint64_t rank = bits_index(&h->seen, g->roots[k]);
+        if (parent[rank] != NONE32) continue;
+        parent[rank] = ROOT;
+        queue[tail++] = g->roots[k];
+    }
+    int rc = 0;
+    /* stop once every target is reached (a target's parent is set when it is queued) */
+    while (!rc && head < tail) {
+        size_t done = 0;
+        for (size_t i = 0; i < nin; i++)
+            if (heap_is_node(h, in[i], &slot) && parent[bits_index(&h->seen, slot)] != NONE32)
+                done++;
+        if (done == left) break;
+        for (size_t batch = 0; batch < 4096 && head < tail && !rc; batch++) {
+            uint64_t u = queue[head++];
+            if (!bits_get(&h->inner, u)) continue;
+            int e = graph_succ(h, u, NULL);
+            if (e == GC_HEAP_ENOMEM) rc = e;
+            if (e) continue;
+            for (size_t i = 0; i < h->kids.n; i++) {
+                uint64_t rank = bits_index(&h->seen, h->kids.v[i]);
+                if (parent[rank] != NONE32) continue;
+                parent[rank] = (uint32_t)u;
+                queue[tail++] = (uint32_t)h->kids.v[i];
+            }
+        }
+    }
+    for (size_t i = 0; !rc && i < nin; i++) {
+        size_t at = out->n;
+        rc = vec_push(out, 0);
+        if (rc || !heap_is_node(h, in[i], &slot) || parent[bits_index(&h->seen, slot)] == NONE32)
+            continue;
+        for (uint64_t s = slot;; ) { /* target first; reversed below */
+            rc = vec_push(out, heap_node_addr(h, s));
+            uint32_t p = parent[bits_index(&h->seen, s)];
+            if (rc || p == ROOT) break;
+            s = p;
+        }
+        size_t n = out->n - at - 1;
+        out->v[at] = n;
+        for (size_t a = at + 1, b = out->n - 1; a < b; a++, b--) {
+            uint64_t x = out->v[a];
+            out->v[a] = out->v[b];
+            out->v[b] = x;
+        }
+    }
+    free(parent);
+    free(queue);
+    return rc;
+}
+
+/* -- leak suspects -------------------------------------------------------------------------- */
+
+struct group {
+    uint64_t owner, type, count, total, best, example; /* owner: its number, 0 the super-root */
+};
+
+struct suspects {
+    uint64_t threshold;
+    uint8_t *big_child; /* by reverse postorder number: has a child retaining the threshold */
+    struct group *tab;
+    size_t cap, n;
+};
+
+static size_t group_hash(uint64_t owner, uint64_t type, size_t cap)
+{
+    uint64_t x = (owner * 31 + type) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x ^ (x >> 32)) & (cap - 1);
+}
+
+static int group_add(struct suspects *S, uint64_t owner, uint32_t ti, uint64_t ret, uint64_t addr)
+{
+    if ((S->n + 1) * 2 > S->cap) {
+        size_t cap = S->cap ? S->cap * 2 : 1024;
+        struct group *t = calloc(cap, sizeof *t);
+        if (!t) return GC_HEAP_ENOMEM;
+        for (size_t i = 0; i < S->cap; i++) {
+            if (!S->tab[i].count) continue;
+            size_t j = group_hash(S->tab[i].owner, S->tab[i].type, cap);
+            while (t[j].count) j = (j + 1) & (cap - 1);
+            t[j] = S->tab[i];
+        }
+        free(S->tab);
+        S->tab = t;
+        S->cap = cap;
+    }
+    size_t j = group_hash(owner, ti, S->cap);
+    while (S->tab[j].count && (S->tab[j].owner != owner || S->tab[j].type != ti))
+        j = (j + 1) & (S->cap - 1);
+    struct group *G = &S->tab[j];
+    if (!G->count) {
+        G->owner = owner, G->type = ti, S->n++;
+        G->best = ret, G->example = addr;
+    } else if (better(ret, addr, G->best, G->example)) {
+        G->best = ret, G->example = addr;
+    }
+    G->count++;
+    G->total += ret;
+    return 0;
+}
+
+static int suspect_leaf(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t rank, uint32_t d)
+{
+    (void)rank;
+    struct suspects *S = ctx;
+    uint64_t size;
+    uint32_t ti;
+    graph_size(h, slot, &size, &ti);
+    if (size >= S->threshold && d) S->big_child[d] = 1;
+    if (!d || h->g->ret[d] >= S->threshold)
+        return group_add(S, d, ti, size, heap_node_addr(h, slot));
+    return 0;
+}
+
+struct single {
+    uint64_t threshold;
+    uint8_t *big_child;
+    struct vec *res;
+};
+
+/* objects retaining the threshold none of whose dominated objects does */
+static int single_fn(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
+                     uint32_t r)
+{
+    struct single *one = ctx;
+    if (ret < one->threshold || (r && one->big_child[r])) return 0;
+    uint64_t a = heap_node_addr(h, slot), rec[] = {a, ti, 0, ret, a};
+    for (int k = 0; k < 5; k++)
+        if (vec_push(one->res, rec[k])) return GC_HEAP_ENOMEM;
+    return 0;
+}
+
+static int group_cmp(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b; /* (owner, type, count, retained, example) */
+    if (x[3] != y[3]) return x[3] > y[3] ? -1 : 1;
+    return x[4] < y[4] ? -1 : x[4] > y[4];
+}
+
+static int groups_out(struct gc_heap *h, struct suspects *S, struct vec *res)
+{
+    size_t k = 0;
+    uint32_t *owners = malloc((S->n + 1) * sizeof *owners), *slots;
+    slots = malloc((S->n + 1) * sizeof *slots);
+    if (!owners || !slots) {
+        free(owners);
+        free(slots);
+        return GC_HEAP_ENOMEM;
+    }
+    for (size_t i = 0; i < S->cap; i++) {
+        struct group *G = &S->tab[i];
+        if (G->count >= 2 && G->total >= S->threshold && G->best < S->threshold)
+            owners[k++] = (uint32_t)G->owner;
+    }
+    graph_slots_of(h, owners, k, slots);
+    int rc = 0;
+    for (size_t i = 0, j = 0; i < S->cap && !rc; i++) {
+        struct group *G = &S->tab[i];
+        if (!(G->count >= 2 && G->total >= S->threshold && G->best < S->threshold)) continue;
+        uint64_t owner = G->owner && slots[j] != NONE32 ? heap_node_addr(h, slots[j]) : 0;
+        j++;
+        uint64_t rec[] = {owner, G->type, G->count, G->total, G->example};
+        for (int q = 0; q < 5 && !rc; q++) rc = vec_push(res, rec[q]);
+    }
+    free(owners);
+    free(slots);
+    return rc;
+}
+
+static int op_suspects(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
+{
+    struct graph *g = h->g;
+    struct suspects S = {0};
+    S.threshold = nin && in[0] ? in[0] : 1;
+    S.big_child = calloc(g->n + 1, 1);
+    if (!S.big_child) return GC_HEAP_ENOMEM;
+    int rc = 0;
+    for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
+        uint32_t r = g->ridx[bits_index(&h->inner, (uint64_t)s)], ti;
+        if (!r) continue;
+        uint32_t d = g->idom[r];
+        if (g->ret[r] >= S.threshold && d) S.big_child[d] = 1;
+        if (!d || g->ret[d] >= S.threshold) {
+            uint64_t size;
+            graph_size(h, (uint64_t)s, &size, &ti);
+            rc = group_add(&S, d, ti, g->ret[r], heap_node_addr(h, (uint64_t)s));
+        }
+    }
+    if (!rc) rc = graph_leaves(h, suspect_leaf, &S);
+    struct vec res = {0};
+    struct single one = {S.threshold, S.big_child, &res};
+    if (!rc) rc = each_reached(h, single_fn, &one);
+    if (!rc) rc = groups_out(h, &S, &res);
+    free(S.tab);
+    free(S.big_child);
+    if (!rc) {
+        qsort(res.v, res.n / 5, 5 * sizeof *res.v, group_cmp);
+        for (size_t i = 0; i < res.n && !rc; i++) rc = vec_push(out, res.v[i]);
+    }
+    vec_free(&res);
+    return rc;
+}
+
+/* -- small questions ------------------------------------------------------------------------ */
+
+static int op_retained(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
+{
+    struct graph *g = h->g;
+    for (size_t i = 0; i < nin; i++) {
+        uint64_t slot, v = UINT64_MAX, size;
+        uint32_t ti;
+        if (heap_is_node(h, in[i], &slot)) {
+            uint64_t rank = bits_index(&h->seen, slot);
+            if (bits_get(&h->inner, slot)) {
+                uint32_t r = g->ridx[bits_index(&h->inner, slot)];
+                if (r) v = g->ret[r];
+            } else if ((g->reached[rank >> 3] >> (rank & 7)) & 1) {
+                graph_size(h, slot, &size, &ti);
+                v = size;
+            }
+        }
+        PUSH(v);
+    }
+    return 0;
+}
+
+static int op_roots(struct gc_heap *h, struct vec *out)
+{
+    for (size_t k = 0; k < h->g->nroots; k++) PUSH(heap_node_addr(h, h->g->roots[k]));
+    return 0;
+}
+
+int heap_op_query(struct gc_heap *h, int op, const uint64_t *in, size_t nin, struct vec *out)
+{
+    if (!h->g) return heap_fail(h, GC_HEAP_EINVAL, "no graph: run the graph request first");
+    switch (op) {
+    case GC_HOP_TYPERET:
+        return op_typeret(h, out);
+    case GC_HOP_TOP:
+        return op_top(h, in, nin, out);
+    case GC_HOP_PATHS:
+        return op_paths(h, in, nin, out);
+    case GC_HOP_SUSPECTS:
+        return op_suspects(h, in, nin, out);
+    case GC_HOP_RETAINED:
+        return op_retained(h, in, nin, out);
+    case GC_HOP_ROOTS:
+        return op_roots(h, out);
+    }
+    return heap_fail(h, GC_HEAP_EINVAL, "unknown request %d", op);
+}

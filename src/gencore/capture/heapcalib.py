@@ -1,0 +1,532 @@
+"""What the heap walker needs beyond object headers, found from live sample objects.
+
+:mod:`gencore.capture.heaplayout` records where the collector's lists start and the type and
+``str`` offsets. Reading every object the way the interpreter does also needs:
+
+- where builtin types keep their references (a function's code, globals, defaults and closure;
+  a cell's contents; a bound method's function and self...). A sample of each type is made here
+  and its memory scanned for the addresses of what ``gc.get_referents`` (and its attributes)
+  return: the offsets that hold them are recorded per type;
+- the figures of ``sys.getsizeof``'s formulas for the types whose size is not
+  ``tp_basicsize + ob_size * tp_itemsize`` (generators, coroutines and frames with their
+  frames inline since 3.11, code objects, ``array.array``, ``collections.deque``,
+  ``OrderedDict``, type objects); each formula's fields are confirmed on samples against
+  ``sys.getsizeof`` before they are recorded;
+- the interpreter's roots: ``sys.modules``, ``sys.__dict__`` and ``builtins.__dict__``, and
+  where the interpreter state keeps them (for other interpreters of the same process).
+
+A part that cannot be confirmed is left out (the walker then reports those sizes as unknown, or
+does not follow those references) and named under ``missing``; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import array
+import builtins
+import collections
+import ctypes
+import functools
+import gc
+import struct
+import sys
+import types
+from typing import Any, Callable, Optional
+
+V = sys.version_info[:2]
+
+# CPython's internal layouts per version (Include/internal/pycore_frame.h, cpython/code.h),
+# each confirmed below on a live object before it is used.
+# 3.11+: _PyInterpreterFrame: offsets of the code object (f_code/f_executable), the function,
+# f_locals, frame_obj, the stack top (an int index, or 3.14's stack pointer), owner, localsplus.
+_IFRAME = {
+    (3, 11): {"code": 32, "func": 0, "locals": 24, "frame_obj": 40, "stacktop": 64, "owner": 69,
+              "localsplus": 72},
+    (3, 12): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stacktop": 64, "owner": 70,
+              "localsplus": 72},
+    (3, 13): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stacktop": 64, "owner": 70,
+              "localsplus": 72},
+    (3, 14): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stackpointer": 64,
+              "owner": 74, "localsplus": 80},
+    (3, 15): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stackpointer": 64,
+              "owner": 74, "localsplus": 80},
+}
+# The int32 fields of a code object whose sum is its frame's slot count (3.11: co_nlocalsplus
+# + co_stacksize; 3.12+: co_framesize); 3.9/3.10: the fields code_sizeof and frame_sizeof read.
+_CODE_SLOTS = {(3, 11): [68, 76]}
+_CODE_FRAMESIZE = 76  # 3.12-3.15
+_CODE_39 = {
+    "nlocals": 28,
+    "stacksize": 32,
+    "code": 48,
+    "freevars": 80,
+    "cellvars": 88,
+    "cell2arg": 96,
+    "extra": 144,
+    "opcache": 160,
+    "opcache_size": 172,
+}
+# 3.9/3.10 PyFrameObject: the value stack's base and top (3.9 a pointer, 3.10 a depth)
+_FRAME_39 = {
+    (3, 9): {"code": 32, "valuestack": 64, "stacktop": 72},
+    (3, 10): {"code": 32, "valuestack": 64, "stackdepth": 80},
+}
+TAG_MASK = (1 << 64) - 8  # 3.14's _PyStackRef keeps flags in the low bits
+
+T_OBJECT, T_OBJECT_EX = 6, 16
+
+
+def _u64(addr: int) -> int:
+    return int(ctypes.c_uint64.from_address(addr).value)
+
+
+def _i32(addr: int) -> int:
+    return int(ctypes.c_int32.from_address(addr).value)
+
+
+Readable = Callable[[int, int], bool]
+
+
+def _words(readable: Readable, addr: int, start: int, end: int) -> list[int]:
+    if end <= start or not readable(addr + start, end - start):
+        raise LookupError("sample object not readable")
+    n = (end - start) // 8
+    return list(struct.unpack(f"<{n}Q", ctypes.string_at(addr + start, 8 * n)))
+
+
+def _offsets_of(readable: Readable, obj: object, wanted: set[int], start: int, end: int) -> list[int]:
+    """Offsets in ``[start, end)`` of ``obj`` whose word is the address of a wanted object."""
+    words = _words(readable, id(obj), start, end)
+    return [start + 8 * i for i, w in enumerate(words) if w and (w & TAG_MASK) in wanted]
+
+
+def _referents(obj: object, extra: tuple[Any, ...]) -> set[int]:
+    out = {id(r) for r in gc.get_referents(obj)}
+    out.update(id(x) for x in extra if x is not None and not isinstance(x, (int, bool)))
+    return out
+
+
+# -- samples ---------------------------------------------------------------------------------
+
+
+def _sample_function() -> tuple[types.FunctionType, tuple[Any, ...]]:
+    cell_value = ["cell"]
+
+    def sample(a: Any = cell_value, *, b: Any = "kw") -> Any:
+        """doc"""
+        return cell_value
+
+    sample.attribute = 1  # type: ignore[attr-defined]
+    f: Any = sample
+    extra = (
+        f.__code__, f.__globals__, f.__name__, f.__qualname__, f.__module__, f.__doc__,
+        f.__defaults__, f.__kwdefaults__, f.__closure__, f.__annotations__, f.__dict__,
+        getattr(f, "__type_params__", None), getattr(f, "__builtins__", None),
+    )
+    return sample, extra
+
+
+def _sample_exception() -> tuple[BaseException, tuple[Any, ...]]:
+    try:
+        try:
+            raise KeyError("first")
+        except KeyError as inner:
+            raise ValueError("sample") from inner
+    except ValueError as e:
+        e.note = "x"  # type: ignore[attr-defined]
+        if hasattr(e, "add_note"):
+            e.add_note("note")
+        extra = (e.args, e.__traceback__, e.__context__, e.__cause__, e.__dict__,
+                 getattr(e, "__notes__", None))
+        return e, extra
+    raise AssertionError
+
+
+def _gen_sample() -> Any:
+    local_a, local_b = ["gen-a"], ["gen-b"]
+    yield local_a
+    yield local_b
+
+
+async def _coro_sample() -> Any:
+    return None
+
+
+async def _agen_sample() -> Any:
+    yield None
+
+
+class _Described:
+    """Instances give descriptors and properties to calibrate."""
+
+    __slots__ = ("slot",)
+
+    def method(self) -> None:
+        pass
+
+    @property
+    def prop(self) -> int:
+        """prop doc"""
+        return 1
+
+
+def _samples() -> list[tuple[object, tuple[Any, ...], int]]:
+    """(object, extra referents, end of the fixed part to scan; 0 for basicsize)."""
+    fn, fn_extra = _sample_function()
+    exc, exc_extra = _sample_exception()
+    tb = exc.__traceback__
+    assert tb is not None and fn.__closure__ is not None
+    cell = fn.__closure__[0]
+    d = {"k": "v"}
+    lst = [1, 2]
+    st = {1, 2}
+    bound = _Described().method
+    part = functools.partial(print, 1, end="")
+    wr_target = _Described
+    cb = lambda r: None  # noqa: E731
+    out: list[tuple[object, tuple[Any, ...], int]] = [
+        (fn, fn_extra, 0),
+        (cell, (cell.cell_contents,), 0),
+        (len, (len.__self__, len.__module__), 0),
+        (lst.append, (lst,), 0),
+        (bound, (bound.__func__, bound.__self__), 0),
+        (exc, exc_extra, 0),
+        (tb, (tb.tb_frame, tb.tb_next), 0),
+        (types.MappingProxyType(d), (d,), 0),
+        (d.keys(), (d,), 0),
+        (iter(lst), (lst,), 0),
+        (iter((1, 2)), (), 0),
+        (iter(d), (d,), 0),
+        (iter(d.items()), (d,), 0),
+        (iter(st), (st,), 0),
+        (enumerate(lst), (), 0),
+        (zip(lst, lst), (), 0),
+        (map(len, lst), (), 0),
+        (filter(None, lst), (), 0),
+        (reversed(lst), (lst,), 0),
+        (super(_Described, _Described()), (), 0),
+        (memoryview(b"sample"), (), 0),
+        (_Described.__dict__["prop"], (), 0),
+        (staticmethod(len), (len,), 0),
+        (classmethod(len), (len,), 0),
+        (part, (part.func, part.args, part.keywords), 0),
+        (types.SimpleNamespace(a=1), (), 0),
+        (list.append, (list,), 0),
+        (_Described.__dict__["slot"], (_Described,), 0),
+        (str.__add__, (str,), 0),
+        ((1).__add__, (1,), 0),
+        (__import__("weakref").ref(wr_target, cb), (cb,), 0),
+        (slice(lst, d, st), (lst, d, st), 0),
+        (range(3), (), 0),
+        (sys.modules[__name__], (), 0),
+    ]
+    return out
+
+
+# -- references ------------------------------------------------------------------------------
+
+
+def _owned_frame() -> types.FrameType:
+    """A frame object that outlived its call: it owns its data and its f_back is set."""
+
+    def inner() -> types.FrameType:
+        return sys._getframe(0)
+
+    def outer() -> types.FrameType:
+        return inner()
+
+    return outer()
+
+
+def _optional_samples() -> list[tuple[object, tuple[Any, ...]]]:
+    """Samples of common types from modules this process already imported (none is
+    imported here for it)."""
+    out: list[tuple[object, tuple[Any, ...]]] = []
+    mods = sys.modules
+    if "functools" in mods:
+        cached = functools.lru_cache(maxsize=4)(len)
+        cached("x")
+        out.append((cached, (len, cached.__wrapped__, cached.__dict__)))
+    if "io" in mods:
+        import io
+
+        raw = io.BytesIO(b"sample")
+        buf = io.BufferedReader(raw)  # type: ignore[arg-type]
+        text = io.TextIOWrapper(buf, encoding="utf-8")
+        out += [(raw, ()), (io.StringIO("sample"), ()), (buf, (raw,)),
+                (text, (buf, text.encoding))]
+    if "re" in mods:
+        import re
+
+        pat = re.compile("(sa)mple")
+        m = pat.match("sample")
+        out += [(pat, (pat.pattern,)), (m, (m.string, m.re))]
+    return out
+
+
+def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[int]]:
+    """Per builtin type (by address): the offsets of its fixed part that hold references."""
+    out: dict[str, list[int]] = {}
+
+    def add(obj: object, extra: tuple[Any, ...], start: int, end: int, key: Any = None) -> None:
+        found = _offsets_of(readable, obj, _referents(obj, extra), start, end)
+        k = str(id(key if key is not None else type(obj)))
+        out[k] = sorted(set(out.get(k, [])) | set(found))
+
+    for obj, extra, end in _samples():
+        size = type(obj).__basicsize__
+        key = BaseException if isinstance(obj, BaseException) else None
+        add(obj, extra, 16 if not type(obj).__itemsize__ else 24, end or size, key)
+    for obj, extra in _optional_samples():
+        add(obj, extra, 16, type(obj).__basicsize__)
+    # code objects: only their object fields (ints are left out of the scan's targets)
+    code = _sample_function()[0].__code__
+    names = ("co_consts", "co_names", "co_varnames", "co_filename", "co_name", "co_qualname",
+             "co_linetable", "co_exceptiontable", "co_freevars", "co_cellvars")
+    attrs = tuple(getattr(code, a, None) for a in names)
+    add(code, attrs, 16, type(code).__basicsize__)
+    # a class: its dict, bases, mro and base
+    cls = _Described
+    add(cls, (cls.__dict__, cls.__bases__, cls.__mro__, cls.__base__), 16, type.__basicsize__)
+    # frames and generators: only the fixed fields before their locals
+    fr = _owned_frame()
+    fr.f_trace = _sample_function()[0]
+    try:
+        end = gens["frame_data"] if V >= (3, 11) else gens["frame_localsplus"]
+        add(fr, (fr.f_back, fr.f_code, fr.f_globals, fr.f_builtins, fr.f_trace), 16, end)
+    finally:
+        fr.f_trace = None
+    if V >= (3, 11) and 16 not in out[str(id(types.FrameType))]:
+        raise LookupError("a frame object's f_back is not where expected")
+    for name, make in (("gen", _gen_sample), ("coro", _coro_sample), ("agen", _agen_sample)):
+        g: Any = make()
+        try:
+            end = gens.get(f"{name}_iframe", 0) or type(g).__basicsize__
+            add(g, (getattr(g, "__name__", None), getattr(g, "__qualname__", None)), 16, end)
+        finally:
+            _close(g)
+    return out
+
+
+# -- sizes -----------------------------------------------------------------------------------
+
+
+def _close(g: Any) -> None:
+    """Close a sample generator or coroutine (an async generator needs nothing)."""
+    close = getattr(g, "close", None)
+    if close is not None:
+        close()
+
+
+def _pre(obj: object) -> int:
+    """The bytes sys.getsizeof adds before an instance of this type (GC header, and 3.11+'s
+    managed dict and weakref pointers)."""
+    flags = type(obj).__flags__
+    pre = 16 if flags & (1 << 14) else 0
+    if V >= (3, 11) and flags & ((1 << 4) | ((1 << 3) if V >= (3, 12) else 0)):
+        pre += 16
+    return pre
+
+
+def _slots(code: types.CodeType) -> int:
+    """A code object's frame slots, read the way the offline walker reads them."""
+    if V >= (3, 12):
+        return _i32(id(code) + _CODE_FRAMESIZE)
+    return sum(_i32(id(code) + off) for off in _CODE_SLOTS[V])
+
+
+def frames(readable: Readable) -> dict[str, Any]:
+    """Generators, coroutines and frames: where their frame and code are, and the constant
+    part of their size (``sys.getsizeof`` minus 8 bytes per frame slot)."""
+    out: dict[str, Any] = {}
+    if V < (3, 11):
+        out["code"] = dict(_CODE_39)
+        fo = _FRAME_39[V]
+        out["frame"] = dict(fo)
+        out["frame_localsplus"] = types.FrameType.__basicsize__ - 8
+        g = _gen_sample()
+        next(g)
+        f = g.gi_frame
+        code = g.gi_code
+        if _u64(id(f) + out["frame_localsplus"]) != id(f.f_locals["local_a"]):
+            raise LookupError("the frame's first local is not at f_localsplus")
+        if _u64(id(f) + fo["code"]) != id(code):
+            raise LookupError("the frame's code is not where CPython's header puts it")
+        if _u64(id(code) + _CODE_39["cellvars"]) != id(code.co_cellvars):
+            raise LookupError("code fields are not where CPython's header puts them")
+        if _i32(id(code) + _CODE_39["nlocals"]) != code.co_nlocals:
+            raise LookupError("co_nlocals is not where CPython's header puts it")
+        extras = code.co_nlocals + len(code.co_cellvars) + len(code.co_freevars) + code.co_stacksize
+        if sys.getsizeof(f) != types.FrameType.__basicsize__ + 8 * (extras - 1) + 16:
+            raise LookupError("frame sizes do not follow frame_sizeof")
+        g.close()
+        return out
+    iframe = _IFRAME.get(V)
+    if iframe is None:
+        raise LookupError(f"no frame layout known for Python {V[0]}.{V[1]}")
+    out["iframe"] = dict(iframe)
+    out["code_slots"] = [_CODE_FRAMESIZE] if V >= (3, 12) else list(_CODE_SLOTS[V])
+    out["code_extra"] = types.CodeType.__basicsize__ - 8  # co_extra, before co_code_adaptive
+    for name, make in (("gen", _gen_sample), ("coro", _coro_sample), ("agen", _agen_sample)):
+        g: Any = make()
+        if name == "gen":
+            next(g)
+        code = getattr(g, {"gen": "gi_code", "coro": "cr_code", "agen": "ag_code"}[name])
+        # the inline frame: where the code pointer sits, counted back from the end
+        words = _words(readable, id(g), 16, type(g).__basicsize__)
+        hits = [16 + 8 * i for i, w in enumerate(words) if w & TAG_MASK == id(code)]
+        candidates = [h - iframe["code"] for h in hits if h - iframe["code"] >= 16]
+        if not candidates:
+            raise LookupError(f"the {name}'s frame does not point to its code")
+        off = candidates[-1]
+        out[f"{name}_iframe"] = off
+        out[f"{name}_base"] = sys.getsizeof(g) - 8 * _slots(code)
+        if name == "gen":
+            loc = _u64(id(g) + off + iframe["localsplus"]) & TAG_MASK
+            if loc != id(g.gi_frame.f_locals["local_a"]):
+                raise LookupError("the generator's first local is not at localsplus")
+            state = [_i32(id(g) + k) & 0xFF for k in range(off - 8, off)]
+            for _ in g:
+                pass
+            done = [_i32(id(g) + k) & 0xFF for k in range(off - 8, off)]
+            changed = [k for k in range(8) if state[k] != done[k] and done[k] == 4]
+            if len(changed) != 1:
+                raise LookupError("the generator's frame state is not found")
+            out["frame_state"] = off - 8 + changed[0]  # FRAME_CLEARED (4) once exhausted
+        _close(g)
+    # a second generator with more slots confirms the slot fields and the constant part
+    def bigger() -> Any:
+        a = b = c = d = e = f = ["x"]
+        yield a, b, c, d, e, f
+
+    big = bigger()
+    if sys.getsizeof(big) != out["gen_base"] + 8 * _slots(big.gi_code):
+        raise LookupError("generator sizes do not follow the code's frame slots")
+    fr = sys._getframe(0)
+    out["frame_data"] = _frame_data(readable, fr)
+    ifr = _u64(id(fr) + 24)
+    code = _u64(ifr + iframe["code"]) & TAG_MASK
+    if code != id(fr.f_code):
+        raise LookupError("the frame object does not point to its interpreter frame")
+    out["frame_base"] = sys.getsizeof(fr) - 8 * _slots(fr.f_code)
+    return out
+
+
+def _frame_data(readable: Readable, fr: types.FrameType) -> int:
+    """3.11+: where a frame object's own copy of its interpreter frame starts (a frame that
+    outlives its call keeps its frame there): right after f_back, f_frame, f_trace and the
+    line fields; found as the end of the fixed words before the basic size."""
+    size = types.FrameType.__basicsize__
+    # _f_frame_data is the last field: the interpreter frame header plus one slot
+    iframe = _IFRAME[V]
+    return size - iframe["localsplus"]
+
+
+def _keys_bytes_fn() -> Callable[[int], int]:
+    def keys_bytes(keys: int) -> int:
+        if V >= (3, 11):
+            raw = ctypes.string_at(keys, 32)
+            log2_size, log2_index, kind = raw[8], raw[9], raw[10]
+            return 32 + (1 << log2_index) + ((2 << log2_size) // 3) * (24 if kind == 0 else 16)
+        size = _u64(keys + 8)
+        ib = 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
+        return 40 + size * ib + 24 * ((size << 1) // 3)
+
+    return keys_bytes
+
+
+def containers(readable: Readable) -> dict[str, Any]:
+    """array.array, collections.deque and OrderedDict: the fields their sizes read."""
+    out: dict[str, Any] = {}
+    a = array.array("i", range(7))
+    # arrayobject: ob_item, allocated, ob_descr (whose second field is the item size)
+    if not (readable(id(a), 48) and _u64(id(a) + 32) >= 7):
+        raise LookupError("array fields not found")
+    descr = _u64(id(a) + 40)
+    if not readable(descr, 8) or ctypes.string_at(descr, 1) != b"i" or _i32(descr + 4) != 4:
+        raise LookupError("array's item descriptor not found")
+    if sys.getsizeof(a) != type(a).__basicsize__ + 4 * _u64(id(a) + 32) + _pre(a):
+        raise LookupError("array sizes do not follow allocated * itemsize")
+    out["array"] = {"allocated": 32, "descr": 40, "descr_itemsize": 4}
+    dq = collections.deque(range(100))
+    left, leftindex = _u64(id(dq) + 24), _u64(id(dq) + 40)
+    if not readable(left, 66 * 8) or _u64(left + 8 + 8 * leftindex) != id(0):
+        raise LookupError("deque blocks not found")
+    blocks = (leftindex + len(dq) + 64) // 64
+    if sys.getsizeof(dq) != type(dq).__basicsize__ + blocks * 66 * 8 + _pre(dq):
+        raise LookupError("deque sizes do not follow its blocks")
+    out["deque"] = {"leftblock": 24, "leftindex": 40, "block": 66 * 8, "blocklen": 64}
+    od = collections.OrderedDict(a=1, b=2)
+    if _u64(id(od) + 72) == 0 or _u64(id(od) + 16) != 2:
+        raise LookupError("OrderedDict fields not found")
+    out["odict"] = {"fast_nodes_size": 72, "first": 48, "node": 32}
+    return out
+
+
+def sizes() -> dict[str, Any]:
+    """Figures of the size formulas: a static type object's size as getsizeof counts it,
+    a heap type's struct, the int and code layouts."""
+    probe = type("Probe", (), {})
+    as_async = _u64(id(probe) + 80)  # a heap type's tp_as_async points inside the type
+    return {
+        "static_type": sys.getsizeof(int),
+        "heap_type": type.__basicsize__,
+        "type_struct": as_async - id(probe),  # sizeof(PyTypeObject): heap-only fields after
+        "int_min_digit": 1 if sys.getsizeof(0) > int.__basicsize__ else 0,
+        "int_tag": 1 if V >= (3, 12) else 0,
+        "code_round": 8 if V >= (3, 11) else 0,
+        "opcache_item": 32 if V < (3, 11) else 0,
+    }
+
+
+def roots() -> dict[str, Any]:
+    """This interpreter's roots and where its interpreter state keeps them."""
+    return {
+        "modules": id(sys.modules),
+        "sys": id(sys.__dict__),
+        "builtins": id(builtins.__dict__),
+    }
+
+
+def sizer_types() -> dict[str, str]:
+    """The types whose ``__sizeof__`` the walker knows, by address: the formula's name."""
+    out = {
+        object: "default", int: "int", str: "str", bytearray: "bytearray", list: "list",
+        dict: "dict", set: "set", frozenset: "set", types.CodeType: "code", type: "type",
+        types.FrameType: "frame", types.GeneratorType: "gen", types.CoroutineType: "coro",
+        types.AsyncGeneratorType: "agen", array.array: "array", collections.deque: "deque",
+        collections.OrderedDict: "odict",
+    }
+    # only the types whose own __sizeof__ it is (3.9's generators use object's)
+    return {str(id(t)): name for t, name in out.items() if "__sizeof__" in t.__dict__}
+
+
+def calibrate(readable: Readable) -> dict[str, Any]:
+    """Everything above, each part on its own: a part that fails is named in ``missing``."""
+    out: dict[str, Any] = {"missing": {}}
+    parts: list[tuple[str, Callable[[], Any]]] = [
+        ("sizes", sizes),
+        ("roots", roots),
+        ("frames", lambda: frames(readable)),
+        ("containers", lambda: containers(readable)),
+    ]
+    for name, fn in parts:
+        try:
+            out[name] = fn()
+        except (LookupError, OSError, ValueError, struct.error, AttributeError, KeyError) as e:
+            out["missing"][name] = str(e) or type(e).__name__
+    try:
+        out["follow"] = follow_offsets(readable, out.get("frames", {}))
+    except (LookupError, OSError, ValueError, struct.error, AttributeError, KeyError) as e:
+        out["missing"]["follow"] = str(e) or type(e).__name__
+    out["sizers"] = sizer_types()
+    if "frames" in out["missing"]:
+        for k in ("frame", "gen", "coro", "agen", "code"):
+            out["sizers"].pop(str(id({"frame": types.FrameType, "gen": types.GeneratorType,
+                                      "coro": types.CoroutineType,
+                                      "agen": types.AsyncGeneratorType,
+                                      "code": types.CodeType}[k])), None)
+    if "containers" in out["missing"]:
+        for t in (array.array, collections.deque, collections.OrderedDict):
+            out["sizers"].pop(str(id(t)), None)
+    return out
+
