@@ -35,6 +35,7 @@ enum {
     GC_HOP_RETAINED = 10, /* retained bytes of given objects */
     GC_HOP_DUPS = 11,     /* str and bytes values held more than once */
     GC_HOP_ROOTS = 12,    /* the roots in order */
+    GC_HOP_REFERRERS = 13, /* references to objects of given types, per referring type */
 };
 
 /* Layout fields (the order of heapnative.LAYOUT). -1: not known. */

@@ -128,11 +128,13 @@ static int find_roots(struct gc_heap *h, struct graph *g, const uint64_t *in, si
     uint64_t slot, rc, tp, sz;
     for (size_t i = 0; i < nin; i++)
         if (heap_is_node(h, in[i], &slot) && add_root(h, g, slot)) return GC_HEAP_ENOMEM;
+    g->phase[0] = g->nroots;
     EACH_INNER(s) {
         if (heap_header(h, heap_node_addr(h, (uint64_t)s), &rc, &tp, &sz)) continue;
         const struct gc_htype *t = heap_type(h, tp);
         if (t && t->walk == W_TYPE && add_root(h, g, (uint64_t)s)) return GC_HEAP_ENOMEM;
     }
+    g->phase[1] = g->nroots;
     int modern = h->L[HL_MINOR] >= 12;
     uint64_t rank = 0;
     for (int64_t s = bits_next(&h->seen, 0); s >= 0;

@@ -12,6 +12,7 @@ struct graph {
     uint8_t *rootmark;   /* roots, a bit per rank */
     uint32_t *roots;     /* the roots' slots, in order */
     size_t nroots, roots_cap;
+    size_t phase[2];     /* where the type objects, then the objects held elsewhere, begin */
     uint32_t *ridx;      /* inner rank -> reverse postorder number (0: not reached) */
     uint32_t *rslot;     /* reverse postorder number -> slot (freed after the dominators) */
     uint32_t *pc, *pf;   /* by inner rank: predecessors reached, the first one's inner rank */

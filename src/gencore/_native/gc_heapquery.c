@@ -112,7 +112,7 @@ static int op_top(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec 
 /* -- retained bytes per type ---------------------------------------------------------------- */
 
 struct typeret {
-    uint64_t *acc; /* per type index: count, retained */
+    uint64_t *acc; /* per type index: count, own bytes, retained */
     uint32_t *active;
     size_t ntypes;
 };
@@ -123,8 +123,9 @@ static int typeret_leaf(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t re
     (void)h, (void)slot;
     struct typeret *t = ctx;
     if (!r && ti < t->ntypes) {
-        t->acc[2 * ti]++;
-        t->acc[2 * ti + 1] += ret;
+        t->acc[3 * ti]++;
+        t->acc[3 * ti + 1] += ret;
+        t->acc[3 * ti + 2] += ret;
     }
     return 0;
 }
@@ -134,17 +135,17 @@ static int op_typeret(struct gc_heap *h, struct vec *out)
     struct graph *g = h->g;
     struct typeret t = {0};
     t.ntypes = h->maxindex + 1ULL;
-    t.acc = calloc(2 * t.ntypes, sizeof *t.acc);
+    t.acc = calloc(3 * t.ntypes, sizeof *t.acc);
     t.active = calloc(t.ntypes, sizeof *t.active);
     uint32_t *cstart = calloc(g->n + 2, sizeof *cstart), *clist = malloc((g->n + 1) * 4);
     uint32_t *tidx = malloc((g->n + 1) * sizeof *tidx);
+    uint64_t *own = malloc((g->n + 1) * sizeof *own);
     struct vec stack = {0};
-    int rc = (!t.acc || !t.active || !cstart || !clist || !tidx) ? GC_HEAP_ENOMEM : 0;
+    int rc = (!t.acc || !t.active || !cstart || !clist || !tidx || !own) ? GC_HEAP_ENOMEM : 0;
     /* the dominator tree's children lists (by reverse postorder numbers) */
     for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
         uint32_t r = g->ridx[bits_index(&h->inner, (uint64_t)s)];
-        uint64_t size;
-        if (r) graph_size(h, (uint64_t)s, &size, &tidx[r]);
+        if (r) graph_size(h, (uint64_t)s, &own[r], &tidx[r]);
     }
     for (uint64_t r = 1; !rc && r <= g->n; r++) cstart[g->idom[r] + 1]++;
     for (uint64_t r = 1; !rc && r <= g->n + 1; r++) cstart[r] += cstart[r - 1];
@@ -160,8 +161,9 @@ static int op_typeret(struct gc_heap *h, struct vec *out)
             t.active[ti]--;
             continue;
         }
-        t.acc[2 * ti]++;
-        if (!t.active[ti]) t.acc[2 * ti + 1] += g->ret[r];
+        t.acc[3 * ti]++;
+        t.acc[3 * ti + 1] += own[r];
+        if (!t.active[ti]) t.acc[3 * ti + 2] += g->ret[r];
         t.active[ti]++;
         rc = vec_push(&stack, e | (1ULL << 63));
         for (uint32_t k = cstart[r]; !rc && k < cstart[r + 1]; k++) rc = vec_push(&stack, clist[k]);
@@ -169,11 +171,12 @@ static int op_typeret(struct gc_heap *h, struct vec *out)
     free(cstart);
     free(clist);
     free(tidx);
+    free(own);
     vec_free(&stack);
     if (!rc) rc = each_reached(h, typeret_leaf, &t);
     for (uint64_t i = 0; !rc && i < t.ntypes; i++)
-        if (t.acc[2 * i] && (vec_push(out, i) || vec_push(out, t.acc[2 * i]) ||
-                             vec_push(out, t.acc[2 * i + 1])))
+        if (t.acc[3 * i] && (vec_push(out, i) || vec_push(out, t.acc[3 * i]) ||
+                             vec_push(out, t.acc[3 * i + 1]) || vec_push(out, t.acc[3 * i + 2])))
             rc = GC_HEAP_ENOMEM;
     free(t.acc);
     free(t.active);
@@ -198,31 +201,36 @@ static int op_paths(struct gc_heap *h, const uint64_t *in, size_t nin, struct ve
     for (size_t i = 0; i < nin; i++)
         if (heap_is_node(h, in[i], &slot)) left++;
     const uint32_t ROOT = NONE32 - 1;
-    for (size_t k = 0; k < g->nroots; k++) {
-        uint64_t rank = bits_index(&h->seen, g->roots[k]);
-        if (parent[rank] != NONE32) continue;
-        parent[rank] = ROOT;
-        queue[tail++] = g->roots[k];
-    }
     int rc = 0;
-    /* stop once every target is reached (a target's parent is set when it is queued) */
-    while (!rc && head < tail) {
-        size_t done = 0;
-        for (size_t i = 0; i < nin; i++)
-            if (heap_is_node(h, in[i], &slot) && parent[bits_index(&h->seen, slot)] != NONE32)
-                done++;
-        if (done == left) break;
-        for (size_t batch = 0; batch < 4096 && head < tail && !rc; batch++) {
-            uint64_t u = queue[head++];
-            if (!bits_get(&h->inner, u)) continue;
-            int e = graph_succ(h, u, NULL);
-            if (e == GC_HEAP_ENOMEM) rc = e;
-            if (e) continue;
-            for (size_t i = 0; i < h->kids.n; i++) {
-                uint64_t rank = bits_index(&h->seen, h->kids.v[i]);
-                if (parent[rank] != NONE32) continue;
-                parent[rank] = (uint32_t)u;
-                queue[tail++] = (uint32_t)h->kids.v[i];
+    /* breadth first from the explicit roots; then from the type objects, then from the
+     * objects held elsewhere, for what the ones before did not reach */
+    size_t bounds[] = {g->phase[0], g->phase[1], g->nroots}, k = 0;
+    for (int ph = 0; ph < 3 && !rc; ph++) {
+        for (; k < bounds[ph]; k++) {
+            uint64_t rank = bits_index(&h->seen, g->roots[k]);
+            if (parent[rank] != NONE32) continue;
+            parent[rank] = ROOT;
+            queue[tail++] = g->roots[k];
+        }
+        /* stop once every target is reached (a target's parent is set when it is queued) */
+        while (!rc && head < tail) {
+            size_t done = 0;
+            for (size_t i = 0; i < nin; i++)
+                if (heap_is_node(h, in[i], &slot) && parent[bits_index(&h->seen, slot)] != NONE32)
+                    done++;
+            if (done == left) break;
+            for (size_t batch = 0; batch < 4096 && head < tail && !rc; batch++) {
+                uint64_t u = queue[head++];
+                if (!bits_get(&h->inner, u)) continue;
+                int e = graph_succ(h, u, NULL);
+                if (e == GC_HEAP_ENOMEM) rc = e;
+                if (e) continue;
+                for (size_t i = 0; i < h->kids.n; i++) {
+                    uint64_t rank = bits_index(&h->seen, h->kids.v[i]);
+                    if (parent[rank] != NONE32) continue;
+                    parent[rank] = (uint32_t)u;
+                    queue[tail++] = (uint32_t)h->kids.v[i];
+                }
             }
         }
     }
@@ -431,8 +439,37 @@ static int op_roots(struct gc_heap *h, struct vec *out)
     return 0;
 }
 
+/* every reference the census follows to an object of one of the types in[], counted per
+ * type index of the referring object */
+static int op_referrers(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
+{
+    uint64_t *count = calloc(h->maxindex + 1ULL, sizeof *count);
+    if (!count) return GC_HEAP_ENOMEM;
+    int rc = 0;
+    for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
+        uint64_t obj = heap_node_addr(h, (uint64_t)s), r0, tp, sz, slot;
+        if (heap_header(h, obj, &r0, &tp, &sz)) continue;
+        const struct gc_htype *t = heap_type(h, tp);
+        if (!t) continue;
+        int e = heap_referents(h, obj, t, sz, 1, &h->kids);
+        if (e == GC_HEAP_ENOMEM) rc = e;
+        if (e) continue;
+        for (size_t i = 0; i < h->kids.n; i++) {
+            if (!heap_is_node(h, h->kids.v[i], &slot)) continue;
+            if (heap_header(h, h->kids.v[i], &r0, &tp, &sz)) continue;
+            for (size_t k = 0; k < nin; k++)
+                if (in[k] == tp) count[t->index]++;
+        }
+    }
+    for (uint64_t i = 0; !rc && i <= h->maxindex; i++)
+        if (count[i] && (vec_push(out, i) || vec_push(out, count[i]))) rc = GC_HEAP_ENOMEM;
+    free(count);
+    return rc;
+}
+
 int heap_op_query(struct gc_heap *h, int op, const uint64_t *in, size_t nin, struct vec *out)
 {
+    if (op == GC_HOP_REFERRERS) return op_referrers(h, in, nin, out);
     if (!h->g) return heap_fail(h, GC_HEAP_EINVAL, "no graph: run the graph request first");
     switch (op) {
     case GC_HOP_TYPERET:

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from . import heapgraph, heapnative
 from .heapgraph import SUPER, Graph
 from .heapwalk import Walker
+from .memory import Unreadable
 
 __all__ = ["Engine", "NativeEngine", "PureEngine", "engine"]
 
@@ -51,8 +52,25 @@ class PureEngine:
         assert self.g is not None, "graph() first"
         return self.g
 
-    def type_retained(self) -> dict[int, tuple[int, int]]:
+    def type_retained(self) -> dict[int, tuple[int, int, int]]:
         return self._g().type_retained()
+
+    def referrers(self, targets: list[int]) -> dict[int, int]:
+        w, want = self.w, set(targets)
+        out: dict[int, int] = {}
+        for a in w.by_offset():
+            info = w.nodes[a]
+            if info.leaf:
+                continue
+            try:
+                kids = w.referents(a, info, w.header(a)[2], soft=True)
+            except (Unreadable, ValueError, IndexError):
+                continue
+            for c in kids:
+                ci = w.nodes.get(c)
+                if ci is not None and ci.addr in want:
+                    out[info.index] = out.get(info.index, 0) + 1
+        return out
 
     def top(self, k: int, type_index: Optional[int] = None) -> list[tuple[int, int]]:
         g = self._g()
@@ -92,7 +110,7 @@ class PureEngine:
         g = self._g()
         return [g.order[i] for i in g.roots]
 
-    def duplicates(self, min_count: int, top: int) -> list[tuple[int, ...]]:
+    def duplicates(self, min_count: int, top: int) -> list[tuple[int, int, int, int, int, int]]:
         return heapgraph.duplicates(self.w, min_count, top)
 
 
@@ -112,9 +130,13 @@ class NativeEngine:
         r = self.n.op(heapnative.GRAPH, explicit)
         return r[0], r[1], r[2], r[3], r[4]
 
-    def type_retained(self) -> dict[int, tuple[int, int]]:
+    def type_retained(self) -> dict[int, tuple[int, int, int]]:
         r = self.n.op(heapnative.TYPERET, [])
-        return {r[i]: (r[i + 1], r[i + 2]) for i in range(0, len(r), 3)}
+        return {r[i]: (r[i + 1], r[i + 2], r[i + 3]) for i in range(0, len(r), 4)}
+
+    def referrers(self, targets: list[int]) -> dict[int, int]:
+        r = self.n.op(heapnative.REFERRERS, targets)
+        return {r[i]: r[i + 1] for i in range(0, len(r), 2)}
 
     def top(self, k: int, type_index: Optional[int] = None) -> list[tuple[int, int]]:
         req = [k] if type_index is None else [k, type_index]
@@ -143,9 +165,11 @@ class NativeEngine:
     def roots(self) -> list[int]:
         return self.n.op(heapnative.ROOTS, [])
 
-    def duplicates(self, min_count: int, top: int) -> list[tuple[int, ...]]:
+    def duplicates(self, min_count: int, top: int) -> list[tuple[int, int, int, int, int, int]]:
         r = self.n.op(heapnative.DUPS, [min_count, top])
-        return [tuple(r[i : i + 6]) for i in range(0, len(r), 6)]
+        return [
+            (r[i], r[i + 1], r[i + 2], r[i + 3], r[i + 4], r[i + 5]) for i in range(0, len(r), 6)
+        ]
 
 
 Engine = Union[NativeEngine, PureEngine]

@@ -88,9 +88,11 @@ class Graph:
 
         for a in explicit:
             add(self.index.get(a))
+        self.phase = [len(out), 0]
         for i, a in enumerate(self.order):
             if w.nodes[a].walk == T.W_TYPE:
                 add(i)
+        self.phase[1] = len(out)
         for i, a in enumerate(self.order):
             rc = self._refcnt(a)
             if rc is None or rc > indeg[i]:
@@ -181,9 +183,9 @@ class Graph:
         idx = [i for i in range(len(self.order)) if self.idom[i] is None]
         return len(idx), sum(self.size[i] for i in idx)
 
-    def type_retained(self) -> dict[int, tuple[int, int]]:
-        """Per type index: (instances reached, retained bytes of the instances no other
-        instance of the type dominates)."""
+    def type_retained(self) -> dict[int, tuple[int, int, int]]:
+        """Per type index: (instances reached, their own bytes, retained bytes of the
+        instances no other instance of the type dominates)."""
         w = self.w
         kids: list[list[int]] = [[] for _ in range(len(self.order))]
         tops: list[int] = []
@@ -199,14 +201,15 @@ class Graph:
             if not entering:
                 active[t] -= 1
                 continue
-            rec = out.setdefault(t, [0, 0])
+            rec = out.setdefault(t, [0, 0, 0])
             rec[0] += 1
+            rec[1] += self.size[v]
             if not active.get(t):
-                rec[1] += self.retained[v]
+                rec[2] += self.retained[v]
             active[t] = active.get(t, 0) + 1
             stack.append((v, False))
             stack.extend((c, True) for c in reversed(kids[v]))
-        return {t: (c, r) for t, (c, r) in out.items()}
+        return {t: (c, b, r) for t, (c, b, r) in out.items()}
 
     def top(self, k: int) -> list[int]:
         """The ``k`` reached objects retaining most (ties: lower address first)."""
@@ -215,19 +218,25 @@ class Graph:
         return cand[:k]
 
     def path(self, target: int) -> list[int]:
-        """Node indexes from a root to ``target`` (empty if no root reaches it)."""
+        """Node indexes from a root to ``target`` (empty if no root reaches it): breadth
+        first from the explicit roots, then, for what they do not reach, from the type
+        objects, then from the objects held elsewhere."""
         parent: dict[int, int] = {}
         q: deque[int] = deque()
-        for r in self.roots:
-            if r not in parent:
-                parent[r] = SUPER
-                q.append(r)
-        while q and target not in parent:
-            u = q.popleft()
-            for v in self.succ[u]:
-                if v not in parent:
-                    parent[v] = u
-                    q.append(v)
+        bounds = [self.phase[0], self.phase[1], len(self.roots)]
+        k = 0
+        for end in bounds:
+            for r in self.roots[k:end]:
+                if r not in parent:
+                    parent[r] = SUPER
+                    q.append(r)
+            k = end
+            while q and target not in parent:
+                u = q.popleft()
+                for v in self.succ[u]:
+                    if v not in parent:
+                        parent[v] = u
+                        q.append(v)
         if target not in parent:
             return []
         out = [target]
@@ -269,7 +278,9 @@ class Graph:
         return out
 
 
-def duplicates(w: Walker, min_count: int = 2, top: int = 20) -> list[tuple[int, ...]]:
+def duplicates(
+    w: Walker, min_count: int = 2, top: int = 20
+) -> list[tuple[int, int, int, int, int, int]]:
     """``str`` and ``bytes`` values held by ``min_count`` or more objects, most bytes wasted
     first: ``(kind, example, count, bytes, wasted, each)`` where kind is 0 for bytes and a
     str's bytes per character, example the lowest address, wasted the bytes beyond the
@@ -305,6 +316,8 @@ def duplicates(w: Walker, min_count: int = 2, top: int = 20) -> list[tuple[int, 
         if len(members) >= min_count:
             total = sum(s for _, s in members)
             least = min(s for _, s in members)
-            out.append((kind, min(a for a, _ in members), len(members), total, total - least, least))
+            out.append(
+                (kind, min(a for a, _ in members), len(members), total, total - least, least)
+            )
     out.sort(key=lambda r: (-r[4], r[1]))
     return out[:top]

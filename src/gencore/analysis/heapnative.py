@@ -20,9 +20,8 @@ from .heapwalk import Walker, omitted_ranges
 __all__ = ["LAYOUT", "NativeWalk", "available"]
 
 # gc_heap.h's requests
-TYPES, PRESCAN, CENSUS, RESULT, GRAPH, TYPERET, TOP, PATHS, SUSPECTS, RETAINED, DUPS, ROOTS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-)  # fmt: skip
+(TYPES, PRESCAN, CENSUS, RESULT, GRAPH, TYPERET, TOP, PATHS, SUSPECTS, RETAINED, DUPS, ROOTS,
+ REFERRERS) = range(1, 14)  # fmt: skip
 EFORMAT, ENOMEM, EINVAL, EIO, ELIMIT = -1, -2, -3, -4, -5
 
 # gc_heap.h's HL_* fields, in order: (part of the layout, key)
@@ -135,7 +134,7 @@ class NativeWalk:
                 "bytes_type": L.builtins.get("bytes", 0),
                 "bytes_basic": bytes_info.basic if bytes_info else 33,
             },
-            "type": L.type, "str": L.str, "sizes": L.sizes, "code": fr.get("code", {}),
+            "type": L.type, "str": L.strings, "sizes": L.sizes, "code": fr.get("code", {}),
             "frame": fr.get("frame", {}), "frames": fr, "iframe": fr.get("iframe", {}),
             "slots": {str(i): v for i, v in enumerate(slots)},
             "array": L.containers.get("array", {}), "deque": L.containers.get("deque", {}),
@@ -144,7 +143,8 @@ class NativeWalk:
         return [int(parts[p].get(k, -1)) for p, k in LAYOUT]
 
     def _error(self, e: RuntimeError) -> Exception:
-        code, msg = e.args[0] if e.args and isinstance(e.args[0], tuple) else (0, str(e))
+        args = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], tuple) else e.args
+        code, msg = args if len(args) == 2 and isinstance(args[0], int) else (0, str(e))
         if code == EFORMAT:
             return CoreFormatError(f"{self.w.core.path}: {msg}")
         if code == ENOMEM:
@@ -203,4 +203,3 @@ class NativeWalk:
 def unpack_records(words: list[int], width: int) -> list[tuple[int, ...]]:
     """``words`` as tuples of ``width``."""
     return [tuple(words[i : i + width]) for i in range(0, len(words) - width + 1, width)]
-

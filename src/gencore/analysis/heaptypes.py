@@ -116,7 +116,7 @@ class HeapLayout:
     minor: int
     heads: list[int]
     type: dict[str, int]
-    str: dict[str, int]
+    strings: dict[str, int]
     builtins: dict[str, int]
     func_code: int = 0
     version: int = 1
@@ -125,6 +125,7 @@ class HeapLayout:
     frames: dict[str, Any] = field(default_factory=dict)
     containers: dict[str, dict[str, int]] = field(default_factory=dict)
     follow: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    names: dict[tuple[int, int], str] = field(default_factory=dict)  # (type, offset): field
     sizers: dict[int, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -150,7 +151,7 @@ class HeapLayout:
                 minor=(hexversion >> 16) & 0xFF,
                 heads=[int(h) for h in meta["gc_heads"]],
                 type=_ints(meta["type"], "type"),
-                str=_ints(meta["str"], "str"),
+                strings=_ints(meta["str"], "str"),
                 builtins=_ints(meta["builtins"], "builtins"),
                 func_code=int(meta.get("func_code", 0)),
                 version=int(meta.get("version", 1)),
@@ -158,7 +159,16 @@ class HeapLayout:
                 roots=_ints(meta.get("roots", {}), "roots"),
                 frames=dict(meta.get("frames", {})),
                 containers={k: _ints(v, k) for k, v in dict(meta.get("containers", {})).items()},
-                follow={int(k): tuple(int(o) for o in v) for k, v in meta.get("follow", {}).items()},
+                follow={
+                    int(k): tuple(int(o[0] if isinstance(o, list) else o) for o in v)
+                    for k, v in meta.get("follow", {}).items()
+                },
+                names={
+                    (int(k), int(o[0])): str(o[1])
+                    for k, v in meta.get("follow", {}).items()
+                    for o in v
+                    if isinstance(o, list) and len(o) == 2
+                },
                 sizers={int(k): str(v) for k, v in meta.get("sizers", {}).items()},
                 missing={str(k): str(v) for k, v in dict(meta.get("missing", {})).items()},
             )
@@ -179,7 +189,7 @@ class ObjectReader(CoreMemory):
         self.core = core
         self.layout = layout
         self.minor = layout.minor
-        self.s = layout.str
+        self.s = layout.strings
         self.shared_keys: dict[int, tuple[int, int, int, int]] = {}
         self.tuple_items = 24
 
@@ -411,7 +421,7 @@ class TypeModel:
     def _load(self, addr: int) -> Optional[TypeInfo]:
         if not addr or not self._is_type(addr):
             return None
-        rd, t, L = self.rd, self.t, self.L
+        rd, t = self.rd, self.t
         flags = rd.u64(addr + t["tp_flags"])
         basic = rd.u64(addr + t["tp_basicsize"])
         item = rd.u64(addr + t["tp_itemsize"])
@@ -432,7 +442,11 @@ class TypeModel:
             self.L.builtins.get("frame", -1): W_FRAME39 if self.minor < 11 else W_FRAME,
         }
         gens = {}
-        for key, short in (("generator", "gen"), ("coroutine", "coro"), ("async_generator", "agen")):
+        for key, short in (
+            ("generator", "gen"),
+            ("coroutine", "coro"),
+            ("async_generator", "agen"),
+        ):
             if self.minor >= 11 and f"{short}_iframe" in fr:
                 special[self.L.builtins.get(key, -1)] = W_GEN
                 gens[self.L.builtins.get(key, -1)] = int(fr[f"{short}_iframe"])
@@ -444,7 +458,7 @@ class TypeModel:
                 info.walk = special[b]
                 info.frame_off = gens.get(b, 0)
                 return
-            name = self.by_addr.get(b)
+            name = self.by_addr.get(b, "")
             if name in W_NAMES:
                 info.walk = W_NAMES[name]
                 return
@@ -457,29 +471,30 @@ class TypeModel:
             name = self.by_addr.get(next((b for b in mro if b in self.by_addr), 0), "")
             simple = {"list": S_LIST, "dict": S_DICT, "set": S_SET, "frozenset": S_SET,
                       "bytearray": S_BYTEARRAY, "str": S_STR, "int": S_INT}  # fmt: skip
-            info.sizer = simple.get(name, S_DEFAULT if not info.item or name in (
-                "tuple", "bytes") else S_UNKNOWN)
+            info.sizer = simple.get(
+                name, S_DEFAULT if not info.item or name in ("tuple", "bytes") else S_UNKNOWN
+            )
             if info.sizer == S_INT:
                 info.param = self._basic(self.L.builtins["int"])
             return
         for b in mro:
             if b in self.L.sizers or self._defines(b, "__sizeof__"):
-                name = self.L.sizers.get(b)
-                info.sizer = S_NAMES.get(name, S_UNKNOWN) if name else S_UNKNOWN
-                if name in ("gen", "coro", "agen"):
-                    info.param = int(self.L.frames.get(f"{name}_base", 0))
+                owner = self.L.sizers.get(b, "")
+                info.sizer = S_NAMES.get(owner, S_UNKNOWN)
+                if owner in ("gen", "coro", "agen"):
+                    info.param = int(self.L.frames.get(f"{owner}_base", 0))
                     if not info.param:
                         info.sizer = S_UNKNOWN
-                elif name == "frame" and self.minor >= 11:
+                elif owner == "frame" and self.minor >= 11:
                     info.param = int(self.L.frames.get("frame_base", 0))
                     if not info.param:
                         info.sizer = S_UNKNOWN
-                elif name in ("array", "deque", "odict") and name not in self.L.containers:
+                elif owner in ("array", "deque", "odict") and owner not in self.L.containers:
                     info.sizer = S_UNKNOWN
-                elif name == "int":  # digits follow int's own header, in subclasses too
+                elif owner == "int":  # digits follow int's own header, in subclasses too
                     base = self.L.builtins.get("int", 0)
                     info.param = info.basic if base in (0, info.addr) else self._basic(base)
-                elif name == "type" and "static_type" not in self.L.sizes:
+                elif owner == "type" and "static_type" not in self.L.sizes:
                     info.sizer = S_UNKNOWN
                 return
         info.sizer = S_UNKNOWN

@@ -230,9 +230,7 @@ class Walker:
 
     # -- references -------------------------------------------------------------------------
 
-    def referents(
-        self, obj: int, info: TypeInfo, ob_size: int, soft: bool = False
-    ) -> list[int]:
+    def referents(self, obj: int, info: TypeInfo, ob_size: int, soft: bool = False) -> list[int]:
         """The references out of ``obj``, in the walkers' one order: fixed fields by offset,
         a type's heap-type fields, the ``__dict__`` (or managed dict and values), then the
         variable part (items; a dict's key and value per entry), then (``soft``) the members

@@ -30,7 +30,7 @@ import gc
 import struct
 import sys
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 V = sys.version_info[:2]
 
@@ -39,16 +39,51 @@ V = sys.version_info[:2]
 # 3.11+: _PyInterpreterFrame: offsets of the code object (f_code/f_executable), the function,
 # f_locals, frame_obj, the stack top (an int index, or 3.14's stack pointer), owner, localsplus.
 _IFRAME = {
-    (3, 11): {"code": 32, "func": 0, "locals": 24, "frame_obj": 40, "stacktop": 64, "owner": 69,
-              "localsplus": 72},
-    (3, 12): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stacktop": 64, "owner": 70,
-              "localsplus": 72},
-    (3, 13): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stacktop": 64, "owner": 70,
-              "localsplus": 72},
-    (3, 14): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stackpointer": 64,
-              "owner": 74, "localsplus": 80},
-    (3, 15): {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stackpointer": 64,
-              "owner": 74, "localsplus": 80},
+    (3, 11): {
+        "code": 32,
+        "func": 0,
+        "locals": 24,
+        "frame_obj": 40,
+        "stacktop": 64,
+        "owner": 69,
+        "localsplus": 72,
+    },
+    (3, 12): {
+        "code": 0,
+        "func": 16,
+        "locals": 40,
+        "frame_obj": 48,
+        "stacktop": 64,
+        "owner": 70,
+        "localsplus": 72,
+    },
+    (3, 13): {
+        "code": 0,
+        "func": 16,
+        "locals": 40,
+        "frame_obj": 48,
+        "stacktop": 64,
+        "owner": 70,
+        "localsplus": 72,
+    },
+    (3, 14): {
+        "code": 0,
+        "func": 16,
+        "locals": 40,
+        "frame_obj": 48,
+        "stackpointer": 64,
+        "owner": 74,
+        "localsplus": 80,
+    },
+    (3, 15): {
+        "code": 0,
+        "func": 16,
+        "locals": 40,
+        "frame_obj": 48,
+        "stackpointer": 64,
+        "owner": 74,
+        "localsplus": 80,
+    },
 }
 # The int32 fields of a code object whose sum is its frame's slot count (3.11: co_nlocalsplus
 # + co_stacksize; 3.12+: co_framesize); 3.9/3.10: the fields code_sizeof and frame_sizeof read.
@@ -73,6 +108,7 @@ _FRAME_39 = {
 TAG_MASK = (1 << 64) - 8  # 3.14's _PyStackRef keeps flags in the low bits
 
 T_OBJECT, T_OBJECT_EX = 6, 16
+_TYPE_SIZE: int = type.__basicsize__  # type: ignore[assignment]  # typeshed: a method
 
 
 def _u64(addr: int) -> int:
@@ -93,22 +129,37 @@ def _words(readable: Readable, addr: int, start: int, end: int) -> list[int]:
     return list(struct.unpack(f"<{n}Q", ctypes.string_at(addr + start, 8 * n)))
 
 
-def _offsets_of(readable: Readable, obj: object, wanted: set[int], start: int, end: int) -> list[int]:
-    """Offsets in ``[start, end)`` of ``obj`` whose word is the address of a wanted object."""
+def _offsets_of(
+    readable: Readable, obj: object, wanted: dict[int, str], start: int, end: int
+) -> list[tuple[int, str]]:
+    """(offset, name) in ``[start, end)`` of ``obj`` whose word is a wanted object's address."""
     words = _words(readable, id(obj), start, end)
-    return [start + 8 * i for i, w in enumerate(words) if w and (w & TAG_MASK) in wanted]
+    return [
+        (start + 8 * i, wanted[w & TAG_MASK])
+        for i, w in enumerate(words)
+        if w and (w & TAG_MASK) in wanted
+    ]
 
 
-def _referents(obj: object, extra: tuple[Any, ...]) -> set[int]:
-    out = {id(r) for r in gc.get_referents(obj)}
-    out.update(id(x) for x in extra if x is not None and not isinstance(x, (int, bool)))
+def A(obj: object, *names: str) -> tuple[tuple[str, Any], ...]:
+    """``(name, obj.name)`` for each attribute that exists."""
+    return tuple((n, getattr(obj, n)) for n in names if hasattr(obj, n))
+
+
+def _referents(obj: object, extra: tuple[tuple[str, Any], ...]) -> dict[int, str]:
+    """The objects a sample refers to, by address: the attribute that shows each (an object
+    ``gc.get_referents`` gives and no attribute names is named after its type)."""
+    out = {id(r): type(r).__name__ for r in gc.get_referents(obj)}
+    out.update(
+        (id(x), name) for name, x in extra if x is not None and not isinstance(x, (int, bool))
+    )
     return out
 
 
 # -- samples ---------------------------------------------------------------------------------
 
 
-def _sample_function() -> tuple[types.FunctionType, tuple[Any, ...]]:
+def _sample_function() -> tuple[types.FunctionType, tuple[tuple[str, Any], ...]]:
     cell_value = ["cell"]
 
     def sample(a: Any = cell_value, *, b: Any = "kw") -> Any:
@@ -116,27 +167,28 @@ def _sample_function() -> tuple[types.FunctionType, tuple[Any, ...]]:
         return cell_value
 
     sample.attribute = 1  # type: ignore[attr-defined]
+    extra = A(sample, "__code__", "__globals__", "__name__", "__qualname__", "__module__",
+              "__doc__", "__defaults__", "__kwdefaults__", "__closure__", "__annotations__",
+              "__dict__", "__type_params__", "__builtins__")  # fmt: skip
     f: Any = sample
-    extra = (
-        f.__code__, f.__globals__, f.__name__, f.__qualname__, f.__module__, f.__doc__,
-        f.__defaults__, f.__kwdefaults__, f.__closure__, f.__annotations__, f.__dict__,
-        getattr(f, "__type_params__", None), getattr(f, "__builtins__", None),
-    )
-    return sample, extra
+    return f, extra
 
 
-def _sample_exception() -> tuple[BaseException, tuple[Any, ...]]:
+def _raise_key() -> None:
+    raise KeyError("first")
+
+
+def _sample_exception() -> tuple[BaseException, tuple[tuple[str, Any], ...]]:
     try:
         try:
-            raise KeyError("first")
-        except KeyError as inner:
-            raise ValueError("sample") from inner
+            _raise_key()
+        except KeyError:
+            raise ValueError("sample") from KeyError("cause")
     except ValueError as e:
         e.note = "x"  # type: ignore[attr-defined]
         if hasattr(e, "add_note"):
             e.add_note("note")
-        extra = (e.args, e.__traceback__, e.__context__, e.__cause__, e.__dict__,
-                 getattr(e, "__notes__", None))
+        extra = A(e, "args", "__traceback__", "__context__", "__cause__", "__dict__", "__notes__")
         return e, extra
     raise AssertionError
 
@@ -169,11 +221,14 @@ class _Described:
         return 1
 
 
-def _samples() -> list[tuple[object, tuple[Any, ...], int]]:
+def _samples() -> list[tuple[object, tuple[tuple[str, Any], ...], int]]:
     """(object, extra referents, end of the fixed part to scan; 0 for basicsize)."""
     fn, fn_extra = _sample_function()
     exc, exc_extra = _sample_exception()
-    tb = exc.__traceback__
+    try:
+        _raise_key()
+    except KeyError as k:
+        tb = k.__traceback__  # two levels: tb_next is set
     assert tb is not None and fn.__closure__ is not None
     cell = fn.__closure__[0]
     d = {"k": "v"}
@@ -183,41 +238,43 @@ def _samples() -> list[tuple[object, tuple[Any, ...], int]]:
     part = functools.partial(print, 1, end="")
     wr_target = _Described
     cb = lambda r: None  # noqa: E731
-    out: list[tuple[object, tuple[Any, ...], int]] = [
+    prop = _Described.__dict__["prop"]
+    wr = __import__("weakref").ref(wr_target, cb)
+    out: list[tuple[object, tuple[tuple[str, Any], ...], int]] = [
         (fn, fn_extra, 0),
-        (cell, (cell.cell_contents,), 0),
-        (len, (len.__self__, len.__module__), 0),
-        (lst.append, (lst,), 0),
-        (bound, (bound.__func__, bound.__self__), 0),
+        (cell, A(cell, "cell_contents"), 0),
+        (len, A(len, "__self__", "__module__"), 0),
+        (lst.append, A(lst.append, "__self__"), 0),
+        (bound, A(bound, "__func__", "__self__"), 0),
         (exc, exc_extra, 0),
-        (tb, (tb.tb_frame, tb.tb_next), 0),
-        (types.MappingProxyType(d), (d,), 0),
-        (d.keys(), (d,), 0),
-        (iter(lst), (lst,), 0),
+        (tb, A(tb, "tb_frame", "tb_next"), 0),
+        (types.MappingProxyType(d), (("mapping", d),), 0),
+        (d.keys(), A(d.keys(), "mapping"), 0),
+        (iter(lst), (("list", lst),), 0),
         (iter((1, 2)), (), 0),
-        (iter(d), (d,), 0),
-        (iter(d.items()), (d,), 0),
-        (iter(st), (st,), 0),
+        (iter(d), (("dict", d),), 0),
+        (iter(d.items()), (("dict", d),), 0),
+        (iter(st), (("set", st),), 0),
         (enumerate(lst), (), 0),
         (zip(lst, lst), (), 0),
-        (map(len, lst), (), 0),
+        (map(str, lst), (), 0),
         (filter(None, lst), (), 0),
-        (reversed(lst), (lst,), 0),
-        (super(_Described, _Described()), (), 0),
-        (memoryview(b"sample"), (), 0),
-        (_Described.__dict__["prop"], (), 0),
-        (staticmethod(len), (len,), 0),
-        (classmethod(len), (len,), 0),
-        (part, (part.func, part.args, part.keywords), 0),
+        (reversed(lst), (("list", lst),), 0),
+        (super(_Described, _Described()), A(super(_Described, _Described()), "__thisclass__"), 0),
+        (memoryview(b"sample"), A(memoryview(b"sample"), "obj"), 0),
+        (prop, A(prop, "fget", "fset", "fdel", "__doc__"), 0),
+        (staticmethod(len), (("__func__", len),), 0),
+        (classmethod(_close), (("__func__", _close),), 0),
+        (part, A(part, "func", "args", "keywords"), 0),
         (types.SimpleNamespace(a=1), (), 0),
-        (list.append, (list,), 0),
-        (_Described.__dict__["slot"], (_Described,), 0),
-        (str.__add__, (str,), 0),
-        ((1).__add__, (1,), 0),
-        (__import__("weakref").ref(wr_target, cb), (cb,), 0),
-        (slice(lst, d, st), (lst, d, st), 0),
+        (list.append, (("__objclass__", list),), 0),
+        (_Described.__dict__["slot"], (("__objclass__", _Described),), 0),
+        (str.__add__, (("__objclass__", str),), 0),
+        ((1).__add__, (("__self__", 1),), 0),
+        (wr, (("__callback__", cb),), 0),
+        (slice(lst, d, st), A(slice(lst, d, st), "start", "stop", "step"), 0),
         (range(3), (), 0),
-        (sys.modules[__name__], (), 0),
+        (sys.modules[__name__], (("__dict__", sys.modules[__name__].__dict__),), 0),
     ]
     return out
 
@@ -237,40 +294,47 @@ def _owned_frame() -> types.FrameType:
     return outer()
 
 
-def _optional_samples() -> list[tuple[object, tuple[Any, ...]]]:
+def _optional_samples() -> list[tuple[object, tuple[tuple[str, Any], ...]]]:
     """Samples of common types from modules this process already imported (none is
     imported here for it)."""
-    out: list[tuple[object, tuple[Any, ...]]] = []
+    out: list[tuple[object, tuple[tuple[str, Any], ...]]] = []
     mods = sys.modules
     if "functools" in mods:
         cached = functools.lru_cache(maxsize=4)(len)
         cached("x")
-        out.append((cached, (len, cached.__wrapped__, cached.__dict__)))
+        out.append((cached, A(cached, "__wrapped__", "__dict__")))
     if "io" in mods:
         import io
 
         raw = io.BytesIO(b"sample")
-        buf = io.BufferedReader(raw)  # type: ignore[arg-type]
+        buf = io.BufferedReader(raw)
         text = io.TextIOWrapper(buf, encoding="utf-8")
-        out += [(raw, ()), (io.StringIO("sample"), ()), (buf, (raw,)),
-                (text, (buf, text.encoding))]
+        out += [
+            (raw, ()),
+            (io.StringIO("sample"), ()),
+            (buf, A(buf, "raw")),
+            (text, A(text, "buffer", "encoding")),
+        ]
     if "re" in mods:
         import re
 
         pat = re.compile("(sa)mple")
         m = pat.match("sample")
-        out += [(pat, (pat.pattern,)), (m, (m.string, m.re))]
+        out += [(pat, A(pat, "pattern")), (m, A(m, "string", "re"))]
     return out
 
 
-def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[int]]:
-    """Per builtin type (by address): the offsets of its fixed part that hold references."""
-    out: dict[str, list[int]] = {}
+def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[Any]]:
+    """Per builtin type (by address): ``[offset, name]`` of the fields of its fixed part that
+    hold references, named after the attribute that shows each."""
+    out: dict[str, dict[int, str]] = {}
 
-    def add(obj: object, extra: tuple[Any, ...], start: int, end: int, key: Any = None) -> None:
-        found = _offsets_of(readable, obj, _referents(obj, extra), start, end)
+    def add(
+        obj: object, extra: tuple[tuple[str, Any], ...], start: int, end: int, key: Any = None
+    ) -> None:
         k = str(id(key if key is not None else type(obj)))
-        out[k] = sorted(set(out.get(k, [])) | set(found))
+        for off, name in _offsets_of(readable, obj, _referents(obj, extra), start, end):
+            out.setdefault(k, {}).setdefault(off, name)
 
     for obj, extra, end in _samples():
         size = type(obj).__basicsize__
@@ -280,19 +344,35 @@ def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[i
         add(obj, extra, 16, type(obj).__basicsize__)
     # code objects: only their object fields (ints are left out of the scan's targets)
     code = _sample_function()[0].__code__
-    names = ("co_consts", "co_names", "co_varnames", "co_filename", "co_name", "co_qualname",
-             "co_linetable", "co_exceptiontable", "co_freevars", "co_cellvars")
-    attrs = tuple(getattr(code, a, None) for a in names)
-    add(code, attrs, 16, type(code).__basicsize__)
+    names = (
+        "co_consts",
+        "co_names",
+        "co_varnames",
+        "co_filename",
+        "co_name",
+        "co_qualname",
+        "co_linetable",
+        "co_exceptiontable",
+        "co_freevars",
+        "co_cellvars",
+    )
+    add(code, A(code, *names), 16, type(code).__basicsize__)
     # a class: its dict, bases, mro and base
     cls = _Described
-    add(cls, (cls.__dict__, cls.__bases__, cls.__mro__, cls.__base__), 16, type.__basicsize__)
+    d = gc.get_referents(cls)
+    dct = next((x for x in d if type(x) is dict), None)
+    add(
+        cls,
+        (("__dict__", dct), *A(cls, "__bases__", "__mro__", "__base__")),
+        16,
+        _TYPE_SIZE,
+    )
     # frames and generators: only the fixed fields before their locals
     fr = _owned_frame()
     fr.f_trace = _sample_function()[0]
     try:
         end = gens["frame_data"] if V >= (3, 11) else gens["frame_localsplus"]
-        add(fr, (fr.f_back, fr.f_code, fr.f_globals, fr.f_builtins, fr.f_trace), 16, end)
+        add(fr, A(fr, "f_back", "f_code", "f_globals", "f_builtins", "f_trace"), 16, end)
     finally:
         fr.f_trace = None
     if V >= (3, 11) and 16 not in out[str(id(types.FrameType))]:
@@ -301,10 +381,11 @@ def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[i
         g: Any = make()
         try:
             end = gens.get(f"{name}_iframe", 0) or type(g).__basicsize__
-            add(g, (getattr(g, "__name__", None), getattr(g, "__qualname__", None)), 16, end)
+            add(g, A(g, "__name__", "__qualname__", "gi_code", "cr_code", "ag_code", "gi_frame",
+                      "cr_frame", "ag_frame"), 16, end)  # fmt: skip
         finally:
             _close(g)
-    return out
+    return {k: [[off, v[off]] for off in sorted(v)] for k, v in out.items()}
 
 
 # -- sizes -----------------------------------------------------------------------------------
@@ -334,33 +415,40 @@ def _slots(code: types.CodeType) -> int:
     return sum(_i32(id(code) + off) for off in _CODE_SLOTS[V])
 
 
+def _frames_39(readable: Readable) -> dict[str, Any]:
+    """3.9/3.10: frames are objects with their locals after the header; code fields from
+    CPython's header, confirmed on a suspended generator's frame."""
+    out: dict[str, Any] = {"code": dict(_CODE_39)}
+    fo = _FRAME_39[V]
+    out["frame"] = dict(fo)
+    out["frame_localsplus"] = types.FrameType.__basicsize__ - 8
+    g = _gen_sample()
+    next(g)
+    f = g.gi_frame
+    code = g.gi_code
+    if _u64(id(f) + out["frame_localsplus"]) != id(f.f_locals["local_a"]):
+        raise LookupError("the frame's first local is not at f_localsplus")
+    if _u64(id(f) + fo["code"]) != id(code):
+        raise LookupError("the frame's code is not where CPython's header puts it")
+    if _u64(id(code) + _CODE_39["cellvars"]) != id(code.co_cellvars):
+        raise LookupError("code fields are not where CPython's header puts them")
+    if _i32(id(code) + _CODE_39["nlocals"]) != code.co_nlocals:
+        raise LookupError("co_nlocals is not where CPython's header puts it")
+    extras = code.co_nlocals + len(code.co_cellvars) + len(code.co_freevars) + code.co_stacksize
+    if sys.getsizeof(f) != types.FrameType.__basicsize__ + 8 * (extras - 1) + 16:
+        raise LookupError("frame sizes do not follow frame_sizeof")
+    g.close()
+    return out
+
+
 def frames(readable: Readable) -> dict[str, Any]:
     """Generators, coroutines and frames: where their frame and code are, and the constant
     part of their size (``sys.getsizeof`` minus 8 bytes per frame slot)."""
-    out: dict[str, Any] = {}
     if V < (3, 11):
-        out["code"] = dict(_CODE_39)
-        fo = _FRAME_39[V]
-        out["frame"] = dict(fo)
-        out["frame_localsplus"] = types.FrameType.__basicsize__ - 8
-        g = _gen_sample()
-        next(g)
-        f = g.gi_frame
-        code = g.gi_code
-        if _u64(id(f) + out["frame_localsplus"]) != id(f.f_locals["local_a"]):
-            raise LookupError("the frame's first local is not at f_localsplus")
-        if _u64(id(f) + fo["code"]) != id(code):
-            raise LookupError("the frame's code is not where CPython's header puts it")
-        if _u64(id(code) + _CODE_39["cellvars"]) != id(code.co_cellvars):
-            raise LookupError("code fields are not where CPython's header puts them")
-        if _i32(id(code) + _CODE_39["nlocals"]) != code.co_nlocals:
-            raise LookupError("co_nlocals is not where CPython's header puts it")
-        extras = code.co_nlocals + len(code.co_cellvars) + len(code.co_freevars) + code.co_stacksize
-        if sys.getsizeof(f) != types.FrameType.__basicsize__ + 8 * (extras - 1) + 16:
-            raise LookupError("frame sizes do not follow frame_sizeof")
-        g.close()
-        return out
+        return _frames_39(readable)
+    out: dict[str, Any] = {}
     iframe = _IFRAME.get(V)
+
     if iframe is None:
         raise LookupError(f"no frame layout known for Python {V[0]}.{V[1]}")
     out["iframe"] = dict(iframe)
@@ -393,6 +481,7 @@ def frames(readable: Readable) -> dict[str, Any]:
                 raise LookupError("the generator's frame state is not found")
             out["frame_state"] = off - 8 + changed[0]  # FRAME_CLEARED (4) once exhausted
         _close(g)
+
     # a second generator with more slots confirms the slot fields and the constant part
     def bigger() -> Any:
         a = b = c = d = e = f = ["x"]
@@ -490,10 +579,22 @@ def roots() -> dict[str, Any]:
 def sizer_types() -> dict[str, str]:
     """The types whose ``__sizeof__`` the walker knows, by address: the formula's name."""
     out = {
-        object: "default", int: "int", str: "str", bytearray: "bytearray", list: "list",
-        dict: "dict", set: "set", frozenset: "set", types.CodeType: "code", type: "type",
-        types.FrameType: "frame", types.GeneratorType: "gen", types.CoroutineType: "coro",
-        types.AsyncGeneratorType: "agen", array.array: "array", collections.deque: "deque",
+        object: "default",
+        int: "int",
+        str: "str",
+        bytearray: "bytearray",
+        list: "list",
+        dict: "dict",
+        set: "set",
+        frozenset: "set",
+        types.CodeType: "code",
+        type: "type",
+        types.FrameType: "frame",
+        types.GeneratorType: "gen",
+        types.CoroutineType: "coro",
+        types.AsyncGeneratorType: "agen",
+        array.array: "array",
+        collections.deque: "deque",
         collections.OrderedDict: "odict",
     }
     # only the types whose own __sizeof__ it is (3.9's generators use object's)
@@ -521,12 +622,21 @@ def calibrate(readable: Readable) -> dict[str, Any]:
     out["sizers"] = sizer_types()
     if "frames" in out["missing"]:
         for k in ("frame", "gen", "coro", "agen", "code"):
-            out["sizers"].pop(str(id({"frame": types.FrameType, "gen": types.GeneratorType,
-                                      "coro": types.CoroutineType,
-                                      "agen": types.AsyncGeneratorType,
-                                      "code": types.CodeType}[k])), None)
+            out["sizers"].pop(
+                str(
+                    id(
+                        {
+                            "frame": types.FrameType,
+                            "gen": types.GeneratorType,
+                            "coro": types.CoroutineType,
+                            "agen": types.AsyncGeneratorType,
+                            "code": types.CodeType,
+                        }[k]
+                    )
+                ),
+                None,
+            )
     if "containers" in out["missing"]:
         for t in (array.array, collections.deque, collections.OrderedDict):
             out["sizers"].pop(str(id(t)), None)
     return out
-
