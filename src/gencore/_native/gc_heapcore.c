@@ -75,9 +75,11 @@ static const struct gc_seg *find_seg(struct gc_heap *h, uint64_t addr)
 int64_t heap_fileoff(struct gc_heap *h, uint64_t addr, uint64_t n)
 {
     const struct gc_seg *s = find_seg(h, addr);
-    if (!s || n > s->end - addr) return -1;
-    uint64_t fo = s->off + (addr - s->start);
-    if (fo + n > h->size || fo + n < fo) return -1;
+    uint64_t fo = s ? s->off + (addr - s->start) : 0;
+    if (!s || n > s->end - addr || fo + n > h->size || fo + n < fo) {
+        h->miss = addr;
+        return -1;
+    }
     return (int64_t)fo;
 }
 

@@ -34,6 +34,8 @@ struct census {
     size_t head;     /* the list being walked */
     uint64_t node;   /* the next node of that list */
     uint64_t steps;  /* nodes taken from that list */
+    uint64_t link;   /* 0: forwards (_gc_next); 8: backwards (_gc_prev), past a cap's gap */
+    uint64_t cut;    /* lists that ran into memory a max_size cap left out */
     int started, lists_done, begun;
     struct vec stack, deferred, pending;
     uint64_t tracked, unreadable, omitted, nodes;
@@ -57,6 +59,7 @@ struct gc_heap {
     size_t nseg, last;
     size_t *byoff; /* segments in file order */
     struct seg_cache cache[SEG_CACHE];
+    uint64_t miss; /* the last address the core did not hold */
     size_t last_off;
     uint64_t dumped;
     uint64_t *omit; /* (start, end) pairs, sorted */

@@ -108,11 +108,7 @@ static int dict_bytes(struct gc_heap *h, uint64_t d, uint64_t basic, uint64_t *s
     RD64(keys, refcnt);
     if (refcnt == 1) ADD(*size, nbytes);
     if (values) {
-        if (L(HL_MINOR) >= 13) {
-            const uint8_t *p = heap_at(h, values, 4);
-            if (!p) return -1;
-            if (!p[2]) ADD(*size, 8 * (uint64_t)p[0]);
-        } else if (L(HL_MINOR) >= 11) {
+        if (L(HL_MINOR) >= 11) { /* the shared keys' usable size, values embedded or not */
             uint64_t usable, extra;
             RD64(keys + 16, usable);
             if (__builtin_add_overflow(n, usable, &extra) || extra > (UINT64_MAX >> 3)) return -1;

@@ -89,9 +89,9 @@ static int frame39_refs(struct gc_heap *h, uint64_t obj, struct vec *out)
         if (top && top < stack) return -1;
         depth = top ? (top - stack) / 8 : 0;
     } else {
-        uint32_t d;
+        uint32_t d; /* -1 while the frame runs: its stack is not in the frame then */
         if (heap_u32(h, obj + L(HL_F39_STACKDEPTH), &d)) return -1;
-        depth = d;
+        depth = (int32_t)d < 0 ? 0 : d;
     }
     if (heap_u32(h, code + L(HL_C39_STACKSIZE), &stacksize)) return -1;
     if (depth > stacksize) return -1;
@@ -346,8 +346,11 @@ static int drain(struct gc_heap *h)
         const struct gc_htype *t = heap_type(h, tp);
         int r = heap_referents(h, o, t, sz, 1, &h->kids);
         if (r == GC_HEAP_ENOMEM) return r;
-        if (r < 0) {
-            c->unreadable++;
+        if (r < 0) { /* in memory a cap left out, or not in the core at all */
+            if (heap_omitted(h, h->miss))
+                c->omitted++;
+            else
+                c->unreadable++;
             continue;
         }
         c->budget -= (int64_t)h->kids.n;
@@ -378,6 +381,8 @@ static int listed(struct gc_heap *h, uint64_t obj, uint64_t tp, uint64_t sz)
     return r ? r : drain(h);
 }
 
+/* The GC lists from their heads. A list that runs into memory a max_size cap left out is
+ * walked again backwards from its head (c->link 8: _gc_prev), to the other side of the gap. */
 static int walk_lists(struct gc_heap *h)
 {
     struct census *c = &h->c;
@@ -390,19 +395,32 @@ static int walk_lists(struct gc_heap *h)
                                  (unsigned long long)head);
             c->node &= ~7ULL;
             c->steps = 0;
+            c->link = 0;
             c->started = 1;
         }
         while (c->node != head) {
             if (++c->steps > max_steps)
                 return heap_fail(h, GC_HEAP_EFORMAT, "a GC list does not return to its head");
             const uint8_t *p = heap_at(h, c->node, 40);
-            if (!p)
+            if (!p) {
+                int omitted = heap_omitted(h, c->node);
+                if (omitted && c->link == 0) {
+                    c->cut++;
+                    if (heap_u64(h, head + 8, &c->node))
+                        return heap_fail(h, GC_HEAP_EFORMAT, "the GC list head %#llx is not in "
+                                         "the core", (unsigned long long)head);
+                    c->node &= ~7ULL;
+                    c->link = 8;
+                    continue;
+                }
+                if (omitted) break;
                 return heap_fail(h, GC_HEAP_EFORMAT,
                                  "a GC list runs to %#llx, outside the core (damaged, or taken "
                                  "while a collection was moving objects)",
                                  (unsigned long long)c->node);
+            }
             uint64_t nxt, tp, sz, obj = c->node + 16;
-            memcpy(&nxt, p, 8);
+            memcpy(&nxt, p + c->link, 8);
             memcpy(&tp, p + 24, 8);
             memcpy(&sz, p + 32, 8);
             c->node = nxt & ~7ULL;
@@ -473,8 +491,9 @@ int heap_op_prescan(struct gc_heap *h, struct vec *out)
 int heap_op_result(struct gc_heap *h, struct vec *out)
 {
     struct census *c = &h->c;
-    uint64_t head[] = {c->tracked, c->unreadable, c->omitted, c->nodes, h->maxindex + 1ULL};
-    for (size_t i = 0; i < 5; i++)
+    uint64_t head[] = {c->tracked, c->unreadable, c->omitted, c->nodes, h->maxindex + 1ULL,
+                       c->cut};
+    for (size_t i = 0; i < 6; i++)
         if (vec_push(out, head[i])) return GC_HEAP_ENOMEM;
     for (uint64_t i = 0; i <= h->maxindex; i++)
         for (int k = 0; k < 3; k++)

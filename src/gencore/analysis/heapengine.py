@@ -36,6 +36,7 @@ class PureEngine:
             "tracked": w.tracked,
             "unreadable": w.unreadable,
             "omitted": w.omitted_refs,
+            "lists_cut": w.lists_cut,
             "nodes": len(w.nodes),
             "counts": {k: tuple(v) for k, v in w.count.items()},
             "largest": w.largest(),

@@ -181,19 +181,20 @@ class NativeWalk:
                 break
             self.add_types(out[1:])
         r = self.op(RESULT, [])
-        tracked, unreadable, omitted, nodes, ntypes = r[:5]
+        tracked, unreadable, omitted, nodes, ntypes, cut = r[:6]
         counts = {}
         for i in range(ntypes):
-            c, b, u = r[5 + 3 * i : 8 + 3 * i]
+            c, b, u = r[6 + 3 * i : 9 + 3 * i]
             if c:
                 counts[i] = (c, b, u)
-        rest = r[5 + 3 * ntypes :]
+        rest = r[6 + 3 * ntypes :]
         top = [(rest[1 + 2 * i + 1], rest[1 + 2 * i]) for i in range(rest[0])]
         top.sort(key=lambda t: (-t[1], t[0]))
         return {
             "tracked": tracked,
             "unreadable": unreadable,
             "omitted": omitted,
+            "lists_cut": cut,
             "nodes": nodes,
             "counts": counts,
             "largest": top,

@@ -163,16 +163,26 @@ class State:
         return self.render(path) if path else None
 
     def suspects(self, threshold: float, total: int) -> list[Suspect]:
-        """Leak suspects retaining at least ``threshold`` of ``total`` bytes."""
+        """Leak suspects retaining at least ``threshold`` of ``total`` bytes. A group whose
+        owner is itself a suspect is told with it (where its memory accumulates), not
+        apart; groups directly under the roots are not suspects (no object owns them)."""
         self.graph()
         limit = max(1, math.ceil(threshold * total))
         order = self.w.model.order
-        found = [s for s in self.e.suspects(limit) if s[2] == 0 or s[0] != 0]
-        found = found[:MAX_SUSPECTS]
-        targets = [(owner if count else example) for owner, _, count, _, example in found]
+        found = self.e.suspects(limit)
+        singles = {example for _, _, count, _, example in found if count == 0}
+        holds: dict[int, tuple[str, int, int]] = {}
+        kept = []
+        for owner, idx, count, ret, example in found:
+            if count and owner in singles:
+                holds.setdefault(owner, (order[idx].name, count, ret))
+            elif count == 0 or owner != 0:
+                kept.append((owner, idx, count, ret, example))
+        kept = kept[:MAX_SUSPECTS]
+        targets = [(owner if count else example) for owner, _, count, _, example in kept]
         paths = self.e.paths(targets) if targets else []
         out = []
-        for (owner, idx, count, ret, example), path in zip(found, paths):
+        for (owner, idx, count, ret, example), path in zip(kept, paths):
             out.append(
                 Suspect(
                     "group" if count else "object",
@@ -184,6 +194,7 @@ class State:
                     owner if count else None,
                     self.type_name(owner) if count else None,
                     self.render(path) if path else None,
+                    holds.get(example) if not count else None,
                 )
             )
         return out
@@ -243,6 +254,7 @@ def make_census(
         unsized=sum(t.unsized for t in types),
         omitted=r["omitted"],
         omitted_bytes=sum(b - a for a, b in omitted_ranges(core)),
+        lists_cut=r["lists_cut"],
         interpreter=sel.number,
         interpreters=sel.count,
         frames_note=sel.frames_note,

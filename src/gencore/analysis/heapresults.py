@@ -169,9 +169,15 @@ class Suspect:
     owner: Optional[int]
     owner_type: Optional[str]
     path: Optional[HeapPath]
+    holds: Optional[tuple[str, int, int]] = None
+    """For an object: ``(type, count, retained)`` of the objects of one type it immediately
+    dominates that make up 10% or more of the heap together (where its memory accumulates)."""
 
     def to_json(self) -> dict[str, Any]:
         """One entry of ``gencore heap --suspects --json``."""
+        holds = None
+        if self.holds is not None:
+            holds = {"type": self.holds[0], "count": self.holds[1], "retained": self.holds[2]}
         return {
             "kind": self.kind,
             "type": self.type,
@@ -182,6 +188,7 @@ class Suspect:
             "owner": self.owner,
             "owner_type": self.owner_type,
             "path": self.path.to_json() if self.path else None,
+            "holds": holds,
         }
 
 
@@ -235,6 +242,9 @@ class Census:
     """References into memory a ``max_size`` cap left out of the core."""
     omitted_bytes: int = 0
     """The size of the memory the cap left out."""
+    lists_cut: int = 0
+    """The collector's lists that run through that memory: the objects linked in the gap
+    are not counted."""
     interpreter: int = 0
     """The id of the interpreter censused (0: the main one)."""
     interpreters: int = 1
@@ -269,6 +279,7 @@ class Census:
             "unreadable": self.unreadable,
             "omitted": self.omitted,
             "omitted_bytes": self.omitted_bytes,
+            "lists_cut": self.lists_cut,
             "types": [_type_json(t) for t in self.types[:top]],
         }
         if self.largest:

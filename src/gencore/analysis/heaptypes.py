@@ -127,6 +127,7 @@ class HeapLayout:
     follow: dict[int, tuple[int, ...]] = field(default_factory=dict)
     names: dict[tuple[int, int], str] = field(default_factory=dict)  # (type, offset): field
     sizers: dict[int, str] = field(default_factory=dict)
+    static: dict[int, tuple[str, bool]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -170,6 +171,11 @@ class HeapLayout:
                     if isinstance(o, list) and len(o) == 2
                 },
                 sizers={int(k): str(v) for k, v in meta.get("sizers", {}).items()},
+                static={
+                    int(k): (str(v[0]), bool(v[1]))
+                    for k, v in dict(meta.get("static", {})).items()
+                    if isinstance(v, list) and len(v) == 2
+                },
                 missing={str(k): str(v) for k, v in dict(meta.get("missing", {})).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -192,6 +198,13 @@ class ObjectReader(CoreMemory):
         self.s = layout.strings
         self.shared_keys: dict[int, tuple[int, int, int, int]] = {}
         self.tuple_items = 24
+
+    def offset(self, addr: int, n: int) -> int:
+        """:meth:`CoreMemory.offset`; an :class:`Unreadable` says the address it missed."""
+        try:
+            return super().offset(addr, n)
+        except Unreadable:
+            raise Unreadable(addr) from None
 
     # -- str --------------------------------------------------------------------------------
 
@@ -300,11 +313,7 @@ class ObjectReader(CoreMemory):
         if self.u64(keys) == 1:  # dk_refcnt: the keys are the dict's own
             size += nbytes
         if values:
-            if self.minor >= 13:
-                hdr = self.raw(values, 4)
-                if not hdr[2]:  # not embedded in an object: the values array is the dict's
-                    size += 8 * hdr[0]
-            elif self.minor >= 11:
+            if self.minor >= 11:  # the shared keys' usable size, values embedded or not
                 usable = self.u64(keys + 16)  # dk_usable (after refcnt, log2s, kind, version)
                 size += 8 * (nentries + usable)
             else:
@@ -314,6 +323,9 @@ class ObjectReader(CoreMemory):
     def keys_bytes(self, keys: int) -> int:
         """``_PyDict_KeysSize``."""
         return self.keys_table(keys)[3]
+
+
+_PART = (Unreadable, UnicodeDecodeError, struct.error, IndexError, ValueError)
 
 
 class TypeModel:
@@ -389,6 +401,8 @@ class TypeModel:
         """Whether the class at ``addr`` defines attribute ``name`` itself (its dict, or
         the C methods of a builtin or extension type)."""
         rd, t = self.rd, self.t
+        if name == "__sizeof__" and addr in self.L.static:
+            return self.L.static[addr][1]
         d = rd.u64(addr + t["tp_dict"])
         if d and rd.u64(addr + t["tp_flags"]) & HEAPTYPE:
             return rd.dict_get_str(d, name) is not None
@@ -427,11 +441,24 @@ class TypeModel:
         item = rd.u64(addr + t["tp_itemsize"])
         if basic > 1 << 24 or item > 1 << 16 or basic < 16:
             return None
-        info = TypeInfo(addr, self.name_of(addr), flags, basic, item)
+        # what a capped core left out (a name or a method table in read-only data) makes
+        # that part unknown, not the type
+        try:
+            name = self.name_of(addr)
+        except _PART:
+            known = self.L.static.get(addr)
+            name = known[0] if known else f"<type at {addr:#x}: its name is not in the core>"
+        info = TypeInfo(addr, name, flags, basic, item)
         info.gc = bool(flags & HAVE_GC)
-        mro = self._mro(addr)
+        try:
+            mro = self._mro(addr)
+        except _PART:
+            mro = [addr]
         self._walk_kind(info, mro)
-        self._sizer(info, mro)
+        try:
+            self._sizer(info, mro)
+        except _PART:
+            info.sizer = S_UNKNOWN
         self._pre(info)
         self._refs(info, mro)
         return info

@@ -64,7 +64,7 @@ class Walker:
         self._omitted_starts = [a for a, _ in self.omitted]
         self.nodes: dict[int, TypeInfo] = {}
         self.count: dict[int, list[int]] = {}  # type index: [count, bytes, unsized]
-        self.tracked = self.unreadable = self.omitted_refs = 0
+        self.tracked = self.unreadable = self.omitted_refs = self.lists_cut = 0
         fr = self.layout.frames
         self.iframe: dict[str, int] = dict(fr.get("iframe", {}))
         self.code39: dict[str, int] = dict(fr.get("code", {}))
@@ -78,9 +78,16 @@ class Walker:
 
     # -- classification of a reference ------------------------------------------------------
 
+    def _failed(self, e: Exception) -> None:
+        """An object whose references could not all be read: in memory a cap left out, or
+        not in the core at all."""
+        if isinstance(e, Unreadable) and e.args and self._omitted_at(int(e.args[0])):
+            self.omitted_refs += 1
+        else:
+            self.unreadable += 1
+
     def _skip(self, addr: int) -> None:
-        i = bisect_right(self._omitted_starts, addr) - 1
-        if i >= 0 and addr < self.omitted[i][1]:
+        if self._omitted_at(addr):
             self.omitted_refs += 1
         else:
             self.unreadable += 1
@@ -340,8 +347,8 @@ class Walker:
             if "stacktop" in f:
                 top = rd.u64(obj + f["stacktop"])
                 depth = (top - stack) // 8 if top else 0
-            else:
-                depth = rd.u32(obj + f["stackdepth"])
+            else:  # -1 while the frame runs: its stack is not in the frame then
+                depth = max(struct.unpack("<i", rd.raw(obj + f["stackdepth"], 4))[0], 0)
             if not 0 <= depth <= rd.u32(code + c["stacksize"]):
                 raise Unreadable
             out.extend(rd.words(stack, depth))
@@ -417,35 +424,49 @@ class Walker:
         self._budget = rd.dumped // 8 + 1
         stack: list[int] = []
         for head in self.heads:
+            self._walk_list(head, max_steps, stack)
+
+    def _omitted_at(self, addr: int) -> bool:
+        i = bisect_right(self._omitted_starts, addr) - 1
+        return i >= 0 and addr < self.omitted[i][1]
+
+    def _walk_list(self, head: int, max_steps: int, stack: list[int]) -> None:
+        """One GC list from its head. A list that runs into memory a ``max_size`` cap left
+        out is walked again backwards from its head, to the other side of the gap."""
+        rd = self.rd
+        try:
+            node = rd.u64(head) & ~7
+        except Unreadable:
+            raise CoreFormatError(
+                f"{self.core.path}: the GC list head {head:#x} is not in the core"
+            ) from None
+        steps, link = 0, 0  # link: 0 follows _gc_next, 8 _gc_prev
+        while node != head:
+            steps += 1
+            if steps > max_steps:
+                raise CoreFormatError(f"{self.core.path}: a GC list does not return to its head")
             try:
-                node = rd.u64(head) & ~7
+                nxt = rd.u64(node + link)
+                _, tp, ob_size = self.header(node + 16)
             except Unreadable:
-                raise CoreFormatError(
-                    f"{self.core.path}: the GC list head {head:#x} is not in the core"
-                ) from None
-            steps = 0
-            while node != head:
-                steps += 1
-                if steps > max_steps:
-                    raise CoreFormatError(
-                        f"{self.core.path}: a GC list does not return to its head"
-                    )
-                try:
-                    nxt = rd.u64(node)
-                    _, tp, ob_size = self.header(node + 16)
-                except Unreadable:
-                    raise CoreFormatError(
-                        f"{self.core.path}: a GC list runs to {node:#x}, outside the core "
-                        "(damaged, or taken while a collection was moving objects)"
-                    ) from None
-                obj, node = node + 16, nxt & ~7
-                info = self.model.resolve(tp)
-                if info is None or obj in self.nodes:
-                    self.unreadable += 1
+                if self._omitted_at(node) and link == 0:
+                    self.lists_cut += 1
+                    node, link = rd.u64(head + 8) & ~7, 8
                     continue
-                self.tracked += 1
-                self._visit(obj, info, ob_size, stack)
-                self._drain(stack)
+                if self._omitted_at(node):
+                    break
+                raise CoreFormatError(
+                    f"{self.core.path}: a GC list runs to {node:#x}, outside the core "
+                    "(damaged, or taken while a collection was moving objects)"
+                ) from None
+            obj, node = node + 16, nxt & ~7
+            info = self.model.resolve(tp)
+            if info is None or obj in self.nodes:
+                self.unreadable += 1
+                continue
+            self.tracked += 1
+            self._visit(obj, info, ob_size, stack)
+            self._drain(stack)
 
     def _drain(self, stack: list[int]) -> None:
         rd, nodes, resolve = self.rd, self.nodes, self.model.resolve
@@ -454,8 +475,8 @@ class Walker:
             oi = nodes[o]
             try:
                 kids = self.referents(o, oi, self.header(o)[2], soft=True)
-            except _BAD:
-                self.unreadable += 1
+            except _BAD as e:
+                self._failed(e)
                 continue
             self._budget -= len(kids)
             if self._budget < 0:

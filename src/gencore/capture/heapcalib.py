@@ -238,6 +238,10 @@ def _samples() -> list[tuple[object, tuple[tuple[str, Any], ...], int]]:
     part = functools.partial(print, 1, end="")
     wr_target = _Described
     cb = lambda r: None  # noqa: E731
+    import _thread
+
+    loc = _thread._local()
+    loc.value = ["local"]  # its per-thread dict exists once an attribute is set
     prop = _Described.__dict__["prop"]
     wr = __import__("weakref").ref(wr_target, cb)
     out: list[tuple[object, tuple[tuple[str, Any], ...], int]] = [
@@ -274,6 +278,7 @@ def _samples() -> list[tuple[object, tuple[tuple[str, Any], ...], int]]:
         (wr, (("__callback__", cb),), 0),
         (slice(lst, d, st), A(slice(lst, d, st), "start", "stop", "step"), 0),
         (range(3), (), 0),
+        (loc, (), 0),
         (sys.modules[__name__], (("__dict__", sys.modules[__name__].__dict__),), 0),
     ]
     return out
@@ -601,6 +606,26 @@ def sizer_types() -> dict[str, str]:
     return {str(id(t)): name for t, name in out.items() if "__sizeof__" in t.__dict__}
 
 
+def static_types() -> dict[str, list[Any]]:
+    """Every static (C) type of the process, by address: its name and whether it defines its
+    own ``__sizeof__``. A capped core may leave out the read-only data those are read from."""
+    out: dict[str, list[Any]] = {}
+    todo = [object]
+    while todo and len(out) < 4096:
+        t = todo.pop()
+        try:
+            subs = type.__subclasses__(t)
+        except TypeError:
+            subs = []
+        todo.extend(subs)
+        if t.__flags__ & (1 << 9) or str(id(t)) in out:
+            continue
+        mod = getattr(t, "__module__", "builtins")
+        name = t.__name__ if mod == "builtins" else f"{mod}.{t.__qualname__}"
+        out[str(id(t))] = [name, "__sizeof__" in t.__dict__]
+    return out
+
+
 def calibrate(readable: Readable) -> dict[str, Any]:
     """Everything above, each part on its own: a part that fails is named in ``missing``."""
     out: dict[str, Any] = {"missing": {}}
@@ -609,6 +634,7 @@ def calibrate(readable: Readable) -> dict[str, Any]:
         ("roots", roots),
         ("frames", lambda: frames(readable)),
         ("containers", lambda: containers(readable)),
+        ("static", static_types),
     ]
     for name, fn in parts:
         try:

@@ -205,6 +205,19 @@ def _str_layout(maps: Maps) -> dict[str, int]:
     return out
 
 
+def _fresh(maps: Maps) -> heapcalib.Readable:
+    """``maps.readable``, reading the maps again when an address is not in them: the samples
+    the calibration makes may live in memory mapped since."""
+
+    def readable(addr: int, size: int) -> bool:
+        if maps.readable(addr, size):
+            return True
+        maps.__init__()  # type: ignore[misc]
+        return maps.readable(addr, size)
+
+    return readable
+
+
 def _discover() -> dict[str, Any]:
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
         return {"unsupported": "free-threaded builds keep objects in mimalloc heaps"}
@@ -240,7 +253,7 @@ def _discover() -> dict[str, Any]:
         ),
         "builtins": {name: id(t) for name, t in _BUILTINS.items()},
         "version": 2,
-        **heapcalib.calibrate(maps.readable),
+        **heapcalib.calibrate(_fresh(maps)),
     }
 
 

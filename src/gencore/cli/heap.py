@@ -40,10 +40,16 @@ def _notes(census: Census) -> None:
         print(f"note: {census.unsized:,} objects are of a size gencore cannot know (left out)")
     if census.unreadable:
         print(f"note: {census.unreadable:,} references pointed outside the core; skipped")
-    if census.omitted or census.omitted_bytes:
+    if census.omitted or census.omitted_bytes or census.lists_cut:
         print(
             f"note: max_size left {format_size(census.omitted_bytes)} out of this core: "
-            f"{census.omitted:,} references lead there, to objects not counted"
+            f"{census.omitted:,} references or containers' contents lie there, not counted"
+            + (
+                f"; {census.lists_cut} of the collector's lists run through it (the objects "
+                "linked in the gap are not counted)"
+                if census.lists_cut
+                else ""
+            )
         )
     if census.interpreters > 1:
         print(
@@ -206,6 +212,9 @@ def _suspects(args: argparse.Namespace, core: CoreFile, census: Census) -> int:
             else f"{s.count:,} {s.type} under one {s.owner_type} at {s.owner or 0:#x}"
         )
         print(f"{i}. {what} retains {format_size(s.retained)} ({100 * s.share:.0f}%)")
+        if s.holds is not None:
+            t, n, ret = s.holds
+            print(f"   mostly in {n:,} {t} it holds ({format_size(ret)})")
         print(f"   {s.path if s.path else '(no path from a root)'}")
     return 0
 
