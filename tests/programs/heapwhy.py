@@ -151,6 +151,17 @@ def alone(x: object) -> int:
     return sum(map(sys.getsizeof, S.values()))
 
 
+def domisizes(found: dict) -> dict:
+    """guppy3's domisize of each object (nothing where guppy3 does not build), its state
+    released before the core."""
+    try:
+        from guppy import hpy
+    except ImportError:
+        return {}
+    h = hpy()
+    return {k: h.iso(o).domisize for k, o in found.items()}
+
+
 def roots() -> dict:
     warm_up()
     ns: dict = {}
@@ -181,7 +192,7 @@ tl = threading.local()
         ready.set()
         stop.wait()
 
-    t = threading.Thread(target=worker, name="holder")
+    t = threading.Thread(target=worker, name="holder", daemon=True)
     t.start()
     ready.wait()
     found = {
@@ -192,22 +203,16 @@ tl = threading.local()
         "frame": next(o for o in gc.get_objects() if id(o) == box["pending"]),
     }
     truth = {k: {"id": id(o), "alone": alone(o)} for k, o in found.items()}
-    try:
-        from guppy import hpy
-    except ImportError:
-        hpy = None
-    if hpy is not None:
-        h = hpy()
-        for k, o in found.items():
-            truth[k]["guppy"] = h.iso(o).domisize
-        del h
-    del found, o
+    guppy = domisizes(found)
+    for k, n in guppy.items():
+        truth[k]["guppy"] = n
+    del found
     gc.collect()
     sys.modules.pop("guppy.heapy.Use", None)
     core = str(gencore.create_core(directory))
     stop.set()
     t.join()
-    return {"core": core, "truth": truth, "guppy": hpy is not None}
+    return {"core": core, "truth": truth, "guppy": bool(guppy)}
 
 
 # -- paths -----------------------------------------------------------------------------------
@@ -272,7 +277,7 @@ def paths() -> dict:
     CACHE = {"users": [Session(i) for i in range(20)], "other": {"x": [Session(99)]}}
     handler = make_handler()
     ready, stop, box = threading.Event(), threading.Event(), {}
-    t = threading.Thread(target=hold_pending, args=(ready, stop, box), name="worker")
+    t = threading.Thread(target=hold_pending, args=(ready, stop, box), name="worker", daemon=True)
     t.start()
     ready.wait()
     targets = {

@@ -319,6 +319,7 @@ static int size_any(struct gc_heap *h, uint64_t obj, const struct gc_htype *t, u
         if (t->sizer == S_LIST && __builtin_mul_overflow(v, 8, &v)) return -1;
         *out = t->basic;
         ADD(*out, v);
+        if (t->sizer == S_BYTEARRAY && v) ADD(*out, t->param); /* 3.15: a bytes header */
         ADD(*out, t->pre);
         return 0;
     case S_DICT:

@@ -188,7 +188,8 @@ static int kind_refs(struct gc_heap *h, uint64_t obj, const struct gc_htype *t, 
     case W_GEN: {
         uint8_t state;
         if (heap_u8(h, obj + L(HL_FRAME_STATE), &state)) return -1;
-        if (state >= 4 && state < 128) return 0; /* finished: its frame is cleared */
+        /* finished: its frame is cleared (FRAME_CLEARED: 4 up to 3.14, 5 in 3.15) */
+        if (state >= (uint8_t)h->L[HL_FRAME_CLEARED] && state < 128) return 0;
         return iframe_refs(h, obj + t->frame_off, out);
     }
     }

@@ -43,7 +43,7 @@ LAYOUT: list[tuple[str, str]] = [
     ("array", "allocated"), ("array", "descr"), ("array", "descr_itemsize"),
     ("deque", "leftblock"), ("deque", "leftindex"), ("deque", "block"), ("deque", "blocklen"),
     ("odict", "fast_nodes_size"), ("odict", "first"), ("odict", "node"),
-    ("", "str_type"), ("", "bytes_type"), ("", "bytes_basic"),
+    ("", "str_type"), ("", "bytes_type"), ("", "bytes_basic"), ("", "frame_cleared"),
 ]  # fmt: skip
 
 _native: Any = None
@@ -133,6 +133,7 @@ class NativeWalk:
                 "str_type": L.builtins.get("str", 0),
                 "bytes_type": L.builtins.get("bytes", 0),
                 "bytes_basic": bytes_info.basic if bytes_info else 33,
+                "frame_cleared": int(fr.get("frame_cleared", 4)),
             },
             "type": L.type, "str": L.strings, "sizes": L.sizes, "code": fr.get("code", {}),
             "frame": fr.get("frame", {}), "frames": fr, "iframe": fr.get("iframe", {}),

@@ -342,9 +342,14 @@ class TypeModel:
         self.object_type = self.L.builtins.get("object", 0)
         t = self.L.type
         self.t = t
-        tup = self.resolve(self.L.builtins.get("tuple", 0))
-        if tup is not None:
-            rd.tuple_items = tup.basic
+        # tuple items follow the header, whose size changed in 3.14 (the cached hash): known
+        # before any type is read (an MRO is a tuple)
+        try:
+            basic = rd.u64(self.L.builtins.get("tuple", 0) + t["tp_basicsize"])
+            if 24 <= basic <= 64:
+                rd.tuple_items = basic
+        except (Unreadable, KeyError):
+            pass
 
     def resolve(self, addr: int) -> Optional[TypeInfo]:
         """The :class:`TypeInfo` of the type object at ``addr`` (None: not a type)."""
@@ -521,6 +526,8 @@ class TypeModel:
                 elif owner == "int":  # digits follow int's own header, in subclasses too
                     base = self.L.builtins.get("int", 0)
                     info.param = info.basic if base in (0, info.addr) else self._basic(base)
+                elif owner == "bytearray":  # 3.15: plus a bytes object's header once allocated
+                    info.param = int(self.L.sizes.get("bytearray_extra", 0))
                 elif owner == "type" and "static_type" not in self.L.sizes:
                     info.sizer = S_UNKNOWN
                 return

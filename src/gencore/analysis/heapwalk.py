@@ -126,7 +126,8 @@ class Walker:
         if s == T.S_STR:
             return self._size_str(obj, info)
         if s == T.S_BYTEARRAY:
-            return info.basic + rd.u64(obj + 24) + info.pre
+            alloc = rd.u64(obj + 24)
+            return info.basic + alloc + (info.param if alloc else 0) + info.pre
         if s == T.S_LIST:
             return info.basic + 8 * rd.u64(obj + 32) + info.pre
         if s == T.S_DICT:
@@ -360,7 +361,7 @@ class Walker:
             return self.iframe_refs(iframe)
         # W_GEN: the inline frame, unless the generator has finished
         fr = self.layout.frames
-        if rd.raw(obj + int(fr["frame_state"]), 1)[0] in range(4, 128):
+        if rd.raw(obj + int(fr["frame_state"]), 1)[0] in range(fr.get("frame_cleared", 4), 128):
             return []
         return self.iframe_refs(obj + info.frame_off)
 

@@ -376,18 +376,20 @@ def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[A
     fr = _owned_frame()
     fr.f_trace = _sample_function()[0]
     try:
-        end = gens["frame_data"] if V >= (3, 11) else gens["frame_localsplus"]
-        add(fr, A(fr, "f_back", "f_code", "f_globals", "f_builtins", "f_trace"), 16, end)
+        end = gens.get("frame_data" if V >= (3, 11) else "frame_localsplus", 0)
+        if end:  # else the frame layout is unknown: frames' fields are not followed
+            add(fr, A(fr, "f_back", "f_code", "f_globals", "f_builtins", "f_trace"), 16, end)
     finally:
         fr.f_trace = None
-    if V >= (3, 11) and 16 not in out[str(id(types.FrameType))]:
+    if end and V >= (3, 11) and 16 not in out[str(id(types.FrameType))]:
         raise LookupError("a frame object's f_back is not where expected")
     for name, make in (("gen", _gen_sample), ("coro", _coro_sample), ("agen", _agen_sample)):
         g: Any = make()
         try:
-            end = gens.get(f"{name}_iframe", 0) or type(g).__basicsize__
-            add(g, A(g, "__name__", "__qualname__", "gi_code", "cr_code", "ag_code", "gi_frame",
-                      "cr_frame", "ag_frame"), 16, end)  # fmt: skip
+            end = gens.get(f"{name}_iframe", 0) or (V < (3, 11) and type(g).__basicsize__)
+            if end:
+                    add(g, A(g, "__name__", "__qualname__", "gi_code", "cr_code", "ag_code",
+                          "gi_frame", "cr_frame", "ag_frame"), 16, end)  # fmt: skip
         finally:
             _close(g)
     return {k: [[off, v[off]] for off in sorted(v)] for k, v in out.items()}
@@ -477,14 +479,19 @@ def frames(readable: Readable) -> dict[str, Any]:
             loc = _u64(id(g) + off + iframe["localsplus"]) & TAG_MASK
             if loc != id(g.gi_frame.f_locals["local_a"]):
                 raise LookupError("the generator's first local is not at localsplus")
+            fresh = _gen_sample()
+            created = [_i32(id(fresh) + k) & 0xFF for k in range(off - 8, off)]
             state = [_i32(id(g) + k) & 0xFF for k in range(off - 8, off)]
             for _ in g:
                 pass
             done = [_i32(id(g) + k) & 0xFF for k in range(off - 8, off)]
-            changed = [k for k in range(8) if state[k] != done[k] and done[k] == 4]
+            # the byte that differs between a new, a suspended and a finished generator
+            changed = [k for k in range(8) if len({created[k], state[k], done[k]}) == 3]
             if len(changed) != 1:
                 raise LookupError("the generator's frame state is not found")
-            out["frame_state"] = off - 8 + changed[0]  # FRAME_CLEARED (4) once exhausted
+            out["frame_state"] = off - 8 + changed[0]
+            out["frame_cleared"] = done[changed[0]]  # FRAME_CLEARED: 4 up to 3.14, 5 in 3.15
+            fresh.close()
         _close(g)
 
     # a second generator with more slots confirms the slot fields and the constant part
@@ -556,6 +563,19 @@ def containers(readable: Readable) -> dict[str, Any]:
     return out
 
 
+def _bytearray_extra() -> int:
+    """What sys.getsizeof adds to a bytearray beyond its basic size and allocation: 0 up to
+    3.14; 3.15 keeps the bytes in a bytes object of their own, and counts its header."""
+    samples = [bytearray(5), bytearray(b"x" * 100)]
+    extra = {sys.getsizeof(b) - bytearray.__basicsize__ - _u64(id(b) + 24) for b in samples}
+    if len(extra) != 1:
+        raise LookupError("bytearray sizes do not follow their allocation")
+    empty = bytearray()
+    if _u64(id(empty) + 24) == 0 and sys.getsizeof(empty) != bytearray.__basicsize__:
+        raise LookupError("an empty bytearray's size does not follow its allocation")
+    return extra.pop()
+
+
 def sizes() -> dict[str, Any]:
     """Figures of the size formulas: a static type object's size as getsizeof counts it,
     a heap type's struct, the int and code layouts."""
@@ -569,6 +589,7 @@ def sizes() -> dict[str, Any]:
         "int_tag": 1 if V >= (3, 12) else 0,
         "code_round": 8 if V >= (3, 11) else 0,
         "opcache_item": 32 if V < (3, 11) else 0,
+        "bytearray_extra": _bytearray_extra(),
     }
 
 
