@@ -388,7 +388,7 @@ def follow_offsets(readable: Readable, gens: dict[str, Any]) -> dict[str, list[A
         try:
             end = gens.get(f"{name}_iframe", 0) or (V < (3, 11) and type(g).__basicsize__)
             if end:
-                    add(g, A(g, "__name__", "__qualname__", "gi_code", "cr_code", "ag_code",
+                add(g, A(g, "__name__", "__qualname__", "gi_code", "cr_code", "ag_code",
                           "gi_frame", "cr_frame", "ag_frame"), 16, end)  # fmt: skip
         finally:
             _close(g)
