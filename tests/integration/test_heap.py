@@ -321,3 +321,105 @@ def test_a_capped_core_says_what_it_could_not_see(tmp_path_factory):
     assert doc["objects"] > 1000  # what was kept is counted
     assert "max_size left" in heap_cli(out["core"])
     heap_cli(out["core"], "--retained", "--json")
+
+
+def questions(path: str, engine: str) -> str:
+    """Every question of a leak hunt on one core; 'ok' or the error's kind."""
+    with gencore.open_core(path) as core:
+        try:
+            c = core.heap(largest=3, show_values=True, engine=engine)
+            r = c.retained(top=5)
+            for o in r.objects[:2]:
+                c.path_to(o.address)
+            c.suspects()
+            c.duplicates(top=5, show_values=True)
+            c.referrers("str")
+            return "ok"
+        except gencore.CoreFormatError:
+            return "format"
+        except gencore.HeapUnavailableError:
+            return "unavailable"
+
+
+@pytest.mark.slow
+def test_fuzz_damaged_objects_give_answers_or_clear_errors(tmp_path_factory, tmp_path):
+    """Damaged objects (links, types, sizes, items): every question answers, or says the
+    core is damaged (CoreFormatError) or has no heap to walk; with both walkers."""
+    import os
+    import random
+    import signal
+    import struct
+
+    from gencore.analysis.heapwalk import Walker
+
+    seed = why(tmp_path_factory, "dups")["core"]
+    with gencore.open_core(seed) as core:
+        w = Walker(core)
+        w.walk()
+        offsets = [w.rd.offset(a - 16, 48) for a in w.by_offset() if w.rd.readable(a - 16, 48)]
+        w.close()
+    target = str(tmp_path / "fuzzed.core")
+    with open(seed, "rb") as src, open(target, "wb") as dst:
+        dst.write(src.read())
+    rnd = random.Random(2026)
+    outcomes: dict[str, int] = {}
+
+    def hang(*_):
+        raise TimeoutError("no answer within 60 s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    fd = os.open(target, os.O_RDWR)
+    try:
+        for case in range(30):
+            patches = []
+            for _ in range(rnd.randint(1, 8)):
+                off = rnd.choice(offsets) + 8 * rnd.randint(0, 5)
+                val = rnd.choice([0, 1, 8, 2**64 - 1, 1 << 40, 1 << 62, rnd.getrandbits(64)])
+                patches.append((off, os.pread(fd, 8, off)))
+                os.pwrite(fd, struct.pack("<Q", val), off)
+            signal.alarm(60)
+            try:
+                for engine in ("native", "pure") if case % 5 == 0 else ("native",):
+                    r = questions(target, engine)
+                    outcomes[r] = outcomes.get(r, 0) + 1
+            finally:
+                signal.alarm(0)
+                for off, old_bytes in reversed(patches):
+                    os.pwrite(fd, old_bytes, off)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGALRM, old)
+    assert sum(outcomes.values()) == 36 and outcomes.get("ok", 0) > 0, outcomes
+
+
+@pytest.mark.slow
+def test_fuzz_layout_in_the_note(tmp_path_factory):
+    """A wrong heap layout in the note (its newer parts: sizes, frames, containers, fields
+    followed, roots) gives answers or clear errors with both walkers."""
+    import random
+
+    seed = why(tmp_path_factory, "dups")["core"]
+    rnd = random.Random(7)
+    outcomes: dict[str, int] = {}
+    with gencore.open_core(seed) as core:
+        heap = core.metadata["heap"]
+        fields = [(s, k) for s in ("sizes", "containers", "roots") for k in heap.get(s, {})]
+        fields += [("frames", k) for k, v in heap.get("frames", {}).items() if isinstance(v, int)]
+        fields += [("follow", k) for k in list(heap.get("follow", {}))[:20]]
+    for case in range(24):
+        section, key = rnd.choice(fields)
+        value = rnd.choice([0, 8, -1, 1 << 40, "x", None, [[8, "y"]], {"a": 1}])
+        with gencore.open_core(seed) as core:
+            core.metadata["heap"][section][key] = value
+            for engine in ("native", "pure") if case % 6 == 0 else ("native",):
+                try:
+                    c = core.heap(engine=engine)
+                    c.retained(top=3)
+                    c.suspects()
+                    r = "ok"
+                except gencore.CoreFormatError:
+                    r = "format"
+                except gencore.HeapUnavailableError:
+                    r = "unavailable"
+                outcomes[r] = outcomes.get(r, 0) + 1
+    assert outcomes.get("ok", 0) > 0, outcomes

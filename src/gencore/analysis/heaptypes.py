@@ -109,6 +109,23 @@ def _ints(d: Any, what: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in d.items() if not isinstance(v, (dict, list))}
 
 
+def _frames(d: Any) -> dict[str, Any]:
+    """The frames part: numbers, lists of numbers and tables of numbers, checked."""
+    if not isinstance(d, dict):
+        raise TypeError("frames is not a table")
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[str(k)] = _ints(v, str(k))
+        elif isinstance(v, list):
+            out[str(k)] = [int(x) for x in v]
+        elif isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"frames: {k} is not a number")
+        else:
+            out[str(k)] = v
+    return out
+
+
 @dataclass
 class HeapLayout:
     """The heap part of the GENCORE note, checked and typed."""
@@ -158,7 +175,7 @@ class HeapLayout:
                 version=int(meta.get("version", 1)),
                 sizes=_ints(meta.get("sizes", {}), "sizes"),
                 roots=_ints(meta.get("roots", {}), "roots"),
-                frames=dict(meta.get("frames", {})),
+                frames=_frames(meta.get("frames", {})),
                 containers={k: _ints(v, k) for k, v in dict(meta.get("containers", {})).items()},
                 follow={
                     int(k): tuple(int(o[0] if isinstance(o, list) else o) for o in v)
