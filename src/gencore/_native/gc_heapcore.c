@@ -2,6 +2,7 @@
  * with rank directories, and the request dispatcher. No Python API. */
 #define _GNU_SOURCE 1
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -146,27 +147,89 @@ uint64_t heap_slot_addr(struct gc_heap *h, uint64_t slot)
     return s->start + (fo - s->off);
 }
 
+/* -- big arrays ----------------------------------------------------------------------------
+ * Arrays the size of the heap (bitmaps, the dominator tree's numbers) are mapped from a
+ * temporary file of their own in $TMPDIR, unlinked from the start, as heap analyzers keep
+ * their index files: under memory pressure the kernel writes them out instead of the reader
+ * running out of memory, and freeing one gives its memory back at once. Where no such file
+ * can be made (or GENCORE_HEAP_SCRATCH=memory), anonymous memory. Zeroed. */
+
+static void *scratch_map(size_t bytes)
+{
+    const char *how = getenv("GENCORE_HEAP_SCRATCH");
+    if (!how || strcmp(how, "memory") != 0) {
+        const char *dir = getenv("TMPDIR");
+        int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            void *m = MAP_FAILED;
+            if (posix_fallocate(fd, 0, (off_t)bytes) == 0)
+                m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            close(fd);
+            if (m != MAP_FAILED) return m;
+        }
+    }
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m == MAP_FAILED ? NULL : m;
+}
+
+void *heap_calloc(size_t n, size_t size)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - 16) return NULL;
+    char *p;
+    if (bytes < (1u << 20)) {
+        p = calloc(1, bytes + 16);
+        if (!p) return NULL;
+        *(size_t *)(void *)p = 0;
+    } else {
+        p = scratch_map(bytes + 16);
+        if (!p) return NULL;
+        *(size_t *)(void *)p = bytes + 16;
+    }
+    return p + 16;
+}
+
+void *heap_grow(void *q, size_t old_n, size_t new_n, size_t size)
+{
+    void *p = heap_calloc(new_n, size);
+    if (!p) return NULL;
+    if (q) memcpy(p, q, old_n * size);
+    heap_free(q);
+    return p;
+}
+
+void heap_free(void *q)
+{
+    if (!q) return;
+    char *p = (char *)q - 16;
+    size_t n = *(size_t *)(void *)p;
+    if (n)
+        munmap(p, n);
+    else
+        free(p);
+}
+
 /* -- bitmaps -------------------------------------------------------------------------------- */
 
 int bits_init(struct bits *b, size_t filesize)
 {
     memset(b, 0, sizeof *b);
     b->nwords = filesize / 16 / 64 + 1;
-    b->w = calloc(b->nwords, sizeof *b->w);
+    b->w = heap_calloc(b->nwords, sizeof *b->w);
     return b->w ? 0 : GC_HEAP_ENOMEM;
 }
 
 void bits_free(struct bits *b)
 {
-    free(b->w);
-    free(b->rank);
+    heap_free(b->w);
+    heap_free(b->rank);
     memset(b, 0, sizeof *b);
 }
 
 int bits_rank(struct bits *b)
 {
-    free(b->rank);
-    b->rank = malloc(b->nwords * sizeof *b->rank);
+    heap_free(b->rank);
+    b->rank = heap_calloc(b->nwords, sizeof *b->rank);
     if (!b->rank) return GC_HEAP_ENOMEM;
     uint64_t n = 0;
     for (size_t i = 0; i < b->nwords; i++) {

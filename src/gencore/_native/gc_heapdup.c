@@ -114,13 +114,12 @@ int heap_op_dups(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *
         const struct gc_htype *t = heap_type(h, tp);
         if (!p || !t || heap_size(h, obj, t, sz, &size)) continue;
         if (n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            struct dent *ne = realloc(e, cap * sizeof *e);
+            struct dent *ne = heap_grow(e, cap, cap ? cap * 2 : 4096, sizeof *e);
             if (!ne) {
-                free(e);
+                heap_free(e);
                 return GC_HEAP_ENOMEM;
             }
-            e = ne;
+            e = ne, cap = cap ? cap * 2 : 4096;
         }
         e[n].hash = mix(p, len, kind), e[n].slot = (uint64_t)s, e[n].len = len;
         e[n].size = size, e[n].kind = kind;
@@ -136,7 +135,7 @@ int heap_op_dups(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *
         if (j - i >= min) rc = run_groups(h, e + i, j - i, min, &res);
         i = j;
     }
-    free(e);
+    heap_free(e);
     if (!rc) qsort(res.v, res.n / 6, 6 * sizeof *res.v, rec_cmp);
     for (size_t i = 0; !rc && i < res.n && i < 6 * top; i++) rc = vec_push(out, res.v[i]);
     vec_free(&res);

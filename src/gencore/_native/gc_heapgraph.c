@@ -13,19 +13,23 @@
  * - an object without references (a "leaf": str, int, float...) is dominated by its one
  *   referrer, or by the nearest common dominator of its referrers: pass 3 (graph_leaves) finds
  *   them, and runs again whenever a question needs them: they are not stored. */
+#define _GNU_SOURCE 1
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "gc_heapgraph.h"
 
 static void free_build(struct graph *g)
 {
-    free(g->indeg);
+    heap_free(g->indeg);
     vec_free(&g->over);
-    free(g->rslot);
-    free(g->pc);
-    free(g->pf);
+    heap_free(g->rslot);
+    heap_free(g->pc);
+    heap_free(g->pf);
     vec_free(&g->extra);
-    g->indeg = NULL, g->rslot = NULL, g->pc = g->pf = NULL;
+    g->indeg = NULL, g->rslot = NULL, g->pc = NULL, g->pf = NULL;
 }
 
 void heap_graph_free(struct gc_heap *h)
@@ -33,22 +37,40 @@ void heap_graph_free(struct gc_heap *h)
     struct graph *g = h->g;
     if (!g) return;
     free_build(g);
-    free(g->single);
-    free(g->rootmark);
+    heap_free(g->single);
+    heap_free(g->rootmark);
     free(g->roots);
-    free(g->ridx);
-    free(g->idom);
-    free(g->ret);
-    free(g->reached);
-    free(g);
+    heap_free(g->ridx);
+    heap_free(g->idom);
+    heap_free(g->ret);
+    heap_free(g->reached);
+    heap_free(g->tidx);
+    heap_free(g->tstats);
+    heap_free(g->top);
+    heap_free(g->eoff);
+    if (g->edge) munmap((void *)g->edge, g->edge_bytes);
+    heap_free(g);
     h->g = NULL;
 }
 
 /* The sure references of the object in slot, filtered to objects, as slots (h->kids). */
 int graph_succ(struct gc_heap *h, uint64_t slot, uint64_t *addr)
 {
+    struct graph *g = h->g;
+    if (addr) *addr = heap_node_addr(h, slot);
+    if (g && g->edge) { /* the table pass 1 wrote */
+        uint64_t ir = bits_index(&h->inner, slot);
+        uint64_t a = g->eoff[ir], b = g->eoff[ir + 1];
+        h->kids.n = 0;
+        if (b - a > h->kids.cap) {
+            uint64_t *v = realloc(h->kids.v, (b - a) * sizeof *v);
+            if (!v) return GC_HEAP_ENOMEM;
+            h->kids.v = v, h->kids.cap = b - a;
+        }
+        for (uint64_t i = a; i < b; i++) h->kids.v[h->kids.n++] = g->edge[i];
+        return 0;
+    }
     uint64_t obj = heap_node_addr(h, slot), rc, tp, sz, s;
-    if (addr) *addr = obj;
     if (heap_header(h, obj, &rc, &tp, &sz)) return -1;
     const struct gc_htype *t = heap_type(h, tp);
     if (!t) return -1;
@@ -94,16 +116,56 @@ static int indeg_add(struct graph *g, uint64_t rank)
     return 0;
 }
 
+/* Pass 1 also writes every inner object's references (as slots) to a table in a temporary
+ * file, mapped afterwards: the later passes read it instead of the core's objects. Without
+ * such a file they read the core again. */
 static int count_indeg(struct gc_heap *h, struct graph *g)
 {
-    EACH_INNER(s) {
-        int r = graph_succ(h, (uint64_t)s, NULL);
-        if (r == GC_HEAP_ENOMEM) return r;
-        if (r) continue;
-        for (size_t i = 0; i < h->kids.n; i++)
-            if (indeg_add(g, bits_index(&h->seen, h->kids.v[i]))) return GC_HEAP_ENOMEM;
+    const char *dir = getenv("TMPDIR");
+    int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    uint64_t ne = 0, ni = h->inner.count;
+    uint32_t buf[16384];
+    size_t nbuf = 0;
+    int rc = 0;
+    if (fd >= 0) {
+        g->eoff = heap_calloc(ni + 1, sizeof *g->eoff);
+        if (!g->eoff) rc = GC_HEAP_ENOMEM;
     }
-    return 0;
+    uint64_t ir = 0;
+    EACH_INNER(s) {
+        if (rc) break;
+        if (g->eoff) g->eoff[ir] = ne;
+        ir++;
+        int r = graph_succ(h, (uint64_t)s, NULL);
+        if (r == GC_HEAP_ENOMEM) rc = r;
+        if (r) continue;
+        for (size_t i = 0; i < h->kids.n && !rc; i++) {
+            if (indeg_add(g, bits_index(&h->seen, h->kids.v[i]))) rc = GC_HEAP_ENOMEM;
+            if (!g->eoff) continue;
+            buf[nbuf++] = (uint32_t)h->kids.v[i];
+            ne++;
+            if (nbuf == sizeof buf / sizeof *buf) {
+                if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf) rc = -1;
+                nbuf = 0;
+            }
+        }
+    }
+    if (fd < 0) return rc;
+    if (!rc && nbuf && write(fd, buf, nbuf * sizeof *buf) != (ssize_t)(nbuf * sizeof *buf)) rc = -1;
+    if (!rc && g->eoff) {
+        g->eoff[ni] = ne;
+        g->edge_bytes = ne * sizeof *g->edge + 1;
+        void *m = mmap(NULL, g->edge_bytes, PROT_READ, MAP_SHARED, fd, 0);
+        g->edge = m == MAP_FAILED ? NULL : m;
+    }
+    close(fd);
+    if (rc == -1 || !g->edge) { /* no room for the table: the passes read the core */
+        heap_free(g->eoff);
+        g->eoff = NULL;
+        g->edge = NULL;
+        rc = 0;
+    }
+    return rc;
 }
 
 static int add_root(struct gc_heap *h, struct graph *g, uint64_t slot)
@@ -171,7 +233,7 @@ static int dfs_enter(struct gc_heap *h, struct graph *g, struct vec *frames, str
         if (g->pc[v] == 0) {
             g->pc[v] = 1, g->pf[v] = (uint32_t)ir;
         } else {
-            if (g->pc[v] < UINT32_MAX) g->pc[v]++;
+            if (g->pc[v] < UINT8_MAX) g->pc[v]++;
             if (vec_push(&g->extra, ir) || vec_push(&g->extra, v)) return GC_HEAP_ENOMEM;
         }
     }
@@ -271,7 +333,7 @@ static uint64_t extra_first(const struct graph *g, uint64_t ir)
 static int dominators(struct gc_heap *h, struct graph *g)
 {
     uint64_t n = g->n, ne = g->extra.n / 2;
-    g->idom = calloc(n + 1, sizeof *g->idom);
+    g->idom = heap_calloc(n + 1, sizeof *g->idom);
     if (!g->idom) return GC_HEAP_ENOMEM;
     qsort(g->extra.v, ne, 2 * sizeof *g->extra.v, extra_cmp);
     for (uint64_t r = 1; r <= n; r++)
@@ -313,7 +375,7 @@ int graph_leaves_sized(struct gc_heap *h, leaf_fn fn, void *ctx, int sized)
 {
     struct graph *g = h->g;
     uint64_t nleaves = h->seen.count - h->inner.count;
-    uint32_t *dom = malloc((nleaves + 1) * sizeof *dom);
+    uint32_t *dom = heap_calloc(nleaves + 1, sizeof *dom);
     if (!dom) return GC_HEAP_ENOMEM;
     memset(dom, 0xFF, (nleaves + 1) * sizeof *dom);
     int rc = 0;
@@ -326,6 +388,8 @@ int graph_leaves_sized(struct gc_heap *h, leaf_fn fn, void *ctx, int sized)
             graph_size(h, (uint64_t)su, &own, &ti);
             g->ret[r] += own;
             g->reached_bytes += own;
+            g->tidx[r] = ti;
+            if (ti < g->ntstats) g->tstats[ti].count++, g->tstats[ti].own += own;
         }
         int e = graph_succ(h, (uint64_t)su, NULL);
         if (e == GC_HEAP_ENOMEM) rc = e;
@@ -351,7 +415,7 @@ int graph_leaves_sized(struct gc_heap *h, leaf_fn fn, void *ctx, int sized)
         if (dom[lr] != NONE32) rc = fn(h, ctx, (uint64_t)s, rank, dom[lr]);
         lr++;
     }
-    free(dom);
+    heap_free(dom);
     for (size_t k = 0; k < g->nroots && !rc; k++) {
         uint64_t s = g->roots[k];
         if (!bits_get(&h->inner, s)) rc = fn(h, ctx, s, bits_index(&h->seen, s), 0);
@@ -401,7 +465,7 @@ static int leaf_accumulate(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t
     g->reached_nodes++;
     g->reached_bytes += size;
     if (idom) g->ret[idom] += size;
-    return 0;
+    return graph_note_leaf(h, slot, size, ti);
 }
 
 /* -- the request ---------------------------------------------------------------------------- */
@@ -414,37 +478,42 @@ static int graph_build(struct gc_heap *h, struct graph *g, const uint64_t *in, s
     if (!rc) rc = bits_rank(&h->inner);
     if (rc) return rc;
     uint64_t nn = h->seen.count, ni = h->inner.count;
-    g->indeg = calloc(nn + 1, sizeof *g->indeg);
-    g->single = calloc(nn / 8 + 1, 1);
-    g->rootmark = calloc(nn / 8 + 1, 1);
-    g->reached = calloc(nn / 8 + 1, 1);
+    g->indeg = heap_calloc(nn + 1, sizeof *g->indeg);
+    g->single = heap_calloc(nn / 8 + 1, 1);
+    g->rootmark = heap_calloc(nn / 8 + 1, 1);
+    g->reached = heap_calloc(nn / 8 + 1, 1);
     if (!g->indeg || !g->single || !g->rootmark || !g->reached) return GC_HEAP_ENOMEM;
     if ((rc = count_indeg(h, g))) return rc;
     if ((rc = find_roots(h, g, in, nin))) return rc;
-    free(g->indeg);
+    heap_free(g->indeg);
     g->indeg = NULL;
     vec_free(&g->over);
-    g->ridx = calloc(ni + 1, sizeof *g->ridx);
-    g->rslot = calloc(ni + 1, sizeof *g->rslot);
-    g->pc = calloc(ni + 1, sizeof *g->pc);
-    g->pf = calloc(ni + 1, sizeof *g->pf);
+    g->ridx = heap_calloc(ni + 1, sizeof *g->ridx);
+    g->rslot = heap_calloc(ni + 1, sizeof *g->rslot);
+    g->pc = heap_calloc(ni + 1, sizeof *g->pc);
+    g->pf = heap_calloc(ni + 1, sizeof *g->pf);
     if (!g->ridx || !g->rslot || !g->pc || !g->pf) return GC_HEAP_ENOMEM;
     if ((rc = dfs(h, g))) return rc;
     if ((rc = dominators(h, g))) return rc;
     free_build(g);
-    g->ret = calloc(g->n + 1, sizeof *g->ret);
-    if (!g->ret) return GC_HEAP_ENOMEM;
+    g->ret = heap_calloc(g->n + 1, sizeof *g->ret);
+    g->tidx = heap_calloc(g->n + 1, sizeof *g->tidx);
+    g->ntstats = h->maxindex + 1ULL;
+    g->tstats = heap_calloc(g->ntstats, sizeof *g->tstats);
+    g->top = heap_calloc(2 * GRAPH_TOP, sizeof *g->top);
+    if (!g->ret || !g->tidx || !g->tstats || !g->top) return GC_HEAP_ENOMEM;
+    for (size_t i = 0; i < g->ntstats; i++) g->tstats[i].best_slot = UINT64_MAX;
     g->reached_nodes = g->n;
     if ((rc = graph_leaves_sized(h, leaf_accumulate, NULL, 1))) return rc;
     for (uint64_t r = g->n; r >= 1; r--)
         if (g->idom[r]) g->ret[g->idom[r]] += g->ret[r];
-    return 0;
+    return graph_summaries(h);
 }
 
 int heap_op_graph(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
 {
     heap_graph_free(h);
-    struct graph *g = h->g = calloc(1, sizeof *g);
+    struct graph *g = h->g = heap_calloc(1, sizeof *g);
     if (!g) return GC_HEAP_ENOMEM;
     int rc = graph_build(h, g, in, nin);
     if (rc) {

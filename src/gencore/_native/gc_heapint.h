@@ -81,6 +81,9 @@ struct gc_heap {
 };
 
 /* gc_heapcore.c */
+void *heap_calloc(size_t n, size_t size); /* free with heap_free */
+void heap_free(void *p);
+void *heap_grow(void *p, size_t old_n, size_t new_n, size_t size); /* a heap_calloc'ed array */
 int heap_fail(struct gc_heap *h, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const uint8_t *heap_at(struct gc_heap *h, uint64_t addr, uint64_t n);

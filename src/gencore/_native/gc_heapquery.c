@@ -37,54 +37,6 @@ static int each_reached(struct gc_heap *h, node_fn fn, void *ctx)
 
 /* -- the k largest: a min-heap of (retained, address) ---------------------------------------- */
 
-struct topk {
-    uint64_t *v; /* (retained, address) pairs */
-    size_t n, k;
-    uint32_t want_type; /* NONE32: any */
-};
-
-static int better(uint64_t ra, uint64_t aa, uint64_t rb, uint64_t ab)
-{
-    return ra > rb || (ra == rb && aa < ab);
-}
-
-/* whether entry i is worse than entry j (the heap's root is the worst kept) */
-static int worse(const uint64_t *v, size_t i, size_t j)
-{
-    return better(v[2 * j], v[2 * j + 1], v[2 * i], v[2 * i + 1]);
-}
-
-static void swap2(uint64_t *v, size_t i, size_t j)
-{
-    uint64_t a = v[2 * i], b = v[2 * i + 1];
-    v[2 * i] = v[2 * j], v[2 * i + 1] = v[2 * j + 1];
-    v[2 * j] = a, v[2 * j + 1] = b;
-}
-
-static void topk_add(struct topk *t, uint64_t ret, uint64_t addr)
-{
-    if (!t->k) return;
-    if (t->n < t->k) {
-        size_t i = t->n++;
-        t->v[2 * i] = ret, t->v[2 * i + 1] = addr;
-        while (i > 0 && worse(t->v, i, (i - 1) / 2)) {
-            swap2(t->v, i, (i - 1) / 2);
-            i = (i - 1) / 2;
-        }
-        return;
-    }
-    if (!better(ret, addr, t->v[0], t->v[1])) return;
-    t->v[0] = ret, t->v[1] = addr;
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < t->n && worse(t->v, l, m)) m = l;
-        if (r < t->n && worse(t->v, r, m)) m = r;
-        if (m == i) break;
-        swap2(t->v, i, m);
-        i = m;
-    }
-}
-
 static int top_fn(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
                   uint32_t r)
 {
@@ -96,91 +48,49 @@ static int top_fn(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uin
 
 static int op_top(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
 {
+    struct graph *g = h->g;
     struct topk t = {0};
     t.k = nin ? (size_t)in[0] : 10;
     t.want_type = nin > 1 ? (uint32_t)in[1] : NONE32;
+    /* what the graph request kept: the objects retaining most, each type's first */
+    if (t.want_type == NONE32 && (t.k <= g->ntop || g->ntop < GRAPH_TOP)) {
+        for (size_t i = 0; i < t.k && i < g->ntop; i++) {
+            PUSH(g->top[2 * i]);
+            PUSH(heap_node_addr(h, g->top[2 * i + 1]));
+        }
+        return 0;
+    }
+    if (t.want_type != NONE32 && t.k == 1) {
+        if (t.want_type < g->ntstats && g->tstats[t.want_type].best_slot != UINT64_MAX) {
+            PUSH(g->tstats[t.want_type].best);
+            PUSH(heap_node_addr(h, g->tstats[t.want_type].best_slot));
+        }
+        return 0;
+    }
     if (t.k > 1u << 20) return heap_fail(h, GC_HEAP_EINVAL, "too many objects asked");
-    t.v = calloc(2 * t.k + 2, sizeof *t.v);
+    t.v = heap_calloc(2 * t.k + 2, sizeof *t.v);
     if (!t.v) return GC_HEAP_ENOMEM;
     int rc = each_reached(h, top_fn, &t);
     for (size_t i = 0; !rc && i < 2 * t.n; i++)
         if (vec_push(out, t.v[i])) rc = GC_HEAP_ENOMEM;
-    free(t.v);
+    heap_free(t.v);
     return rc;
 }
 
 /* -- retained bytes per type ---------------------------------------------------------------- */
 
-struct typeret {
-    uint64_t *acc; /* per type index: count, own bytes, retained */
-    uint32_t *active;
-    size_t ntypes;
-};
-
-static int typeret_leaf(struct gc_heap *h, void *ctx, uint64_t slot, uint64_t ret, uint32_t ti,
-                        uint32_t r)
-{
-    (void)h, (void)slot;
-    struct typeret *t = ctx;
-    if (!r && ti < t->ntypes) {
-        t->acc[3 * ti]++;
-        t->acc[3 * ti + 1] += ret;
-        t->acc[3 * ti + 2] += ret;
-    }
-    return 0;
-}
-
 static int op_typeret(struct gc_heap *h, struct vec *out)
 {
     struct graph *g = h->g;
-    struct typeret t = {0};
-    t.ntypes = h->maxindex + 1ULL;
-    t.acc = calloc(3 * t.ntypes, sizeof *t.acc);
-    t.active = calloc(t.ntypes, sizeof *t.active);
-    uint32_t *cstart = calloc(g->n + 2, sizeof *cstart), *clist = malloc((g->n + 1) * 4);
-    uint32_t *tidx = malloc((g->n + 1) * sizeof *tidx);
-    uint64_t *own = malloc((g->n + 1) * sizeof *own);
-    struct vec stack = {0};
-    int rc = (!t.acc || !t.active || !cstart || !clist || !tidx || !own) ? GC_HEAP_ENOMEM : 0;
-    /* the dominator tree's children lists (by reverse postorder numbers) */
-    for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
-        uint32_t r = g->ridx[bits_index(&h->inner, (uint64_t)s)];
-        if (r) graph_size(h, (uint64_t)s, &own[r], &tidx[r]);
+    for (size_t i = 0; i < g->ntstats; i++) {
+        const struct tstat *s = &g->tstats[i];
+        if (!s->count) continue;
+        PUSH(i);
+        PUSH(s->count);
+        PUSH(s->own);
+        PUSH(s->retained);
     }
-    for (uint64_t r = 1; !rc && r <= g->n; r++) cstart[g->idom[r] + 1]++;
-    for (uint64_t r = 1; !rc && r <= g->n + 1; r++) cstart[r] += cstart[r - 1];
-    for (uint64_t r = 1; !rc && r <= g->n; r++) clist[cstart[g->idom[r]]++] = (uint32_t)r;
-    for (uint64_t r = g->n + 1; !rc && r >= 1; r--) cstart[r] = cstart[r - 1];
-    if (!rc) cstart[0] = 0;
-    /* depth first, counting the instances of each type on the way down */
-    for (uint32_t k = cstart[0]; !rc && k < cstart[1]; k++) rc = vec_push(&stack, clist[k]);
-    while (!rc && stack.n) {
-        uint64_t e = stack.v[--stack.n];
-        uint32_t r = (uint32_t)e, ti = tidx[r];
-        if (e >> 63) {
-            t.active[ti]--;
-            continue;
-        }
-        t.acc[3 * ti]++;
-        t.acc[3 * ti + 1] += own[r];
-        if (!t.active[ti]) t.acc[3 * ti + 2] += g->ret[r];
-        t.active[ti]++;
-        rc = vec_push(&stack, e | (1ULL << 63));
-        for (uint32_t k = cstart[r]; !rc && k < cstart[r + 1]; k++) rc = vec_push(&stack, clist[k]);
-    }
-    free(cstart);
-    free(clist);
-    free(tidx);
-    free(own);
-    vec_free(&stack);
-    if (!rc) rc = each_reached(h, typeret_leaf, &t);
-    for (uint64_t i = 0; !rc && i < t.ntypes; i++)
-        if (t.acc[3 * i] && (vec_push(out, i) || vec_push(out, t.acc[3 * i]) ||
-                             vec_push(out, t.acc[3 * i + 1]) || vec_push(out, t.acc[3 * i + 2])))
-            rc = GC_HEAP_ENOMEM;
-    free(t.acc);
-    free(t.active);
-    return rc;
+    return 0;
 }
 
 /* -- shortest paths ------------------------------------------------------------------------- */
@@ -189,11 +99,11 @@ static int op_paths(struct gc_heap *h, const uint64_t *in, size_t nin, struct ve
 {
     struct graph *g = h->g;
     uint64_t nn = h->seen.count, slot;
-    uint32_t *parent = malloc((nn + 1) * sizeof *parent); /* by rank: the parent's slot */
-    uint32_t *queue = malloc((nn + 1) * sizeof *queue);   /* slots */
+    uint32_t *parent = heap_calloc(nn + 1, sizeof *parent); /* by rank: the parent's slot */
+    uint32_t *queue = heap_calloc(nn + 1, sizeof *queue);   /* slots */
     if (!parent || !queue) {
-        free(parent);
-        free(queue);
+        heap_free(parent);
+        heap_free(queue);
         return GC_HEAP_ENOMEM;
     }
     memset(parent, 0xFF, (nn + 1) * sizeof *parent);
@@ -253,8 +163,8 @@ static int op_paths(struct gc_heap *h, const uint64_t *in, size_t nin, struct ve
             out->v[b] = x;
         }
     }
-    free(parent);
-    free(queue);
+    heap_free(parent);
+    heap_free(queue);
     return rc;
 }
 
@@ -281,7 +191,7 @@ static int group_add(struct suspects *S, uint64_t owner, uint32_t ti, uint64_t r
 {
     if ((S->n + 1) * 2 > S->cap) {
         size_t cap = S->cap ? S->cap * 2 : 1024;
-        struct group *t = calloc(cap, sizeof *t);
+        struct group *t = heap_calloc(cap, sizeof *t);
         if (!t) return GC_HEAP_ENOMEM;
         for (size_t i = 0; i < S->cap; i++) {
             if (!S->tab[i].count) continue;
@@ -289,7 +199,7 @@ static int group_add(struct suspects *S, uint64_t owner, uint32_t ti, uint64_t r
             while (t[j].count) j = (j + 1) & (cap - 1);
             t[j] = S->tab[i];
         }
-        free(S->tab);
+        heap_free(S->tab);
         S->tab = t;
         S->cap = cap;
     }
@@ -300,7 +210,7 @@ static int group_add(struct suspects *S, uint64_t owner, uint32_t ti, uint64_t r
     if (!G->count) {
         G->owner = owner, G->type = ti, S->n++;
         G->best = ret, G->example = addr;
-    } else if (better(ret, addr, G->best, G->example)) {
+    } else if (heap_better(ret, addr, G->best, G->example)) {
         G->best = ret, G->example = addr;
     }
     G->count++;
@@ -349,11 +259,11 @@ static int group_cmp(const void *a, const void *b)
 static int groups_out(struct gc_heap *h, struct suspects *S, struct vec *res)
 {
     size_t k = 0;
-    uint32_t *owners = malloc((S->n + 1) * sizeof *owners), *slots;
-    slots = malloc((S->n + 1) * sizeof *slots);
+    uint32_t *owners = heap_calloc(S->n + 1, sizeof *owners), *slots;
+    slots = heap_calloc(S->n + 1, sizeof *slots);
     if (!owners || !slots) {
-        free(owners);
-        free(slots);
+        heap_free(owners);
+        heap_free(slots);
         return GC_HEAP_ENOMEM;
     }
     for (size_t i = 0; i < S->cap; i++) {
@@ -371,8 +281,8 @@ static int groups_out(struct gc_heap *h, struct suspects *S, struct vec *res)
         uint64_t rec[] = {owner, G->type, G->count, G->total, G->example};
         for (int q = 0; q < 5 && !rc; q++) rc = vec_push(res, rec[q]);
     }
-    free(owners);
-    free(slots);
+    heap_free(owners);
+    heap_free(slots);
     return rc;
 }
 
@@ -381,7 +291,7 @@ static int op_suspects(struct gc_heap *h, const uint64_t *in, size_t nin, struct
     struct graph *g = h->g;
     struct suspects S = {0};
     S.threshold = nin && in[0] ? in[0] : 1;
-    S.big_child = calloc(g->n + 1, 1);
+    S.big_child = heap_calloc(g->n + 1, 1);
     if (!S.big_child) return GC_HEAP_ENOMEM;
     int rc = 0;
     for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
@@ -400,8 +310,8 @@ static int op_suspects(struct gc_heap *h, const uint64_t *in, size_t nin, struct
     struct single one = {S.threshold, S.big_child, &res};
     if (!rc) rc = each_reached(h, single_fn, &one);
     if (!rc) rc = groups_out(h, &S, &res);
-    free(S.tab);
-    free(S.big_child);
+    heap_free(S.tab);
+    heap_free(S.big_child);
     if (!rc) {
         qsort(res.v, res.n / 5, 5 * sizeof *res.v, group_cmp);
         for (size_t i = 0; i < res.n && !rc; i++) rc = vec_push(out, res.v[i]);
@@ -443,7 +353,7 @@ static int op_roots(struct gc_heap *h, struct vec *out)
  * type index of the referring object */
 static int op_referrers(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec *out)
 {
-    uint64_t *count = calloc(h->maxindex + 1ULL, sizeof *count);
+    uint64_t *count = heap_calloc(h->maxindex + 1ULL, sizeof *count);
     if (!count) return GC_HEAP_ENOMEM;
     int rc = 0;
     for (int64_t s = bits_next(&h->inner, 0); !rc && s >= 0; s = bits_next(&h->inner, (uint64_t)s + 1)) {
@@ -463,7 +373,7 @@ static int op_referrers(struct gc_heap *h, const uint64_t *in, size_t nin, struc
     }
     for (uint64_t i = 0; !rc && i <= h->maxindex; i++)
         if (count[i] && (vec_push(out, i) || vec_push(out, count[i]))) rc = GC_HEAP_ENOMEM;
-    free(count);
+    heap_free(count);
     return rc;
 }
 
