@@ -298,6 +298,10 @@ def test_suspects_name_the_cache_and_what_it_holds(tmp_path_factory):
     # the cache among the objects retaining most (with what holds it: module, sys.modules)
     assert out["truth"]["cache"] in {o["address"] for o in ret["objects"]}
     assert {"type", "count", "bytes", "retained"} == set(ret["types"][0])
+    # the cycles no root reaches
+    assert ret["garbage"]["objects"] >= 5000
+    assert out["truth"]["garbage_bytes"] <= ret["garbage"]["bytes"]
+    assert ret["garbage"]["bytes"] < out["truth"]["garbage_bytes"] + (64 << 10)
 
 
 def test_a_subinterpreter_is_censused_apart(tmp_path_factory):
