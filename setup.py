@@ -9,6 +9,29 @@ import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+# `gencore run` arms every Python process it starts (spawn, forkserver, --children): the
+# wheel puts this .pth next to the package, where site runs it at every start; it does
+# nothing unless $GENCORE_RUN is set.
+AUTOARM_PTH = "gencore-autoarm.pth"
+
+
+class BuildPyWithPth(build_py):
+    def run(self):
+        super().run()
+        self.copy_file(str(Path("src") / AUTOARM_PTH), str(Path(self.build_lib) / AUTOARM_PTH))
+        if getattr(self, "editable_mode", False):
+            # an editable wheel holds only a path .pth: ours goes into its .data/purelib,
+            # which pip installs into site-packages (the wheel's scripts dir is its sibling)
+            scripts = self.distribution.get_command_obj("build").build_scripts
+            data = Path(scripts or "").parent
+            if data.name.endswith(".data"):
+                (data / "purelib").mkdir(parents=True, exist_ok=True)
+                self.copy_file(str(Path("src") / AUTOARM_PTH), str(data / "purelib" / AUTOARM_PTH))
+
+    def get_outputs(self, include_bytecode=True):
+        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / AUTOARM_PTH)]
 
 NATIVE = Path("src/gencore/_native")
 LIMITED_API = 0x03090000  # the stable ABI of CPython 3.9: one wheel for 3.9 and every later one
@@ -41,4 +64,4 @@ if (
     )
     options["bdist_wheel"] = {"py_limited_api": "cp39"}
 
-setup(ext_modules=ext_modules, options=options)
+setup(ext_modules=ext_modules, options=options, cmdclass={"build_py": BuildPyWithPth})

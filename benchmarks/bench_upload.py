@@ -32,8 +32,8 @@ def cpu() -> float:
 
 def worker(args: argparse.Namespace) -> None:
     import gencore
-    from gencore.capture import job as _job
     from gencore.capture.options import CoreOptions
+    from gencore.ship.client import upload
 
     ballast = bytearray(os.urandom(1 << 20) * args.rss_mib)
     d = Path(args.dir)
@@ -41,7 +41,7 @@ def worker(args: argparse.Namespace) -> None:
     size = core.stat().st_size
     opts = CoreOptions(d, upload=args.url, keep_local=True)
     t0, c0 = time.monotonic(), cpu()
-    _job.upload(core, opts)
+    upload(core, opts)
     took, app_cpu = time.monotonic() - t0, cpu() - c0
     del ballast
     print(json.dumps({"size": size, "seconds": took, "app_cpu": app_cpu, "path": str(core)}))

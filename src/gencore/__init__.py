@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._version import VERSION
 from .analysis.core import CoreFile, open_core
 from .analysis.heap import Census, Referrers, TypeDiff, TypeStat
+from .capture.redact import exclude, include
 from .capture.snapshot import (
     CorePath,
     SnapshotReport,
@@ -26,7 +27,7 @@ from .capture.snapshot import (
     supported,
 )
 from .capture.triggers import TriggerConfig, install, installed, uninstall
-from .capture.watch import heartbeat, watch_loop
+from .capture.watch import Deadline, deadline, heartbeat, watch_loop
 from .errors import (
     BundleError,
     CoreChildError,
@@ -35,6 +36,7 @@ from .errors import (
     CoreFormatError,
     CoreTimeoutError,
     CoreWriteError,
+    DecryptionError,
     FreezeError,
     GencoreError,
     HeapUnavailableError,
@@ -58,6 +60,8 @@ __version__ = VERSION
 
 __all__ = [
     "TriggerConfig",
+    "Deadline",
+    "deadline",
     "heartbeat",
     "install",
     "installed",
@@ -79,6 +83,7 @@ __all__ = [
     "CorePath",
     "CoreTimeoutError",
     "CoreWriteError",
+    "DecryptionError",
     "FreezeError",
     "GencoreError",
     "HeapUnavailableError",
@@ -97,6 +102,8 @@ __all__ = [
     "create_core",
     "create_core_async",
     "default_directory",
+    "exclude",
+    "include",
     "open_core",
     "start_core",
     "supported",

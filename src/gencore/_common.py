@@ -24,8 +24,11 @@ BUNDLE_FORMATS = ("tar.gz", "tar.zst")
 # -- what gencore writes into a directory: the one list -------------------------------------
 # Every kind of file gencore writes, by suffix: the snapshot child's budget (sent to it in the
 # core's record), the helper's budget and uploads, pending files and listings all use it.
-CORE_KINDS = (".core", ".core.zst")
-BUNDLE_KINDS = tuple(f".{fmt}" for fmt in BUNDLE_FORMATS)
+# Encrypted files (``encrypt_to=``) add this to the name of what they hold: ``.core.age``,
+# ``.core.zst.age``, ``.tar.gz.age``, ``.tar.zst.age``.
+AGE_SUFFIX = ".age"
+CORE_KINDS = (".core", ".core.zst", ".core.age", ".core.zst.age")
+BUNDLE_KINDS = tuple(f".{fmt}{age}" for fmt in BUNDLE_FORMATS for age in ("", AGE_SUFFIX))
 FILE_KINDS = CORE_KINDS + BUNDLE_KINDS
 GENCORE_FILE = re.compile(
     r"^core_\d{8}\.\d{6}\.\d+\.\d+(" + "|".join(re.escape(k) for k in FILE_KINDS) + r")$"
@@ -57,7 +60,10 @@ __all__ = [
     "VERSION",
     "PathLike",
     "ProgressCallback",
+    "AGE_SUFFIX",
     "core_names",
+    "core_suffix",
+    "plain_name",
     "file_kind",
     "file_stem",
     "default_directory",
@@ -78,18 +84,27 @@ def tz_offset() -> int:
     return time.localtime().tm_gmtoff
 
 
-def core_names(stem: str, compress: Optional[str] = None) -> tuple[str, str]:
+def core_suffix(compress: Optional[str] = None, encrypt: bool = False) -> str:
+    """The suffix of a core file: ``.core``, ``.core.zst``, ``.core.age``, ``.core.zst.age``."""
+    return ".core" + (".zst" if compress else "") + (AGE_SUFFIX if encrypt else "")
+
+
+def plain_name(name: str) -> str:
+    """A file name without the suffix encryption adds (``x.core.age`` -> ``x.core``)."""
+    return name[: -len(AGE_SUFFIX)] if name.endswith(AGE_SUFFIX) else name
+
+
+def core_names(stem: str, compress: Optional[str] = None, encrypt: bool = False) -> tuple[str, str]:
     """The final and the partial file names of the core with this stem (``.core``, or
-    ``.core.zst`` with ``compress="zstd"``).
+    ``.core.zst`` with ``compress="zstd"``, then ``.age`` when encrypted).
 
     Raises:
         ValueError: the stem is not a plain file name.
     """
     if "/" in stem or stem in ("", ".", "..") or "\0" in stem:
         raise ValueError(f"name must be a plain file name, got {stem!r}")
-    if compress:
-        return _with_partial(f"{stem_of(stem_of(stem, '.zst'))}.core.zst")
-    return _with_partial(stem if stem.endswith(".core") else stem + ".core")
+    stem = stem_of(stem_of(plain_name(stem), ".zst"))
+    return _with_partial(stem + core_suffix(compress, encrypt))
 
 
 def _with_partial(final: str) -> tuple[str, str]:

@@ -18,11 +18,18 @@ __all__ = [
     "MapRow",
     "Pid",
     "alive",
+    "CgroupMemory",
+    "cgroup_memory",
     "cgroup_memory_limits",
     "cgroup_mounts",
+    "children",
     "cmdline",
+    "descendants",
     "environ",
+    "executable",
+    "exit_signal",
     "maps",
+    "ppid",
     "resident_bytes",
     "start_time",
     "stat_fields",
@@ -214,3 +221,141 @@ def cgroup_memory_limits() -> list[int]:
         if n is not None:
             out.append(n)
     return out
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """The memory cgroup whose limit applies to this process, read now.
+
+    ``limit`` is the hard limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``), ``high``
+    v2's throttling threshold (``memory.high``; None on v1 or when unset), ``usage`` what the
+    group holds now, ``peak`` its highest usage (v2 ``memory.peak``, v1
+    ``memory.max_usage_in_bytes``; None when the kernel has none), ``oom_kills`` the OOM
+    kills so far and ``high_events`` how often usage went past ``high`` (v2 only).
+    """
+
+    version: str
+    path: str
+    limit: Optional[int]
+    high: Optional[int]
+    usage: int
+    peak: Optional[int]
+    oom_kills: int
+    high_events: int
+
+    @property
+    def headroom(self) -> Optional[int]:
+        """Bytes left before the lower of the limits (None without one)."""
+        limits = [v for v in (self.limit, self.high) if v is not None]
+        return max(0, min(limits) - self.usage) if limits else None
+
+
+def _counters(path: str) -> dict[str, int]:
+    """A cgroup ``key value`` file (``memory.events``, v1 ``memory.oom_control``)."""
+    out: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if value.strip().isdigit():
+                    out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def read_cgroup_memory(version: str, path: str) -> CgroupMemory:
+    """The memory files of the cgroup directory ``path`` (``"v1"`` or ``"v2"``)."""
+    if version == "v2":
+        events = _counters(os.path.join(path, "memory.events"))
+        return CgroupMemory(
+            version,
+            path,
+            read_number(os.path.join(path, "memory.max")),
+            read_number(os.path.join(path, "memory.high")),
+            read_number(os.path.join(path, "memory.current")) or 0,
+            read_number(os.path.join(path, "memory.peak")),
+            events.get("oom_kill", 0),
+            events.get("high", 0),
+        )
+    return CgroupMemory(
+        version,
+        path,
+        read_number(os.path.join(path, "memory.limit_in_bytes")),
+        None,
+        read_number(os.path.join(path, "memory.usage_in_bytes")) or 0,
+        read_number(os.path.join(path, "memory.max_usage_in_bytes")),
+        _counters(os.path.join(path, "memory.oom_control")).get("oom_kill", 0),
+        0,
+    )
+
+
+def cgroup_memory() -> Optional[CgroupMemory]:
+    """The nearest memory cgroup of this process (its own, else an ancestor) with a limit,
+    or None. ``$GENCORE_CGROUP`` (``v2:/path`` or ``v1:/path``) names another directory: a
+    seam for tests on recorded files."""
+    seam = os.environ.get("GENCORE_CGROUP")
+    if seam and ":" in seam:
+        version, _, path = seam.partition(":")
+        return read_cgroup_memory(version, path)
+    for version, path in cgroup_dirs():
+        mem = read_cgroup_memory(version, path)
+        if mem.limit is not None or mem.high is not None:
+            return mem
+    return None
+
+
+def ppid(pid: Pid) -> Optional[int]:
+    """The parent of ``pid`` (None if it cannot be read)."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (ValueError, IndexError):
+        return None
+
+
+def children(pid: Pid) -> list[int]:
+    """The children of ``pid``, from every thread's ``children`` list ([] if gone)."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return sorted(set(kids))
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents before their children."""
+    out, todo, seen = [], [pid], set()
+    while todo:
+        p = todo.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
+def executable(pid: Pid) -> Optional[str]:
+    """The path of the program ``pid`` runs (``/proc/PID/exe``), None if it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def exit_signal(pid: Pid) -> Optional[int]:
+    """The signal ``pid`` sends its parent when it exits (field 38 of ``stat``): 0 for
+    gencore's snapshot children (and threads), SIGCHLD for ordinary processes."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[35]) if fields else None
+    except (ValueError, IndexError):
+        return None

@@ -22,6 +22,7 @@ __all__ = [
     "CoreFormatError",
     "CoreTimeoutError",
     "CoreWriteError",
+    "DecryptionError",
     "FreezeError",
     "GencoreError",
     "HeapUnavailableError",
@@ -113,6 +114,11 @@ class CoreChildError(GencoreError):
 
 class CoreFormatError(GencoreError):
     """A file given to the reader is not a core gencore can read."""
+
+
+class DecryptionError(GencoreError):
+    """An encrypted (age) core or bundle could not be opened: no identity was given, or none
+    of them is one of the file's recipients."""
 
 
 class MemoryUnavailableError(GencoreError, LookupError):

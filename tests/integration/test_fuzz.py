@@ -79,7 +79,9 @@ def exercise(path: str, stacks: bool = True) -> None:
         if stacks:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 rc = cli_main(["stacks", path])
-            assert rc in (0, 2), err.getvalue()
+            # 1: the interpreter cannot be read from memory and the note has no stacks
+            readable = rc == 1 and "cannot read Python stacks" in err.getvalue()
+            assert rc in (0, 2) or readable, err.getvalue()
 
 
 def mutate(seed: bytes, data: st.DataObject) -> bytes:

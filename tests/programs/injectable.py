@@ -7,7 +7,6 @@ every 50 ms) or, in "blocked", waits in C (pause()) until a signal. Every SIGUSR
 main loop print one JSON line: open fds, threads, and the modules imported since start-up.
 """
 
-import ctypes
 import json
 import os
 import signal
@@ -72,5 +71,7 @@ START_MODULES = set(sys.modules)  # what the program itself needs, reporting inc
 time.sleep(0.1)
 report()
 if sys.argv[1] == "blocked":
+    import ctypes  # in "blocked" only: the loop mode never loads ctypes (nor libffi)
+
     ctypes.CDLL(None).pause()  # the main thread in C until a signal arrives
 main_loop()

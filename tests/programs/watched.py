@@ -4,6 +4,7 @@ gil        the main thread holds the GIL inside a C call for SECONDS (ctypes.PyD
 loop       asyncio.run: a handler calls time.sleep(SECONDS) (the GIL is free, the loop is not)
 heartbeat  a worker calls gencore.heartbeat() every 50 ms, then stops for SECONDS
 grow       the resident size grows to MIB MiB in 20 MiB steps, stays there a moment, is freed
+leak       grows by STEP MiB every 50 ms until something (the OOM killer) ends it
 healthy    a busy service for SECONDS: CPU-bound threads, an asyncio loop with many short
            callbacks, heartbeats; prints what threading and the triggers saw
 
@@ -83,6 +84,13 @@ def grow():
     time.sleep(1.5)
 
 
+def leak():
+    blocks = []
+    while True:
+        blocks.append(bytearray(int(args["step"]) << 20))  # zero-filled: resident at once
+        time.sleep(0.05)
+
+
 def healthy():
     before = [t.name for t in threading.enumerate()]
     stop = time.monotonic() + seconds
@@ -126,6 +134,9 @@ elif mode == "heartbeat":
     t.join()
 elif mode == "grow":
     grow()
+elif mode == "leak":
+    workers(2)
+    leak()
 elif mode == "healthy":
     healthy()
 else:

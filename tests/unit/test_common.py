@@ -224,3 +224,17 @@ def test_gencore_file_names_and_pending(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [names[3], names[4], names[5], ".core_20261202.101503.42.004.tar.zst.uploaded"]
     )
+
+
+def test_encrypted_files_are_gencore_kinds():
+    assert _common.core_names("x", None, True) == ("x.core.age", ".x.core.age.partial")
+    assert _common.core_names("x.core.age", "zstd", True)[0] == "x.core.zst.age"
+    assert _common.core_names("x.core.zst.age")[0] == "x.core"
+    stem = "core_20261205.101010.42.001"
+    for kind in (".core.age", ".core.zst.age", ".tar.gz.age", ".tar.zst.age"):
+        assert _common.file_kind(stem + kind) == kind
+        assert _common.file_stem(stem + kind) == stem
+    assert (
+        _common.plain_name("a.tar.gz.age") == "a.tar.gz"
+        and _common.plain_name("a.core") == "a.core"
+    )

@@ -9,6 +9,7 @@
 
 #include "gc_budget.h"
 #include "gc_procfs.h"
+#include "gc_redact.h"
 #include "gc_snapshot.h"
 
 #define ARENA_SIZE (1ull << 30) /* virtual; only what is used gets touched */
@@ -52,6 +53,7 @@ struct child {
     /* Stream mode (s->pipe_argv): everything goes in file order into out_fd, a pipe to the
      * filter program (pid helper); pos is how much has been written, holes included. */
     int stream, out_fd, pipe_r;
+    int no_vmsplice; /* the pipe takes copies only */
     long helper;
     uint64_t pos;
     const unsigned char *zeros; /* ZEROS_SIZE untouched bytes: they read as zeros */
@@ -63,10 +65,19 @@ struct child {
     uint64_t pac_mask;
     long pac_keys, tagged_addr; /* -1: not supported */
 #endif
+    uint64_t cap;  /* the largest core to write: max_size, or less when memory is short */
     int capped;    /* max_size left something out */
+    /* The memory cgroup: its headroom when the child started, and what the child does
+     * about it (bounded: each chunk written is flushed and dropped from the page cache, and
+     * the child's copy of the memory it came from is let go). */
+    uint64_t cg_limit, cg_usage;
+    int bounded;
+    int drop_source;   /* the range being written is private anonymous memory */
+    uint64_t auto_cap; /* a cap the headroom asked for (0: none) */
     struct gc_budget budget;
     uint64_t need; /* under max_size: the least a core of this process takes */
     uint64_t budget_note; /* under max_size: bytes for the budget in the capture note */
+    struct gc_redact *redact; /* redact= or excluded buffers: what is scrubbed; else NULL */
 };
 
 struct notebuf {
@@ -83,6 +94,9 @@ void gc_w_write_all(struct child *c, const void *buf, size_t len, uint64_t off);
 void gc_w_stream_start(struct child *c);
 long gc_w_stream_end(struct child *c, int abandon);
 long gc_w_dump_piece(struct child *c, const struct piece *p);
+/* Under memory pressure (c->bounded): [off, off+len) of the file is on disk and out of the
+ * page cache, [addr, addr+len) of memory out of the child. */
+void gc_w_release(struct child *c, uint64_t addr, uint64_t len, uint64_t off);
 #define PROGRESS_EVERY (64ull << 20)
 
 /* gc_notes.c */

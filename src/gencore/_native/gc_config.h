@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 /* Bumped when a record changes meaning; Python refuses an engine of another version. */
-#define GC_ABI_VERSION 2
+#define GC_ABI_VERSION 3
 #define GC_TRIGGER_MAX_SIGNALS 8
 
 /* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
@@ -44,6 +44,51 @@
     A(int32_t, code_fields, 6) /* name, qualname, filename, linetable, code, varnames */  \
     F(uint32_t, tuple_items)   /* where a tuple's items start */
 
+/* Redaction (redact=): what the snapshot child scrubs in its copy of memory on the way out,
+ * and the layout it finds values by, found and checked in the process
+ * (gencore/capture/redact.py). The child looks for objects by their type pointer: types[i]
+ * is a type whose instances are of kinds[i] (GC_RK_*). Offsets are in bytes; -1: absent. */
+#define GC_REDACT_MAX_TYPES 64
+enum gc_redact_policy { GC_REDACT_OFF = 0, GC_REDACT_ENV = 1, GC_REDACT_VALUES = 2 };
+enum gc_redact_kind {
+    GC_RK_STR = 1, /* scrubbed unless interned, static or kept */
+    GC_RK_BYTES = 2,
+    GC_RK_BYTEARRAY = 3,
+    /* objects whose own fields' strings stay (sizes[i] bytes of each): code objects (name,
+     * qualname, file name, line tables), heap types (name, qualname), modules (name) */
+    GC_RK_CODE = 4,
+    GC_RK_TYPE = 5, /* types[i] is a metaclass */
+    GC_RK_MODULE = 6,
+};
+#define GC_REDACT_FIELDS(F, A)                                                            \
+    F(uint32_t, policy) /* enum gc_redact_policy */                                       \
+    F(uint32_t, ntypes)                                                                   \
+    A(uint64_t, types, GC_REDACT_MAX_TYPES)                                               \
+    A(uint32_t, kinds, GC_REDACT_MAX_TYPES)                                               \
+    A(uint32_t, sizes, GC_REDACT_MAX_TYPES) /* code, type, module: bytes whose strings stay */ \
+    F(uint32_t, str_state)    /* the state bit field */                                   \
+    F(uint32_t, str_ascii_data)   /* where a compact ASCII string's characters start */   \
+    F(uint32_t, str_compact_data) /* other compact strings' */                            \
+    F(int32_t, str_utf8)          /* PyCompactUnicodeObject.utf8 */                       \
+    F(int32_t, str_utf8_length)                                                           \
+    F(int32_t, str_wstr)          /* 3.9-3.11: the wchar_t copy */                        \
+    F(int32_t, str_data)          /* PyUnicodeObject.data.any (subclass instances) */     \
+    F(uint32_t, str_keep_mask)    /* state bits of interned or static strings */          \
+    F(uint32_t, str_compact_bit)                                                          \
+    F(uint32_t, str_ascii_bit)                                                            \
+    F(uint32_t, bytes_data)                                                               \
+    F(uint32_t, ba_alloc)                                                                 \
+    F(uint32_t, ba_bytes)                                                                 \
+    F(uint32_t, ba_start)                                                                 \
+    F(uint32_t, pool_size) /* the small-object allocator's pools; 0: not in use */        \
+    F(uint32_t, type_dict) /* tp_dict: a heap type's __module__ value stays */             \
+    F(uint64_t, module_key) /* the interned "__module__", the key in types' dicts */       \
+    F(uint64_t, hash_secret) /* _Py_HashSecret: zeroed, so stored hashes reveal nothing */ \
+    F(uint32_t, hash_secret_len)                                                          \
+    F(uint32_t, list_off) /* in the blob: nkeep objects kept, then nscrub scrubbed */      \
+    F(uint32_t, nkeep)                                                                    \
+    F(uint32_t, nscrub)
+
 /* The options of one core (gencore.capture.options.CoreOptions, native part). Variable-size
  * parts live in a data blob sent with the record, at (off, len). */
 #define GC_CORE_OPTIONS_FIELDS(F, A)                                                      \
@@ -59,11 +104,17 @@
     F(uint32_t, note_len)                                                                 \
     F(uint32_t, pipe_off)   /* the compressor's argv, NUL-separated; 0 length: none */    \
     F(uint32_t, pipe_len)                                                                 \
+    F(uint32_t, suffix_off) /* the file name's suffix (".core.zst.age"); 0 length: .core */ \
+    F(uint32_t, suffix_len)                                                               \
     F(uint64_t, max_total)  /* the directory's budget, made room for before publishing */ \
     F(uint64_t, keep_free)                                                                \
     F(int32_t, uploads)     /* files without an upload marker are pending uploads */      \
     F(uint32_t, kinds_off)  /* the suffixes of gencore's files, NUL-separated */          \
-    F(uint32_t, kinds_len)
+    F(uint32_t, kinds_len)                                                                \
+    F(int32_t, cgroup_version) /* 1, 2: the memory cgroup at cgroup_off; 0: none */      \
+    F(uint32_t, cgroup_off)                                                               \
+    F(uint32_t, cgroup_len)                                                               \
+    F(int32_t, page_cache)  /* 0: bounded when the cgroup's headroom asks; 1 always; 2 never */
 
 /* What install() asks of the signal and crash handlers and of the helper thread. The signal
  * trigger's note is core.note; the other notes, the helper's command line, live in the blob. */
@@ -76,6 +127,8 @@
     F(int32_t, nsignals)                                                                  \
     A(int32_t, crash_signals, GC_TRIGGER_MAX_SIGNALS)                                     \
     F(int32_t, ncrash)                                                                    \
+    A(int32_t, chain_signals, GC_TRIGGER_MAX_SIGNALS) /* dump, then the previous handler */ \
+    F(int32_t, nchain)                                                                    \
     F(int32_t, altstack_signal) /* gives threads an alternate stack (0: none) */          \
     F(uint32_t, max_cores)      /* 0: unlimited */                                        \
     F(uint64_t, min_interval_ns)                                                          \
@@ -86,6 +139,7 @@
     F(uint64_t, heartbeat_timeout_ns)                                                     \
     F(uint64_t, rss_limit_bytes)                                                          \
     F(uint64_t, rss_interval_ns)                                                          \
+    F(int32_t, memory_high) /* a core when the cgroup's memory.high is breached (v2) */   \
     F(int64_t, note_time_offset) /* where the 17-character time goes in core.note */      \
     F(uint32_t, crash_note_off)                                                           \
     F(uint32_t, crash_note_len)                                                           \
@@ -128,9 +182,14 @@ struct gc_pylayout {
     GC_PYLAYOUT_FIELDS(GC_FIELD_, GC_ARRAY_)
 };
 
+struct gc_redact_layout {
+    GC_REDACT_FIELDS(GC_FIELD_, GC_ARRAY_)
+};
+
 struct gc_core_options {
     GC_CORE_OPTIONS_FIELDS(GC_FIELD_, GC_ARRAY_)
     struct gc_pylayout pylayout; /* with have_pylayout: a capped core's Python walk */
+    struct gc_redact_layout redact; /* policy GC_REDACT_OFF: nothing scrubbed */
 };
 
 struct gc_trigger_config {

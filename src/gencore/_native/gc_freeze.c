@@ -64,6 +64,8 @@ static void freeze_handler(int sig, siginfo_t *info, void *ucontext)
     gc_regs_from_ucontext(uc, t);
     gc_memcopy(&t->sigmask, &uc->uc_sigmask, sizeof t->sigmask);
     t->fp_len = gc_fp_from_ucontext(uc, t->fp, GC_FP_CAP);
+    t->uc_at = (uint64_t)(uintptr_t)uc;
+    t->fp_at = gc_fp_address(uc);
 
     int expected = GC_T_SIGNALED;
     if (!__atomic_compare_exchange_n(&t->state, &expected, GC_T_PARKED, 0, __ATOMIC_ACQ_REL,

@@ -45,13 +45,23 @@ int gc_job_spec_init(struct gc_job_spec *spec, struct gc_argv *argv,
 {
     gc_memzero(spec, sizeof *spec);
     if (o->abi != GC_ABI_VERSION || !in_blob(o->note_off, o->note_len, len) ||
-        !in_blob(o->pipe_off, o->pipe_len, len) || !in_blob(o->kinds_off, o->kinds_len, len) ||
-        (o->kinds_len && data[o->kinds_off + o->kinds_len - 1] != 0))
+        !in_blob(o->pipe_off, o->pipe_len, len) || !in_blob(o->suffix_off, o->suffix_len, len) ||
+        o->suffix_len > 32 || (o->suffix_len && data[o->suffix_off + o->suffix_len - 1] != 0) ||
+        !in_blob(o->kinds_off, o->kinds_len, len) ||
+        (o->kinds_len && data[o->kinds_off + o->kinds_len - 1] != 0) ||
+        !in_blob(o->cgroup_off, o->cgroup_len, len) ||
+        (o->cgroup_len && data[o->cgroup_off + o->cgroup_len - 1] != 0))
         return -EINVAL;
+    spec->suffix = o->suffix_len ? (const char *)data + o->suffix_off : ".core";
+    uint64_t nlist = (uint64_t)o->redact.nkeep + o->redact.nscrub;
+    if (nlist && (o->redact.list_off % 8 || !in_blob(o->redact.list_off, (uint32_t)(nlist * 8), len)))
+        return -EINVAL;
+    spec->redact_list = nlist ? (const uint64_t *)(data + o->redact.list_off) : NULL;
     spec->o = o;
     spec->events_fd = -1;
     spec->kinds = (const char *)data + o->kinds_off;
     spec->kinds_len = o->kinds_len;
+    spec->cgroup = o->cgroup_len ? (const char *)data + o->cgroup_off : NULL;
     spec->note = o->note_len ? data + o->note_off : NULL;
     spec->note_len = o->note_len;
     int n = gc_argv_split(argv, (const char *)data + o->pipe_off, o->pipe_len);
@@ -80,7 +90,7 @@ static int set_names(struct gc_job *j, const struct gc_job_spec *spec, const cha
         gc_core_stem(stem, sizeof stem, gc_realtime_s(), spec->tz_offset, (int)gc_getpid(),
                      gc_next_seq());
         gc_fmt_str(j->final, sizeof j->final, &pos, stem);
-        gc_fmt_str(j->final, sizeof j->final, &pos, spec->pipe_argv ? ".core.zst" : ".core");
+        gc_fmt_str(j->final, sizeof j->final, &pos, spec->suffix);
     }
     j->final[pos] = 0;
     pos = 0;
@@ -107,9 +117,11 @@ static void fill_snapshot(struct gc_snapshot *s, const struct gc_job_spec *spec,
     s->o = o;
     s->pylayout = o->have_pylayout ? &o->pylayout : NULL;
     s->pipe_argv = spec->pipe_argv;
+    s->redact_list = spec->redact_list;
     s->kinds = spec->kinds;
     s->kinds_len = spec->kinds_len;
     s->events_fd = spec->events_fd;
+    s->cgroup = spec->cgroup;
     const siginfo_t *info = cause->info;
     int sig = cause->signo;
     s->siginfo.signo = sig;

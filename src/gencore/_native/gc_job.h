@@ -30,9 +30,12 @@ struct gc_job_spec {
     const unsigned char *note;
     size_t note_len;
     char *const *pipe_argv; /* NULL: a plain core */
+    const char *suffix;     /* of new names: ".core", ".core.zst", ".core.age"... */
+    const uint64_t *redact_list; /* objects to keep, then to scrub (redact); may be NULL */
     const char *kinds;      /* gencore's file suffixes, NUL-separated (the budget's) */
     size_t kinds_len;
     int events_fd;          /* the triggers' events file (budget removals), or -1 */
+    const char *cgroup;     /* the memory cgroup's directory (NUL-terminated), or NULL */
     int64_t tz_offset;      /* for new names */
     /* Waits between attempts while another snapshot holds the freeze (default: sleeps). */
     void (*busy_wait)(uint64_t ns);

@@ -6,6 +6,7 @@
 #endif
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -24,6 +25,7 @@
 #include "gc_job.h"
 #include "gc_kernel.h"
 #include "gc_names.h"
+#include "gc_redact.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 #include "gc_trigger.h"
@@ -43,10 +45,14 @@ struct field_desc {
 #define RECORD_ struct gc_pylayout
 static const struct field_desc pylayout_fields[] = {GC_PYLAYOUT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
 #undef RECORD_
+#define RECORD_ struct gc_redact_layout
+static const struct field_desc redact_fields[] = {GC_REDACT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
+#undef RECORD_
 #define RECORD_ struct gc_core_options
 static const struct field_desc core_fields[] = {
     GC_CORE_OPTIONS_FIELDS(FIELD_, ARRAY_){"pylayout", offsetof(RECORD_, pylayout),
                                            sizeof(struct gc_pylayout), 0, 0},
+    {"redact", offsetof(RECORD_, redact), sizeof(struct gc_redact_layout), 0, 0},
     {NULL, 0, 0, 0, 0}};
 #undef RECORD_
 #define RECORD_ struct gc_trigger_config
@@ -72,6 +78,7 @@ static PyObject *layouts(void)
         const struct field_desc *fields;
     } records[] = {
         {"pylayout", sizeof(struct gc_pylayout), pylayout_fields},
+        {"redact", sizeof(struct gc_redact_layout), redact_fields},
         {"core", sizeof(struct gc_core_options), core_fields},
         {"trigger", sizeof(struct gc_trigger_config), trigger_fields},
         {"status", sizeof(struct gc_status), status_fields},
@@ -426,6 +433,58 @@ static PyObject *py_watch_loop_stop(PyObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static PyObject *py_trigger_rechain(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gc_trigger_rechain());
+}
+
+static PyObject *py_watch_deadline_arm(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"seconds", "name", NULL};
+    double seconds;
+    const char *name;
+    Py_ssize_t len;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dy#", kwlist, &seconds, &name, &len)) return NULL;
+    if (!(seconds > 0 && seconds < 1e9)) {
+        PyErr_SetString(PyExc_ValueError, "seconds must be positive");
+        return NULL;
+    }
+    int h = gc_watch_deadline_arm((uint64_t)(seconds * 1e9), (int32_t)gc_gettid(), name,
+                                  (size_t)len);
+    if (h < 0) {
+        errno = -h;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(h);
+}
+
+/* watch_deadline_state / watch_deadline_end: (passed, core name) */
+static PyObject *deadline_result(PyObject *args, PyObject *kw,
+                                 int (*fn)(int, char *, size_t))
+{
+    static char *kwlist[] = {"handle", NULL};
+    int handle;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &handle)) return NULL;
+    char core[GC_NAME_CAP];
+    int passed = fn(handle, core, sizeof core);
+    return Py_BuildValue("(Ns)", PyBool_FromLong(passed), core);
+}
+
+static PyObject *py_watch_deadline_state(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_state);
+}
+
+static PyObject *py_watch_deadline_end(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    return deadline_result(args, kw, gc_watch_deadline_end);
+}
+
 static PyObject *py_trigger_uninstall(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -484,6 +543,18 @@ static PyObject *py_trigger_set_tz(PyObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* gencore.exclude: a range every snapshot child writes as zeros (gc_scrub.c's table) */
+static PyObject *py_exclude_range(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"addr", "length", "add", NULL};
+    unsigned long long addr, len;
+    int add, rc;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKp", kwlist, &addr, &len, &add)) return NULL;
+    if ((rc = gc_exclude_range(addr, len, add))) return errno = -rc, PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -506,6 +577,77 @@ static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
     uintptr_t next = ((const uintptr_t *)(const void *)probe)[-2];
     Py_DECREF(probe);
     return PyLong_FromUnsignedLongLong((unsigned long long)(next & ~(uintptr_t)7));
+}
+
+/* ---- this process's own interpreter, for the in-process layouts (no ctypes needed) ---- */
+
+static void *symbol(const char *name) { return dlsym(RTLD_DEFAULT, name); }
+
+PyDoc_STRVAR(self_symbol_doc,
+             "self_symbol(name) -> int: the address of a symbol of this process (dlsym), 0 if\n"
+             "none (_PyRuntime, Py_Version, _r_debug).");
+
+static PyObject *py_self_symbol(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"name", NULL};
+    const char *name;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s", kwlist, &name)) return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)symbol(name));
+}
+
+typedef void *(*ptr_fn)(void);
+typedef void *(*ptr_fn1)(void *);
+
+PyDoc_STRVAR(thread_states_doc,
+             "thread_states() -> (interp, current, [thread states])\n\n"
+             "The main interpreter's address, this thread's state and every thread state of the\n"
+             "main interpreter, in its list's order (the GIL is held meanwhile).");
+
+static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ptr_fn main_fn = (ptr_fn)symbol("PyInterpreterState_Main");
+    ptr_fn1 head_fn = (ptr_fn1)symbol("PyInterpreterState_ThreadHead");
+    ptr_fn1 next_fn = (ptr_fn1)symbol("PyThreadState_Next");
+    void *interp = main_fn ? main_fn() : (void *)PyInterpreterState_Get();
+    void *current = (void *)PyThreadState_Get();
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (void *ts = head_fn ? head_fn(interp) : NULL; ts && next_fn; ts = next_fn(ts)) {
+        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)ts);
+        if (!v || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("(KKN)", (unsigned long long)(uintptr_t)interp,
+                         (unsigned long long)(uintptr_t)current, list);
+}
+
+PyDoc_STRVAR(interpreters_doc,
+             "interpreters() -> (current, [(id, address), ...])\n\n"
+             "This thread's interpreter's address and every interpreter of the process.");
+
+static PyObject *py_interpreters(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ptr_fn head_fn = (ptr_fn)symbol("PyInterpreterState_Head");
+    ptr_fn1 next_fn = (ptr_fn1)symbol("PyInterpreterState_Next");
+    PyInterpreterState *current = PyInterpreterState_Get();
+    PyObject *list = PyList_New(0);
+    for (void *i = head_fn ? head_fn() : NULL; list && i && next_fn; i = next_fn(i)) {
+        PyObject *v = Py_BuildValue("(LK)", (long long)PyInterpreterState_GetID(i),
+                                    (unsigned long long)(uintptr_t)i);
+        if (!v || PyList_Append(list, v) < 0) Py_CLEAR(list);
+        Py_XDECREF(v);
+    }
+    if (!list) return NULL;
+    return Py_BuildValue("(KN)", (unsigned long long)(uintptr_t)current, list);
 }
 
 PyDoc_STRVAR(core_stem_doc,
@@ -615,6 +757,9 @@ static PyObject *py_heap_op(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"core_stem", KW(py_core_stem), core_stem_doc},
+    {"self_symbol", KW(py_self_symbol), self_symbol_doc},
+    {"thread_states", py_thread_states, METH_NOARGS, thread_states_doc},
+    {"interpreters", py_interpreters, METH_NOARGS, interpreters_doc},
     {"trigger_install", KW(py_trigger_install), trigger_install_doc},
     {"trigger_uninstall", py_trigger_uninstall, METH_NOARGS,
      "Restore the handlers; waits for a core in flight; stops the helper thread. Returns the\n"
@@ -638,7 +783,17 @@ static PyMethodDef methods[] = {
      "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
     {"watch_loop_stop", KW(py_watch_loop_stop),
      "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
+    {"watch_deadline_arm", KW(py_watch_deadline_arm),
+     "watch_deadline_arm(seconds, name): a deadline for the calling thread; name is JSON\n"
+     "string text. Returns its handle."},
+    {"watch_deadline_state", KW(py_watch_deadline_state),
+     "watch_deadline_state(handle) -> (passed, core name or '')."},
+    {"watch_deadline_end", KW(py_watch_deadline_end),
+     "watch_deadline_end(handle) -> (passed, core name or ''): the deadline is over."},
+    {"trigger_rechain", py_trigger_rechain, METH_NOARGS,
+     "Take chained signals back from handlers installed since: returns how many."},
     {"gc_list_tail", py_gc_list_tail, METH_NOARGS, gc_list_tail_doc},
+    {"exclude_range", KW(py_exclude_range), "exclude_range(addr, length, add)"},
     {"next_seq", py_next_seq, METH_NOARGS, "The next per-process core sequence number."},
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"job_start", KW(py_job_start), job_start_doc},
@@ -666,6 +821,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "WATCH_REASON_CAP", (long)GC_WATCH_REASON_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_DETAIL_CAP", (long)GC_WATCH_DETAIL_CAP) < 0 ||
         PyModule_AddIntConstant(m, "WATCH_LOOPS", (long)GC_WATCH_LOOPS) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_NAME_CAP", (long)GC_DEADLINE_NAME_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "WATCH_DEADLINES", (long)GC_WATCH_DEADLINES) < 0 ||
         PyModule_AddIntConstant(m, "STATUS_MAGIC", (long)GC_STATUS_MAGIC) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -44,6 +44,13 @@ static void *note_add(struct notebuf *nb, const char *name, uint32_t type, uint3
     return h + 12 + ((namesz + 3) & ~3u);
 }
 
+/* redact="values": vector and FP registers hold whatever was copied last (a memcpy of a
+ * secret); the notes keep their control and status words only. */
+static int scrub_fp(const struct child *c)
+{
+    return c->s->o->redact.policy == GC_REDACT_VALUES;
+}
+
 static int add_prstatus(struct child *c, struct notebuf *nb, const struct gc_thread *t,
                         int first)
 {
@@ -73,6 +80,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     unsigned char *d = note_add(nb, "CORE", NT_PRFPREG, 512);
     if (!d) return -ENOMEM;
     gc_memcopy(d, t->fp, t->fp_len < 464 ? t->fp_len : 464);
+    if (scrub_fp(c)) gc_fp_scrub(d, 464);
     /* bytes 464..511 stay zero, as the kernel writes them */
     uint32_t size = gc_xstate_size();
     if (size <= 512) return 0;
@@ -81,7 +89,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     gc_memcopy(d, t->fp, t->fp_len < size ? t->fp_len : size);
     gc_memzero(d + 464, 48);
     *(uint64_t *)(d + 464) = gc_xcr0();
-    (void)c;
+    if (scrub_fp(c)) gc_fp_scrub(d, size);
     return 0;
 }
 #else
@@ -95,6 +103,7 @@ static int add_fp(struct child *c, struct notebuf *nb, const struct gc_thread *t
     if (t->fp_len) {
         if (!(d = note_add(nb, "CORE", NT_PRFPREG, 528))) return -ENOMEM;
         gc_memcopy(d, t->fp, 528);
+        if (scrub_fp(c)) gc_fp_scrub(d, 528);
     }
     uint32_t tls_size = gc_tls_note_size();
     if (!(d = note_add(nb, "LINUX", NT_ARM_TLS, tls_size))) return -ENOMEM;
@@ -135,6 +144,9 @@ static int add_prpsinfo(struct child *c, struct notebuf *nb)
     gc_memcopy(d + 40, p->comm, 15);
     char *args = (char *)d + 56;
     long n = gc_read_small("/proc/self/cmdline", args, 80); /* psargs: 79 bytes and a NUL */
+    if (c->s->o->redact.policy == GC_REDACT_VALUES) /* the program's name only */
+        for (long i = 0; i < n; i++)
+            if (!args[i]) n = i;
     for (long i = 0; i < n; i++)
         if (args[i] == 0) args[i] = ' ';
     while (n > 0 && args[n - 1] == ' ') args[--n] = 0;
@@ -254,7 +266,7 @@ static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
     const struct gc_budget *b = &c->budget;
     uint64_t kept = 0;
     gc_fmt_str(j, cap, pos, ", \"budget\": {\"max_size\": ");
-    gc_fmt_u64(j, cap, pos, c->s->o->max_size);
+    gc_fmt_u64(j, cap, pos, c->cap);
     gc_fmt_str(j, cap, pos, ", \"kept\": {");
     for (int k = 0; k < GC_CAT_N; k++) {
         gc_fmt_str(j, cap, pos, k ? ", \"" : "\"");
@@ -294,10 +306,33 @@ static void format_budget(struct child *c, char *j, size_t cap, size_t *pos)
     gc_fmt_str(j, cap, pos, "}");
 }
 
+/* What redaction scrubbed (at most 250 bytes). */
+static void format_redact(struct child *c, char *j, size_t cap, size_t *pos)
+{
+    const struct gc_redact_stats *st = gc_redact_stats(c->redact);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } f[] = {{"strings", st->strings},   {"bytes", st->bytes},       {"bytearrays", st->bytearrays},
+             {"kept", st->kept},         {"scrubbed_bytes", st->scrubbed},
+             {"environ_bytes", st->environ}, {"excluded_bytes", st->excluded},
+             {"faulted_pages", st->faulted}};
+    gc_fmt_str(j, cap, pos, ", \"redact\": {\"policy\": \"");
+    gc_fmt_str(j, cap, pos, gc_redact_policy_name(c->s->o->redact.policy));
+    gc_fmt_str(j, cap, pos, "\"");
+    for (unsigned i = 0; i < sizeof f / sizeof f[0]; i++) {
+        gc_fmt_str(j, cap, pos, ", \"");
+        gc_fmt_str(j, cap, pos, f[i].name);
+        gc_fmt_str(j, cap, pos, "\": ");
+        gc_fmt_u64(j, cap, pos, f[i].v);
+    }
+    gc_fmt_str(j, cap, pos, "}");
+}
+
 /* Bytes the capture note's JSON may take: 48 per thread, and the budget's part. */
 static size_t capture_cap(uint32_t nthreads, uint64_t budget_note, int capped)
 {
-    return 256 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
+    return 768 + (size_t)nthreads * 48 + (capped ? (size_t)budget_note + 1024 : 0);
 }
 
 uint64_t gc_w_capture_size(const struct child *c, int with_budget)
@@ -335,6 +370,18 @@ int gc_w_add_capture(struct child *c, struct notebuf *nb)
     gc_fmt_u64(j, cap, &pos, (uint64_t)s->o->freeze_signal);
     gc_fmt_str(j, cap, &pos, ", \"freeze_timeout_ns\": ");
     gc_fmt_u64(j, cap, &pos, s->o->freeze_timeout_ns);
+    if (c->redact) format_redact(c, j, cap, &pos);
+    if (c->cg_limit) {
+        gc_fmt_str(j, cap, &pos, ", \"memory\": {\"cgroup_limit\": ");
+        gc_fmt_u64(j, cap, &pos, c->cg_limit);
+        gc_fmt_str(j, cap, &pos, ", \"cgroup_usage\": ");
+        gc_fmt_u64(j, cap, &pos, c->cg_usage);
+        gc_fmt_str(j, cap, &pos, c->bounded ? ", \"bounded_page_cache\": true"
+                                            : ", \"bounded_page_cache\": false");
+        gc_fmt_str(j, cap, &pos, ", \"auto_max_size\": ");
+        gc_fmt_u64(j, cap, &pos, c->auto_cap);
+        gc_fmt_str(j, cap, &pos, "}");
+    }
     if (c->capped) format_budget(c, j, cap - 2, &pos);
     gc_fmt_str(j, cap, &pos, "}");
     unsigned char *d = note_add(nb, "GENCORE", NT_GENCORE_CAPTURE, (uint32_t)pos);

@@ -63,6 +63,27 @@ long gc_w_pad_to(struct child *c, uint64_t off)
     return 0;
 }
 
+/* Stream mode, bytes straight from the snapshot's memory: vmsplice hands the pages to the
+ * pipe without a copy (they never change: the child does not write them, and the
+ * application's writes go to its own copies). Falls back to write() where unsupported. */
+static long out_pages(struct child *c, const void *buf, uint64_t len, uint64_t off)
+{
+    long e = gc_w_pad_to(c, off);
+    if (e < 0) return e;
+    if (c->no_vmsplice) return gc_write(c->out_fd, buf, len);
+    struct {
+        const void *base;
+        size_t len;
+    } iov = {buf, len};
+    long w = gc_sys4(SYS_vmsplice, c->out_fd, &iov, 1, 0);
+    if (w == -EINVAL || w == -ENOSYS || w == -EPERM) {
+        c->no_vmsplice = 1;
+        w = gc_write(c->out_fd, buf, len);
+    }
+    if (w > 0) c->pos += (uint64_t)w;
+    return w;
+}
+
 /* Write len bytes of buf at file offset off: pwrite, or in stream mode the zeros up to off
  * and then the bytes. Returns what write() returns (a short count is possible). */
 static long out_at(struct child *c, const void *buf, uint64_t len, uint64_t off)
@@ -173,6 +194,7 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
     uint64_t in_page = addr & (c->page - 1);
     long r = gc_pread(c->mem_fd, c->bounce, c->page, addr - in_page);
     if (r != (long)c->page) return c->stream ? gc_w_pad_to(c, off + step) : 0; /* hole */
+    if (c->redact) gc_redact_apply(c->redact, addr, step, c->bounce + in_page);
     while (step) {
         long w = out_at(c, c->bounce + in_page, step, off);
         if (w == -EINTR) continue;
@@ -184,14 +206,60 @@ static long copy_page_slow(struct child *c, uint64_t addr, uint64_t step, uint64
     return 0;
 }
 
+/* With redaction: the bytes up to the first one scrubbed straight from memory (when that is
+ * worth a write of their own), else a copy of them, scrubbed. *chunk may shrink. */
+static long out_scrubbed(struct child *c, uint64_t addr, uint64_t *chunk, uint64_t off)
+{
+    uint64_t zeroed = gc_redact_zeroed(c->redact, addr, *chunk);
+    if (zeroed >= c->page) { /* a large value scrubbed whole: a hole, zeros in a stream */
+        *chunk = zeroed;
+        long e = c->stream ? gc_w_pad_to(c, off + zeroed) : 0;
+        return e < 0 ? e : (long)zeroed;
+    }
+    uint64_t clean = gc_redact_clean(c->redact, addr, *chunk);
+    if (clean >= *chunk || clean >= (64u << 10)) {
+        *chunk = clean < *chunk ? clean : *chunk;
+        return c->stream ? out_pages(c, (const void *)addr, *chunk, off)
+                         : out_at(c, (const void *)addr, *chunk, off);
+    }
+    if (*chunk > gc_redact_scratch_size()) *chunk = gc_redact_scratch_size();
+    return out_at(c, gc_redact_copy(c->redact, addr, *chunk), *chunk, off);
+}
+
 /* Write [addr, addr+len) at file offset off, straight from memory where possible. */
+#ifndef SYNC_FILE_RANGE_WAIT_BEFORE
+#define SYNC_FILE_RANGE_WAIT_BEFORE 1
+#define SYNC_FILE_RANGE_WRITE 2
+#define SYNC_FILE_RANGE_WAIT_AFTER 4
+#endif
+#define FADV_DONTNEED 4
+
+void gc_w_release(struct child *c, uint64_t addr, uint64_t len, uint64_t off)
+{
+    if (!c->bounded) return;
+    if (!c->stream) { /* the compressor's own output is its business */
+        gc_sys4(SYS_sync_file_range, c->s->core_fd, off, len,
+                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        gc_sys4(SYS_fadvise64, c->s->core_fd, off, len, FADV_DONTNEED);
+    }
+    /* private anonymous memory, once written, is never read again (the child's own data
+     * lives in its arena): the child lets its copy go, so the application writes to those
+     * pages without copying them and the child's resident size falls as it writes */
+    if (!c->drop_source) return;
+    uint64_t a = (addr + c->page - 1) & ~(c->page - 1), b = (addr + len) & ~(c->page - 1);
+    if (a < b) gc_sys3(SYS_madvise, a, b - a, 4 /* MADV_DONTNEED */);
+}
+
 static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t off, int readable)
 {
     while (len) {
         uint64_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
         long w;
-        if (readable) {
-            w = out_at(c, (const void *)addr, chunk, off);
+        if (readable && c->redact) {
+            w = out_scrubbed(c, addr, &chunk, off);
+        } else if (readable) {
+            w = c->stream ? out_pages(c, (const void *)addr, chunk, off)
+                          : out_at(c, (const void *)addr, chunk, off);
         } else {
             if (chunk > BOUNCE_SIZE) chunk = BOUNCE_SIZE;
             long r = gc_pread(c->mem_fd, c->bounce, chunk, addr);
@@ -199,11 +267,13 @@ static long copy_range(struct child *c, uint64_t addr, uint64_t len, uint64_t of
                 w = -EFAULT;
             } else {
                 chunk = (uint64_t)r;
+                if (c->redact) gc_redact_apply(c->redact, addr, chunk, c->bounce);
                 w = out_at(c, c->bounce, chunk, off);
             }
         }
         if (w == -EINTR) continue;
         if (w > 0) {
+            gc_w_release(c, addr, (uint64_t)w, off);
             addr += (uint64_t)w;
             off += (uint64_t)w;
             len -= (uint64_t)w;
@@ -277,7 +347,10 @@ long gc_w_dump_piece(struct child *c, const struct piece *p)
         /* private anonymous memory: only pages that exist (present or swapped, not the
          * zero page); the others are holes */
         struct anon_copy a = {c, p->start, p->file_off, readable};
-        return gc_present_runs(&c->runs, p->start, end, copy_run, &a);
+        c->drop_source = 1;
+        long r = gc_present_runs(&c->runs, p->start, end, copy_run, &a);
+        c->drop_source = 0;
+        return r;
     }
     case GC_DUMP_SHARED:
         return readable ? dump_shared(c, p->start, end, p->file_off)

@@ -166,9 +166,9 @@ static void *reaper_main(void *arg)
     for (int i = 0; i < g_r.nsignals; i++) sigaddset(&mask, g_r.signals[i]);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
     prctl(PR_SET_NAME, "gencore", 0, 0, 0); /* what debuggers show for this thread */
-    int tick_ms = g_r.altstacks ? 50 : gc_watch_enabled() ? 100 : 1000;
     struct gc_job j;
     for (;;) {
+        int tick_ms = g_r.altstacks ? 50 : gc_watch_enabled() ? 100 : 1000; /* deadlines */
         struct pollfd p = {g_r.rfd, POLLIN, 0};
         long pr = gc_poll(&p, 1, tick_ms);
         if (pr == 0 || pr == -EINTR) {

@@ -111,4 +111,16 @@ uint32_t gc_fp_self(const void *uc, unsigned char *dst, uint32_t cap)
 {
     return gc_fp_from_ucontext(uc, dst, cap);
 }
+
+uint64_t gc_fp_address(const void *ucontext)
+{
+    (void)ucontext;
+    return 0; /* the fpsimd_context record is inside the ucontext_t */
+}
+
+/* user_fpsimd_state: v0-v31 (512 bytes), then fpsr and fpcr, which stay. */
+void gc_fp_scrub(unsigned char *fp, uint32_t len)
+{
+    gc_memzero(fp, len < 512 ? len : 512);
+}
 #endif

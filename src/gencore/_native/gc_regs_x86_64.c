@@ -110,6 +110,18 @@ uint32_t gc_fp_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t 
     return len;
 }
 
+uint64_t gc_fp_address(const void *ucontext)
+{
+    return (uint64_t)(uintptr_t)((const ucontext_t *)ucontext)->uc_mcontext.fpregs;
+}
+
+/* FXSAVE: st0-7 and xmm0-15 at 32..415; XSAVE: everything after the 64-byte header at 512. */
+void gc_fp_scrub(unsigned char *fp, uint32_t len)
+{
+    if (len > 32) gc_memzero(fp + 32, (len < 416 ? len : 416) - 32);
+    if (len > 576) gc_memzero(fp + 576, len - 576);
+}
+
 static int have_osxsave(void)
 {
     unsigned a, b, c, d;

@@ -94,12 +94,15 @@ static __attribute__((noinline)) pid_t capture_and_fork(struct gc_snapshot *s)
         gc_regs_from_ucontext(iuc, me);
         memcpy(&me->sigmask, &iuc->uc_sigmask, sizeof me->sigmask);
         me->fp_len = gc_fp_from_ucontext(iuc, me->fp, GC_FP_CAP);
+        me->uc_at = (uint64_t)(uintptr_t)iuc;
+        me->fp_at = gc_fp_address(iuc);
     } else {
         memset(&uc, 0, sizeof uc);
         getcontext(&uc);
         gc_regs_from_ucontext(&uc, me);
         memcpy(&me->sigmask, &uc.uc_sigmask, sizeof me->sigmask);
         me->fp_len = gc_fp_self(&uc, me->fp, GC_FP_CAP);
+        me->uc_at = (uint64_t)(uintptr_t)&uc; /* its FP copy is inside it */
     }
     /* Exit signal 0: the child is invisible to waitpid(-1) reapers and to SIGCHLD=SIG_IGN
      * auto-reaping; we reap it with __WALL. */

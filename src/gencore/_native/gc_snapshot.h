@@ -48,6 +48,7 @@ struct gc_thread {
     uint64_t sigmask;
     uint32_t fp_len; /* bytes valid in fp (0: no FP state captured) */
     uint32_t pad;
+    uint64_t uc_at, fp_at; /* where the context and FP state were read (redact scrubs them) */
     unsigned char *fp; /* GC_FP_CAP bytes, 64-byte aligned: XSAVE (x86_64) or
                           user_fpsimd_state (aarch64) */
 };
@@ -96,9 +97,11 @@ struct gc_snapshot {
     const char *kinds; /* gencore's file suffixes, NUL-separated: the budget's (o->max_total) */
     size_t kinds_len;
     int events_fd;     /* the triggers' events file, or -1: the budget's removals go there */
+    const char *cgroup; /* the memory cgroup's directory (o->cgroup_version), or NULL */
     char *const *pipe_argv; /* NULL, or a filter program (the compressor): the child starts
                                it with stdin a pipe and stdout core_fd, and writes the core
                                into the pipe in file order, holes as zeros */
+    const uint64_t *redact_list; /* redact: o->redact.nkeep objects kept, then nscrub scrubbed */
 
     /* threads: slot 0 is the caller */
     struct gc_thread *threads;
@@ -140,6 +143,10 @@ uint32_t gc_fp_from_ucontext(const void *ucontext, unsigned char *dst, uint32_t 
 /* FP/SIMD state of the calling thread; uc is its getcontext() (used where the CPU cannot
  * save its own state directly). */
 uint32_t gc_fp_self(const void *uc, unsigned char *dst, uint32_t cap);
+/* Where a context keeps its FP state when that is outside the ucontext_t (x86_64), else 0. */
+uint64_t gc_fp_address(const void *ucontext);
+/* Zero the register contents of an FP state copy (control and status words stay). */
+void gc_fp_scrub(unsigned char *fp, uint32_t len);
 #if defined(__x86_64__)
 uint32_t gc_xstate_size(void);
 uint64_t gc_xcr0(void);

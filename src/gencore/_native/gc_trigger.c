@@ -34,6 +34,7 @@ static struct {
 } g_trig = {.page_size = 4096};
 
 const struct gc_trigger_config *gc_trig_config(void) { return &g_trig.cfg; }
+const struct gc_job_spec *gc_trig_spec(void) { return &g_trig.spec; }
 struct gc_trigger_stats *gc_trig_stats(void) { return &g_trig.stats; }
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind) { return &g_trig.notes[kind]; }
 uint64_t gc_page_size(void) { return g_trig.page_size; }
@@ -161,6 +162,8 @@ static void tell_skipped(const char *why)
 
 void gc_trig_release(void) { __atomic_store_n(&g_trig.claim, 0, __ATOMIC_RELEASE); }
 
+int gc_trig_claimed(void) { return __atomic_load_n(&g_trig.claim, __ATOMIC_ACQUIRE); }
+
 int gc_trig_claim(void)
 {
     int expected = 0;
@@ -233,7 +236,8 @@ static void set_note(enum gc_note_kind kind, uint32_t off, uint32_t len, int64_t
 static int take_config(const struct gc_trigger_config *c, const unsigned char *data, size_t len)
 {
     if (c->abi != GC_ABI_VERSION || c->nsignals < 0 || c->nsignals > GC_TRIGGER_MAX_SIGNALS ||
-        c->ncrash < 0 || c->ncrash > GC_TRIGGER_MAX_SIGNALS ||
+        c->ncrash < 0 || c->ncrash > GC_TRIGGER_MAX_SIGNALS || c->nchain < 0 ||
+        c->nchain > GC_TRIGGER_MAX_SIGNALS ||
         !in_blob(c->crash_note_off, c->crash_note_len, len) ||
         !in_blob(c->watch_note_off, c->watch_note_len, len) ||
         !in_blob(c->helper_off, c->helper_len, len))
@@ -264,7 +268,7 @@ static void drop_config(void)
     if (g_trig.map) munmap(g_trig.map, g_trig.map_size);
     g_trig.map = NULL;
     memset(g_trig.notes, 0, sizeof g_trig.notes);
-    g_trig.cfg.nsignals = g_trig.cfg.ncrash = 0;
+    g_trig.cfg.nsignals = g_trig.cfg.ncrash = g_trig.cfg.nchain = 0;
 }
 
 int gc_trigger_install(const struct gc_trigger_config *c, const unsigned char *data, size_t len,
@@ -316,6 +320,8 @@ void gc_trigger_uninstall(void)
 }
 
 int gc_trigger_active(void) { return __atomic_load_n(&g_trig.active, __ATOMIC_ACQUIRE); }
+
+int gc_trigger_rechain(void) { return gc_trig_is_active() ? gc_handlers_rechain(&g_trig.cfg) : 0; }
 
 int gc_trigger_leftover_helpers(int32_t *pids, int cap) { return gc_reaper_helpers(pids, cap); }
 

@@ -10,8 +10,10 @@
 #include "gc_config.h"
 
 #define GC_WATCH_REASON_CAP 24
-#define GC_WATCH_DETAIL_CAP 64
+#define GC_WATCH_DETAIL_CAP 320
 #define GC_WATCH_LOOPS 16
+#define GC_WATCH_DEADLINES 32
+#define GC_DEADLINE_NAME_CAP 200 /* the name as JSON string text, escaped by the caller */
 
 struct gc_trigger_stats {
     uint32_t cores, merged, skipped_limit, skipped_interval, skipped_space, failed;
@@ -33,6 +35,9 @@ void gc_trigger_uninstall(void); /* waits for a core in flight */
  * reap (they upload, bounded in time). */
 int gc_trigger_leftover_helpers(int32_t *pids, int cap);
 int gc_trigger_active(void);
+/* Chained signals (chain_signals) whose handler was replaced since install: ours on top
+ * again, the replacement runs after the core. Returns how many were taken back. */
+int gc_trigger_rechain(void);
 void gc_trigger_set_tz(int64_t offset); /* seconds east of UTC, for file names */
 void gc_trigger_after_fork_child(void);
 /* A core decided in Python (an unhandled exception) obeys the same guards: 0 go, 1
@@ -46,5 +51,13 @@ void gc_trigger_quiesce(void); /* interpreter exit: no more probes */
 void gc_watch_heartbeat(int32_t tid);
 int gc_watch_loop_beat(int slot, int32_t tid); /* -EINVAL: bad slot */
 void gc_watch_loop_stop(int slot);
+/* Deadlines: one core ("hang: deadline", tid first) when one passes before it is ended.
+ * arm returns a handle (>= 0) or -ENOSPC (every slot in use), -EINVAL (a name too long).
+ * state/end: 0 armed (or gone: installed again, a forked child), 1 passed: core holds the
+ * name of the core started for it, empty when a guard skipped it or it is not started yet.
+ * end frees the slot. */
+int gc_watch_deadline_arm(uint64_t after_ns, int32_t tid, const char *name, size_t len);
+int gc_watch_deadline_state(int handle, char *core, size_t cap);
+int gc_watch_deadline_end(int handle, char *core, size_t cap);
 
 #endif

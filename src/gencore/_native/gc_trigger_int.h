@@ -18,6 +18,7 @@ enum gc_note_kind { GC_NOTE_SIGNAL, GC_NOTE_CRASH, GC_NOTE_WATCH, GC_NOTE_N };
 
 /* gc_trigger.c */
 const struct gc_trigger_config *gc_trig_config(void);
+const struct gc_job_spec *gc_trig_spec(void); /* how every triggered core is taken */
 struct gc_trigger_stats *gc_trig_stats(void); /* counters, updated atomically */
 const struct gc_trig_note *gc_trig_note(enum gc_note_kind kind);
 int gc_trig_is_active(void); /* installed, in the process that installed */
@@ -25,6 +26,7 @@ int gc_trig_is_active(void); /* installed, in the process that installed */
  * core and owns the claim. A trigger that finds a core in flight is merged into it. */
 int gc_trig_claim(void);
 void gc_trig_release(void);
+int gc_trig_claimed(void); /* a core is in flight */
 /* The guards alone (max_cores; min_interval when check_interval; free space): 0 go, else
  * 1, 2, 3 as gc_trigger_claim_python(); counted and written to the events file. */
 int gc_trig_guard(int check_interval);
@@ -47,6 +49,9 @@ int gc_handlers_install(const struct gc_trigger_config *c);
 void gc_handlers_uninstall(const struct gc_trigger_config *c);
 void gc_handlers_forget(const struct gc_trigger_config *c); /* a forked child */
 void gc_handlers_reset(void);
+/* Chained signals whose handler the application replaced since: ours again on top, theirs
+ * run after the core. Returns how many were taken back. */
+int gc_handlers_rechain(const struct gc_trigger_config *c);
 
 /* gc_reaper.c: the one helper thread, named "gencore" */
 int gc_reaper_start(const struct gc_trigger_config *c);

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "gc_cgroup.h"
 #include "gc_child.h"
 #include "gc_room.h"
 #include "gc_sys.h"
@@ -177,6 +178,33 @@ static void hide_own_buffers(struct child *c)
     }
 }
 
+static const void *copy_in(struct child *c, const void *src, size_t n)
+{
+    if (!src) return NULL;
+    void *d = gc_arena_alloc(&c->arena, n ? n : 1);
+    if (!d) gc_w_fail(c, -ENOMEM);
+    gc_memcopy(d, src, n);
+    return d;
+}
+
+/* Everything the child reads of the application's memory after it starts writing moves into
+ * its own arena first (the snapshot and its options live in the caller's stack and the
+ * Python heap): under memory pressure the child lets go of memory once written
+ * (gc_w_release). */
+static void detach(struct child *c)
+{
+    struct gc_snapshot *s = (struct gc_snapshot *)copy_in(c, c->s, sizeof *c->s);
+    struct gc_core_options *o = (struct gc_core_options *)copy_in(c, s->o, sizeof *s->o);
+    s->o = o;
+    s->pylayout = s->pylayout ? &o->pylayout : NULL;
+    s->partial_name = copy_in(c, s->partial_name, gc_strlen(s->partial_name) + 1);
+    s->final_name = copy_in(c, s->final_name, gc_strlen(s->final_name) + 1);
+    s->note = copy_in(c, s->note, s->note_len);
+    s->kinds = copy_in(c, s->kinds, s->kinds_len);
+    s->cgroup = s->cgroup ? copy_in(c, s->cgroup, gc_strlen(s->cgroup) + 1) : NULL;
+    c->s = s;
+}
+
 /* Setup: signals, descriptors, priority, the arena and the /proc files the writer reads. */
 static void child_setup(struct child *c)
 {
@@ -206,6 +234,8 @@ static void child_setup(struct child *c)
     c->runs.buf = gc_arena_alloc(&c->arena, BOUNCE_SIZE);
     c->runs.buf_size = BOUNCE_SIZE;
     c->runs.page = c->page;
+    detach(c);
+    s = c->s;
 
     long fd = gc_open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
     if (fd < 0) gc_w_fail(c, fd);
@@ -230,6 +260,32 @@ static void child_maps(struct child *c)
         if (!c->vmas[i].hidden) c->nseg++;
         c->total += c->vmas[i].dump;
     }
+}
+
+#define HEADROOM_FLOOR (64ull << 20)
+
+/* The memory cgroup: the page cache of the file being written and the copies the application
+ * makes of the pages it writes meanwhile are charged to it. When the headroom is short, the
+ * page cache stays bounded; when it is very short, the core is capped (what analysis needs
+ * first, as with max_size) so that it is done sooner. */
+static void plan_memory(struct child *c)
+{
+    const struct gc_snapshot *s = c->s;
+    struct gc_cgroup cg;
+    c->cap = s->o->max_size;
+    if (s->cgroup && gc_cgroup_read(s->cgroup, s->o->cgroup_version, &cg) == 0 && cg.limit) {
+        c->cg_limit = cg.limit;
+        c->cg_usage = cg.usage;
+        uint64_t headroom = cg.limit > cg.usage ? cg.limit - cg.usage : 0;
+        c->bounded = c->total > headroom / 4;
+        uint64_t want = headroom / 2 > HEADROOM_FLOOR / 2 ? headroom / 2 : HEADROOM_FLOOR / 2;
+        if (headroom < 4 * HEADROOM_FLOOR && s->pylayout && (!c->cap || want < c->cap)) {
+            c->cap = want;
+            c->auto_cap = want;
+        }
+    }
+    if (s->o->page_cache == 1) c->bounded = 1;
+    if (s->o->page_cache == 2) c->bounded = 0;
 }
 
 static void fill_elf_header(struct child *c, Elf64_Ehdr *eh)
@@ -361,7 +417,7 @@ static uint64_t layout_size(const struct child *c, uint64_t notes_len, uint64_t 
  * and notes do not fit). A core that fits is written exactly as without a cap. */
 static void apply_cap(struct child *c, struct notebuf *nb)
 {
-    uint64_t cap = c->s->o->max_size;
+    uint64_t cap = c->cap;
     if (!cap || layout_size(c, nb->len + gc_w_capture_size(c, 0), c->nseg, c->total) <= cap)
         return;
     c->budget_note = gc_budget_note_size(cap);
@@ -412,7 +468,7 @@ static void child_headers(struct child *c)
         eh->e_shnum = 1;
         c->file_size += sizeof(Elf64_Shdr);
     }
-    if (c->s->o->max_size && c->file_size > c->s->o->max_size) {
+    if (c->cap && c->file_size > c->cap) {
         c->need = c->file_size;
         gc_w_fail(c, -EFBIG); /* cannot happen: the budget counts every byte */
     }
@@ -478,6 +534,9 @@ void gc_child_main(struct gc_snapshot *s)
     cs.s = s;
     child_setup(&cs);
     child_maps(&cs);
+    plan_memory(&cs);
+    int rc = gc_redact_prepare(&cs);
+    if (rc) gc_w_fail(&cs, rc);
     if (s->pipe_argv) gc_w_stream_start(&cs);
     child_headers(&cs);
     child_segments(&cs);

@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
-from .._common import PathLike
+from .._common import PathLike, plain_name
+from ..ship.crypt import decrypt_file, is_encrypted
 from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
 from .heap import Census, Referrers, census, referrers
 from .memory import CoreMemory
-from .pylayout import find_layout
+from .pylayout import ProcessMemory, find_layout
 from .pyobjects import PyModel
 from .reader import EM_X86_64, ElfCore, open_elf
 from .stacks import ThreadStack, iter_stacks, note_stacks
+from .tasks import TaskReport, find_tasks
 
 __all__ = ["CoreFile", "open_core"]
 
@@ -37,10 +39,11 @@ class CoreFile(ElfCore):
         return list(self.metadata.get("stacks", []))
 
     def memory(self) -> CoreMemory:
-        """The process's memory as this core holds it, read by address (kept open until
-        :meth:`close`)."""
+        """The process's memory as this core holds it, read by address, completed from the
+        mapped files on this machine where the core left them out and their build-ids match
+        (kept open until :meth:`close`)."""
         if self._memory is None:
-            self._memory = CoreMemory(self)
+            self._memory = ProcessMemory(self)
         return self._memory
 
     def python(self) -> PyModel:
@@ -76,6 +79,16 @@ class CoreFile(ElfCore):
             raise ValueError(f"source must be 'memory' or 'note', not {source!r}")
         return iter_stacks(self, self.python(), with_locals=locals)
 
+    def tasks(self, include_done: bool = False) -> TaskReport:
+        """Every pending asyncio task (all tasks still in memory with ``include_done``): id,
+        name, state, coroutine frames, what it is blocked on, the tasks it awaits and those
+        awaiting it, its loop and the loop's thread (see :mod:`gencore.analysis.tasks`).
+
+        Raises:
+            PythonUnavailableError: the interpreter cannot be read from this core.
+        """
+        return find_tasks(self, self.python(), include_done)
+
     def close(self) -> None:
         """Close the underlying file and unmap its memory."""
         self._model = None
@@ -108,31 +121,67 @@ class CoreFile(ElfCore):
         return referrers(self, type_name)
 
 
-def open_core(path: PathLike) -> CoreFile:
-    """Open an ELF core file, a compressed core or the core inside a bundle, and parse its
-    notes and headers.
+def decrypted(path: PathLike, tmp: PathLike, identity: Optional[PathLike] = None) -> Path:
+    """``path`` itself, or when it is an age file (``encrypt_to=``) its plaintext, decrypted
+    into the private directory ``tmp`` with ``identity`` (else ``$GENCORE_IDENTITY``).
 
-    A ``.core.zst`` (``compress="zstd"``) is decompressed, and a bundle (``.tar.gz``/
-    ``.tar.zst`` from :func:`~gencore.collect_core`) has its core extracted, into a private
-    temporary directory (``$TMPDIR``) removed by :meth:`CoreFile.close`; ``CoreFile.source``
+    Raises:
+        DecryptionError: no identity, or not one of the file's recipients.
+        CoreFormatError: the age file is damaged or truncated.
+    """
+    src = Path(path)
+    if not is_encrypted(src):
+        return src
+    name = plain_name(src.name)
+    target = Path(tmp) / (name if name != src.name else name + ".plain")
+    decrypt_file(src, target, identity)
+    return target
+
+
+def _unwrap(path: Path, tmp: Path, identity: Optional[PathLike]) -> tuple[CoreFile, dict[str, Any]]:
+    """Decrypt, decompress and unpack ``path`` into ``tmp`` until a core is left (an encrypted
+    bundle holds an encrypted core: two layers); intermediate files are removed."""
+    work, manifest = path, {}  # type: tuple[Path, dict[str, Any]]
+    for _ in range(6):
+        if is_encrypted(work):
+            nxt = decrypted(work, tmp, identity)
+        elif is_compressed_core(work):
+            nxt = tmp / work.name.removesuffix(".zst")
+            if nxt == work or nxt.exists():
+                nxt = nxt.with_name(nxt.name + ".core")
+            decompress_core(work, nxt)
+        elif is_bundle(work):
+            ex = extract_bundle(work, tmp / "bundle", core_only=True)
+            nxt, manifest = ex.core, ex.manifest
+        else:
+            break
+        if work != path:
+            work.unlink()
+        work = nxt
+    return open_elf(work, CoreFile), manifest
+
+
+def open_core(path: PathLike, identity: Optional[PathLike] = None) -> CoreFile:
+    """Open an ELF core file, a compressed or encrypted core or the core inside a bundle, and
+    parse its notes and headers.
+
+    An age file (``.core.age``, ``.tar.gz.age``... from ``encrypt_to=``) is decrypted with
+    ``identity`` (an age identity file, else ``$GENCORE_IDENTITY``'s), a ``.core.zst``
+    (``compress="zstd"``) is decompressed, and a bundle (``.tar.gz``/``.tar.zst`` from
+    :func:`~gencore.collect_core`) has its core extracted, into a private temporary
+    directory (``$TMPDIR``, mode 0700) removed by :meth:`CoreFile.close`; ``CoreFile.source``
     is then the file given here and ``CoreFile.path`` the temporary core. A bundle's manifest
     is in ``CoreFile.manifest``.
 
     Raises:
         CoreFormatError: the file is missing, not an ELF core or bundle, or damaged.
+        DecryptionError: an encrypted file without an identity that opens it.
     """
-    compressed = is_compressed_core(path)
-    if not compressed and not is_bundle(path):
+    if not is_encrypted(path) and not is_compressed_core(path) and not is_bundle(path):
         return open_elf(Path(path), CoreFile)
-    tmp = tempfile.mkdtemp(prefix="gencore-core-" if compressed else "gencore-bundle-")
+    tmp = tempfile.mkdtemp(prefix="gencore-core-")
     try:
-        if compressed:
-            target = Path(tmp) / Path(path).name.removesuffix(".zst")
-            decompress_core(path, target)
-            core, manifest = open_elf(target, CoreFile), {}
-        else:
-            ex = extract_bundle(path, tmp, core_only=True)
-            core, manifest = open_elf(ex.core, CoreFile), ex.manifest
+        core, manifest = _unwrap(Path(path), Path(tmp), identity)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

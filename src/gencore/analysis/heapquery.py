@@ -69,18 +69,23 @@ class State:
         return HeapObject(address, info.name, w.size_of(address, info, w.header(address)[2]))
 
     def value_of(self, address: int) -> Optional[str]:
-        """A short text for values of simple types (``--show-values``)."""
+        """A short text for values of simple types (``--show-values``); ``<redacted>`` for
+        the text a redacted core's snapshot child scrubbed."""
         w, info = self.w, self.info(address)
         if info is None:
             return None
         b = w.layout.builtins
+        redacted = w.core.metadata.get("redact") == "values"
         try:
             if info.addr == b.get("str"):
                 s = w.rd.str_value(address, 1 << 20)
+                if s and redacted and not s.strip("\0"):
+                    return "<redacted>"
                 return None if s is None else repr(s[:80])
             if info.addr == b.get("bytes"):
                 n = w.header(address)[2]
-                return repr(w.rd.raw(address + info.basic - 1, min(n, 60)))
+                data = w.rd.raw(address + info.basic - 1, min(n, 60))
+                return "<redacted>" if data and redacted and not data.strip(b"\0") else repr(data)
             if info.addr == b.get("float"):
                 return repr(struct.unpack("<d", w.rd.raw(address + 16, 8))[0])
         except _BAD:

@@ -24,19 +24,39 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..errors import PythonUnavailableError
-from .memory import CoreMemory, Unreadable
+from .memory import BLOCK, CoreMemory, Unreadable, unpack_q
 
 if TYPE_CHECKING:
     from .reader import ElfCore
 
-__all__ = ["PyLayout", "TABLES", "find_layout", "debug_offsets"]
+__all__ = [
+    "TABLES",
+    "MemoryLike",
+    "ProcessMemory",
+    "PyLayout",
+    "RawMemory",
+    "build_layout",
+    "debug_offsets",
+    "find_layout",
+]
 
 DEBUG_COOKIE = b"xdebugpy"
 TAG_MASK = ~7 & ((1 << 64) - 1)
 """3.14+ tags the low bits of stack references (``_PyStackRef``); objects are 8-aligned."""
+
+
+class MemoryLike(Protocol):
+    """What the layout and the object model read memory through: a core's
+    (:class:`~gencore.analysis.memory.CoreMemory`) or a live process's own."""
+
+    def u64(self, addr: int) -> int: ...
+    def u32(self, addr: int) -> int: ...
+    def raw(self, addr: int, n: int) -> bytes: ...
+    def readable(self, addr: int, n: int = 8) -> bool: ...
+
 
 _TABLE_TEXT: dict[tuple[int, int], str] = {
     (3, 9): """
@@ -54,7 +74,7 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
         fut.result=56 fut.state=80
         gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame=16 gen.name=48 gen.qualname=56
+        gen.frame=16 gen.name=48 gen.qualname=56 gen.running=24
         heaptype.cached_keys=864 heaptype.name=840 heaptype.qualname=856
         interp.builtins=880 interp.gc=616 interp.id=24 interp.modules=856 interp.next=0
         interp.sysdict=872 interp.threads_head=8
@@ -69,7 +89,8 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         set.mask=32 set.table=40 set.used=24
         str.ascii_size=48 str.compact_size=72 str.state=32
         task.coro=152 task.fut_waiter=144 task.name=160
-        tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0 tstate.thread_id=176
+        tstate.dict=152 tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0
+        tstate.thread_id=176
         tuple.items=24
         type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
         type.mro=344 type.name=24
@@ -105,7 +126,8 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         set.mask=32 set.table=40 set.used=24
         str.ascii_size=48 str.compact_size=72 str.state=32
         task.coro=160 task.fut_waiter=152 task.name=168
-        tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0 tstate.thread_id=176
+        tstate.dict=152 tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0
+        tstate.thread_id=176
         tuple.items=24
         type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
         type.mro=344 type.name=24
@@ -144,8 +166,8 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         set.mask=32 set.table=40 set.used=24
         str.ascii_size=48 str.compact_size=72 str.state=32
         task.coro=136 task.fut_waiter=128 task.name=144
-        tstate.cframe=56 tstate.interp=16 tstate.native_thread_id=160 tstate.next=8
-        tstate.prev=0 tstate.thread_id=152
+        tstate.cframe=56 tstate.dict=128 tstate.interp=16 tstate.native_thread_id=160
+        tstate.next=8 tstate.prev=0 tstate.thread_id=152
         tuple.items=24
         type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
         type.mro=344 type.name=24
@@ -185,8 +207,8 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         set.mask=32 set.table=40 set.used=24
         str.ascii_size=40 str.compact_size=56 str.state=32
         task.coro=136 task.fut_waiter=128 task.name=144
-        tstate.cframe=56 tstate.interp=16 tstate.native_thread_id=144 tstate.next=8
-        tstate.prev=0 tstate.thread_id=136
+        tstate.cframe=56 tstate.dict=112 tstate.interp=16 tstate.native_thread_id=144
+        tstate.next=8 tstate.prev=0 tstate.thread_id=136
         tuple.items=24
         type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
         type.mro=344 type.name=24
@@ -225,8 +247,8 @@ _TABLE_TEXT: dict[tuple[int, int], str] = {
         set.mask=32 set.table=40 set.used=24
         str.ascii_size=40 str.compact_size=56 str.state=32
         task.coro=120 task.fut_waiter=112 task.name=128
-        tstate.current_frame=72 tstate.interp=16 tstate.native_thread_id=160 tstate.next=8
-        tstate.prev=0 tstate.thread_id=152
+        tstate.asyncio_running_loop=304 tstate.current_frame=72 tstate.interp=16
+        tstate.native_thread_id=160 tstate.next=8 tstate.prev=0 tstate.thread_id=152
         tuple.items=24
         type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
         type.mro=344 type.name=24
@@ -485,7 +507,7 @@ def _debug_fields(version: tuple[int, int]) -> list[str]:
     return out
 
 
-def debug_offsets(mem: CoreMemory, runtime: int) -> Optional[dict[str, int]]:
+def debug_offsets(mem: MemoryLike, runtime: int) -> Optional[dict[str, int]]:
     """The ``_Py_DebugOffsets`` at the start of ``_PyRuntime`` (3.13+), as ``section.field``
     -> value, or None where the runtime does not start with CPython's cookie or its version
     has no known layout."""
@@ -501,10 +523,10 @@ def debug_offsets(mem: CoreMemory, runtime: int) -> Optional[dict[str, int]]:
         return None
     names = _debug_fields(max(known))
     try:
-        words = mem.words(runtime + 8, len(names))
+        words = struct.unpack(f"<{len(names)}Q", mem.raw(runtime + 8, 8 * len(names)))
     except Unreadable:
         return None
-    return dict(zip(names, (int(w) for w in words)))
+    return dict(zip(names, words))
 
 
 @dataclass
@@ -521,6 +543,10 @@ class PyLayout:
     """How ``_PyRuntime`` was found (the note, a symbol of a file, the debug cookie)."""
     executable: Optional[str] = None
     """The interpreter's ELF file (executable or ``libpython``) as the core names it."""
+    types: dict[int, str] = field(default_factory=dict)
+    """Addresses of builtin types (``code``, ``str``...) known without reading them: from the
+    note, or the interpreter's symbols. A core that left the interpreter's data out (a capped
+    one) still tells a code object by its type's address."""
 
     def __getitem__(self, key: str) -> int:
         return self.offsets[key]
@@ -620,6 +646,165 @@ def open_elf_file(core: ElfCore, path: str, start: int) -> Optional[_ElfFile]:
         return None
 
 
+class RawMemory:
+    """Words read through :meth:`raw` (which subclasses provide), for memories that are not a
+    core's mapping (a live process's own, read through ``/proc/self/mem``)."""
+
+    def raw(self, addr: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def u64(self, addr: int) -> int:
+        """The unsigned 64-bit word at ``addr``."""
+        return int(struct.unpack("<Q", self.raw(addr, 8))[0])
+
+    def u32(self, addr: int) -> int:
+        """The unsigned 32-bit word at ``addr``."""
+        return int(struct.unpack("<I", self.raw(addr, 4))[0])
+
+    def readable(self, addr: int, n: int = 8) -> bool:
+        """Whether ``[addr, addr+n)`` can be read."""
+        try:
+            self.raw(addr, n)
+        except Unreadable:
+            return False
+        return True
+
+
+class ProcessMemory(CoreMemory):
+    """A core's memory, completed from the files it maps: where the core left a file-backed
+    range out (the kernel's default ``coredump_filter`` omits code and read-only data, where
+    type names and other constant strings live), the bytes come from that file on this
+    machine when its build-id is the core's. Debuggers read cores the same way."""
+
+    def __init__(self, core: ElfCore) -> None:
+        super().__init__(core)
+        self.core = core
+        self.files: dict[str, Optional[bytes]] = {}
+        self.first: dict[str, int] = {}
+        for m in core.mappings:
+            if m.path and m.file_offset == 0 and m.path not in self.first:
+                self.first[m.path] = m.start
+
+    def _file_bytes(self, addr: int, n: int) -> bytes:
+        m = self.core.mapping_at(addr)
+        if m is None or not m.path or m.file_offset is None or addr + n > m.end:
+            raise Unreadable
+        data = self.files.get(m.path, b"")
+        if data == b"":
+            data = self.files[m.path] = self._load(m.path)
+        if data is None:
+            raise Unreadable
+        at = m.file_offset + addr - m.start
+        if at + n > len(data):
+            raise Unreadable
+        return data[at : at + n]
+
+    def _load(self, path: str) -> Optional[bytes]:
+        start = self.first.get(path)
+        elf = open_elf_file(self.core, path, start) if start is not None else None
+        if elf is None:
+            return None
+        try:
+            import mmap
+
+            return mmap.mmap(elf.f.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[return-value]
+        except (OSError, ValueError):
+            return None
+        finally:
+            elf.close()
+
+    def raw(self, addr: int, n: int) -> bytes:
+        d = self.blocks.get(addr >> BLOCK)
+        if d is not None and 0 < n and (addr + n - 1) >> BLOCK == addr >> BLOCK:
+            return self.mm[addr + d : addr + d + n]
+        try:
+            return super().raw(addr, n)
+        except Unreadable:
+            return bytes(self._file_bytes(addr, n))
+
+    def u64(self, addr: int) -> int:
+        d = self.blocks.get(addr >> BLOCK)  # the common case, without a call per read
+        if d is not None and (addr + 7) >> BLOCK == addr >> BLOCK:
+            return int(unpack_q(self.mm, addr + d)[0])
+        try:
+            return super().u64(addr)
+        except Unreadable:
+            return int(struct.unpack("<Q", self._file_bytes(addr, 8))[0])
+
+    def u32(self, addr: int) -> int:
+        try:
+            return super().u32(addr)
+        except Unreadable:
+            return int(struct.unpack("<I", self._file_bytes(addr, 4))[0])
+
+    readable = RawMemory.readable
+
+    def close(self) -> None:
+        """Unmap the core and the files read for it."""
+        for data in self.files.values():
+            close = getattr(data, "close", None)
+            if close is not None:
+                close()
+        self.files.clear()
+        super().close()
+
+
+# the _asyncio module's debug offsets (3.14+, its "AsyncioDebug" section), in memory order
+_ASYNCIO_DEBUG = (
+    "task.size task.name task.awaited_by task.is_task task.awaited_by_is_set task.coro "
+    "task.node interp.size interp.asyncio_tasks_head tstate.size tstate.asyncio_running_loop "
+    "tstate.asyncio_running_task tstate.asyncio_tasks_head"
+).split()
+
+
+def _asyncio_section(core: ElfCore) -> Optional[int]:
+    """Where the ``AsyncioDebug`` section is mapped: in ``_asyncio``'s shared library, or in
+    the interpreter where the module is built in (read from the files on this machine)."""
+    files = [
+        (m.path, m.start)
+        for m in core.mappings
+        if m.path and m.file_offset == 0 and Path(m.path).name.startswith("_asyncio.")
+    ]
+    for path, start in files + _python_files(core):
+        elf = open_elf_file(core, path, start)
+        if elf is None:
+            continue
+        try:
+            found = elf.section(".AsyncioDebug")
+        finally:
+            elf.close()
+        if found is not None and found[1] >= 8 * len(_ASYNCIO_DEBUG):
+            return found[0]
+    return None
+
+
+def asyncio_layout(core: ElfCore, mem: MemoryLike, layout: PyLayout) -> str:
+    """Add the ``_asyncio`` module's debug offsets (3.14+) to ``layout``; returns where the
+    task offsets come from (the section, or the table)."""
+    if layout.version < (3, 14):
+        return "table"
+    addr = _asyncio_section(core)
+    if addr is None:
+        return "table"
+    try:
+        values = struct.unpack(f"<{len(_ASYNCIO_DEBUG)}Q", mem.raw(addr, 8 * len(_ASYNCIO_DEBUG)))
+    except Unreadable:
+        return "table"
+    found = dict(zip(_ASYNCIO_DEBUG, values))
+    limits = {
+        "task": found["task.size"],
+        "interp": found["interp.size"],
+        "tstate": found["tstate.size"],
+    }
+    if not all(0 < v < limits[k.split(".")[0]] for k, v in found.items() if ".size" not in k):
+        return "table"
+    for key, value in found.items():
+        if not key.endswith(".size"):
+            layout.offsets[key] = value
+            layout.sources[key] = "asyncio debug offsets"
+    return "the _asyncio module's debug offsets"
+
+
 def _runtime_from_symbols(core: ElfCore) -> Optional[tuple[int, str, str]]:
     for path, start in _python_files(core):
         elf = open_elf_file(core, path, start)
@@ -655,6 +840,37 @@ def _runtime_from_cookie(core: ElfCore, mem: CoreMemory) -> Optional[tuple[int, 
 def _note_layout(core: ElfCore) -> dict[str, Any]:
     doc = core.metadata.get("pylayout")
     return doc if isinstance(doc, dict) else {}
+
+
+# the heap layout's names (gencore.capture.heaplayout) -> this module's keys
+_HEAP_KEYS = {
+    ("type", "tp_name"): "type.name",
+    ("type", "tp_basicsize"): "type.basicsize",
+    ("type", "tp_flags"): "type.flags",
+    ("type", "tp_base"): "type.base",
+    ("type", "tp_dict"): "type.dict",
+    ("type", "tp_dictoffset"): "type.dictoffset",
+    ("type", "ht_qualname"): "heaptype.qualname",
+    ("type", "ht_cached_keys"): "heaptype.cached_keys",
+    ("str", "ascii_header"): "str.ascii_size",
+    ("str", "compact_header"): "str.compact_size",
+    ("str", "state"): "str.state",
+}
+
+
+def _note_offsets(core: ElfCore, note: dict[str, Any]) -> dict[str, int]:
+    """The offsets the process found and checked in itself: the walk's and the heap's."""
+    out: dict[str, int] = {}
+    heap = core.metadata.get("heap")
+    if isinstance(heap, dict):
+        for (part, name), key in _HEAP_KEYS.items():
+            value = (heap.get(part) or {}).get(name) if isinstance(heap.get(part), dict) else None
+            if isinstance(value, int) and 0 <= value < 1 << 16:
+                out[key] = value
+    for key, value in (note.get("offsets") or {}).items():
+        if isinstance(key, str) and isinstance(value, int) and 0 <= value < 1 << 20:
+            out[key] = value
+    return out
 
 
 def _version(core: ElfCore, note: dict[str, Any], dbg: Optional[dict[str, int]]) -> int:
@@ -700,34 +916,87 @@ def find_layout(core: ElfCore, mem: CoreMemory) -> PyLayout:
     """
     note = _note_layout(core)
     runtime, how, exe = _locate_runtime(core, mem, note)
-    dbg_raw = debug_offsets(mem, runtime)
-    hexversion = _version(core, note, dbg_raw)
+    hexversion = _version(core, note, debug_offsets(mem, runtime))
+    layout = build_layout(mem, runtime, hexversion, _note_offsets(core, note), str(core.path))
+    layout.runtime_source, layout.executable = how, exe or None
+    layout.types = _known_types(core)
+    _check(str(core.path), mem, layout)
+    return layout
+
+
+# builtin types by the symbol of their type object
+_TYPE_SYMBOLS = {
+    "code": "PyCode_Type",
+    "str": "PyUnicode_Type",
+    "int": "PyLong_Type",
+    "bool": "PyBool_Type",
+    "float": "PyFloat_Type",
+    "bytes": "PyBytes_Type",
+    "tuple": "PyTuple_Type",
+    "list": "PyList_Type",
+    "dict": "PyDict_Type",
+    "type": "PyType_Type",
+}
+
+
+def _known_types(core: ElfCore) -> dict[int, str]:
+    """Builtin types' addresses: the note's (``heap.builtins``), else the symbols of the
+    interpreter's files on this machine."""
+    heap = core.metadata.get("heap")
+    found = heap.get("builtins") if isinstance(heap, dict) else None
+    if isinstance(found, dict):
+        return {int(a): str(n) for n, a in found.items() if isinstance(a, int)}
+    out: dict[int, str] = {}
+    for path, start in _python_files(core):
+        elf = open_elf_file(core, path, start)
+        if elf is None:
+            continue
+        try:
+            for name, symbol in _TYPE_SYMBOLS.items():
+                addr = elf.symbol(symbol)
+                if addr:
+                    out[addr] = name
+        finally:
+            elf.close()
+        if out:
+            break
+    return out
+
+
+def build_layout(
+    mem: MemoryLike, runtime: int, hexversion: int, found: dict[str, int], what: str = "the core"
+) -> PyLayout:
+    """The layout for an interpreter of ``hexversion`` whose ``_PyRuntime`` is at ``runtime``:
+    the version's table, overridden by the debug offsets in ``mem`` (3.13+), overridden by
+    the offsets in ``found`` (checked in the process itself).
+
+    Raises:
+        PythonUnavailableError: an unknown version or a free-threaded build.
+    """
     version = (hexversion >> 24 & 0xFF, hexversion >> 16 & 0xFF)
-    if dbg_raw and dbg_raw.get("top.free_threaded"):
+    dbg = debug_offsets(mem, runtime)
+    if dbg and dbg.get("top.free_threaded"):
         raise PythonUnavailableError(
-            f"{core.path}: a free-threaded interpreter (Python {version[0]}.{version[1]}t): "
-            "its objects have another header; read it with pystack"
+            f"{what}: a free-threaded interpreter (Python {version[0]}.{version[1]}t): its "
+            "objects have another header; read it with pystack"
         )
     table = TABLES.get(version)
     if table is None:
         near = max((v for v in TABLES if v <= version), default=None)
-        if near is None or dbg_raw is None:
+        if near is None or dbg is None:
             raise PythonUnavailableError(
-                f"{core.path}: Python {version[0]}.{version[1]} is not a version this reader "
+                f"{what}: Python {version[0]}.{version[1]} is not a version this reader "
                 "knows (3.9-3.15)"
             )
         table = TABLES[near]
     offsets = dict(table)
     sources = dict.fromkeys(table, "table")
-    if dbg_raw:
-        _merge_debug(dbg_raw, offsets, sources)
-    for key, value in (note.get("offsets") or {}).items():
-        if isinstance(key, str) and isinstance(value, int):
-            offsets[key] = value
-            sources[key] = "note"
-    layout = PyLayout(version, hexversion, runtime, offsets, sources, how, exe or None)
-    _check(core, mem, layout)
-    return layout
+    if dbg:
+        _merge_debug(dbg, offsets, sources)
+    for key, value in found.items():
+        offsets[key] = value
+        sources[key] = "note"
+    return PyLayout(version, hexversion, runtime, offsets, sources, "given")
 
 
 def _merge_debug(dbg: dict[str, int], offsets: dict[str, int], sources: dict[str, str]) -> None:
@@ -752,26 +1021,26 @@ def _merge_debug(dbg: dict[str, int], offsets: dict[str, int], sources: dict[str
             sources[key] = "debug offsets"
 
 
-def _check(core: ElfCore, mem: CoreMemory, layout: PyLayout) -> None:
+def _check(what: str, mem: MemoryLike, layout: PyLayout) -> None:
     """The runtime must lead to an interpreter whose first thread state points back to it."""
     try:
         interp = mem.u64(layout.runtime + layout["runtime.interpreters_head"])
         if interp == 0:
             raise PythonUnavailableError(
-                f"{core.path}: the interpreter had not started or had already finalized "
+                f"{what}: the interpreter had not started or had already finalized "
                 "(no interpreter state in _PyRuntime)"
             )
         ts = mem.u64(interp + layout["interp.threads_head"])
         if ts and mem.u64(ts + layout["tstate.interp"]) != interp:
             raise PythonUnavailableError(
-                f"{core.path}: the Python {layout.version[0]}.{layout.version[1]} layout does "
+                f"{what}: the Python {layout.version[0]}.{layout.version[1]} layout does "
                 f"not fit this core's interpreter ({layout.source}): its first thread state "
                 "does not point back to it"
             )
     except Unreadable:
         raise PythonUnavailableError(
-            f"{core.path}: the interpreter state is not in the core (not dumped, or left out "
+            f"{what}: the interpreter state is not in the core (not dumped, or left out "
             "by max_size)"
         ) from None
     except KeyError as e:
-        raise PythonUnavailableError(f"{core.path}: incomplete Python layout: {e}") from None
+        raise PythonUnavailableError(f"{what}: incomplete Python layout: {e}") from None

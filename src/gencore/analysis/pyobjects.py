@@ -21,10 +21,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional
 
 from .memory import Unreadable
 from .pylayout import TAG_MASK, PyLayout
+from .pylayout import MemoryLike as Memory
 
 __all__ = ["Code", "Frame", "Interpreter", "Memory", "PyModel", "ThreadState", "TypeInfo"]
 
@@ -48,15 +49,6 @@ _CO_FAST_CELL = 0x40
 _CO_FAST_FREE = 0x80
 
 _i32 = struct.Struct("<i").unpack_from
-
-
-class Memory(Protocol):
-    """What the model reads memory through (:class:`~gencore.analysis.memory.CoreMemory`)."""
-
-    def u64(self, addr: int) -> int: ...
-    def u32(self, addr: int) -> int: ...
-    def raw(self, addr: int, n: int) -> bytes: ...
-    def readable(self, addr: int, n: int = 8) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -157,6 +149,10 @@ class PyModel:
         """TLS pointer (x86_64 ``fs_base``) -> TID, to name 3.9/3.10 threads by their
         pthread handle."""
         self._pthread_tid: Optional[int] = None
+        self._slots: dict[tuple[int, str], int] = {}
+        self._lines: dict[tuple[int, int], int] = {}
+        self._names: dict[int, Optional[str]] = {}
+        self.u64 = mem.u64  # type: ignore[method-assign]  # the hottest read, unwrapped
 
     # -- primitive reads ---------------------------------------------------------------------
 
@@ -240,13 +236,7 @@ class PyModel:
         else:
             native = self._tid_of_pthread(ident)
         holder = interp.gil_holder
-        loop = task = 0
-        if "tstate.asyncio_running_loop" in L:
-            try:
-                loop = self.u64(ts + L["tstate.asyncio_running_loop"])
-                task = self.u64(ts + L["tstate.asyncio_running_task"])
-            except Unreadable:
-                pass
+        loop, task = self._running_loop(ts)
         return ThreadState(
             ts,
             interp.address,
@@ -258,6 +248,30 @@ class PyModel:
             loop,
             task,
         )
+
+    def _running_loop(self, ts: int) -> tuple[int, int]:
+        """The event loop running in this thread and (3.14+) the task it runs, or 0s. 3.13+
+        keep them in the thread state; before, ``asyncio`` kept the loop in the thread
+        state's dict, under ``__asyncio_running_event_loop__``."""
+        L = self.L
+        try:
+            if "tstate.asyncio_running_loop" in L:
+                loop = self.u64(ts + L["tstate.asyncio_running_loop"])
+                task_key = L.get("tstate.asyncio_running_task", -1)
+                return loop, self.u64(ts + task_key) if task_key >= 0 else 0
+            d = self.u64(ts + L["tstate.dict"])
+            value = self.dict_get(d, "__asyncio_running_event_loop__") if d else 0
+            kind = self.type_name(value) if value else ""
+            if kind == "tuple":
+                items = self.tuple_items(value, 2)
+                value = items[0] if items else 0
+            elif kind.endswith("_RunningLoopHolder"):  # 3.9-3.11: {PyObject_HEAD, rl_loop}
+                value = self.u64(value + 16)
+            if value and self.type_name(value) == "NoneType":
+                value = 0
+            return value, 0
+        except (Unreadable, KeyError, struct.error, ValueError):
+            return 0, 0
 
     def _current_frame(self, ts: int) -> int:
         L = self.L
@@ -272,25 +286,31 @@ class PyModel:
 
     def _tid_of_pthread(self, ident: int) -> Optional[int]:
         """3.9/3.10 record only the pthread handle: the thread whose TLS pointer it is, else
-        the TID in glibc's ``struct pthread`` (where pystack finds it too)."""
+        the TID in glibc's ``struct pthread`` (its offset learnt from the threads whose
+        handle is known). A kernel-method core (a forked copy) holds the other threads'
+        structures, with the TIDs they had in the process."""
         if ident in self.thread_pointers:
             return self.thread_pointers[ident]
-        tids = set(self.thread_pointers.values())
-        if self._pthread_tid is None and tids:
-            for off in range(0, 1024, 4):
-                try:
-                    if self.mem.u32(ident + off) in tids:
-                        self._pthread_tid = off
-                        break
-                except Unreadable:
-                    return None
         if self._pthread_tid is None:
+            self._pthread_tid = self._find_pthread_tid() or -1
+        if self._pthread_tid < 0:
             return None
         try:
             tid = self.mem.u32(ident + self._pthread_tid)
         except Unreadable:
             return None
-        return tid if tid in tids else None
+        return tid if 0 < tid < 1 << 22 else None
+
+    def _find_pthread_tid(self) -> Optional[int]:
+        candidates: Optional[set[int]] = None
+        for pointer, tid in self.thread_pointers.items():
+            try:
+                words = struct.unpack("<256I", self.mem.raw(pointer, 1024))
+            except Unreadable:
+                continue
+            found = {4 * i for i, w in enumerate(words) if w == tid}
+            candidates = found if candidates is None else candidates & found
+        return min(candidates) if candidates else None
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -316,28 +336,49 @@ class PyModel:
         L = self.L
         seen: set[int] = set()
         shims = {L.get(k, -99) for k in ("frame.owned_by_cstack", "frame.owned_by_interpreter")}
+        keys = ("frame.owner", "frame.executable", "frame.instr_ptr", "frame.previous")
+        at_owner, at_exe, at_instr, at_prev = (L[k] for k in keys)
+        at_entry = L.get("frame.is_entry", -1)
+        size = max(at_owner, at_exe, at_instr, at_prev, at_entry) + 8
+        unpack = struct.Struct("<Q").unpack_from
         pending: Optional[Frame] = None
         while f and f not in seen and len(seen) < limit:
             seen.add(f)
-            owner = self.u8(f + L["frame.owner"])
+            head = self.mem.raw(f, size)  # one read for the frame's header
+            owner = head[at_owner]
             shim = self.v >= (3, 12) and owner in shims
-            executable = self.u64(f + L["frame.executable"]) & TAG_MASK
+            executable = unpack(head, at_exe)[0] & TAG_MASK
             code = None if shim or not executable else self.code(executable)
             lasti, line = -1, 0
             if code is not None:
-                lasti = self.u64(f + L["frame.instr_ptr"]) - code.code_start
+                lasti = unpack(head, at_instr)[0] - code.code_start
                 line = self._line(code, lasti)
-            entry = bool(self.u8(f + L["frame.is_entry"])) if "frame.is_entry" in L else False
-            frame = Frame(f, code, line, lasti, entry, shim or (code is None), owner)
+            entry = bool(head[at_entry]) if at_entry >= 0 else False
+            # a frame whose code is not in the core is shown as unknown, not skipped
+            frame = Frame(f, code, line, lasti, entry, shim or not executable, owner)
             if pending is not None:
                 # 3.12+: a frame is an entry frame when the next one out is a shim
                 yield _with_entry(pending, pending.is_entry or (shim and self.v >= (3, 12)))
             elif shim and self.v >= (3, 12):
                 frame = _with_entry(frame, True)  # the innermost frame is itself a shim
             pending = frame
-            f = self.u64(f + L["frame.previous"])
+            f = unpack(head, at_prev)[0]
         if pending is not None:
             yield pending
+
+    def stack_anchor(self, first: int) -> int:
+        """Where a thread's Python stack begins on its C stack: the address of its first
+        entry (3.11) or shim (3.12+) frame, else the innermost frame's. A thread running in
+        several interpreters has one thread state in each; the outermost has the highest
+        anchor (pystack orders them so)."""
+        if self.v < (3, 11) or not first:
+            return first
+        for frame in self.frames(first, 4096):
+            if (frame.is_shim and frame.code is None and self.v >= (3, 12)) or (
+                self.v < (3, 12) and frame.is_entry
+            ):
+                return frame.address
+        return first
 
     # -- code objects ------------------------------------------------------------------------
 
@@ -371,28 +412,40 @@ class PyModel:
         flags = self.i32(addr + L["code.flags"])
         nargs += bool(flags & 0x4) + bool(flags & 0x8)  # CO_VARARGS, CO_VARKEYWORDS
         linetable = self.bytes_value(self.field(addr, "code.linetable"), 1 << 24) or b""
+        names, kinds = self._local_names(addr)
         if self.v >= (3, 11):
-            names = self.tuple_strings(self.field(addr, "code.localsplusnames"))
-            kinds = self.bytes_value(self.field(addr, "code.localspluskinds"), 1 << 16) or b""
             start = addr + L["code.code_adaptive"]
         else:
-            names = tuple(
-                n
-                for key in ("code.varnames", "code.cellvars", "code.freevars")
-                for n in self.tuple_strings(self.field(addr, key))
-            )
-            kinds = b""
             start = self.field(addr, "code.code") + L["bytes.value"]
         return Code(
             addr, name, qual or name, filename, first, nargs, names, kinds, linetable, start
         )
+
+    def _local_names(self, addr: int) -> tuple[tuple[str, ...], bytes]:
+        """The names of a code's local slots and their kinds; none where the core left them
+        out (a capped core keeps what stacks need, not always what locals need)."""
+        try:
+            if self.v >= (3, 11):
+                names = self.tuple_strings(self.field(addr, "code.localsplusnames"))
+                kinds = self.bytes_value(self.field(addr, "code.localspluskinds"), 1 << 16)
+                return names, kinds or b""
+            keys = ("code.varnames", "code.cellvars", "code.freevars")
+            return tuple(n for k in keys for n in self.tuple_strings(self.field(addr, k))), b""
+        except Unreadable:
+            return (), b""
 
     def _line(self, code: Code, lasti: int) -> int:
         """The line of the instruction at byte offset ``lasti``, the way pystack reads it."""
         if lasti < 0:
             return code.firstlineno
         if self.v >= (3, 11):
-            return _location_line(code.linetable, lasti // 2, code.firstlineno)
+            key = (code.address, lasti)
+            line = self._lines.get(key)
+            if line is None:
+                line = _location_line(code.linetable, lasti // 2, code.firstlineno)
+                if len(self._lines) < 1 << 18:
+                    self._lines[key] = line
+            return line
         table, line = code.linetable, code.firstlineno
         if self.v >= (3, 10):
             addr = 0
@@ -456,6 +509,9 @@ class PyModel:
             info = self._load_type(addr) if addr else None
         except (Unreadable, UnicodeDecodeError, struct.error, ValueError):
             info = None
+        known = self.layout.types.get(addr)
+        if known is not None and (info is None or info.name != known):
+            info = TypeInfo(addr, known, known, 0, 0, 0, False)  # its memory left out
         self._types[addr] = info
         return info
 
@@ -681,9 +737,20 @@ class PyModel:
         if not d:
             return 0
         for k, v in self.dict_items(d):
-            if self.str_value(k, 256) == key:
+            if self._key(k) == key:
                 return v
         return 0
+
+    def _key(self, k: int) -> Optional[str]:
+        """A dict key's text (cached: attribute and module names are shared strings)."""
+        try:
+            return self._names[k]
+        except KeyError:
+            pass
+        text = self.str_value(k, 256)
+        if len(self._names) < 1 << 16:
+            self._names[k] = text
+        return text
 
     def instance_dict(self, obj: int) -> tuple[int, list[tuple[int, int]]]:
         """An instance's attributes: (its ``__dict__`` address or 0, the (key, value) pairs)."""
@@ -738,20 +805,28 @@ class PyModel:
         dict or inline values, or a ``__slots__`` member; None where it has none."""
         _, items = self.instance_dict(obj)
         for k, v in items:
-            if self.str_value(k, 256) == name:
+            if self._key(k) == name:
                 return v
-        for tp in self.mro(self.u64(obj + 8)):
-            info = self.type_info(tp)
+        tp = self.u64(obj + 8)
+        offset = self._slots.get((tp, name))
+        if offset is None:
+            offset = self._slots[(tp, name)] = self._slot_offset(tp, name)
+        if offset <= 0:
+            return None
+        return self.u64(obj + offset) or None
+
+    def _slot_offset(self, tp: int, name: str) -> int:
+        """Where a class keeps the ``__slots__`` member ``name`` (0: it has none)."""
+        for t in self.mro(tp):
+            info = self.type_info(t)
             if info is None or not info.heap:
                 continue
-            descr = self.dict_get(self.u64(tp + self.L["type.dict"]), name)
+            descr = self.dict_get(self.u64(t + self.L["type.dict"]), name)
             if descr and self.type_name(descr) == "member_descriptor":
                 member = self.u64(descr + self.L["member_descr.member"])
                 offset = self._i64(member + self.L["member_def.offset"])
-                if 0 < offset < 1 << 16:
-                    value = self.u64(obj + offset)
-                    return value or None
-        return None
+                return offset if 0 < offset < 1 << 16 else 0
+        return 0
 
     # -- generators and coroutines -----------------------------------------------------------
 
@@ -768,30 +843,45 @@ class PyModel:
     def gen_running(self, gen: int) -> bool:
         """Whether the generator's frame is executing now (it is on a thread's stack)."""
         L = self.L
+        if self.v < (3, 10):
+            return bool(self.u8(gen + L["gen.running"]))
         if self.v < (3, 11):
             f = self.u64(gen + L["gen.frame"])
-            return bool(f) and self.v >= (3, 10) and self.i8(f + L["frame.state"]) == 0
+            return bool(f) and self.i8(f + L["frame.state"]) == 0
         return self.i8(gen + L["gen.frame_state"]) == L["gen.state_executing"]
 
     def gen_await(self, gen: int) -> int:
         """What a suspended coroutine or generator awaits (``cr_await``/``gi_yieldfrom``),
         or 0."""
+        return self.gen_info(gen)[2]
+
+    def gen_info(self, gen: int) -> tuple[int, bool, int]:
+        """A generator's or coroutine's frame (0 once finished), whether it is executing,
+        and what it awaits (0: nothing), from one read of its state."""
         L = self.L
-        f = self.gen_frame(gen)
-        if not f or self.gen_running(gen):
-            return 0
+        if self.v < (3, 11):
+            f, running = self.gen_frame(gen), self.gen_running(gen)
+            return f, running, 0 if not f or running else self._await_310(f)
+        state = self.i8(gen + L["gen.frame_state"])
+        executing = state == L["gen.state_executing"]
+        if state >= L["gen.state_finished"] and not executing:
+            return 0, False, 0
+        f = gen + L["gen.iframe"]
+        if executing:
+            return f, True, 0
         if self.v >= (3, 13):
-            state = self.i8(gen + L["gen.frame_state"])
-            if state not in (L["gen.state_yield_from"], L.get("gen.state_yield_from2", -99)):
-                return 0
-            return self._stack_top(f)
-        if self.v >= (3, 11):
-            if self.i8(gen + L["gen.frame_state"]) == L["gen.state_created"]:
-                return 0
-            nxt = self.mem.raw(self.u64(f + L["frame.instr_ptr"]) + 2, 2)
-            if nxt[0] not in (L["op.resume"], L["op.resume2"]) or nxt[1] < 2:
-                return 0
-            return self._stack_top(f)
+            suspended_in = (L["gen.state_yield_from"], L.get("gen.state_yield_from2", -99))
+            return f, False, self._stack_top(f) if state in suspended_in else 0
+        if state == L["gen.state_created"]:
+            return f, False, 0
+        nxt = self.mem.raw(self.u64(f + L["frame.instr_ptr"]) + 2, 2)
+        if nxt[0] not in (L["op.resume"], L["op.resume2"]) or nxt[1] < 2:
+            return f, False, 0
+        return f, False, self._stack_top(f)
+
+    def _await_310(self, f: int) -> int:
+        """3.9/3.10: the frame is suspended in YIELD_FROM; its stack top is what it awaits."""
+        L = self.L
         code = self.code(self.u64(f + L["frame.executable"]))
         lasti = self.i32(f + L["frame.lasti"])
         if code is None or lasti < 0:
@@ -805,7 +895,11 @@ class PyModel:
         L = self.L
         if "frame.stackpointer" in L:
             sp = self.u64(f + L["frame.stackpointer"])
-            return self.u64(sp - 8) & TAG_MASK if sp else 0
+            if not sp:
+                return 0
+            # 3.15 keeps a NULL reference above the awaitable while it is suspended in it
+            top = self.u64(sp - 8) & TAG_MASK
+            return top or self.u64(sp - 16) & TAG_MASK
         if "frame.stackdepth" in L:  # 3.10
             depth = self.i32(f + L["frame.stackdepth"])
             return self.u64(self.u64(f + L["frame.valuestack"]) + 8 * (depth - 1)) if depth else 0

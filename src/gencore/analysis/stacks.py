@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from .memory import Unreadable
-from .pyobjects import Frame, Interpreter, PyModel
+from .pyobjects import Frame, Interpreter, PyModel, ThreadState
 
 if TYPE_CHECKING:
     from .reader import ElfCore
@@ -183,41 +183,55 @@ def _note_names(core: ElfCore) -> tuple[dict[int, str], Optional[int]]:
     return names, current if isinstance(current, int) else None
 
 
+def _ordered(model: PyModel) -> Iterator[tuple[Interpreter, ThreadState, dict[int, str]]]:
+    """Thread states in pystack's order: interpreters newest first, each one's threads as its
+    list holds them (the newest first). A thread in several interpreters (a subinterpreter
+    run from a thread) is listed once, its states together, the outermost first."""
+    interps = list(model.interpreters())
+    if len(interps) == 1:
+        names = thread_names(model, interps[0])
+        for ts in model.thread_states(interps[0]):
+            yield interps[0], ts, names
+        return
+    groups: dict[Optional[int], list[tuple[int, Interpreter, ThreadState, dict[int, str]]]] = {}
+    for interp in interps:
+        names = thread_names(model, interp)
+        for ts in model.thread_states(interp):
+            key = ts.native_id if ts.native_id is not None else -ts.address
+            anchor = model.stack_anchor(ts.frame)
+            groups.setdefault(key, []).append((anchor, interp, ts, names))
+    for group in groups.values():
+        group.sort(key=lambda g: (g[0] == 0, -g[0]))
+        for _, interp, ts, names in group:
+            yield interp, ts, names
+
+
 def iter_stacks(core: ElfCore, model: PyModel, with_locals: bool = False) -> Iterator[ThreadStack]:
-    """Every Python thread of every interpreter, in pystack's order: interpreters newest
-    first, each one's threads as its list holds them (the newest first).
+    """Every Python thread of every interpreter, in pystack's order (see :func:`_ordered`).
 
     Raises:
-        Unreadable: (from the first step only) the interpreter list is not in the core.
+        Unreadable: (before the first thread) the interpreter list is not in the core.
     """
     note_names, current = _note_names(core)
-    for interp in list(model.interpreters()):
-        names = thread_names(model, interp)
-        try:
-            states = model.thread_states(interp)
-            for ts in states:
-                frames, error = _walk(model, ts.frame, with_locals) if ts.frame else ([], None)
-                name = note_names.get(ts.native_id or -1) or names.get(ts.thread_id)
-                yield ThreadStack(
-                    ts.native_id,
-                    ts.thread_id,
-                    name,
-                    interp.id,
-                    ts.holds_gil,
-                    bool(interp.gc_collecting and ts.holds_gil),
-                    frames,
-                    error,
-                    current=current is not None and ts.native_id == current,
-                )
-        except _BAD:
+    try:
+        for interp, ts, names in _ordered(model):
+            frames, error = _walk(model, ts.frame, with_locals) if ts.frame else ([], None)
+            name = note_names.get(ts.native_id or -1) or names.get(ts.thread_id)
             yield ThreadStack(
-                None,
-                None,
-                None,
+                ts.native_id,
+                ts.thread_id,
+                name,
                 interp.id,
-                None,
-                error="the interpreter's thread list leaves the core",
+                ts.holds_gil,
+                bool(interp.gc_collecting and ts.holds_gil),
+                frames,
+                error,
+                current=current is not None and ts.native_id == current,
             )
+    except _BAD:
+        yield ThreadStack(
+            None, None, None, -1, None, error="an interpreter's thread list leaves the core"
+        )
 
 
 def note_stacks(core: ElfCore) -> Iterator[ThreadStack]:
@@ -249,16 +263,17 @@ def note_stacks(core: ElfCore) -> Iterator[ThreadStack]:
 
 
 def note_differences(note: list[ThreadStack], memory: list[ThreadStack]) -> list[str]:
-    """Where the note's stacks and the memory's disagree, thread by thread (by TID).
+    """Where the note's stacks and the memory's disagree, thread by thread (by TID and
+    interpreter).
 
     Threads that ran between the note and the freeze may differ legitimately; the thread that
     asked for the core shows gencore's own frames in memory only, so its outer frames are
     compared.
     """
-    by_tid = {s.tid: s for s in memory if s.tid is not None}
+    by_tid = {(s.tid, s.interpreter_id): s for s in memory if s.tid is not None}
     out = []
     for n in note:
-        m = by_tid.get(n.tid) if n.tid is not None else None
+        m = by_tid.get((n.tid, n.interpreter_id)) if n.tid is not None else None
         if m is None:
             out.append(f"thread {n.tid} ({n.name}): in the note, not in memory")
             continue

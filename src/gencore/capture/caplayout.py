@@ -12,14 +12,15 @@ gives no layout (the capped core then keeps stacks, TLS and writable data, but n
 
 from __future__ import annotations
 
-import ctypes
+import os
 import struct
 import sys
 import types
 from typing import Any, Optional
 
 from .. import _procfs
-from .selfmem import Maps, scan_for, u64
+from . import engine
+from .selfmem import Maps, read, scan_for, symbol, u64
 
 # What _discover finds; layout() returns them as struct gc_pylayout's fields (gc_config.h):
 # OBJECTS as "objects", CODE_FIELDS as "code_fields".
@@ -63,13 +64,17 @@ IFRAME_KEEP = 512  # a _PyInterpreterFrame's header and first locals (3.11+)
 TAG_MASK = (1 << 64) - 8  # 3.14's _PyStackRef tags the low bits of f_executable
 
 _cache: Optional[dict[str, Any]] = None
+# what a wrong guess about the layout raises: no layout, never an error for the caller
+_DOUBTS = (
+    LookupError,
+    AttributeError,
+    OSError,
+    ValueError,
+    StopIteration,
+    ImportError,
+    struct.error,
+)
 _failed: Optional[str] = None
-
-
-def _api(name: str, restype: type, *argtypes: type) -> Any:
-    fn = getattr(ctypes.pythonapi, name)
-    fn.restype, fn.argtypes = restype, list(argtypes)
-    return fn
 
 
 def _interp_frame(maps: Maps, frame: types.FrameType) -> int:
@@ -78,20 +83,21 @@ def _interp_frame(maps: Maps, frame: types.FrameType) -> int:
     iframe = u64(id(frame) + 24)
     if not maps.readable(iframe, 128):
         raise LookupError("the interpreter frame is not readable")
-    words = struct.unpack("<8Q", ctypes.string_at(iframe, 64))
+    words = struct.unpack("<8Q", read(iframe, 64))
     if not any(w & TAG_MASK == id(frame.f_code) for w in words):
         raise LookupError("the interpreter frame does not point to its code")
     return iframe
 
 
-def _walk_check(maps: Maps, ts: int, out: dict[str, int], frame: types.FrameType) -> None:
+def _walk_check(maps: Maps, mem: int, ts: int, out: dict[str, int], frame: types.FrameType) -> None:
     """Walk this thread's frames the way the snapshot child will: the code objects must be
-    those of this function's caller (``frame``) and its callers, in order."""
-    # read inline (a Python call would make its own frame the current one): this function's
-    # frame is the current one, its caller's is the next
-    f = ctypes.c_uint64.from_address(ts + out["ts_frame"]).value
+    those of this function's caller (``frame``) and its callers, in order. ``mem`` is a
+    descriptor of /proc/self/mem."""
+    # read inline, C calls only (a Python call would make its own frame the current one):
+    # this function's frame is the current one, its caller's is the next
+    f = struct.unpack("<Q", os.pread(mem, 8, ts + out["ts_frame"]))[0]
     if out["cframe_current"] >= 0:
-        f = ctypes.c_uint64.from_address(f + out["cframe_current"]).value
+        f = struct.unpack("<Q", os.pread(mem, 8, f + out["cframe_current"]))[0]
     f = u64(f + out["frame_back"])
     expected: list[int] = []
     py: Optional[types.FrameType] = frame
@@ -114,10 +120,10 @@ class _Probe:
     """Its method runs the frame-dependent part of the discovery in a frame of its own (live
     while the offsets are found), and its qualname (``_Probe.frames``) differs from its name."""
 
-    def frames(self, maps: Maps, ts: int, out: dict[str, int]) -> types.CodeType:
+    def frames(self, maps: Maps, mem: int, ts: int, out: dict[str, int]) -> types.CodeType:
         """Everything that needs this frame to be the thread's current one. While the thread
         state is read, no Python function is called (a call would make its frame current):
-        only ctypes' C-level accessors."""
+        only C calls (``os.pread`` of ``mem``, /proc/self/mem)."""
         frame = sys._getframe(0)
         caller = frame.f_back
         assert caller is not None
@@ -129,13 +135,13 @@ class _Probe:
             cur, parent = _interp_frame(maps, frame), _interp_frame(maps, caller)
             out["frame_var"], out["frame_keep"] = 0, IFRAME_KEEP
         out["frame_back"] = scan_for(maps, cur, 128, parent)
-        raw = struct.unpack("<16Q", ctypes.string_at(cur, 128))
+        raw = struct.unpack("<16Q", read(cur, 128))
         out["frame_code"] = next(
             i * 8 for i, w in enumerate(raw) if w & TAG_MASK == id(frame.f_code)
         )
         # the thread state points at the current frame directly (3.9, 3.10, 3.13+) or through
         # its cframe (3.11, 3.12: a struct on the C stack whose current_frame is at 0 or 8)
-        words = (ctypes.c_uint64 * 128).from_address(ts)[:]
+        words = list(struct.unpack("<128Q", os.pread(mem, 1024, ts)))
         if cur in words:
             out["ts_frame"] = words.index(cur) * 8
         else:
@@ -143,13 +149,13 @@ class _Probe:
             for i, w in enumerate(words):
                 if w <= 4096 or not any(lo <= w and w + 16 <= hi for lo, hi in stack):
                     continue
-                pair = (ctypes.c_uint64 * 2).from_address(w)[:]
+                pair = list(struct.unpack("<2Q", os.pread(mem, 16, w)))
                 if cur in pair:
                     out["ts_frame"], out["cframe_current"] = i * 8, pair.index(cur) * 8
                     break
             else:
                 raise LookupError("the thread state does not point to the current frame")
-        _walk_check(maps, ts, out, frame)
+        _walk_check(maps, mem, ts, out, frame)
         return frame.f_code
 
 
@@ -157,7 +163,9 @@ def _runtime() -> tuple[int, int]:
     """``_PyRuntime``'s address and size (its symbol's, in the file that maps it)."""
     from elftools.elf.elffile import ELFFile
 
-    addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    addr = symbol("_PyRuntime")
+    if not addr:
+        raise LookupError("_PyRuntime is not exported by this interpreter")
     starts: dict[str, int] = {}
     last = path = ""  # .bss: the anonymous mapping after the file's last one
     for r in _procfs.maps():
@@ -188,7 +196,7 @@ def _localsplusnames(maps: Maps, code: types.CodeType, size: int) -> int:
     """3.11+: the offset of ``co_localsplusnames`` (pystack reads every frame's argument
     names from it): the tuple whose items are the code's variable, cell and free names."""
     want = [id(n) for n in code.co_varnames + code.co_cellvars + code.co_freevars]
-    words = struct.unpack(f"<{size // 8}Q", ctypes.string_at(id(code), size // 8 * 8))
+    words = struct.unpack(f"<{size // 8}Q", read(id(code), size // 8 * 8))
     for i, w in enumerate(words):
         if w and maps.readable(w, tuple.__basicsize__) and u64(w + 8) == id(tuple):
             n = u64(w + 16)
@@ -199,10 +207,10 @@ def _localsplusnames(maps: Maps, code: types.CodeType, size: int) -> int:
     raise LookupError("co_localsplusnames not found")
 
 
-def _discover() -> dict[str, Any]:
+def _discover_walk() -> dict[str, int]:
+    """Everything but ``_PyRuntime``'s extent (which needs the ELF symbol table: slow)."""
     maps = Maps()
     out: dict[str, int] = dict.fromkeys(FIELDS, -1)
-    out["runtime"], out["runtime_size"] = _runtime()
     # the dicts readers check an interpreter state by (pystack reads its builtins), and the
     # version
     import builtins
@@ -210,31 +218,29 @@ def _discover() -> dict[str, Any]:
     for i, obj in enumerate((builtins.__dict__, sys.__dict__, sys.modules)):
         out[f"object{i}"] = id(obj)
     # py-spy reads the version from memory (3.11+: Py_Version, in read-only data)
-    try:
-        out["object3"] = ctypes.addressof(ctypes.c_uint32.in_dll(ctypes.pythonapi, "Py_Version"))
-    except ValueError:
-        out["object3"] = 0
+    out["object3"] = symbol("Py_Version")
     # the dynamic loader's list of loaded objects (gdb and elfutils find libraries from it)
-    try:
-        out["r_debug"] = ctypes.addressof(ctypes.c_char.in_dll(ctypes.CDLL(None), "_r_debug"))
-    except ValueError:
-        out["r_debug"] = 0
-    interp = _api("PyInterpreterState_Main", ctypes.c_void_p)()
-    ts = _api("PyThreadState_Get", ctypes.c_void_p)()
-    head = _api("PyInterpreterState_ThreadHead", ctypes.c_void_p, ctypes.c_void_p)(interp)
-    nxt = _api("PyThreadState_Next", ctypes.c_void_p, ctypes.c_void_p)
+    out["r_debug"] = symbol("_r_debug")
+    engine.require()
+    interp, ts, states = engine.native.thread_states()
+    head = states[0] if states else 0
     if not (interp and ts and head and maps.readable(ts, 1024) and maps.readable(interp, 64)):
         raise LookupError("the interpreter or thread state is not readable")
+    following = dict(zip(states, states[1:] + [0]))
     # PyThreadState starts with prev, next, interp (3.9-3.15)
     out["ts_next"], out["ts_interp"] = 8, 16
-    if u64(ts + 16) != interp or u64(ts + 8) != (nxt(ts) or 0):
+    if u64(ts + 16) != interp or u64(ts + 8) != following.get(ts, -1):
         raise LookupError("the thread state does not start with prev, next, interp")
     out["interp"] = interp
     # the list head is in the first 64 KiB (3.13 puts it behind the eval state)
     room = next((hi - interp for lo, hi in maps.ranges if lo <= interp < hi), 0)
     out["interp_threads"] = scan_for(maps, interp, min(64 << 10, room) // 8 * 8, head)
     out["interp_keep"], out["ts_keep"] = INTERP_KEEP, TS_KEEP
-    code = _Probe().frames(maps, ts, out)
+    mem = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        code = _Probe().frames(maps, mem, ts, out)
+    finally:
+        os.close(mem)
     out["code_type"] = id(types.CodeType)
     out["code_mask"] = TAG_MASK
     out["code_basicsize"] = type(code).__basicsize__
@@ -253,10 +259,88 @@ def _discover() -> dict[str, Any]:
     if v >= (3, 11):
         out["code_varnames"] = _localsplusnames(maps, code, out["code_basicsize"])
     out["tuple_items"] = tuple.__basicsize__
+    return out
+
+
+_walk_cache: Optional[dict[str, int]] = None
+_walk_failed: Optional[str] = None
+
+
+def walk_offsets() -> Optional[dict[str, int]]:
+    """The offsets of the walk (this module's field names), found once and cached; None if
+    any check failed. Cheap (about a millisecond): the GENCORE note records them."""
+    global _walk_cache, _walk_failed
+    if _walk_cache is None and _walk_failed is None:
+        try:
+            _walk_cache = _discover_walk()
+        except (
+            LookupError,
+            AttributeError,
+            OSError,
+            ValueError,
+            StopIteration,
+            ImportError,
+            struct.error,
+        ) as e:
+            _walk_failed = str(e) or type(e).__name__
+    return _walk_cache
+
+
+def _discover() -> dict[str, Any]:
+    found = walk_offsets()
+    if found is None:
+        raise LookupError(_walk_failed or "the walk's offsets were not found")
+    out = dict(found)
+    out["runtime"], out["runtime_size"] = _runtime()
     record: dict[str, Any] = {k: v for k, v in out.items() if k not in OBJECTS + CODE_FIELDS}
     record["objects"] = [out[k] for k in OBJECTS]
     record["code_fields"] = [out[k] for k in CODE_FIELDS]
     return record
+
+
+# this module's fields -> the offline layout's keys (gencore.analysis.pylayout)
+_NOTE_KEYS = {
+    "interp_threads": "interp.threads_head",
+    "ts_next": "tstate.next",
+    "ts_interp": "tstate.interp",
+    "frame_back": "frame.previous",
+    "frame_code": "frame.executable",
+    "code_name": "code.name",
+    "code_qualname": "code.qualname",
+    "code_filename": "code.filename",
+    "code_linetable": "code.linetable",
+    "code_code": "code.code",
+    "tuple_items": "tuple.items",
+}
+
+
+def note_layout() -> dict[str, Any]:
+    """What the GENCORE note carries for offline readers: ``_PyRuntime``'s address, the main
+    interpreter's, and the walk's offsets under the offline layout's names (see
+    :mod:`gencore.analysis.pylayout`), or ``{"error": ...}``."""
+    runtime = symbol("_PyRuntime") if engine.available() else 0
+    if not runtime:
+        return {"error": "_PyRuntime is not exported by this interpreter"}
+    doc: dict[str, Any] = {"hexversion": sys.hexversion, "runtime": runtime}
+    out = walk_offsets()
+    if out is None:
+        doc["error"] = _walk_failed
+        return doc
+    doc["interp"] = out["interp"]
+    offsets = {key: out[f] for f, key in _NOTE_KEYS.items() if out[f] >= 0}
+    v = sys.version_info[:2]
+    varnames = "code.varnames" if v < (3, 11) else "code.localsplusnames"
+    if out["code_varnames"] >= 0:
+        offsets[varnames] = out["code_varnames"]
+    if v < (3, 11):
+        offsets["tstate.frame"] = out["ts_frame"]
+    elif out["cframe_current"] >= 0:
+        offsets["tstate.cframe"] = out["ts_frame"]
+        offsets["cframe.current_frame"] = out["cframe_current"]
+    else:
+        offsets["tstate.current_frame"] = out["ts_frame"]
+    doc["offsets"] = offsets
+    return doc
 
 
 def layout() -> Optional[dict[str, Any]]:
@@ -266,7 +350,15 @@ def layout() -> Optional[dict[str, Any]]:
     if _cache is None and _failed is None:
         try:
             _cache = _discover()
-        except (LookupError, AttributeError, OSError, ValueError, StopIteration, ImportError) as e:
+        except (
+            LookupError,
+            AttributeError,
+            OSError,
+            ValueError,
+            StopIteration,
+            ImportError,
+            struct.error,
+        ) as e:
             _failed = str(e) or type(e).__name__
     return _cache
 

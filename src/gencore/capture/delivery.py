@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 
 from .. import _procfs
-from .._common import VERSION, PathLike, stem_of, tz_offset
+from .._common import VERSION, PathLike, plain_name, stem_of, tz_offset
 from ..errors import GencoreError
 from ..ship.helper import bundle_name, finish_argv
 from . import engine
@@ -229,6 +229,7 @@ def helper_argv(config: TriggerConfig, events: Optional[Path]) -> Optional[list[
         keep_local=config.keep_local,
         max_total=config.max_total,
         keep_free=config.keep_free,
+        encrypt_to=config.core.encrypt_to,
     )
 
 
@@ -258,7 +259,7 @@ def deliver(config: TriggerConfig, path: Path, bundled: bool = False) -> None:
         _run_helper_for(config, path)
     result = path
     if config.collect:
-        bundle = path.with_name(bundle_name(path.name, config.format))
+        bundle = path.with_name(bundle_name(path.name, config.format, bool(config.core.encrypt_to)))
         result = bundle if bundle.exists() else path
     if helper_argv(config, state.events_file) is not None:
         _log_helper_events(path)
@@ -277,7 +278,7 @@ def _log_helper_events(core: Path) -> None:
         lines = state.events_file.read_text().splitlines() if state.events_file else []
     except OSError:
         return
-    stem = stem_of(core.name)
+    stem = stem_of(stem_of(plain_name(core.name), ".zst"))
     start = max((i for i, x in enumerate(lines) if x == f"done {core.name}"), default=0)
     for line in lines[start:]:
         word, _, rest = line.partition(" ")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     native = None  # bound by _load() when the engine loads
 
-ABI_VERSION = 2  # GC_ABI_VERSION in gc_config.h
+ABI_VERSION = 3  # GC_ABI_VERSION in gc_config.h
 ST_PROGRESS, ST_DONE, ST_ERROR = 1, 2, 3
 STAGES = {1: "setup", 2: "maps", 3: "notes", 4: "memory", 5: "publish"}
 
@@ -119,7 +119,16 @@ _records: dict[str, Record] = {}
 
 # Fields this Python code fills or reads; an engine without them is another version.
 _REQUIRED = {
-    "core": ("abi", "filter", "want_threads", "freeze_signal", "max_size", "pylayout"),
+    "core": (
+        "abi",
+        "filter",
+        "want_threads",
+        "freeze_signal",
+        "max_size",
+        "pylayout",
+        "redact",
+        "suffix_off",
+    ),
     "trigger": ("abi", "dir_fd", "signals", "crash_signals", "core", "helper_off"),
     "status": ("magic", "kind", "err", "stage", "written", "total", "file_size", "nsegments"),
     "trigger_result": ("kind", "err", "stage", "written", "total", "elapsed_ns", "name"),

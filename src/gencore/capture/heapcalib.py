@@ -24,13 +24,14 @@ from __future__ import annotations
 import array
 import builtins
 import collections
-import ctypes
 import functools
 import gc
 import struct
 import sys
 import types
 from typing import Any, Callable
+
+from .selfmem import i32, read, u64
 
 V = sys.version_info[:2]
 
@@ -111,12 +112,7 @@ T_OBJECT, T_OBJECT_EX = 6, 16
 _TYPE_SIZE: int = type.__basicsize__  # type: ignore[assignment]  # typeshed: a method
 
 
-def _u64(addr: int) -> int:
-    return int(ctypes.c_uint64.from_address(addr).value)
-
-
-def _i32(addr: int) -> int:
-    return int(ctypes.c_int32.from_address(addr).value)
+_u64, _i32 = u64, i32  # this process's memory, read through /proc/self/mem
 
 
 Readable = Callable[[int, int], bool]
@@ -126,7 +122,7 @@ def _words(readable: Readable, addr: int, start: int, end: int) -> list[int]:
     if end <= start or not readable(addr + start, end - start):
         raise LookupError("sample object not readable")
     n = (end - start) // 8
-    return list(struct.unpack(f"<{n}Q", ctypes.string_at(addr + start, 8 * n)))
+    return list(struct.unpack(f"<{n}Q", read(addr + start, 8 * n)))
 
 
 def _offsets_of(
@@ -522,19 +518,6 @@ def _frame_data(readable: Readable, fr: types.FrameType) -> int:
     return size - iframe["localsplus"]
 
 
-def _keys_bytes_fn() -> Callable[[int], int]:
-    def keys_bytes(keys: int) -> int:
-        if V >= (3, 11):
-            raw = ctypes.string_at(keys, 32)
-            log2_size, log2_index, kind = raw[8], raw[9], raw[10]
-            return 32 + (1 << log2_index) + ((2 << log2_size) // 3) * (24 if kind == 0 else 16)
-        size = _u64(keys + 8)
-        ib = 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
-        return 40 + size * ib + 24 * ((size << 1) // 3)
-
-    return keys_bytes
-
-
 def containers(readable: Readable) -> dict[str, Any]:
     """array.array, collections.deque and OrderedDict: the fields their sizes read."""
     out: dict[str, Any] = {}
@@ -543,7 +526,7 @@ def containers(readable: Readable) -> dict[str, Any]:
     if not (readable(id(a), 48) and _u64(id(a) + 32) >= 7):
         raise LookupError("array fields not found")
     descr = _u64(id(a) + 40)
-    if not readable(descr, 8) or ctypes.string_at(descr, 1) != b"i" or _i32(descr + 4) != 4:
+    if not readable(descr, 8) or read(descr, 1) != b"i" or _i32(descr + 4) != 4:
         raise LookupError("array's item descriptor not found")
     if sys.getsizeof(a) != type(a).__basicsize__ + 4 * _u64(id(a) + 32) + _pre(a):
         raise LookupError("array sizes do not follow allocated * itemsize")

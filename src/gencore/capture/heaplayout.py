@@ -13,7 +13,6 @@ core or at :func:`gencore.install`) and reused; it costs well under a millisecon
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import struct
 import sys
@@ -22,7 +21,7 @@ import types
 from typing import Any, Optional
 
 from . import heapcalib
-from .selfmem import Maps, i32, scan_for, u64
+from .selfmem import Maps, c_string, i32, i64, read, scan_for, u64
 
 _cache: Optional[dict[str, Any]] = None
 
@@ -130,9 +129,7 @@ def _heap_type_offsets(maps: Maps) -> dict[str, int]:
         raise LookupError("tp_dict offset does not hold the type's dict")
     if u64(id(cls) + _TYPE_OFFSETS["tp_base"]) != id(_Probe):
         raise LookupError("tp_base offset does not hold the base type")
-    if ctypes.c_int64.from_address(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]).value != (
-        cls.__dictoffset__
-    ):
+    if i64(id(cls) + _TYPE_OFFSETS["tp_dictoffset"]) != cls.__dictoffset__:
         raise LookupError("tp_dictoffset offset does not match __dictoffset__")
     return out
 
@@ -147,7 +144,7 @@ def _check_type_offsets(maps: Maps) -> None:
         name_ptr = u64(id(t) + o["tp_name"])
         if not maps.readable(name_ptr, len(t.__name__) + 1):
             raise LookupError("tp_name not readable")
-        if ctypes.string_at(name_ptr) != t.__name__.encode():
+        if c_string(name_ptr) != t.__name__.encode():
             raise LookupError("tp_name offset does not hold the type name")
         if u64(id(t) + o["tp_basicsize"]) != t.__basicsize__:
             raise LookupError("tp_basicsize offset mismatch")
@@ -162,7 +159,7 @@ def _check_type_offsets(maps: Maps) -> None:
         methods = u64(id(t) + o["tp_methods"])
         if not maps.readable(methods, 32):
             raise LookupError("tp_methods not readable")
-        name = ctypes.string_at(u64(methods)).decode("ascii", "replace")
+        name = c_string(u64(methods)).decode("ascii", "replace")
         if name not in t.__dict__:
             raise LookupError("tp_methods offset does not hold the type's methods")
 
@@ -175,9 +172,9 @@ def _str_layout(maps: Maps) -> dict[str, int]:
     s = "gencore-heap-probe"
     if not maps.readable(id(s), ascii_header + len(s) + 1):
         raise LookupError("str not readable")
-    if ctypes.string_at(id(s) + ascii_header, len(s)) != s.encode():
+    if read(id(s) + ascii_header, len(s)) != s.encode():
         raise LookupError("ASCII str data is not after its header")
-    if ctypes.string_at(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
+    if read(id(latin1) + compact_header, 3) != b"\xe9\xe9\xe9":
         raise LookupError("compact str data is not after its header")
     state = u64(id(s) + 32) & 0xFFFFFFFF
     state1 = u64(id(latin1) + 32) & 0xFFFFFFFF
@@ -192,14 +189,14 @@ def _str_layout(maps: Maps) -> dict[str, int]:
     out["utf8_length"], out["utf8"] = ascii_header, ascii_header + 8
     if sys.version_info < (3, 12):
         out["wstr"], out["wstr_length"] = ascii_header - 8, ascii_header + 16
-    cached = "\xe9t\xe9 " + str(id(out))  # a fresh non-ASCII string, its UTF-8 cached below
-    utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
-    utf8.restype, utf8.argtypes = ctypes.c_void_p, [ctypes.py_object]
-    data = utf8(cached)
-    if u64(id(cached) + out["utf8"]) != data or u64(id(cached) + ascii_header) != len(
-        cached.encode()
-    ):
+    # a fresh non-ASCII string whose UTF-8 copy the compiler caches (it reads its source so)
+    cached = f"'\xe9t\xe9 {id(out)}'"
+    compile(cached, "<gencore>", "eval")
+    utf8 = u64(id(cached) + out["utf8"])
+    if not maps.readable(utf8, len(cached.encode())) or read(utf8, 4) != cached.encode()[:4]:
         raise LookupError("the UTF-8 copy of a str is not where expected")
+    if u64(id(cached) + ascii_header) != len(cached.encode()):
+        raise LookupError("the UTF-8 length of a str is not where expected")
     if sys.getsizeof(cached) != compact_header + len(cached) + 1 + len(cached.encode()) + 1:
         raise LookupError("str sizes do not count their UTF-8 copy as expected")
     return out

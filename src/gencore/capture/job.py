@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import _procfs
 from .._common import VERSION, core_names, format_size
 from ..errors import (
     CoreChildError,
@@ -46,27 +47,61 @@ _snapshot_lock = threading.Lock()
 ZSTD_LEVEL = 1
 
 
+def _filter_command(what: str, script: str, *args: str) -> tuple[bytes, ...]:
+    """``python SCRIPT ARGS`` (a filter the snapshot child starts) with this interpreter,
+    checked here, before any fork."""
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        raise ValueError(
+            f"{what} runs its filter with this Python, but sys.executable "
+            f"({sys.executable!r}) is not an executable"
+        )
+    path = Path(__file__).with_name(script)
+    return tuple(os.fsencode(a) for a in (sys.executable, str(path), *args))
+
+
+def _threads() -> str:
+    return str(max(1, min(os.cpu_count() or 1, 8)))
+
+
 def compressor_argv() -> tuple[bytes, ...]:
     """The command line of the compressor the snapshot child starts for ``compress="zstd"``
     (:mod:`gencore.capture.zpipe`, zstd level 1 on every CPU): checked here, before any fork."""
     from ..ship.extract import import_zstandard
 
     import_zstandard("compress='zstd'")
-    if not sys.executable or not os.access(sys.executable, os.X_OK):
-        raise ValueError(
-            "compress='zstd' runs the compressor with this Python, but sys.executable "
-            f"({sys.executable!r}) is not an executable"
-        )
-    script = Path(__file__).with_name("zpipe.py")
-    threads = max(1, min(os.cpu_count() or 1, 8))
-    return tuple(os.fsencode(a) for a in (sys.executable, script, str(ZSTD_LEVEL), str(threads)))
+    return _filter_command("compress='zstd'", "zpipe.py", str(ZSTD_LEVEL), _threads())
+
+
+def encryptor_argv(recipients: tuple[str, ...], compress: Optional[str]) -> tuple[bytes, ...]:
+    """The command line of the encrypting filter the snapshot child starts for
+    ``encrypt_to=`` (:mod:`gencore.capture.agepipe`; zstd first with ``compress="zstd"``)."""
+    from ..ship.crypt import import_pyrage
+
+    import_pyrage()
+    if compress:
+        compressor_argv()  # the same checks
+    level = str(ZSTD_LEVEL) if compress else "-"
+    return _filter_command("encrypt_to", "agepipe.py", level, _threads(), *recipients)
+
+
+def filter_argv(opts: CoreOptions) -> Optional[tuple[bytes, ...]]:
+    """The filter the snapshot child writes the core through, if any."""
+    if opts.encrypt_to:
+        return encryptor_argv(opts.encrypt_to, opts.compress)
+    return compressor_argv() if opts.compress else None
+
+
+def wants_pylayout(opts: CoreOptions) -> bool:
+    """Whether the child may cap the core: ``max_size``, or a memory cgroup's limit (the child
+    caps it when the headroom is short)."""
+    return bool(opts.max_size) or _procfs.cgroup_memory() is not None
 
 
 def native_options(opts: CoreOptions, note: bytes) -> tuple[bytes, bytes]:
     """The engine's ``core`` record and data blob for ``opts`` (checked: the cap fits)."""
     check_max_size(opts.max_size, len(note))
-    pipe = compressor_argv() if opts.compress else None
-    fields, data = opts.record(note, pipe, caplayout.layout() if opts.max_size else None)
+    pipe = filter_argv(opts)
+    fields, data = opts.record(note, pipe, caplayout.layout() if wants_pylayout(opts) else None)
     return engine.record("core").pack(**fields), data
 
 
@@ -97,7 +132,7 @@ class Job:
         self.status = engine.record("status")
         check_dumpable(opts.force)
         sig = freeze_signal(opts.freeze_signal)
-        name = core_names(opts.name, opts.compress)[0] if opts.name else None
+        name = core_names(opts.name, opts.compress, bool(opts.encrypt_to))[0] if opts.name else None
         self.directory, self.dir_fd = open_directory(opts.directory)
         try:
             warn_space(self.directory, self.dir_fd)
@@ -106,6 +141,7 @@ class Job:
                 version=VERSION,
                 with_stacks=opts.python_stacks,
                 extra=opts.extra,
+                redact=opts.redact,
             )
             options, data = native_options(opts, note)
             with _snapshot_lock:

@@ -11,12 +11,19 @@ import json
 import os
 import platform
 import socket
+import struct
 import sys
 import threading
 import time
 from types import FrameType
 from typing import Any, Optional
 
+from ..analysis.memory import Unreadable
+from ..analysis.pylayout import RawMemory, build_layout
+from ..analysis.pyobjects import PyModel, ThreadState
+from ..errors import GencoreError
+from . import caplayout as _caplayout
+from . import engine
 from . import heaplayout as _heaplayout
 
 FORMAT_VERSION = 1
@@ -47,6 +54,81 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+class _LiveMemory(RawMemory):
+    """This process's own memory, read through ``/proc/self/mem``: an address that is not
+    mapped gives :class:`~gencore.analysis.memory.Unreadable`, never a fault."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def raw(self, addr: int, n: int) -> bytes:
+        try:
+            data = os.pread(self.fd, n, addr) if 0 < addr < 1 << 63 and n >= 0 else b""
+        except OSError:
+            data = b""
+        if len(data) != n:
+            raise Unreadable
+        return data
+
+
+def _other_interpreters() -> list[dict[str, Any]]:
+    """The stacks of threads running in other interpreters (subinterpreters, or the main one
+    seen from a subinterpreter): ``sys._current_frames`` sees only this interpreter's. They
+    are read from memory, as offline readers read a core (:mod:`gencore.analysis.pyobjects`),
+    while those threads run on: a value that changes under the read ends the walk early."""
+    if not engine.available():
+        return []
+    here, interpreters = engine.native.interpreters()
+    if len(interpreters) < 2:
+        return []
+    note = _caplayout.note_layout()
+    if "offsets" not in note:
+        return []
+    out: list[dict[str, Any]] = []
+    fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mem = _LiveMemory(fd)
+        layout = build_layout(mem, note["runtime"], sys.hexversion, note["offsets"])
+        model = PyModel(mem, layout)
+        for interp in model.interpreters():
+            if interp.address == here:
+                continue
+            for ts in model.thread_states(interp):
+                out.append(_live_thread(model, ts))
+    except (Unreadable, GencoreError, KeyError, struct.error, ValueError):
+        pass
+    finally:
+        os.close(fd)
+    return out
+
+
+def _live_thread(model: PyModel, ts: ThreadState) -> dict[str, Any]:
+    frames = []
+    try:
+        for f in model.frames(ts.frame, MAX_FRAMES) if ts.frame else ():
+            if f.code is not None and not f.is_shim:
+                frames.append(
+                    {
+                        "file": f.code.filename,
+                        "line": f.line,
+                        "function": f.code.name,
+                        "qualname": f.code.qualname,
+                    }
+                )
+    except (Unreadable, struct.error, ValueError):
+        pass
+    return {
+        "ident": ts.thread_id,
+        "native_id": ts.native_id,
+        "name": None,
+        "daemon": None,
+        "current": False,
+        "interpreter": ts.interp_id,
+        "frames": frames,
+        "frames_skipped": 0,
+    }
+
+
 def python_stacks() -> list[dict[str, Any]]:
     """Every Python thread's stack, with name, ident and native id.
 
@@ -55,6 +137,7 @@ def python_stacks() -> list[dict[str, Any]]:
     """
     by_ident = {t.ident: t for t in threading.enumerate()}
     current = threading.get_ident()
+    here = _interpreter_id()
     result = []
     for ident, frame in sys._current_frames().items():
         t = by_ident.get(ident)
@@ -69,11 +152,20 @@ def python_stacks() -> list[dict[str, Any]]:
                 "name": t.name if t is not None else None,
                 "daemon": t.daemon if t is not None else None,
                 "current": ident == current,
+                "interpreter": here,
                 "frames": frames,
                 "frames_skipped": skipped,
             }
         )
-    return result
+    return result + _other_interpreters()
+
+
+def _interpreter_id() -> int:
+    """This interpreter's id (0: the main one)."""
+    if not engine.available():
+        return 0
+    here, interpreters = engine.native.interpreters()
+    return next((int(i) for i, addr in interpreters if addr == here), 0)
 
 
 def build_note(
@@ -83,11 +175,13 @@ def build_note(
     with_stacks: bool,
     extra: Optional[dict[str, Any]] = None,
     heap_counts: bool = True,
+    redact: Optional[str] = None,
 ) -> bytes:
     """The JSON document stored in the GENCORE note.
 
     ``heap`` holds what ``gencore heap`` needs to walk the objects offline; ``heap_counts``
     adds the collector's counters at this moment (left out of notes prepared in advance).
+    ``redact="values"`` leaves the arguments out (the program's name stays) and says so.
     """
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -102,12 +196,20 @@ def build_note(
             "executable": sys.executable,
             "hexversion": sys.hexversion,
         },
-        "argv": list(sys.argv),
+        "argv": list(sys.argv[:1]) + ["<redacted>"] * (len(sys.argv) - 1)
+        if redact == "values"
+        else list(sys.argv),
         "threads": [
             {"name": t.name, "ident": t.ident, "native_id": getattr(t, "native_id", None)}
             for t in threading.enumerate()
         ],
     }
+    # what offline readers need to walk the interpreter: _PyRuntime, the checked offsets, and
+    # both clocks now (asyncio's deadlines are on the monotonic one; a trigger stamps "time")
+    doc["pylayout"] = _caplayout.note_layout()
+    doc["clock"] = {"time": time.time(), "monotonic": time.monotonic()}
+    if redact:
+        doc["redact"] = redact
     doc["heap"] = dict(_heaplayout.layout())
     if heap_counts and "gc_heads" in doc["heap"]:
         doc["heap"]["counts"] = _heaplayout.counts()

@@ -29,12 +29,17 @@ from .._common import (
     PathLike,
     ProgressCallback,
     core_names,
+    core_suffix,
     format_size,
 )
 from ..errors import FreezeError
-from . import engine
+from ..ship import crypt
+from . import engine, redact
 
 METHODS = ("native", "kernel")
+# The snapshot child's page cache: bounded when the memory cgroup's headroom asks for it
+# (auto), always, or never ($GENCORE_PAGE_CACHE; the benchmark compares them).
+PAGE_CACHE_MODES = {"auto": 0, "bounded": 1, "unbounded": 2}
 COMPRESSIONS = (None, "zstd")
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 _U32_MAX = (1 << 32) - 1
@@ -201,6 +206,8 @@ class CoreOptionArgs(TypedDict, total=False):
     keep_local: bool
     compress: Optional[str]
     max_size: Union[int, str, None]
+    redact: Union[bool, str, None]
+    encrypt_to: Union[str, list[str], tuple[str, ...], None]
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,8 @@ class CoreOptions:
     max_size: int = 0
     max_total: int = 0
     keep_free: int = 0
+    redact: Optional[str] = None
+    encrypt_to: tuple[str, ...] = ()
     reason: str = "api"
     extra: Optional[dict[str, Any]] = None
 
@@ -242,6 +251,8 @@ class CoreOptions:
                 raise TypeError(f"unexpected keyword argument {key!r}")
         values: dict[str, Any] = {**options, **internal}
         values["max_size"] = max_size_bytes(values.get("max_size"))
+        values["redact"] = redact.policy(values.get("redact"))
+        values["encrypt_to"] = crypt.parse_recipients(values.get("encrypt_to"))
         opts = cls(directory=directory, **values)
         opts.validate()
         return opts
@@ -272,10 +283,20 @@ class CoreOptions:
             raise ValueError("max_size needs method='native': the kernel writes whole cores")
         if self.compress and self.method == "kernel":
             raise ValueError("compress='zstd' needs method='native': the kernel writes plain cores")
+        if (self.redact or self.encrypt_to) and self.method == "kernel":
+            raise ValueError(
+                "redact= and encrypt_to= need method='native': the kernel writes the whole "
+                "process, in the clear"
+            )
 
     def replace(self, **changes: Any) -> CoreOptions:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def suffix(self) -> str:
+        """The file name's suffix: ``.core``, ``.core.zst``, ``.core.age``, ``.core.zst.age``."""
+        return core_suffix(self.compress, bool(self.encrypt_to))
 
     def record(
         self,
@@ -284,9 +305,25 @@ class CoreOptions:
         pylayout: Optional[dict[str, Any]],
     ) -> tuple[dict[str, Any], bytes]:
         """The engine's ``core`` record (as fields) and its data blob: the GENCORE ``note``,
-        the compressor's command and, for a capped core, the Python layout."""
+        the filter's command (compressor, encryptor), the file name's suffix, the kinds of
+        gencore's files (the budget's), the memory cgroup, for a capped core the Python layout,
+        and what redaction needs."""
         kinds = b"".join(k.encode() + b"\0" for k in FILE_KINDS)
-        data, where = engine.blob(note=note, pipe=engine.argv_bytes(pipe_argv), kinds=kinds)
+        cgroup = _procfs.cgroup_memory()
+        scrub, lists = redact.record_fields(self.redact)
+        parts = dict(
+            note=note,
+            pipe=engine.argv_bytes(pipe_argv),
+            suffix=self.suffix.encode() + b"\0",
+            kinds=kinds,
+            cgroup=os.fsencode(cgroup.path) + b"\0" if cgroup else b"",
+        )
+        head = sum(len(p) for p in parts.values())
+        # the lists are read as 64-bit words
+        data, where = engine.blob(**parts, pad=bytes(-head % 8), lists=lists)
+        scrub["list_off"] = where.pop("lists_off")
+        for k in ("lists_len", "pad_off", "pad_len"):
+            where.pop(k)
         fields = dict(
             abi=engine.ABI_VERSION,
             filter=self.filter,
@@ -298,8 +335,11 @@ class CoreOptions:
             max_total=self.max_total,
             keep_free=self.keep_free,
             uploads=int(self.upload is not None),
+            cgroup_version=int(cgroup.version[1]) if cgroup else 0,
+            page_cache=PAGE_CACHE_MODES.get(os.environ.get("GENCORE_PAGE_CACHE", "auto"), 0),
             have_pylayout=int(pylayout is not None),
             pylayout=pylayout or {},
+            redact=scrub,
             **where,
         )
         return fields, data
@@ -323,24 +363,45 @@ def check_max_size(max_size: int, note_len: int) -> None:
 # -- the triggers -----------------------------------------------------------------------------
 
 
-def signal_numbers(signals: Any) -> tuple[int, ...]:
-    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
-    SIGKILL/SIGSTOP, at most 8."""
+def _signal_list(signals: Any, what: str, refused: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """Signal numbers from a signal or an iterable of them: real signals of this system, none
+    of ``refused`` (the message says ``why``), at most 8."""
     if isinstance(signals, (int, signal.Signals)):
         signals = (signals,)
     out = []
     for s in signals or ():
         if isinstance(s, bool) or not isinstance(s, int):
-            raise ValueError(f"signals must be signal numbers, got {s!r}")
+            raise ValueError(f"{what} must be signal numbers, got {s!r}")
         n = int(s)
         if not 0 < n <= signal.SIGRTMAX:
             raise ValueError(f"signal {n} is not a signal of this system")
-        if n in (signal.SIGKILL, signal.SIGSTOP) or n in CRASH_SIGNALS:
-            raise ValueError(f"signal {n} cannot be a dump trigger")
+        if n in (signal.SIGKILL, signal.SIGSTOP) or n in refused:
+            raise ValueError(f"signal {n} {why}")
         out.append(n)
     if len(out) > 8:
-        raise ValueError("at most 8 trigger signals")
+        raise ValueError(f"at most 8 {what.replace('_', ' ')}")
     return tuple(out)
+
+
+def signal_numbers(signals: Any) -> tuple[int, ...]:
+    """The trigger signals as numbers: no crash signal (``on_crash`` handles those), no
+    SIGKILL/SIGSTOP, at most 8."""
+    return _signal_list(signals, "signals", CRASH_SIGNALS, "cannot be a dump trigger")
+
+
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def chain_signal_numbers(signals: Any, trigger_signals: tuple[int, ...]) -> tuple[int, ...]:
+    """The chained signals as numbers: signals the application (or a server) handles, such
+    as gunicorn's worker-timeout SIGABRT; no fault signal, no trigger signal, at most 8."""
+    out = _signal_list(
+        signals, "chain_signals", FAULT_SIGNALS, "cannot be chained (on_crash handles faults)"
+    )
+    both = set(out) & set(trigger_signals)
+    if both:
+        raise ValueError(f"signal {min(both)} is both a trigger signal and a chained signal")
+    return out
 
 
 @dataclass(frozen=True)
@@ -365,6 +426,8 @@ class TriggerConfig:
     rss_limit: int = 0
     rss_interval: float = 0.5
     on_memory_error: bool = False
+    chain_signals: tuple[int, ...] = ()
+    on_memory_high: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -413,6 +476,8 @@ class TriggerConfig:
             max_size=max_size_bytes(kw.pop("max_size", None)),
             max_total=size_bytes(kw.pop("max_total", None), "max_total"),
             keep_free=size_bytes(kw.pop("keep_free", None), "keep_free"),
+            redact=redact.policy(kw.pop("redact", None)),
+            encrypt_to=crypt.parse_recipients(kw.pop("encrypt_to", None)),
             python_stacks=False,  # triggered cores read their stacks from memory
         )
         core.validate()
@@ -438,10 +503,13 @@ class TriggerConfig:
             rss_limit=rss,
             rss_interval=interval or 0.5,
             on_memory_error=bool(kw.pop("on_memory_error", False)),
+            on_memory_high=bool(kw.pop("on_memory_high", False)),
         )
+        sigs = signal_numbers(signals)
+        chain = chain_signal_numbers(kw.pop("chain_signals", ()), sigs)
         if kw:
             raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
-        return cls(signal_numbers(signals), directory, core, **values)
+        return cls(sigs, directory, core, chain_signals=chain, **values)
 
     def replace(self, **changes: Any) -> TriggerConfig:
         """A copy with some fields changed."""
@@ -450,12 +518,16 @@ class TriggerConfig:
     def record(self, fds: dict[str, int], tz_offset: int, **blob: Any) -> dict[str, Any]:
         """The engine's ``trigger`` record (as fields) without its blob's places: ``fds`` are
         ``dir_fd``, ``events_fd`` and ``notify_fd``; ``blob`` the note offsets and places."""
+        # a chained signal (SIGABRT from a server's timeout) is not also a crash signal
+        crash = [s for s in CRASH_SIGNALS if s not in self.chain_signals] if self.on_crash else []
         return dict(
             abi=engine.ABI_VERSION,
             signals=list(self.signals),
             nsignals=len(self.signals),
-            crash_signals=list(CRASH_SIGNALS) if self.on_crash else [],
-            ncrash=len(CRASH_SIGNALS) if self.on_crash else 0,
+            crash_signals=crash,
+            ncrash=len(crash),
+            chain_signals=list(self.chain_signals),
+            nchain=len(self.chain_signals),
             # the crash handler runs on an alternate stack (a stack overflow gets a core
             # too), given to each thread through this private signal
             altstack_signal=freeze_signal(self.core.freeze_signal) - 1 if self.on_crash else 0,
@@ -468,6 +540,7 @@ class TriggerConfig:
             heartbeat_timeout_ns=_ns(self.heartbeat_timeout),
             rss_limit_bytes=self.rss_limit,
             rss_interval_ns=_ns(self.rss_interval),
+            memory_high=int(self.on_memory_high),
             **fds,
             **blob,
         )

@@ -2,17 +2,21 @@
 
 The in-process layouts (:mod:`.heaplayout`, :mod:`.caplayout`) find where the interpreter keeps
 things by reading live objects' memory; a wrong guess must give no layout, never a fault in
-the application, so nothing is read that :class:`Maps` does not show readable.
+the application, so nothing is read that :class:`Maps` does not show readable, and reads go
+through ``/proc/self/mem`` (an unreadable address is an error, not a signal). No ctypes: a
+process that never imported it (``gencore trigger --inject``) is left as it was, without
+libffi's trampoline file.
 """
 
 from __future__ import annotations
 
-import ctypes
+import os
 import struct
 
 from .. import _procfs
+from . import engine
 
-__all__ = ["Maps", "i32", "scan_for", "u64"]
+__all__ = ["Maps", "c_string", "i32", "i64", "read", "scan_for", "symbol", "u64"]
 
 
 class Maps:
@@ -33,14 +37,56 @@ class Maps:
         return any(lo <= addr and addr + size <= hi for lo, hi in self.ranges)
 
 
+def read(addr: int, size: int) -> bytes:
+    """``size`` bytes of this process's memory at ``addr``.
+
+    Raises:
+        LookupError: the memory cannot be read.
+    """
+    fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.pread(fd, size, addr)
+    except OSError as e:
+        raise LookupError(f"memory at {addr:#x} is not readable: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise LookupError(f"memory at {addr:#x} is not readable")
+    return data
+
+
 def u64(addr: int) -> int:
-    """The unsigned 64-bit word at ``addr`` (checked by the caller)."""
-    return int(ctypes.c_uint64.from_address(addr).value)
+    """The unsigned 64-bit word at ``addr``."""
+    return int(struct.unpack("<Q", read(addr, 8))[0])
+
+
+def i64(addr: int) -> int:
+    """The signed 64-bit word at ``addr``."""
+    return int(struct.unpack("<q", read(addr, 8))[0])
 
 
 def i32(addr: int) -> int:
-    """The signed 32-bit word at ``addr`` (checked by the caller)."""
-    return int(ctypes.c_int32.from_address(addr).value)
+    """The signed 32-bit word at ``addr``."""
+    return int(struct.unpack("<i", read(addr, 4))[0])
+
+
+def c_string(addr: int, limit: int = 256) -> bytes:
+    """The NUL-terminated bytes at ``addr`` (at most ``limit``, within one page's reach)."""
+    out = b""
+    while len(out) < limit:
+        chunk = read(addr + len(out), min(64, 4096 - (addr + len(out)) % 4096))
+        end = chunk.find(b"\0")
+        if end >= 0:
+            return out + chunk[:end]
+        out += chunk
+    return out
+
+
+def symbol(name: str) -> int:
+    """The address of one of this process's symbols (``_PyRuntime``, ``Py_Version``,
+    ``_r_debug``), 0 if there is none."""
+    engine.require()
+    return int(engine.native.self_symbol(name=name))
 
 
 def scan_for(maps: Maps, base: int, size: int, target: int) -> int:
@@ -51,7 +97,7 @@ def scan_for(maps: Maps, base: int, size: int, target: int) -> int:
     """
     if not maps.readable(base, size):
         raise LookupError("object memory not readable")
-    raw = ctypes.string_at(base, size)
+    raw = read(base, size)
     for off in range(0, size - 7, 8):
         if struct.unpack_from("<Q", raw, off)[0] == target:
             return off

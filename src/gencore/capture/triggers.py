@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import json
 import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
+from .. import _procfs
 from .._common import (
     DEFAULT_FILTER,
     DEFAULT_FREEZE_TIMEOUT,
@@ -36,7 +38,7 @@ from .._common import (
 from ..errors import ADVICE_FREEZE_SIGNAL, FreezeError, GencoreError
 from . import caplayout, delivery, engine, metadata, threadstart, watch
 from .delivery import TriggerState, state
-from .job import compressor_argv
+from .job import filter_argv, wants_pylayout
 from .options import Limit, TriggerConfig, check_max_size, freeze_signal
 
 log = logging.getLogger("gencore")
@@ -69,12 +71,16 @@ def install(
     rss_limit: Optional[Limit] = None,
     rss_interval: float = 0.5,
     on_memory_error: bool = False,
+    on_memory_high: bool = False,
     upload: Optional[str] = None,
     keep_local: bool = False,
     max_total: Optional[Limit] = None,
     keep_free: Optional[Limit] = None,
     compress: Optional[str] = None,
     max_size: Optional[Limit] = None,
+    chain_signals: Any = (),
+    redact: Union[bool, str, None] = None,
+    encrypt_to: Union[str, list[str], tuple[str, ...], None] = None,
 ) -> TriggerConfig:
     """Write a core when this process is signalled, crashes, dies of an exception, hangs or
     grows past a memory limit.
@@ -116,6 +122,9 @@ def install(
         rss_interval: seconds between two reads of the resident size.
         on_memory_error: a core (reason ``memory: error``) when a MemoryError goes
             unhandled, even without ``on_exception``.
+        on_memory_high: a core (reason ``memory: high``) when the process's memory cgroup
+            (v2) counts a breach of its ``memory.high`` (throttling: the step before the OOM
+            killer), one per episode; checked every ``rss_interval`` by the native thread.
         upload: an fsspec URL (``s3://bucket/prefix/``, ``gs://...``, ``file:///...``): each
             core (its bundle with ``collect``) goes to ``URL/<hostname>/<name>`` with a JSON
             manifest next to it, from the helper process, and the local copy is removed;
@@ -129,6 +138,16 @@ def install(
             :func:`~gencore.create_core`).
         max_size: every core is at most this big (bytes or ``"64M"``-style; see
             :func:`~gencore.create_core`).
+        redact, encrypt_to: every core is redacted and encrypted (see
+            :func:`~gencore.create_core`).
+        chain_signals: signals that write a core in their C handler and then run the
+            handler that was there before, or that the application installs later with
+            ``signal.signal`` (it stays on top): a prefork server's timeout signal, such as
+            gunicorn's SIGABRT to a timed-out worker, whose own handler cannot run while
+            the worker is stuck. The handler waits for the core (at most
+            ``crash_timeout``) before the previous one runs; under the default action the
+            process then dies (or stops) as it would have. Not a fault signal; overrides
+            ``on_crash`` for SIGABRT.
 
     Each stall or crossing gives one core, whatever its length; every trigger obeys
     ``max_cores``, ``min_interval`` and ``min_free``. Calling install again replaces the
@@ -147,16 +166,27 @@ def install(
     d = Path(directory_arg) if directory_arg is not None else default_directory()
     d = d if d.is_absolute() else Path.cwd() / d
     config = TriggerConfig.build(signals, d, **given)
+    if config.on_memory_high:
+        cg = _procfs.cgroup_memory()
+        if cg is None or cg.version != "v2":
+            log.warning("on_memory_high: this process's memory cgroup is not v2; no memory.high")
     with delivery.lock:
         uninstall()
         return _install(config, on_core)
 
 
-def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, int]:
+def _note(
+    reason: str, extra: Optional[dict[str, Any]] = None, redact: Optional[str] = None
+) -> tuple[bytes, int]:
     """A prebuilt GENCORE note and where its 17-character time goes."""
     doc = json.loads(
         metadata.build_note(
-            reason=reason, version=VERSION, with_stacks=False, extra=extra, heap_counts=False
+            reason=reason,
+            version=VERSION,
+            with_stacks=False,
+            extra=extra,
+            heap_counts=False,
+            redact=redact,
         )
     )
     doc["time"] = 0.0
@@ -166,12 +196,12 @@ def _note(reason: str, extra: Optional[dict[str, Any]] = None) -> tuple[bytes, i
     return data, data.find(_TIME_PLACEHOLDER.encode())
 
 
-def _watch_note() -> tuple[bytes, dict[str, int]]:
+def _watch_note(redact: Optional[str]) -> tuple[bytes, dict[str, int]]:
     """The watchdog's note: fixed-width places for the time, the reason and what was seen,
     filled in by the helper thread (JSON padded with spaces)."""
     reason_cap, detail_cap = engine.native.WATCH_REASON_CAP, engine.native.WATCH_DETAIL_CAP
     reason_mark, detail_mark = "R" * (reason_cap - 2), "D" * (detail_cap - 2)
-    data, time_off = _note(reason_mark, {"watch": detail_mark})
+    data, time_off = _note(reason_mark, {"watch": detail_mark}, redact)
     return data, {
         "watch_note_time_offset": time_off,
         "watch_note_reason_offset": data.find(f'"{reason_mark}"'.encode()),
@@ -181,13 +211,15 @@ def _watch_note() -> tuple[bytes, dict[str, int]]:
 
 def _native_install(st: TriggerState, config: TriggerConfig) -> None:
     """The C side: handlers, prebuilt notes, guards, the helper thread and its command."""
-    note, note_off = _note("signal")
-    crash_note, crash_off = _note("crash")
-    watch_note, watch_places = _watch_note()
+    redact = config.core.redact
+    note, note_off = _note("signal", redact=redact)
+    crash_note, crash_off = _note("crash", redact=redact)
+    watch_note, watch_places = _watch_note(redact)
     check_max_size(config.max_size, max(len(note), len(crash_note)))
     core = config.core
-    pipe = compressor_argv() if core.compress else None
-    core_fields, core_data = core.record(note, pipe, caplayout.layout() if core.max_size else None)
+    pipe = filter_argv(core)
+    layout = caplayout.layout() if wants_pylayout(core) else None
+    core_fields, core_data = core.record(note, pipe, layout)
     argv = delivery.helper_argv(config, st.events_file)
     helper = engine.argv_bytes(tuple(os.fsencode(a) for a in argv) if argv else None)
     # the core record's blob comes first, so its offsets hold in the whole blob
@@ -249,6 +281,8 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
         watch.start_loops(config.hang_timeout)
     if config.on_exception or config.on_memory_error:
         delivery.hook_exceptions(st)
+    if config.chain_signals:
+        _keep_chains_on_top()
     if config.on_crash:
         threadstart.start()
     delivery.announce(st, fsig)
@@ -259,7 +293,7 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
     log.info(
         "gencore triggers installed: signals %s, crash %s, exception %s, hang %s s, "
         "heartbeat %s s, rss limit %s, cores to %s",
-        [signal.Signals(s).name for s in config.signals],
+        [_signal_name(s) for s in config.signals],
         config.on_crash,
         config.on_exception,
         config.hang_timeout or "off",
@@ -268,6 +302,45 @@ def _install(config: TriggerConfig, on_core: Optional[Callable[[Path], None]]) -
         d,
     )
     return st.config
+
+
+_original_signal: Optional[Callable[..., Any]] = None
+
+
+def _keep_chains_on_top() -> None:
+    """``signal.signal`` for a chained signal (gunicorn's worker sets its SIGABRT handler
+    after the fork) puts gencore's C handler back on top, the new handler chained."""
+    global _original_signal
+    if _original_signal is not None:
+        return
+    original = signal.signal
+
+    def gencore_signal(signalnum: Any, handler: Any) -> Any:
+        previous = original(signalnum, handler)
+        config = state.config
+        if config is not None and int(signalnum) in config.chain_signals:
+            engine.native.trigger_rechain()
+        return previous
+
+    functools.update_wrapper(gencore_signal, original)
+    _original_signal = original
+    signal.signal = gencore_signal
+
+
+def _release_signal_function() -> None:
+    global _original_signal
+    if _original_signal is not None and getattr(signal.signal, "__wrapped__", None) is (
+        _original_signal
+    ):
+        signal.signal = _original_signal  # type: ignore[assignment]
+        _original_signal = None
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # real-time signals have no name of their own
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
 
 
 def _open_directory(directory: Path) -> tuple[Path, int]:
@@ -298,12 +371,29 @@ def uninstall() -> None:
         delivery.reap_helpers(engine.native.trigger_uninstall())
         threadstart.stop()
         delivery.unhook_exceptions(st)
+        _release_signal_function()
         watch.stop_loops()
         delivery.deliver_records(st.config, delivery.drain(st))  # done, not yet delivered
         delivery.remove_state_files(st)
         st.close_fds()
         st.config = None
         st.state_file = st.events_file = None
+
+
+def rechain() -> int:
+    """Put gencore's handler back on top of every chained signal whose handler was replaced
+    without ``signal.signal`` (which does it by itself); returns how many."""
+    return int(engine.native.trigger_rechain()) if state.config is not None else 0
+
+
+def last_core() -> Optional[str]:
+    """The file name of the last core a trigger started in this process, or None."""
+    try:
+        lines = state.events_file.read_text().splitlines() if state.events_file else []
+    except OSError:
+        return None
+    names = [line.split()[1] for line in lines if line.startswith("start ") and " " in line]
+    return names[-1] if names else None
 
 
 def installed() -> Optional[TriggerConfig]:

@@ -1,18 +1,22 @@
-"""The watchdog's Python side: the application heartbeat and asyncio loop beats.
+"""The watchdog's Python side: the application heartbeat, asyncio loop beats, deadlines.
 
 The watchdog itself is native (``gc_watchdog.c``, in the one helper thread named ``gencore``):
 it needs no GIL, so it sees a thread that holds the GIL forever. Python only records the
 heartbeat and, for event loops, schedules a beat callback on each watched loop; a loop that
 runs no callback for ``hang_timeout`` seconds (a handler blocked in a synchronous call) stops
-beating and gets a core.
+beating and gets a core. A :func:`deadline` is armed and ended from Python; the native
+thread writes its core when it passes.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import threading
 import weakref
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from . import engine as _engine
 
@@ -147,3 +151,116 @@ def watch_loop(loop: Any) -> None:
             already = threading.get_ident() in _running
         if not already:
             _started(loop)
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+
+def _name_text(name: str, cap: int) -> bytes:
+    """``name`` as the inside of a JSON string, at most ``cap`` bytes (cut before an escape
+    could be split)."""
+    text = json.dumps(name)[1:-1]
+    while len(text) > cap:
+        name = name[: max(0, len(name) - max(1, (len(text) - cap) // 6))]
+        text = json.dumps(name + "...")[1:-1]
+    return text.encode()
+
+
+class Deadline:
+    """A deadline for a unit of work in the calling thread (a test, a task, a request), made
+    by :func:`deadline`: when it passes before :meth:`cancel`, gencore's native thread writes
+    one core (reason ``hang: deadline``, this thread first, ``name`` and the times in the
+    note's ``watch``), even while this thread holds the GIL in C. Use it as a context
+    manager, or call :meth:`cancel` when the work is done."""
+
+    def __init__(self, seconds: float, name: str, handle: int, directory: Path) -> None:
+        self.seconds = seconds
+        """Seconds from the start to the deadline."""
+        self.name = name
+        """What the deadline is for (in the core's note)."""
+        self.directory = directory
+        self._handle = handle
+        self._ended: Optional[tuple[bool, str]] = None
+
+    def _state(self) -> tuple[bool, str]:
+        if self._ended is not None:
+            return self._ended
+        passed, core = _engine.native.watch_deadline_state(handle=self._handle)
+        return bool(passed), core
+
+    @property
+    def passed(self) -> bool:
+        """True once the deadline passed (its core is then being written, or was skipped by
+        a guard such as ``max_cores``)."""
+        return self._state()[0]
+
+    @property
+    def core(self) -> Optional[Path]:
+        """The path of the core written for this deadline (it may still be being written:
+        it appears under this name when complete), or None."""
+        name = self._state()[1]
+        return self.directory / name if name else None
+
+    def cancel(self) -> bool:
+        """End the deadline (the work is done); returns whether it had passed. Idempotent."""
+        if self._ended is None:
+            passed, core = _engine.native.watch_deadline_end(handle=self._handle)
+            self._ended = (bool(passed), core)
+        return self._ended[0]
+
+    def __enter__(self) -> Deadline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+
+def deadline(seconds: float, name: Optional[str] = None) -> Deadline:
+    """Arm a deadline for the calling thread: a core if ``seconds`` pass before the returned
+    :class:`Deadline` is cancelled (or its ``with`` block ends).
+
+    >>> with gencore.deadline(30, name="nightly export"):   # doctest: +SKIP
+    ...     export()
+
+    The core (reason ``hang: deadline``) is written by gencore's native thread through the
+    triggers, so :func:`~gencore.install` must be in force; it obeys their guards
+    (``max_cores``, ``min_interval``, ``min_free``). Up to 32 deadlines can be armed at once
+    in a process. ``name`` (default: the caller's function) goes into the core's note.
+
+    Raises:
+        ValueError: ``seconds`` is not a positive number.
+        GencoreError: the triggers are not installed, or every deadline slot is in use.
+    """
+    from ..errors import GencoreError
+    from .delivery import state
+
+    seconds = _positive(seconds)
+    config = state.config
+    if config is None or _engine.IMPORT_ERROR is not None:
+        raise GencoreError(
+            "a deadline needs gencore's triggers: none are installed in this process",
+            stage="deadline",
+            advice="call gencore.install(...) first (or run the program with `gencore run`)",
+        )
+    if name is None:
+        caller = sys._getframe(1).f_code
+        name = getattr(caller, "co_qualname", caller.co_name)
+    text = _name_text(str(name), _engine.native.DEADLINE_NAME_CAP)
+    try:
+        handle = _engine.native.watch_deadline_arm(seconds=seconds, name=text)
+    except OSError as e:
+        raise GencoreError(
+            f"no deadline slot is free ({_engine.native.WATCH_DEADLINES} are armed)",
+            errno=e.errno,
+            stage="deadline",
+            advice="end deadlines that are over (cancel() or leave their with block)",
+        ) from e
+    return Deadline(seconds, str(name), handle, config.directory)
+
+
+def _positive(seconds: Any) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"seconds must be a number, got {seconds!r}")
+    if not math.isfinite(seconds) or not 0 < seconds < 1e9:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    return float(seconds)

@@ -12,12 +12,12 @@ import sys
 from typing import Optional
 
 from ..errors import CoreFormatError, GencoreError
-from . import debug, demo, doctor, heap, info, report, run, stacks, storage, trigger
+from . import debug, demo, doctor, heap, info, report, run, stacks, storage, tasks, trigger
 
 __all__ = ["build_parser", "main"]
 
 # in the order `gencore --help` lists them
-_GROUPS = (demo, stacks, heap, info, report, debug, doctor, trigger, run, storage)
+_GROUPS = (demo, stacks, tasks, heap, info, report, debug, doctor, trigger, run, storage)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,3 +68,13 @@ def size_arg(text: str) -> int:
 
 def signed_size(n: int) -> str:
     return ("-" if n < 0 else "+") + format_size(abs(n))
+
+
+def identity_option(parser: argparse.ArgumentParser) -> None:
+    """``--identity FILE``: the age identity that opens encrypted cores and bundles."""
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1..., or an OpenSSH key) for encrypted "
+        "(.age) cores and bundles; default $GENCORE_IDENTITY",
+    )

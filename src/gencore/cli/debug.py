@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .._common import BUNDLE_FORMATS
 from ..analysis.core import open_core
-from ._format import Progress, find_tool
+from ._format import Progress, find_tool, identity_option
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -78,15 +78,25 @@ def local_debug_command(core: str, exe: Optional[str], tool: str, extra: list[st
     raise ValueError(f"unknown tool {tool!r}")
 
 
-def _debug_bare_core(path: str, tmp: Path, tool: str, extra: list[str]) -> list[str]:
-    """A core that is not a bundle: a ``.core.zst`` is decompressed into ``tmp``; the tools
-    use this machine's executable and libraries."""
+def plain_core(path: Path, tmp: Path, identity: Optional[str]) -> Path:
+    """``path``, or the ELF core it holds: decrypted (age) and decompressed into ``tmp``."""
+    from ..analysis.core import decrypted
     from ..ship.extract import decompress_core, is_compressed_core
 
-    core = path
-    if is_compressed_core(path):
-        core = str(tmp / Path(path).name.removesuffix(".zst"))
-        decompress_core(path, core)
+    work = decrypted(path, tmp, identity)
+    if is_compressed_core(work):
+        target = tmp / work.name.removesuffix(".zst")
+        decompress_core(work, target)
+        work = target
+    return work
+
+
+def _debug_bare_core(
+    path: str, tmp: Path, tool: str, extra: list[str], identity: Optional[str]
+) -> list[str]:
+    """A core that is not a bundle: a ``.core.zst`` is decompressed and a ``.core.age``
+    decrypted into ``tmp``; the tools use this machine's executable and libraries."""
+    core = str(plain_core(Path(path), tmp, identity))
     with open_core(core) as c:
         exe = c.metadata.get("python", {}).get("executable")
     if not (isinstance(exe, str) and os.path.exists(exe)):
@@ -96,6 +106,7 @@ def _debug_bare_core(path: str, tmp: Path, tool: str, extra: list[str]) -> list[
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
+    from ..analysis.core import decrypted
     from ..ship.extract import extract_bundle, is_bundle
 
     extra = list(args.args)
@@ -109,10 +120,12 @@ def cmd_debug(args: argparse.Namespace) -> int:
             bundle = str(fetch(bundle, Path(tmp)))  # a bundle in object storage
         elif bundle.startswith("file://"):
             bundle = bundle[len("file://") :]
+        bundle = str(decrypted(bundle, tmp, args.identity))
         if not is_bundle(bundle):
-            cmd = _debug_bare_core(bundle, Path(tmp), args.tool, extra)
+            cmd = _debug_bare_core(bundle, Path(tmp), args.tool, extra, args.identity)
         else:
             ex = extract_bundle(bundle, Path(tmp) / "x")
+            ex.core = plain_core(ex.core, ex.core.parent, args.identity)  # an encrypted core
             if ex.executable is None:
                 print("gencore: the bundle has no executable; tools will guess it", file=sys.stderr)
             cmd = debug_command(ex, args.tool, extra)
@@ -137,10 +150,12 @@ def register(sub: Any) -> None:
         description="Extract BUNDLE safely into a temporary directory and run the tool there, "
         "with libraries resolved from the bundle (pystack --lib-search-root; gdb sysroot and "
         "python-gdb.py). A bare core (.core, or .core.zst: decompressed into the temporary "
-        "directory) is opened with this machine's files. Arguments after -- go to the tool.",
+        "directory) is opened with this machine's files. Encrypted files (.age) are decrypted "
+        "with --identity. Arguments after -- go to the tool.",
     )
     g.add_argument("bundle")
     g.add_argument("--tool", choices=("pystack", "gdb", "py-spy"), default="pystack")
     g.add_argument("--print-command", action="store_true", help="show the tool's command line")
+    identity_option(g)
     g.add_argument("args", nargs=argparse.REMAINDER)
     g.set_defaults(func=cmd_debug)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
 from ..analysis.heap import Census
-from ._format import signed_size
+from ._format import identity_option, signed_size
 
 
 def _header(core: CoreFile, census: Census) -> str:
@@ -87,7 +87,7 @@ def _census_text(core: CoreFile, census: Census, top: Optional[int]) -> int:
 
 
 def _since(args: argparse.Namespace, core: CoreFile, census: Census) -> int:
-    with open_core(args.since) as old_core:
+    with open_core(args.since, args.identity) as old_core:
         old = old_core.heap(interpreter=args.interpreter)
         if (old_core.pid, old_core.executable_name) != (core.pid, core.executable_name):
             print(
@@ -241,7 +241,7 @@ def _duplicates(args: argparse.Namespace, census: Census) -> int:
 def cmd_heap(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise SystemExit("gencore heap: --top must be at least 1")
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         census = core.heap(
             largest=0 if args.retained else args.largest or 0,
             show_values=args.show_values,
@@ -320,4 +320,5 @@ def register(sub: Any) -> None:
         choices=["native", "pure"],
         help="the walker: native (C, the default where built) or pure (Python)",
     )
+    identity_option(h)
     h.set_defaults(func=cmd_heap)

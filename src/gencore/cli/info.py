@@ -6,10 +6,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
+from ..analysis.memory import Unreadable
+from ..errors import GencoreError
+from ._format import identity_option
 
 
 def _info(core: CoreFile) -> dict[str, Any]:
@@ -60,8 +63,24 @@ def _info(core: CoreFile) -> dict[str, Any]:
     }
 
 
+def _asyncio_line(path: str, identity: Optional[str]) -> None:
+    """How many asyncio tasks the core holds, on how many loops (read from its memory)."""
+    try:
+        with open_core(path, identity) as core:
+            report = core.tasks(include_done=True)
+    except (GencoreError, Unreadable):
+        return
+    if report.tasks or report.loops:
+        pending = sum(t.state == "pending" for t in report.tasks)
+        loops = len(report.loops)
+        print(
+            f"asyncio:  {len(report.tasks)} tasks ({pending} pending) on {loops} "
+            f"loop{'s' if loops != 1 else ''} (`gencore tasks` lists them)"
+        )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_core(args.core) as core:
+    with open_core(args.core, args.identity) as core:
         info = _info(core)
     if core.manifest:
         info["path"] = f"{args.core} (bundle)"
@@ -135,6 +154,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if meta.get("exception"):
             lines = str(meta["exception"].get("text", "")).strip().splitlines()
             print(f"exception: {lines[-1] if lines else meta['exception'].get('type')}")
+    _asyncio_line(args.core, args.identity)
     if info["bundle"]:
         b = info["bundle"]
         print(
@@ -149,4 +169,5 @@ def register(sub: Any) -> None:
     i = sub.add_parser("info", help="process, threads, mappings and sizes of a core or bundle")
     i.add_argument("core")
     i.add_argument("--json", action="store_true")
+    identity_option(i)
     i.set_defaults(func=cmd_info)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._format import stderr_line
+from ._format import identity_option, stderr_line
 
 
 def _is_prefix(source: str) -> bool:
@@ -60,7 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="gencore-report-") as tmp:
         since = _local(args.since, tmp) if args.since else None
-        with open_core(_local(args.source, tmp)) as core:
+        with open_core(_local(args.source, tmp), args.identity) as core:
             html = report_html(
                 core, since=since, with_source=not args.no_source, native=args.native
             )
@@ -99,4 +99,5 @@ def register(sub: Any) -> None:
         action="store_true",
         help="for a prefix: group from the manifests only, download no core",
     )
+    identity_option(r)
     r.set_defaults(func=cmd_report)

@@ -1,4 +1,5 @@
-"""``gencore trigger``: make a process with the trigger (or any 3.14+ one) dump itself."""
+"""``gencore trigger``: make a process with the trigger (or any 3.14+ one) dump itself, or
+every Python process of a tree at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .._common import stem_of
+from ..errors import GencoreError
+from ._dumps import Dump, open_dump, wait_published
 from ._format import Progress, signal_arg
 
 
@@ -25,98 +27,82 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_trigger(args: argparse.Namespace) -> int:
+def not_armed(pid: int, error: GencoreError) -> GencoreError:
+    """The refusal for a process without the trigger, suggesting ``--inject`` where the
+    target runs Python 3.14 or newer."""
+    if "has not installed" not in str(error):
+        return error
+    try:
+        from ..capture.inject import target_python
 
+        version, _ = target_python(pid)
+    except (GencoreError, OSError, ValueError):
+        return error
+    if version < (3, 14):
+        return error
+    return GencoreError(
+        str(error),
+        stage="trigger",
+        advice=f"it runs Python {version[0]}.{version[1]}: dump it once with `gencore trigger "
+        f"--inject {pid}` (sys.remote_exec, needs ptrace permission), or call "
+        "gencore.install() in it / start it with `gencore run`",
+    )
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
     from ..capture.delivery import find_state
 
+    if args.tree:
+        from .tree import cmd_tree
+
+        return cmd_tree(args)
     if args.inject:
         return cmd_inject(args)
-    state = find_state(args.pid, args.state)
+    try:
+        state = find_state(args.pid, args.state)
+    except GencoreError as e:
+        raise not_armed(args.pid, e) from None
     sig = args.signal or state.get("signal")
     if not sig:
         print(f"gencore: process {args.pid} installed no signal trigger", file=sys.stderr)
         return 1
-    directory = Path(state["directory"])
     try:
-        # kept open: an exiting process removes its events file, what it wrote stays readable
-        events = open(state["events"], "rb")
-    except OSError as e:
-        print(f"gencore: cannot read the events of process {args.pid}: {e}", file=sys.stderr)
+        dump = open_dump(args.pid, state, args.wait)
+    except GencoreError as e:
+        print(f"gencore: {e}", file=sys.stderr)
         return 1
-    with events:
-        events.seek(0, os.SEEK_END)
+    with dump.events:
         os.kill(args.pid, sig)
-        return _follow_trigger(args, state, events, directory)
+        return _follow_trigger(args, dump)
 
 
-def _follow_trigger(
-    args: argparse.Namespace, state: dict[str, Any], events: Any, directory: Path
-) -> int:
+def _follow_trigger(args: argparse.Namespace, dump: Dump) -> int:
     """Follow the events of one triggered dump (see cmd_trigger)."""
-
     from .._procfs import alive as process_alive
 
     deadline = time.monotonic() + args.timeout
     progress = Progress("writing")
-    name = None
-    core_done = False
-    buf = ""
+    printed = 0
     try:
         while time.monotonic() < deadline:
-            alive = process_alive(args.pid, state.get("start_time"))
-            buf += events.read().decode(errors="replace")
-            lines, _, buf = buf.rpartition("\n")
-            for line in lines.splitlines():
-                word, _, rest = line.partition(" ")
-                parts = rest.split()
-                if word == "start" and name is None:
-                    name = parts[0]
-                    if not args.wait:
-                        print(directory / name)
-                        return 0
-                elif word == "skipped" and name is None:
-                    reason = parts[0] if parts else "?"
-                    print(
-                        f"gencore: process {args.pid} skipped the dump ({reason} guard)",
-                        file=sys.stderr,
-                    )
-                    return 1
-                elif word == "progress" and parts and parts[0] == name:
-                    progress(int(parts[1]), int(parts[2]))
-                elif word == "error" and parts and parts[0] == name:
-                    progress.end()
-                    print(
-                        f"gencore: the core failed: {os.strerror(int(parts[1]))}", file=sys.stderr
-                    )
-                    return 1
-                elif word == "done" and parts and parts[0] == name:
-                    progress.end()
-                    core_done = True
-                    print(directory / name)
-                    if not state.get("collect") and not state.get("upload"):
-                        return 0
-                elif word == "bundle" and core_done:
-                    print(directory / parts[0])
-                    if not state.get("upload"):
-                        return 0
-                elif word == "upload" and core_done and len(parts) > 1:
-                    if name is not None and parts[0].startswith(stem_of(name)):
-                        print(parts[1])
-                        return 0
-                elif word == "upload-error" and core_done and parts:
-                    if name is not None and parts[0].startswith(stem_of(name)):
-                        print(f"gencore: the upload failed: {rest}", file=sys.stderr)
-                        return 1
-                elif word == "bundle-error" and core_done:
-                    print(f"gencore: bundling failed: {rest}", file=sys.stderr)
-                    return 1
+            alive = process_alive(args.pid, dump.state.get("start_time"))
+            over = dump.poll(progress)
+            if dump.outputs[printed:]:
+                progress.end()
+                for line in dump.outputs[printed:]:
+                    print(line)
+                printed = len(dump.outputs)
+            if over:
+                if dump.error:
+                    print(f"gencore: {dump.error}", file=sys.stderr)
+                return 1 if dump.error else 0
             if not alive:  # everything it wrote has been read: the rest is on disk
                 progress.end()
-                return _after_exit(args.pid, directory, name, core_done, deadline)
+                return _after_exit(args.pid, dump.directory, dump.name, dump.core_done, deadline)
             time.sleep(0.05)
     finally:
         progress.end()
-    if core_done:
+    if dump.core_done:
         print(
             "gencore: the bundle is not ready yet (the process may be stuck holding the "
             "GIL; the core above is complete)",
@@ -125,7 +111,7 @@ def _follow_trigger(
         return 0
     print(
         f"gencore: no core from process {args.pid} within {args.timeout:g} s"
-        + ("" if name is None else f" ({name} still being written)"),
+        + ("" if dump.name is None else f" ({dump.name} still being written)"),
         file=sys.stderr,
     )
     return 1
@@ -142,13 +128,12 @@ def _after_exit(
     if core_done:  # printed already; the bundle was due
         print(f"gencore: process {pid} exited before its bundle was built", file=sys.stderr)
         return 0
-    final, partial = directory / name, directory / f".{name}.partial"
-    while time.monotonic() < deadline and not final.exists() and partial.exists():
-        time.sleep(0.05)
-    if final.exists():
+    final = wait_published(directory, name, deadline)
+    if final is not None:
         print(final)
         print(f"gencore: process {pid} exited; its core is complete", file=sys.stderr)
         return 0
+    partial = directory / f".{name}.partial"
     print(
         f"gencore: process {pid} exited and its core {name} "
         + ("is still being written" if partial.exists() else "was not completed"),
@@ -164,7 +149,8 @@ def register(sub: Any) -> None:
         help="make a process that installed the trigger dump itself",
         description="Signal PID (which called gencore.install() or runs under `gencore run`) "
         "and print the path of its new core. It finds the process's directory and signal "
-        "through the state file the process announced.",
+        "through the state file the process announced. With --tree, every Python process of "
+        "the tree under PID at once.",
     )
     t.add_argument("pid", type=int)
     t.add_argument(
@@ -185,4 +171,18 @@ def register(sub: Any) -> None:
         "--directory", "-d", help="with --inject: where the core goes (default: its cwd)"
     )
     t.add_argument("--state", help="the state file, if not in the usual place")
+    t.add_argument(
+        "--tree",
+        action="store_true",
+        help="every Python process of the tree under PID (PID included): signal those with "
+        "the trigger at once, inject the others on Python 3.14+; one line per process",
+    )
+    t.add_argument(
+        "--collect",
+        metavar="ARCHIVE",
+        nargs="?",
+        const="",
+        help="with --tree: one .tar.gz of every core (or bundle) and a manifest of the tree "
+        "(default name tree_<date>.<time>.<PID>.tar.gz in the current directory)",
+    )
     t.set_defaults(func=cmd_trigger)

@@ -38,6 +38,7 @@ from ..capture.result import SnapshotReport
 from ..capture.snapshot import run_core
 from ..errors import BundleError, exists_error
 from .client import HelperCall, HelperRun, run_helper, run_helper_async, upload, upload_async
+from .crypt import Recipients, parse_recipients
 from .extract import ExtractedBundle, extract_bundle, import_zstandard, is_bundle
 from .helper import bundle_argv, bundle_name
 
@@ -79,18 +80,22 @@ def _check_format(fmt: str) -> None:
         import_zstandard()
 
 
-def _helper_command(core: Path, fmt: str, keep_core: bool, pid: Optional[int]) -> list[str]:
+def _helper_command(
+    core: Path, fmt: str, keep_core: bool, pid: Optional[int], encrypt_to: tuple[str, ...] = ()
+) -> list[str]:
     """Check that the bundle does not exist yet; the helper's command line for it."""
-    output = core.with_name(bundle_name(core.name, fmt))
+    output = core.with_name(bundle_name(core.name, fmt, bool(encrypt_to)))
     if os.path.lexists(output):
         raise exists_error(output, stage="bundle")
-    argv = bundle_argv(sys.executable, core.parent, fmt, pid, remove_core=not keep_core)
+    argv = bundle_argv(
+        sys.executable, core.parent, fmt, pid, remove_core=not keep_core, encrypt_to=encrypt_to
+    )
     return [*argv, core.name]
 
 
-def _remove_partial(core: Path, fmt: str) -> None:
+def _remove_partial(core: Path, fmt: str, encrypt_to: tuple[str, ...] = ()) -> None:
     try:
-        os.unlink(core.with_name("." + bundle_name(core.name, fmt) + ".partial"))
+        os.unlink(core.with_name("." + bundle_name(core.name, fmt, bool(encrypt_to)) + ".partial"))
     except OSError:
         pass
 
@@ -139,20 +144,25 @@ def bundle_core(
     pid: Optional[int] = None,
     timeout: Optional[float] = DEFAULT_TIMEOUT,
     on_progress: Optional[ProgressCallback] = None,
+    encrypt_to: Recipients = None,
 ) -> BundlePath:
     """Pack an existing core with its executable, libraries and manifest, next to it.
 
     The work runs in a helper process. ``pid`` is the live process the core was taken from
     (its ``/proc/PID/map_files`` recovers deleted libraries); leave it ``None`` for old cores.
+    ``encrypt_to`` (age recipients) writes ``<stem>.tar.gz.age``: the archive is encrypted
+    on its way to the file. An encrypted core (``.core.age``) is packed as it is, and the
+    files it needs are those its process maps (``pid``, while it runs).
     """
     _check_format(format)
     core = Path(core)
+    recipients = parse_recipients(encrypt_to)
     call = HelperCall(
-        _helper_command(core, format, keep_core, pid),
+        _helper_command(core, format, keep_core, pid, recipients),
         "bundle",
         timeout,
         _progress(on_progress),
-        lambda: _remove_partial(core, format),  # the killed helper could not
+        lambda: _remove_partial(core, format, recipients),  # the killed helper could not
         error=BundleError,
     )
     run = run_helper(call)
@@ -187,6 +197,7 @@ def collect_core(
         pid=os.getpid(),
         timeout=opts.timeout,
         on_progress=opts.on_progress,
+        encrypt_to=opts.encrypt_to,
     )
     return upload(bundle, opts)  # the bundle is what goes (with upload=)
 
@@ -203,11 +214,11 @@ async def collect_core_async(
     opts = CoreOptions.build(directory, options)
     core = await _job.wait_async(_job.Job(opts))
     call = HelperCall(
-        _helper_command(core, format, keep_core, os.getpid()),
+        _helper_command(core, format, keep_core, os.getpid(), opts.encrypt_to),
         "bundle",
         opts.timeout,
         _progress(opts.on_progress),
-        lambda: _remove_partial(core, format),
+        lambda: _remove_partial(core, format, opts.encrypt_to),
         error=BundleError,
     )
     run = await run_helper_async(call)
@@ -235,7 +246,12 @@ def start_collect(
     def work() -> BundlePath:
         core = _job.wait_blocking(job)
         bundle = bundle_core(
-            core, format=format, keep_core=keep_core, pid=pid, timeout=opts.timeout
+            core,
+            format=format,
+            keep_core=keep_core,
+            pid=pid,
+            timeout=opts.timeout,
+            encrypt_to=opts.encrypt_to,
         )
         return upload(bundle, opts)
 

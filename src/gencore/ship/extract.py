@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_CORE_MEMBERS = (".core", ".core.age", ".core.zst.age")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ELF_MAGIC = b"\x7fELF"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -184,7 +185,8 @@ def extract_bundle(bundle: PathLike, dest: PathLike, *, core_only: bool = False)
                     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                     os.link(src_path, target)
                 continue
-            is_core = name == f"{stem}/{stem}.core"
+            # an encrypted bundle holds the core as the snapshot child wrote it
+            is_core = name in (f"{stem}/{stem}{suffix}" for suffix in _CORE_MEMBERS)
             is_manifest = name == f"{stem}/manifest.json"
             if core_only and not (is_core or is_manifest):
                 continue
@@ -216,7 +218,10 @@ def extract_bundle(bundle: PathLike, dest: PathLike, *, core_only: bool = False)
         for c in closers:
             c.close()
     if stem is None or core is None:
-        raise CoreFormatError(f"{bundle} holds no <stem>/<stem>.core member: not a gencore bundle")
+        raise CoreFormatError(
+            f"{bundle} holds no <stem>/<stem>.core member: not a gencore bundle (an encrypted "
+            "bundle, .tar.gz.age, is decrypted first by open_core and gencore debug)"
+        )
     root = dest / stem
     exe_member = manifest.get("executable")
     exe = None

@@ -21,6 +21,8 @@ import json
 import os
 import platform
 import socket
+import struct
+import subprocess
 import sys
 import tarfile
 import time
@@ -28,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from .._common import BUNDLE_FORMATS, BUNDLE_KINDS, VERSION, stem_of
+from .._common import AGE_SUFFIX, BUNDLE_FORMATS, BUNDLE_KINDS, VERSION, plain_name, stem_of
 from ..analysis.core import CoreFile, open_core
 from ..analysis.reader import AT_PHDR, build_id_of_file, strip_deleted
 from ..analysis.report.trigger import trigger_of
+from .crypt import is_encrypted
 from .extract import import_zstandard
 
 _CHUNK = 1 << 20
@@ -45,10 +48,13 @@ def bundle_argv(
     *,
     remove_core: bool = False,
     events: Optional[Path] = None,
+    encrypt_to: tuple[str, ...] = (),
 ) -> list[str]:
     """The helper's command line, without the core's file name (appended by the caller)."""
     argv = [python, "-m", "gencore.ship.helper", "bundle", "--directory", str(directory)]
     argv += ["--format", fmt]
+    for r in encrypt_to:
+        argv += ["--encrypt-to", r]
     if pid is not None:
         argv += ["--pid", str(pid)]
     if remove_core:
@@ -69,9 +75,12 @@ def finish_argv(
     keep_local: bool,
     max_total: int,
     keep_free: int,
+    encrypt_to: tuple[str, ...] = (),
 ) -> list[str]:
     """The ``finish`` helper's command line, without the core's file name."""
     argv = [python, "-m", "gencore.ship.helper", "finish", "--directory", str(directory)]
+    for r in encrypt_to:
+        argv += ["--encrypt-to", r]
     if fmt is not None:
         argv += ["--format", fmt]
     if pid is not None:
@@ -89,9 +98,11 @@ def finish_argv(
     return argv
 
 
-def bundle_name(core_name: str, fmt: str) -> str:
-    """``<stem>.tar.gz`` for ``<stem>.core`` (or ``<stem>.core.zst``)."""
-    return f"{stem_of(stem_of(core_name, '.zst'))}.{fmt}"
+def bundle_name(core_name: str, fmt: str, encrypt: bool = False) -> str:
+    """``<stem>.tar.gz`` for ``<stem>.core`` (or ``<stem>.core.zst``, ``.core.age``...);
+    ``<stem>.tar.gz.age`` when the bundle is encrypted."""
+    stem = stem_of(stem_of(plain_name(core_name), ".zst"))
+    return f"{stem}.{fmt}" + (AGE_SUFFIX if encrypt else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,14 +240,53 @@ def _open_source(w: _Wanted, pid: Optional[int]) -> tuple[Optional[IO[bytes]], s
     return None, "", reason
 
 
-def _open_output(path: Path, fmt: str) -> tuple[tarfile.TarFile, list[Any]]:
-    raw = open(path, "xb")  # noqa: SIM115 - closed through the returned list
+class _Encryptor:
+    """The encrypting filter (``capture/agepipe.py``) between the archive and its file: the
+    file only ever holds ciphertext."""
+
+    def __init__(self, out: IO[bytes], recipients: tuple[str, ...]) -> None:
+        script = Path(__file__).parent.parent / "capture" / "agepipe.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "-", "1", *recipients],
+            stdin=subprocess.PIPE,
+            stdout=out,
+        )
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin
+
+    def write(self, data: bytes) -> int:
+        return self.stdin.write(data)
+
+    def flush(self) -> None:
+        self.stdin.flush()
+
+    def close(self) -> None:
+        if self.stdin.closed:
+            return
+        self.stdin.close()
+        code = self.proc.wait()
+        if code:
+            raise OSError(code if 1 < code < 125 else 0, f"the age encryptor exited with {code}")
+
+
+def _open_output(
+    path: Path, fmt: str, encrypt_to: tuple[str, ...] = ()
+) -> tuple[tarfile.TarFile, list[Any]]:
+    raw: Any = open(path, "xb")  # noqa: SIM115 - closed through the returned list
     os.fchmod(raw.fileno(), 0o600)
+    closers: list[Any] = []
+    if encrypt_to:
+        closers.append(raw)
+        raw = _Encryptor(raw, encrypt_to)
     if fmt == "tar.gz":
-        return tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1), [raw]
+        return tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1), [raw, *closers]
     zstandard = import_zstandard()
     writer = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
-    return tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT), [writer, raw]
+    return tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT), [
+        writer,
+        raw,
+        *closers,
+    ]
 
 
 _Source = tuple[str, IO[bytes], dict[str, Any]]
@@ -262,8 +312,43 @@ class _Plan:
             self.compressed.close()
 
 
+def _wanted_live(pid: int) -> list[_Wanted]:
+    """An encrypted core cannot be read here: the files its live process maps instead."""
+    from .. import _procfs
+
+    try:
+        raw = Path(f"/proc/{pid}/auxv").read_bytes()
+        pairs = dict(struct.unpack_from("<QQ", raw, i) for i in range(0, len(raw) - 15, 16))
+    except OSError:
+        pairs = {}
+    exe_addr = pairs.get(AT_PHDR)
+    by_path: dict[str, _Wanted] = {}
+    for m in _procfs.maps(pid):
+        if not m.path.startswith("/") or m.path.startswith(("/dev/", "/memfd:")):
+            continue
+        path, deleted = strip_deleted(m.path)
+        w = by_path.setdefault(path, _Wanted(path, m.start, m.end, deleted, None))
+        if exe_addr is not None and m.start <= exe_addr < m.end:
+            w.executable = True
+    return [w for w in by_path.values() if w.deleted or _is_elf(w.path)]
+
+
 def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
     plan = _Plan(core_path=core_path)
+    if is_encrypted(core_path):
+        # packed as it is; what it needs comes from its process, if it still runs
+        alive = pid is not None and os.path.exists(f"/proc/{pid}/maps")
+        wanted = _wanted_live(pid) if alive and pid is not None else []
+        plan.meta = {"pid": pid, "python": {"version": platform.python_version()}}
+        if not alive:
+            plan.missing.append(
+                {
+                    "path": None,
+                    "reason": "the core is encrypted and its "
+                    "process is gone: its libraries are not known here",
+                }
+            )
+        return _plan_sources(plan, wanted, pid if alive else None, stem)
     core = open_core(core_path)
     if core.source is not None and not core.manifest:
         plan.core_path, plan.compressed = core.path, core  # bundles hold the plain core
@@ -277,6 +362,10 @@ def _plan(core_path: Path, pid: Optional[int], stem: str) -> _Plan:
     finally:
         if plan.compressed is None:
             core.close()
+    return _plan_sources(plan, wanted, pid, stem)
+
+
+def _plan_sources(plan: _Plan, wanted: list[_Wanted], pid: Optional[int], stem: str) -> _Plan:
     for w in wanted:
         f, source, reason = _open_source(w, pid)
         entry: dict[str, Any] = {
@@ -347,6 +436,8 @@ def _pack(tar: tarfile.TarFile, plan: _Plan, stem: str, progress: _Progress) -> 
     assert core_path is not None
     with open(core_path, "rb") as cf:
         core_doc = _add(tar, f"{stem}/{core_path.name}", cf, progress)
+    if is_encrypted(core_path):
+        core_doc["encrypted"] = "age"  # as the snapshot child wrote it
     files = []
     for member, f, entry in plan.sources:
         if entry.get("build_id") is None and not entry.get("gdb_script"):
@@ -376,8 +467,10 @@ def build_bundle(
     pid: Optional[int],
     report: Callable[[int, int], None],
     stem: str,
+    encrypt_to: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Pack a core, its executable and libraries into ``output``; returns the manifest."""
+    """Pack a core, its executable and libraries into ``output`` (an age file with
+    ``encrypt_to``); returns the manifest."""
     plan = _plan(core_path, pid, stem)
     try:
         assert plan.core_path is not None
@@ -385,7 +478,7 @@ def build_bundle(
             os.fstat(f.fileno()).st_size for _, f, _ in plan.sources
         )
         progress = _Progress(total, report)
-        tar, closers = _open_output(output, fmt)
+        tar, closers = _open_output(output, fmt, encrypt_to)
         try:
             manifest = _pack(tar, plan, stem, progress)
             tar.close()
@@ -420,7 +513,8 @@ def _bundle_main(args: argparse.Namespace) -> int:
     say = _say
     directory = Path(args.directory)
     core = directory / args.core
-    final = directory / bundle_name(args.core, args.format)
+    encrypt_to = tuple(args.encrypt_to or ())
+    final = directory / bundle_name(args.core, args.format, bool(encrypt_to))
     partial = final.with_name("." + final.name + ".partial")
     try:
         manifest = build_bundle(
@@ -429,7 +523,8 @@ def _bundle_main(args: argparse.Namespace) -> int:
             args.format,
             args.pid,
             lambda d, t: say({"progress": [d, t]}),
-            stem_of(final.name, "." + args.format),
+            stem_of(plain_name(final.name), "." + args.format),
+            encrypt_to,
         )
         if getattr(args, "max_total", 0) or getattr(args, "keep_free", 0):
             _budget(args, directory, new_bytes=partial.stat().st_blocks * 512)
@@ -522,7 +617,7 @@ def _finish_main(args: argparse.Namespace) -> int:
     if args.format:
         args.remove_core = False
         rc = _bundle_main(args)
-        bundle = directory / bundle_name(args.core, args.format)
+        bundle = directory / bundle_name(args.core, args.format, bool(args.encrypt_to))
         result = bundle if rc == 0 else core
     _budget(args, directory)
     if args.upload and result.exists():
@@ -535,7 +630,8 @@ def _remove_loose_core(directory: Path, bundle: str) -> None:
     """A bundle was uploaded and removed: the loose core it carries goes too."""
     for kind in BUNDLE_KINDS:
         if bundle.endswith(kind):
-            core = directory / (bundle[: -len(kind)] + ".core")
+            encrypted = kind.endswith(AGE_SUFFIX)
+            core = directory / (bundle[: -len(kind)] + (".core.age" if encrypted else ".core"))
             try:
                 core.unlink()
             except OSError:
@@ -552,6 +648,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     b.add_argument("--pid", type=int)
     b.add_argument("--remove-core", action="store_true")
     b.add_argument("--events")
+    b.add_argument("--encrypt-to", action="append", help="age recipient of the bundle")
     b.add_argument("core")
     f = sub.add_parser("finish", help="after a triggered core: bundle, upload, budget")
     f.add_argument("--directory", required=True)
@@ -562,6 +659,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     f.add_argument("--keep-local", action="store_true")
     f.add_argument("--max-total", type=int, default=0)
     f.add_argument("--keep-free", type=int, default=0)
+    f.add_argument("--encrypt-to", action="append", help="age recipient of the bundle")
     f.add_argument("core")
     args = ap.parse_args(argv)
     try:
