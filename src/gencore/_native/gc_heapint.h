@@ -37,6 +37,7 @@ struct census {
     uint64_t link;   /* 0: forwards (_gc_next); 8: backwards (_gc_prev), past a cap's gap */
     uint64_t cut;    /* lists that ran into memory a max_size cap left out */
     int started, lists_done, begun;
+    int cutmode, roots_pushed; /* lists cut by a cap: the roots' objects, tracked ones too */
     struct vec stack, deferred, pending;
     uint64_t tracked, unreadable, omitted, nodes;
     int64_t budget;

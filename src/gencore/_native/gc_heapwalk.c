@@ -331,7 +331,8 @@ static int reach(struct gc_heap *h, uint64_t c)
         h->c.unreadable++;
         return 0;
     }
-    if (t->gc && !heap_u64(h, c - 16, &next) && next) return 0; /* on a GC list */
+    if (t->gc && !h->c.cutmode && !heap_u64(h, c - 16, &next) && next)
+        return 0; /* on a GC list */
     return visit(h, c, t, sz);
 }
 
@@ -460,6 +461,13 @@ int heap_op_census(struct gc_heap *h, const uint64_t *in, size_t nin, struct vec
         if (!r) c->lists_done = 1;
     }
     if (r) return r;
+    if (c->lists_done && c->cut && !c->roots_pushed && !c->pending.n && !c->deferred.n) {
+        /* lists cut by a cap: the objects in the gap are found from the roots (in[1..]) */
+        c->roots_pushed = c->cutmode = 1;
+        for (size_t i = 1; i < nin; i++)
+            if (vec_push(&c->deferred, in[i])) return GC_HEAP_ENOMEM;
+        return vec_push(out, c->deferred.n ? 1 : 0) ? GC_HEAP_ENOMEM : 0;
+    }
     if (vec_push(out, c->pending.n ? 1 : 0)) return GC_HEAP_ENOMEM;
     for (size_t i = 0; i < c->pending.n; i++)
         if (vec_push(out, c->pending.v[i])) return GC_HEAP_ENOMEM;

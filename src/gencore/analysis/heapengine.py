@@ -29,9 +29,9 @@ class PureEngine:
         self.w = w
         self.g: Optional[Graph] = None
 
-    def census(self, largest: int) -> dict[str, Any]:
+    def census(self, largest: int, roots: list[int]) -> dict[str, Any]:
         w = self.w
-        w.walk(largest)
+        w.walk(largest, roots)
         return {
             "tracked": w.tracked,
             "unreadable": w.unreadable,
@@ -124,8 +124,8 @@ class NativeEngine:
         self.w = w
         self.n = heapnative.NativeWalk(w)
 
-    def census(self, largest: int) -> dict[str, Any]:
-        return self.n.census(largest)
+    def census(self, largest: int, roots: list[int]) -> dict[str, Any]:
+        return self.n.census(largest, roots)
 
     def graph(self, explicit: list[int]) -> tuple[int, int, int, int, int]:
         r = self.n.op(heapnative.GRAPH, explicit)

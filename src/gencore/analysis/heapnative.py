@@ -172,12 +172,12 @@ class NativeWalk:
         if req:
             self.op(TYPES, req)
 
-    def census(self, largest: int) -> dict[str, Any]:
+    def census(self, largest: int, roots: list[int]) -> dict[str, Any]:
         """Walk the heap; the figures of :class:`~gencore.analysis.heap.Census`."""
         self.add_types(list(self.w.layout.builtins.values()))
         self.add_types(self.op(PRESCAN, []))
         while True:
-            out = self.op(CENSUS, [largest])
+            out = self.op(CENSUS, [largest, *roots])
             if not out[0]:
                 break
             self.add_types(out[1:])

@@ -239,7 +239,7 @@ def make_census(
     sel = select(core, layout, interpreter)
     w = Walker(core, heads=sel.heads)
     e = heapengine.engine(w, engine)
-    r = e.census(largest)
+    r = e.census(largest, [root.address for root in sel.roots])
     st = State(w, e, sel)
     types = _counts(w, r["counts"])
     big = [

@@ -416,16 +416,25 @@ class Walker:
         elif (n, -obj) > top[0]:
             heapq.heapreplace(top, (n, -obj))
 
-    def walk(self, largest: int = 0) -> None:
-        """Find, count and size every object (see the module's description)."""
+    def walk(self, largest: int = 0, roots: Sequence[int] = ()) -> None:
+        """Find, count and size every object (see the module's description). When a list
+        ran into memory a ``max_size`` cap left out, the objects in the gap are found from
+        ``roots`` too (and tracked objects met through references are then counted where
+        they are met: their lists cannot be walked whole)."""
         self._top: Optional[list[tuple[int, int]]] = [] if largest > 0 else None
         self._top_n = largest
         rd = self.rd
         max_steps = rd.dumped // 16 + 1
         self._budget = rd.dumped // 8 + 1
         stack: list[int] = []
+        self._cut = False
         for head in self.heads:
             self._walk_list(head, max_steps, stack)
+        if self.lists_cut:
+            self._cut = True
+            for r in roots:
+                self._reach(r, stack)
+                self._drain(stack)
 
     def _omitted_at(self, addr: int) -> bool:
         i = bisect_right(self._omitted_starts, addr) - 1
@@ -470,7 +479,7 @@ class Walker:
             self._drain(stack)
 
     def _drain(self, stack: list[int]) -> None:
-        rd, nodes, resolve = self.rd, self.nodes, self.model.resolve
+        nodes = self.nodes
         while stack:
             o = stack.pop()
             oi = nodes[o]
@@ -486,22 +495,27 @@ class Walker:
                     "room for (damaged core)"
                 )
             for c in kids:
-                if c in nodes:
-                    continue
-                if c & 7:  # objects are 8-byte aligned: a damaged reference
-                    self.unreadable += 1
-                    continue
-                if not rd.readable(c, 24):
-                    self._skip(c)
-                    continue
-                _, ctp, csz = self.header(c)
-                ci = resolve(ctp)
-                if ci is None:
-                    self.unreadable += 1
-                    continue
-                if ci.gc and self._tracked(c):
-                    continue  # on a GC list: counted there
-                self._visit(c, ci, csz, stack)
+                if c not in nodes:
+                    self._reach(c, stack)
+
+    def _reach(self, c: int, stack: list[int]) -> None:
+        """An object met through a reference (or a root, after a cut list)."""
+        if c in self.nodes:
+            return
+        if c & 7:  # objects are 8-byte aligned: a damaged reference
+            self.unreadable += 1
+            return
+        if not self.rd.readable(c, 24):
+            self._skip(c)
+            return
+        _, ctp, csz = self.header(c)
+        ci = self.model.resolve(ctp)
+        if ci is None:
+            self.unreadable += 1
+            return
+        if ci.gc and not self._cut and self._tracked(c):
+            return  # on a GC list: counted there
+        self._visit(c, ci, csz, stack)
 
     def _tracked(self, obj: int) -> bool:
         try:
