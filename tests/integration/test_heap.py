@@ -309,7 +309,8 @@ def test_a_subinterpreter_is_censused_apart(tmp_path_factory):
     main = json.loads(heap_cli(out["core"], "--json"))
     assert main["interpreters"] == 2 and main["interpreter"] == 0
     assert "__main__.SubThing" not in {t["type"] for t in main["types"]}
-    assert "holds 2 interpreters" in heap_cli(out["core"])
+    text = heap_cli(out["core"])
+    assert "interpreter 0 (2 interpreters in all)" in text and "holds 2 interpreters" in text
     sub = json.loads(heap_cli(out["core"], "--json", "--interpreter", str(out["truth"]["id"])))
     things = {t["type"]: t for t in sub["types"]}["__main__.SubThing"]
     assert sub["interpreter"] == out["truth"]["id"] and things["count"] == 5000

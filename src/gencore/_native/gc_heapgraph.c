@@ -62,12 +62,8 @@ int graph_succ(struct gc_heap *h, uint64_t slot, uint64_t *addr)
         uint64_t ir = bits_index(&h->inner, slot);
         uint64_t a = g->eoff[ir], b = g->eoff[ir + 1];
         h->kids.n = 0;
-        if (b - a > h->kids.cap) {
-            uint64_t *v = realloc(h->kids.v, (b - a) * sizeof *v);
-            if (!v) return GC_HEAP_ENOMEM;
-            h->kids.v = v, h->kids.cap = b - a;
-        }
-        for (uint64_t i = a; i < b; i++) h->kids.v[h->kids.n++] = g->edge[i];
+        for (uint64_t i = a; i < b; i++)
+            if (vec_push(&h->kids, g->edge[i])) return GC_HEAP_ENOMEM;
         return 0;
     }
     uint64_t obj = heap_node_addr(h, slot), rc, tp, sz, s;

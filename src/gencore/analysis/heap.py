@@ -21,36 +21,26 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import HeapUnavailableError
+from . import heapresults
 from .heappath import HeapPath, PathStep
 from .heapquery import make_census
-from .heapresults import (
-    Census,
-    Duplicate,
-    HeapObject,
-    Referrers,
-    Retained,
-    RetainedObject,
-    RetainedType,
-    Suspect,
-    TypeDiff,
-    TypeStat,
-)
+from .heapresults import Census as Census
+from .heapresults import Duplicate as Duplicate
+from .heapresults import HeapObject as HeapObject
+from .heapresults import Referrers as Referrers
+from .heapresults import Retained as Retained
+from .heapresults import RetainedObject as RetainedObject
+from .heapresults import RetainedType as RetainedType
+from .heapresults import Suspect as Suspect
+from .heapresults import TypeDiff as TypeDiff
+from .heapresults import TypeStat as TypeStat
 from .heaproots import CoreFile
 
 __all__ = [
-    "Census",
-    "Duplicate",
-    "HeapObject",
+    *heapresults.__all__,
     "HeapPath",
     "HeapUnavailableError",
     "PathStep",
-    "Referrers",
-    "Retained",
-    "RetainedObject",
-    "RetainedType",
-    "Suspect",
-    "TypeDiff",
-    "TypeStat",
     "census",
     "referrers",
 ]

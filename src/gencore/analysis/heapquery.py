@@ -14,18 +14,8 @@ import struct
 from typing import Any, Optional, Union
 
 from . import heapengine
+from . import heapresults as R
 from .heappath import HeapPath, render
-from .heapresults import (
-    Census,
-    Duplicate,
-    HeapObject,
-    Referrers,
-    Retained,
-    RetainedObject,
-    RetainedType,
-    Suspect,
-    TypeStat,
-)
 from .heaproots import Selection, select
 from .heaptypes import HeapLayout, TypeInfo
 from .heapwalk import Walker, omitted_ranges
@@ -60,13 +50,13 @@ class State:
         info = self.info(address)
         return info.name if info is not None else "?"
 
-    def object(self, address: int) -> HeapObject:
+    def object(self, address: int) -> R.HeapObject:
         """The object at ``address``: its type and size as the census reads them."""
         w = self.w
         info = self.info(address)
         if info is None:
             raise KeyError(f"no object at {address:#x}")
-        return HeapObject(address, info.name, w.size_of(address, info, w.header(address)[2]))
+        return R.HeapObject(address, info.name, w.size_of(address, info, w.header(address)[2]))
 
     def value_of(self, address: int) -> Optional[str]:
         """A short text for values of simple types (``--show-values``); ``<redacted>`` for
@@ -114,7 +104,7 @@ class State:
             self.built = self.e.graph([r.address for r in self.sel.roots])
         return self.built
 
-    def referrers(self, type_name: str, census: Census) -> Referrers:
+    def referrers(self, type_name: str, census: R.Census) -> R.Referrers:
         """Which types refer to objects of ``type_name`` (references the census follows)."""
         order = self.w.model.order
         targets = [t.addr for t in order if t.name == type_name]
@@ -122,13 +112,13 @@ class State:
         for idx, n in self.e.referrers(targets).items():
             counts[order[idx].name] = counts.get(order[idx].name, 0) + n
         stat = census.get(type_name)
-        return Referrers(
+        return R.Referrers(
             type_name,
             sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
             stat.count if stat else 0,
         )
 
-    def retained(self, top: int) -> Retained:
+    def retained(self, top: int) -> R.Retained:
         """Retained bytes per type and of the ``top`` objects retaining most."""
         reached, garbage, garbage_bytes, roots, reached_bytes = self.graph()
         order = self.w.model.order
@@ -138,13 +128,13 @@ class State:
             rec[0] += count
             rec[1] += own
             rec[2] += ret
-        types = [RetainedType(n, c, b, r) for n, (c, b, r) in by_name.items()]
+        types = [R.RetainedType(n, c, b, r) for n, (c, b, r) in by_name.items()]
         types.sort(key=lambda t: (-t.retained, t.type))
         objects = []
         for addr, ret in self.e.top(top):
             obj = self.object(addr)
-            objects.append(RetainedObject(addr, obj.type, obj.bytes or 0, ret))
-        return Retained(types, objects, roots, reached, reached_bytes, garbage, garbage_bytes)
+            objects.append(R.RetainedObject(addr, obj.type, obj.bytes or 0, ret))
+        return R.Retained(types, objects, roots, reached, reached_bytes, garbage, garbage_bytes)
 
     def retained_of(self, addresses: list[int]) -> list[Optional[int]]:
         self.graph()
@@ -167,7 +157,7 @@ class State:
         path = self.e.paths([addr])[0]
         return self.render(path) if path else None
 
-    def suspects(self, threshold: float, total: int) -> list[Suspect]:
+    def suspects(self, threshold: float, total: int) -> list[R.Suspect]:
         """Leak suspects retaining at least ``threshold`` of ``total`` bytes. A group whose
         owner is itself a suspect is told with it (where its memory accumulates), not
         apart; groups directly under the roots are not suspects (no object owns them)."""
@@ -189,7 +179,7 @@ class State:
         out = []
         for (owner, idx, count, ret, example), path in zip(kept, paths):
             out.append(
-                Suspect(
+                R.Suspect(
                     "group" if count else "object",
                     order[idx].name,
                     count or 1,
@@ -204,25 +194,25 @@ class State:
             )
         return out
 
-    def duplicates(self, top: int, show_values: bool) -> list[Duplicate]:
+    def duplicates(self, top: int, show_values: bool) -> list[R.Duplicate]:
         """``str`` and ``bytes`` values held more than once."""
         out = []
         for kind, example, count, _total, wasted, each in self.e.duplicates(2, top):
             value = self.value_of(example) if show_values else None
             out.append(
-                Duplicate("bytes" if kind == 0 else "str", count, each, wasted, example, value)
+                R.Duplicate("bytes" if kind == 0 else "str", count, each, wasted, example, value)
             )
         return out
 
 
-def _counts(w: Walker, counts: dict[int, Any]) -> list[TypeStat]:
+def _counts(w: Walker, counts: dict[int, Any]) -> list[R.TypeStat]:
     by_name: dict[str, list[int]] = {}
     for idx, (c, b, u) in counts.items():
         rec = by_name.setdefault(w.model.order[idx].name, [0, 0, 0])
         rec[0] += c
         rec[1] += b
         rec[2] += u
-    types = [TypeStat(n, c, b, u) for n, (c, b, u) in by_name.items()]
+    types = [R.TypeStat(n, c, b, u) for n, (c, b, u) in by_name.items()]
     types.sort(key=lambda t: (-t.bytes, t.type))
     return types
 
@@ -233,7 +223,7 @@ def make_census(
     show_values: bool,
     interpreter: Optional[int],
     engine: Optional[str],
-) -> Census:
+) -> R.Census:
     """Walk one interpreter's heap and count it (see :func:`gencore.analysis.heap.census`)."""
     layout = HeapLayout.from_core(core)
     sel = select(core, layout, interpreter)
@@ -243,10 +233,10 @@ def make_census(
     st = State(w, e, sel)
     types = _counts(w, r["counts"])
     big = [
-        HeapObject(a, st.type_name(a), n, st.value_of(a) if show_values else None)
+        R.HeapObject(a, st.type_name(a), n, st.value_of(a) if show_values else None)
         for a, n in r["largest"]
     ]
-    return Census(
+    return R.Census(
         python=str(core.metadata.get("python", {}).get("version", "?")),
         objects=r["nodes"],
         bytes=sum(t.bytes for t in types),

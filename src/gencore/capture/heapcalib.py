@@ -39,53 +39,18 @@ V = sys.version_info[:2]
 # each confirmed below on a live object before it is used.
 # 3.11+: _PyInterpreterFrame: offsets of the code object (f_code/f_executable), the function,
 # f_locals, frame_obj, the stack top (an int index, or 3.14's stack pointer), owner, localsplus.
+_IFRAME_312 = {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stacktop": 64, "owner": 70,
+               "localsplus": 72}  # fmt: skip
+_IFRAME_314 = {"code": 0, "func": 16, "locals": 40, "frame_obj": 48, "stackpointer": 64,
+               "owner": 74, "localsplus": 80}  # fmt: skip
 _IFRAME = {
-    (3, 11): {
-        "code": 32,
-        "func": 0,
-        "locals": 24,
-        "frame_obj": 40,
-        "stacktop": 64,
-        "owner": 69,
-        "localsplus": 72,
-    },
-    (3, 12): {
-        "code": 0,
-        "func": 16,
-        "locals": 40,
-        "frame_obj": 48,
-        "stacktop": 64,
-        "owner": 70,
-        "localsplus": 72,
-    },
-    (3, 13): {
-        "code": 0,
-        "func": 16,
-        "locals": 40,
-        "frame_obj": 48,
-        "stacktop": 64,
-        "owner": 70,
-        "localsplus": 72,
-    },
-    (3, 14): {
-        "code": 0,
-        "func": 16,
-        "locals": 40,
-        "frame_obj": 48,
-        "stackpointer": 64,
-        "owner": 74,
-        "localsplus": 80,
-    },
-    (3, 15): {
-        "code": 0,
-        "func": 16,
-        "locals": 40,
-        "frame_obj": 48,
-        "stackpointer": 64,
-        "owner": 74,
-        "localsplus": 80,
-    },
-}
+    (3, 11): {"code": 32, "func": 0, "locals": 24, "frame_obj": 40, "stacktop": 64, "owner": 69,
+              "localsplus": 72},
+    (3, 12): _IFRAME_312,
+    (3, 13): _IFRAME_312,
+    (3, 14): _IFRAME_314,
+    (3, 15): _IFRAME_314,
+}  # fmt: skip
 # The int32 fields of a code object whose sum is its frame's slot count (3.11: co_nlocalsplus
 # + co_stacksize; 3.12+: co_framesize); 3.9/3.10: the fields code_sizeof and frame_sizeof read.
 _CODE_SLOTS = {(3, 11): [68, 76]}

@@ -15,9 +15,8 @@ from ._format import identity_option, signed_size
 
 
 def _header(core: CoreFile, census: Census) -> str:
-    interp = ""
-    if census.interpreters > 1 or census.interpreter:
-        interp = f", interpreter {census.interpreter} of {census.interpreters}"
+    many = "s" if census.interpreters > 1 else ""
+    interp = f", interpreter {census.interpreter} ({census.interpreters} interpreter{many} in all)"
     return (
         f"Python {census.python} heap of pid {core.pid} ({core.command or '?'}){interp}, "
         f"from {(core.source or core.path).name}"
