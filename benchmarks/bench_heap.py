@@ -1,17 +1,22 @@
-"""The heap census: speed and memory of the reader, and accuracy against the process itself.
+"""The heap: speed and memory of the reader, and accuracy against the process itself.
 
-    python benchmarks/bench_heap.py [--objects 1000000] [--large] [--python PY ...]
+    python benchmarks/bench_heap.py [--instances 1000000] [--large] [--python PY ...]
 
-Speed: a program holding --objects instances of its own class (each GC-tracked, with an int
-and a shared str attribute) dumps itself with create_core; ``gencore heap`` censuses the core
-in a fresh process while a sampler reads its anonymous resident memory (RssAnon, which leaves
-out the mapped core's page cache). Targets: 1,000,000 tracked objects in at most 10 s,
-10,000,000 (--large) in at most 100 s; reader memory at most 10% of the core's size.
+Speed, side by side in one run: a program holding --instances instances of its own class,
+each with an int, a float, a str, a list and a tuple (about 6 objects per instance), measures
+what the process itself needs to count its objects by type and size them,
+``Counter(type(o) for o in gc.get_objects())`` plus ``sys.getsizeof`` over the same objects,
+then dumps itself with create_core. The reader then answers, each in a fresh process (wall
+time, and the peak anonymous resident memory, RssAnon, which leaves out the mapped core's page
+cache): the census (``gencore heap --json``), ``--retained``, ``--suspects`` and
+``--duplicates``; and, in one process through the API, the census and ``retained()`` alone
+(without the interpreter's start-up). Targets: census at most 2x the in-process count,
+``--retained`` at most 3x the census, reader RssAnon at most 15% of the core.
 
 Accuracy, per interpreter (--python, default this one): a web-app-like program (users with
 dict attributes, sessions, request logs as lists of tuples and strs, a cache dict, a 20 MB
-bytearray buffer) counts, right before its core, every object gc.get_objects() returns and
-the untracked objects they refer to, and what those refer to (gc.get_referents, plus the keys
+bytearray) counts, right before its core, every object gc.get_objects() returns and the
+untracked objects they refer to, and what those refer to (gc.get_referents, plus the keys
 of dicts, which it leaves out), with sys.getsizeof sums per type.
 The census is printed next to it: count ratio (census / process) and bytes ratio for the
 main types, and the share of the core's anonymous memory the census attributes to objects.
@@ -34,13 +39,37 @@ from pathlib import Path
 
 SPEED_PROGRAM = textwrap.dedent(
     """
-    import sys, gencore
+    import collections, gc, json, sys, time, gencore
     class Item:
         def __init__(self, i):
             self.n = i
-            self.tag = "t"
+            self.price = i * 0.5
+            self.name = f"item-{i}"
+            self.tags = [i, "t"]
+            self.pair = (i, self.name)
     items = [Item(i) for i in range(int(sys.argv[2]))]
-    print(gencore.create_core(sys.argv[1]))
+    gc.collect()
+    t0 = time.perf_counter()
+    objs = gc.get_objects()
+    by_type = collections.Counter(type(o) for o in objs)
+    total = sum(map(sys.getsizeof, objs))
+    count_s = time.perf_counter() - t0
+    del objs, by_type
+    path = gencore.create_core(sys.argv[1])
+    print(json.dumps({"core": str(path), "count_s": count_s}))
+    """
+)
+
+API_PROGRAM = textwrap.dedent(
+    """
+    import json, sys, time, gencore
+    with gencore.open_core(sys.argv[1]) as core:
+        t0 = time.perf_counter()
+        c = core.heap(engine=sys.argv[2])
+        t1 = time.perf_counter()
+        r = c.retained(top=10)
+        t2 = time.perf_counter()
+    print(json.dumps({"census_s": t1 - t0, "retained_s": t2 - t1, "objects": c.objects}))
     """
 )
 
@@ -125,14 +154,15 @@ def rss_anon(pid: int) -> int:
     return 0
 
 
-def census(core: str) -> tuple[dict, float, int]:
-    """gencore heap --json in a fresh process: (document, seconds, peak RssAnon bytes)."""
+def measure(cmd: list[str], env: dict | None = None) -> tuple[str, float, int]:
+    """Run cmd: (stdout, seconds, peak RssAnon bytes, sampled every 10 ms)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, "-m", "gencore", "heap", "--json", core],
+        cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, **(env or {})),
     )
     peak = 0
     stop = threading.Event()
@@ -141,7 +171,7 @@ def census(core: str) -> tuple[dict, float, int]:
         nonlocal peak
         while not stop.is_set():
             peak = max(peak, rss_anon(p.pid))
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     th = threading.Thread(target=sample)
     th.start()
@@ -150,7 +180,13 @@ def census(core: str) -> tuple[dict, float, int]:
     stop.set()
     th.join()
     if p.returncode != 0:
-        raise SystemExit(f"gencore heap failed: {err}")
+        raise SystemExit(f"{cmd}: {err}")
+    return out, elapsed, peak
+
+
+def census(core: str) -> tuple[dict, float, int]:
+    """gencore heap --json in a fresh process: (document, seconds, peak RssAnon bytes)."""
+    out, elapsed, peak = measure([sys.executable, "-m", "gencore", "heap", "--json", core])
     return json.loads(out), elapsed, peak
 
 
@@ -175,28 +211,65 @@ def page_size_note() -> str:
 
 def speed(python: str, n: int, out: dict) -> None:
     with tempfile.TemporaryDirectory(prefix="gencore-bench-heap-") as d:
-        core = run_program(python, SPEED_PROGRAM, d, str(n))
+        prog = json.loads(run_program(python, SPEED_PROGRAM, d, str(n)))
+        core = prog["core"]
         size = os.path.getsize(core)
-        doc, elapsed, peak = census(core)
-        items = next((t for t in doc["types"] if t["type"] == "__main__.Item"), {"count": 0})
-        row = {
-            "objects_asked": n,
-            "tracked": doc["tracked"],
+        doc, census_s, census_rss = census(core)
+        row: dict = {
+            "instances": n,
             "objects": doc["objects"],
-            "items_counted": items["count"],
+            "tracked": doc["tracked"],
             "core_bytes": size,
-            "seconds": round(elapsed, 2),
-            "seconds_per_million_tracked": round(elapsed / max(doc["tracked"], 1) * 1e6, 2),
-            "reader_rss_anon_bytes": peak,
-            "reader_memory_share_of_core": round(peak / size, 4),
+            "in_process_count_s": round(prog["count_s"], 3),
+            "census_s": round(census_s, 3),
+            "census_rss_anon": census_rss,
         }
+        heap = [sys.executable, "-m", "gencore", "heap", core, "--json"]
+        for name in ("retained", "suspects", "duplicates"):
+            _, secs, rss = measure([*heap, f"--{name}"])
+            row[f"{name}_s"], row[f"{name}_rss_anon"] = round(secs, 3), rss
+        # the heap-sized arrays in anonymous memory instead of temporary file mappings
+        _, secs, rss = measure([*heap, "--retained"], {"GENCORE_HEAP_SCRATCH": "memory"})
+        row["retained_in_memory_s"], row["retained_in_memory_rss_anon"] = round(secs, 3), rss
+        for engine in ("native", "pure") if n <= 200_000 else ("native",):
+            api, _, _ = measure([sys.executable, "-c", API_PROGRAM, core, engine])
+            t = json.loads(api)
+            row[f"api_{engine}_census_s"] = round(t["census_s"], 3)
+            row[f"api_{engine}_retained_s"] = round(t["retained_s"], 3)
+        count = max(prog["count_s"], 1e-9)
+        row["census_over_count"] = round(census_s / count, 2)
+        row["api_census_over_count"] = round(row["api_native_census_s"] / count, 2)
+        row["retained_over_census"] = round(row["retained_s"] / census_s, 2)
+        row["api_retained_over_census"] = round(
+            (row["api_native_census_s"] + row["api_native_retained_s"])
+            / max(row["api_native_census_s"], 1e-9),
+            2,
+        )
+        peak = max(row[k] for k in row if k.endswith("rss_anon") and "in_memory" not in k)
+        row["peak_rss_anon_share_of_core"] = round(peak / size, 4)
         out.setdefault("speed", []).append(row)
         print(
-            f"{n:>11,} objects asked  {doc['tracked']:>11,} tracked  {doc['objects']:>11,} in all"
-            f"  core {size / 2**20:8.1f} MiB  census {elapsed:6.2f} s"
-            f"  reader {peak / 2**20:6.1f} MiB ({100 * peak / size:.1f}% of the core)"
-            f"  Items counted {items['count']:,}"
+            f"{n:>11,} instances {doc['objects']:>11,} objects  core {size / 2**20:8.1f} MiB"
+            f"  in-process count {prog['count_s']:6.2f} s  census {census_s:6.2f} s"
+            f" ({row['census_over_count']}x; API {row['api_native_census_s']:.2f} s,"
+            f" {row['api_census_over_count']}x)\n"
+            f"{'':>12} --retained {row['retained_s']:6.2f} s ({row['retained_over_census']}x"
+            f" the census; API {row['api_retained_over_census']}x)  --suspects"
+            f" {row['suspects_s']:6.2f} s  --duplicates {row['duplicates_s']:6.2f} s\n"
+            f"{'':>12} RssAnon: census {census_rss / 2**20:6.1f} MiB, --retained"
+            f" {row['retained_rss_anon'] / 2**20:6.1f} MiB"
+            f" ({100 * row['retained_rss_anon'] / size:.1f}% of the core),"
+            f" --suspects {row['suspects_rss_anon'] / 2**20:6.1f} MiB,"
+            f" --duplicates {row['duplicates_rss_anon'] / 2**20:6.1f} MiB;"
+            f" --retained with its arrays in anonymous memory"
+            f" {row['retained_in_memory_rss_anon'] / 2**20:6.1f} MiB"
+            f" ({100 * row['retained_in_memory_rss_anon'] / size:.1f}%)"
         )
+        if "api_pure_census_s" in row:
+            print(
+                f"{'':>12} pure engine (API): census {row['api_pure_census_s']:.2f} s,"
+                f" retained {row['api_pure_retained_s']:.2f} s"
+            )
 
 
 def accuracy(python: str, out: dict) -> None:
@@ -250,8 +323,8 @@ def accuracy(python: str, out: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--objects", type=int, default=1_000_000)
-    ap.add_argument("--large", action="store_true", help="also 10,000,000 objects")
+    ap.add_argument("--instances", type=int, default=1_000_000)
+    ap.add_argument("--large", action="store_true", help="also 10,000,000 instances")
     ap.add_argument("--accuracy-only", action="store_true", help="skip the speed runs")
     ap.add_argument(
         "--python",
@@ -264,8 +337,8 @@ def main() -> None:
     out: dict = {"machine": page_size_note(), "reader": sys.version.split()[0]}
     print(out["machine"])
     if not args.accuracy_only:
-        speed(sys.executable, 0, out)  # the reader's own floor: interpreter, modules, marks
-        speed(sys.executable, args.objects, out)
+        speed(sys.executable, 100_000, out)  # small: the pure engine too
+        speed(sys.executable, args.instances, out)
     if args.large and not args.accuracy_only:
         speed(sys.executable, 10_000_000, out)
     for py in args.python:

@@ -209,13 +209,16 @@ def heap_core(tmp_path_factory) -> tuple[str, list[int]]:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     path = p.stdout.strip()
-    from gencore.analysis.heap import _Walker
+    from gencore.analysis.heapwalk import Walker
 
     offsets: list[int] = []
     with gencore.open_core(path) as core:
         assert core.heap().get("__main__.Node").count == 3000
-        w = _Walker(core)
-        w.walk(visit=lambda obj, info, n: offsets.append(w.offset(obj - 16, 48)))
+        w = Walker(core)
+        w.walk()
+        for obj in w.by_offset():
+            if w.rd.readable(obj - 16, 48):
+                offsets.append(w.rd.offset(obj - 16, 48))
         w.close()
     return path, offsets[:: max(1, len(offsets) // 4000)]
 

@@ -669,6 +669,72 @@ static PyObject *py_core_stem(PyObject *self, PyObject *args, PyObject *kw)
     return PyUnicode_FromString(buf);
 }
 
+/* ---- The heap walker (gc_heap*.c, no Python API): a handle and one request entry point;
+ * requests and answers are arrays of 64-bit words; the walk runs without the GIL. ---- */
+#include "gc_heap.h"
+
+struct heap_handle {
+    struct gc_heap *h;
+    int busy;
+};
+
+static void heap_capsule_free(PyObject *cap)
+{
+    struct heap_handle *hh = PyCapsule_GetPointer(cap, "gencore.heap");
+    if (hh) gc_heap_close(hh->h);
+    free(hh);
+}
+
+static PyObject *heap_error(int rc, const char *msg)
+{
+    PyObject *v = Py_BuildValue("(is)", rc, msg && *msg ? msg : "heap walk failed");
+    if (v) PyErr_SetObject(PyExc_RuntimeError, v);
+    Py_XDECREF(v);
+    return NULL;
+}
+
+static PyObject *py_heap_open(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd, err = 0;
+    const char *cfg;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "iy#", &fd, &cfg, &len)) return NULL;
+    struct heap_handle *hh = calloc(1, sizeof *hh);
+    if (!hh) return PyErr_NoMemory();
+    if (!(hh->h = gc_heap_open(fd, (const uint64_t *)(const void *)cfg, (size_t)len / 8, &err))) {
+        free(hh);
+        return heap_error(err, err == GC_HEAP_EIO ? "cannot map the core" : "bad configuration");
+    }
+    PyObject *cap = PyCapsule_New(hh, "gencore.heap", heap_capsule_free);
+    if (!cap) gc_heap_close(hh->h), free(hh);
+    return cap;
+}
+
+static PyObject *py_heap_op(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    int op, rc;
+    const char *in;
+    Py_ssize_t len;
+    uint64_t *out = NULL;
+    size_t nout = 0;
+    if (!PyArg_ParseTuple(args, "Oiy#", &cap, &op, &in, &len)) return NULL;
+    struct heap_handle *hh = PyCapsule_GetPointer(cap, "gencore.heap");
+    if (!hh) return NULL;
+    if (hh->busy) return heap_error(GC_HEAP_EINVAL, "the heap walker is busy in another thread");
+    hh->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = gc_heap_op(hh->h, op, (const uint64_t *)(const void *)in, (size_t)len / 8, &out, &nout);
+    Py_END_ALLOW_THREADS;
+    hh->busy = 0;
+    if (rc < 0) return heap_error(rc, gc_heap_error(hh->h));
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(nout * 8));
+    free(out);
+    return res;
+}
+
 #define KW(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
 
 static PyMethodDef methods[] = {
@@ -718,6 +784,8 @@ static PyMethodDef methods[] = {
     {"min_core_size", KW(py_min_core_size), min_core_size_doc},
     {"reap", KW(py_reap), reap_doc},
     {"dumpable", py_dumpable, METH_NOARGS, dumpable_doc},
+    {"heap_open", py_heap_open, METH_VARARGS, "heap_open(fd, config) -> handle: map a core."},
+    {"heap_op", py_heap_op, METH_VARARGS, "heap_op(handle, op, request) -> bytes (gc_heap.h)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -97,14 +97,24 @@ class CoreFile(ElfCore):
             self._memory = None
         super().close()
 
-    def heap(self, largest: int = 0, show_values: bool = False) -> Census:
+    def heap(
+        self,
+        largest: int = 0,
+        show_values: bool = False,
+        interpreter: Optional[int] = None,
+        engine: Optional[str] = None,
+    ) -> Census:
         """Census of the objects in this core's Python heap, by type (see
         :mod:`gencore.analysis.heap`).
 
-        Iterate it for ``(type, count, bytes)``; ``.since(older)`` and ``.referrers(type)``
-        answer what grew and who holds it.
+        Iterate it for ``(type, count, bytes)``; ``.since(older)``, ``.referrers(type)``,
+        ``.retained()``, ``.path_to(type_or_address)``, ``.suspects()`` and
+        ``.duplicates()`` answer what grew, who holds it and why it is kept.
+        ``interpreter`` (an id) censuses a subinterpreter's heap.
         """
-        return census(self, largest=largest, show_values=show_values)
+        return census(
+            self, largest=largest, show_values=show_values, interpreter=interpreter, engine=engine
+        )
 
     def heap_referrers(self, type_name: str) -> Referrers:
         """Which types hold references to objects of ``type_name`` (``"__main__.Order"``)."""

@@ -20,6 +20,7 @@ import sysconfig
 import types
 from typing import Any, Optional
 
+from . import heapcalib
 from .selfmem import Maps, c_string, i32, i64, read, scan_for, u64
 
 _cache: Optional[dict[str, Any]] = None
@@ -41,6 +42,11 @@ _TYPE_OFFSETS = {
     "tp_base": 256,
     "tp_dict": 264,
     "tp_dictoffset": 288,
+    "tp_as_async": 80,
+    "tp_methods": 232,
+    "tp_members": 240,
+    "tp_bases": 336,
+    "tp_mro": 344,
 }
 
 _BUILTINS: dict[str, type] = {
@@ -61,6 +67,13 @@ _BUILTINS: dict[str, type] = {
     "module": types.ModuleType,
     "function": types.FunctionType,
     "code": types.CodeType,
+    "frame": types.FrameType,
+    "generator": types.GeneratorType,
+    "coroutine": types.CoroutineType,
+    "async_generator": types.AsyncGeneratorType,
+    "cell": types.CellType,
+    "method": types.MethodType,
+    "NoneType": type(None),
 }
 
 
@@ -139,6 +152,16 @@ def _check_type_offsets(maps: Maps) -> None:
             raise LookupError("tp_itemsize offset mismatch")
         if u64(id(t) + o["tp_flags"]) != t.__flags__:
             raise LookupError("tp_flags offset mismatch")
+        if u64(id(t) + o["tp_mro"]) != id(t.__mro__):
+            raise LookupError("tp_mro offset mismatch")
+        if u64(id(t) + o["tp_bases"]) != id(t.__bases__):
+            raise LookupError("tp_bases offset mismatch")
+        methods = u64(id(t) + o["tp_methods"])
+        if not maps.readable(methods, 32):
+            raise LookupError("tp_methods not readable")
+        name = c_string(u64(methods)).decode("ascii", "replace")
+        if name not in t.__dict__:
+            raise LookupError("tp_methods offset does not hold the type's methods")
 
 
 def _str_layout(maps: Maps) -> dict[str, int]:
@@ -160,7 +183,36 @@ def _str_layout(maps: Maps) -> dict[str, int]:
         raise LookupError("str state bits are not where expected")
     if (state1 >> 2) & 7 != 1 or not state1 & (1 << 5) or state1 & (1 << 6):
         raise LookupError("str state bits are not where expected")
-    return {"ascii_header": ascii_header, "compact_header": compact_header, "state": 32}
+    out = {"ascii_header": ascii_header, "compact_header": compact_header, "state": 32}
+    # PyCompactUnicodeObject: utf8_length and utf8 after the ASCII header (then, up to 3.11,
+    # wstr_length; the ASCII header ends with wstr there)
+    out["utf8_length"], out["utf8"] = ascii_header, ascii_header + 8
+    if sys.version_info < (3, 12):
+        out["wstr"], out["wstr_length"] = ascii_header - 8, ascii_header + 16
+    # a fresh non-ASCII string whose UTF-8 copy the compiler caches (it reads its source so)
+    cached = f"'\xe9t\xe9 {id(out)}'"
+    compile(cached, "<gencore>", "eval")
+    utf8 = u64(id(cached) + out["utf8"])
+    if not maps.readable(utf8, len(cached.encode())) or read(utf8, 4) != cached.encode()[:4]:
+        raise LookupError("the UTF-8 copy of a str is not where expected")
+    if u64(id(cached) + ascii_header) != len(cached.encode()):
+        raise LookupError("the UTF-8 length of a str is not where expected")
+    if sys.getsizeof(cached) != compact_header + len(cached) + 1 + len(cached.encode()) + 1:
+        raise LookupError("str sizes do not count their UTF-8 copy as expected")
+    return out
+
+
+def _fresh(maps: Maps) -> heapcalib.Readable:
+    """``maps.readable``, reading the maps again when an address is not in them: the samples
+    the calibration makes may live in memory mapped since."""
+
+    def readable(addr: int, size: int) -> bool:
+        if maps.readable(addr, size):
+            return True
+        maps.__init__()  # type: ignore[misc]
+        return maps.readable(addr, size)
+
+    return readable
 
 
 def _discover() -> dict[str, Any]:
@@ -197,6 +249,8 @@ def _discover() -> dict[str, Any]:
             id(_heap_type_offsets.__code__),
         ),
         "builtins": {name: id(t) for name, t in _BUILTINS.items()},
+        "version": 2,
+        **heapcalib.calibrate(_fresh(maps)),
     }
 
 
