@@ -25,76 +25,27 @@
 #include "gc_job.h"
 #include "gc_kernel.h"
 #include "gc_names.h"
+#include "gc_records.h"
 #include "gc_redact.h"
 #include "gc_snapshot.h"
 #include "gc_sys.h"
 #include "gc_trigger.h"
 
-/* ---- records: layouts exported so Python packs and unpacks by field name ------------------ */
-
-struct field_desc {
-    const char *name;
-    size_t offset, size;
-    int is_signed, count; /* count 0: a nested record of the same name */
-};
-
-#define SIGNED_(type) _Generic((type)0, int32_t: 1, int64_t: 1, default: 0)
-#define FIELD_(type, name) {#name, offsetof(RECORD_, name), sizeof(type), SIGNED_(type), 1},
-#define ARRAY_(type, name, n) {#name, offsetof(RECORD_, name), sizeof(type), SIGNED_(type), n},
-
-#define RECORD_ struct gc_pylayout
-static const struct field_desc pylayout_fields[] = {GC_PYLAYOUT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
-#undef RECORD_
-#define RECORD_ struct gc_redact_layout
-static const struct field_desc redact_fields[] = {GC_REDACT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
-#undef RECORD_
-#define RECORD_ struct gc_core_options
-static const struct field_desc core_fields[] = {
-    GC_CORE_OPTIONS_FIELDS(FIELD_, ARRAY_){"pylayout", offsetof(RECORD_, pylayout),
-                                           sizeof(struct gc_pylayout), 0, 0},
-    {"redact", offsetof(RECORD_, redact), sizeof(struct gc_redact_layout), 0, 0},
-    {NULL, 0, 0, 0, 0}};
-#undef RECORD_
-#define RECORD_ struct gc_trigger_config
-static const struct field_desc trigger_fields[] = {
-    GC_TRIGGER_FIELDS(FIELD_, ARRAY_){"core", offsetof(RECORD_, core),
-                                      sizeof(struct gc_core_options), 0, 0},
-    {NULL, 0, 0, 0, 0}};
-#undef RECORD_
-#define RECORD_ struct gc_status
-static const struct field_desc status_fields[] = {GC_STATUS_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
-#undef RECORD_
-#define RECORD_ struct gc_trigger_result
-static const struct field_desc result_fields[] = {
-    GC_TRIGGER_RESULT_FIELDS(FIELD_, ARRAY_){NULL, 0, 0, 0, 0}};
-#undef RECORD_
-
-/* {name: (size, ((field, offset, size, signed, count), ...))} */
+/* {name: (size, ((field, offset, size, signed, count), ...))}: gc_records.c's tables */
 static PyObject *layouts(void)
 {
-    static const struct {
-        const char *name;
-        size_t size;
-        const struct field_desc *fields;
-    } records[] = {
-        {"pylayout", sizeof(struct gc_pylayout), pylayout_fields},
-        {"redact", sizeof(struct gc_redact_layout), redact_fields},
-        {"core", sizeof(struct gc_core_options), core_fields},
-        {"trigger", sizeof(struct gc_trigger_config), trigger_fields},
-        {"status", sizeof(struct gc_status), status_fields},
-        {"trigger_result", sizeof(struct gc_trigger_result), result_fields},
-    };
     PyObject *d = PyDict_New();
-    for (size_t r = 0; d && r < sizeof records / sizeof records[0]; r++) {
+    for (size_t r = 0; d && r < gc_nrecords; r++) {
         PyObject *fields = PyList_New(0);
-        for (const struct field_desc *f = records[r].fields; fields && f->name; f++) {
+        for (const struct gc_field_desc *f = gc_records[r].fields; fields && f->name; f++) {
             PyObject *item = Py_BuildValue("(snnii)", f->name, (Py_ssize_t)f->offset,
                                            (Py_ssize_t)f->size, f->is_signed, f->count);
             if (!item || PyList_Append(fields, item) < 0) Py_CLEAR(fields);
             Py_XDECREF(item);
         }
-        PyObject *entry = fields ? Py_BuildValue("(nN)", (Py_ssize_t)records[r].size, fields) : NULL;
-        if (!entry || PyDict_SetItemString(d, records[r].name, entry) < 0) Py_CLEAR(d);
+        Py_ssize_t size = (Py_ssize_t)gc_records[r].size;
+        PyObject *entry = fields ? Py_BuildValue("(nN)", size, fields) : NULL;
+        if (!entry || PyDict_SetItemString(d, gc_records[r].name, entry) < 0) Py_CLEAR(d);
         Py_XDECREF(entry);
     }
     return d;
@@ -111,26 +62,12 @@ static const void *record_arg(const char *buf, Py_ssize_t len, size_t size, cons
     return buf;
 }
 
-static const char *state_name(int st)
-{
-    switch (st) {
-    case GC_T_CALLER:
-        return "caller";
-    case GC_T_PARKED:
-        return "parked";
-    case GC_T_TIMEOUT:
-        return "incomplete";
-    default:
-        return "gone";
-    }
-}
-
 static PyObject *thread_list(const struct gc_snapshot_summary *sum)
 {
     PyObject *tlist = PyList_New(0);
     for (uint32_t i = 0; tlist && i < sum->n; i++) {
         const struct gc_thread_summary *t = &sum->threads[i];
-        PyObject *item = Py_BuildValue("(is)", t->tid, state_name(t->state));
+        PyObject *item = Py_BuildValue("(is)", t->tid, gc_thread_state_name(t->state));
         if (!item || PyList_Append(tlist, item) < 0) Py_CLEAR(tlist);
         Py_XDECREF(item);
     }
@@ -149,13 +86,13 @@ static void busy_wait_gil(uint64_t ns)
 static const char *const JOB_STAGES[] = {"", "name", "open", "fork"};
 
 PyDoc_STRVAR(job_start_doc,
-             "job_start(*, options, data, dir_fd, name=None) -> dict\n\n"
-             "Start one core: options is the packed 'core' record, data its blob (note, the\n"
-             "compressor's argv); name the final file name (None: a new core_<stamp> name).\n"
-             "Freezes the threads, forks the snapshot child, releases the threads and returns\n"
-             "{job, pid, rfd, final, partial, freeze_ns, fork_ns, parked, timed_out, threads},\n"
-             "or {error: errno, stage: 'name'|'open'|'fork'} with nothing left behind. rfd is\n"
-             "the status pipe (gc_status records); pass job to job_end, which closes it.");
+             "job_start(*, options, data, dir_fd, name=None) -> dict: Start one core: options is "
+             "the packed 'core' record, data its blob (note, the compressor's argv); name the "
+             "final file name (None: a new core_<stamp> name). Freezes the threads, forks the "
+             "snapshot child, releases the threads and returns {job, pid, rfd, final, partial, "
+             "freeze_ns, fork_ns, parked, timed_out, threads}, or {error: errno, stage: "
+             "'name'|'open'|'fork'} with nothing left behind. rfd is the status pipe (gc_status "
+             "records); pass job to job_end, which closes it.");
 
 static PyObject *py_job_start(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -207,53 +144,32 @@ static int job_arg(const char *buf, Py_ssize_t len, struct gc_job *j)
 }
 
 PyDoc_STRVAR(job_end_doc,
-             "job_end(job, published=False, block=True) -> int | None\n\n"
-             "Reap the job's snapshot child (waitpid __WALL, the GIL released), close its status\n"
-             "pipe and remove its partial file unless the core was published. Returns the wait\n"
-             "status, -1 if someone else reaped it, None while it runs (block=False).");
+             "job_end(job, published=False, block=True) -> int | None: Reap the job's snapshot "
+             "child (waitpid __WALL, the GIL released), close its status pipe and remove its "
+             "partial file unless the core was published. Returns the wait status, -1 if someone "
+             "else reaped it, None while it runs (block=False).");
 
 static PyObject *py_job_end(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"job", "published", "block", NULL};
+    static char *kwlist[] = {"job", "published", NULL};
     struct gc_job j;
     const char *buf;
     Py_ssize_t len;
-    int published = 0, block = 1, status = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#|pp", kwlist, &buf, &len, &published, &block) ||
+    int published = 0, status = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#|p", kwlist, &buf, &len, &published) ||
         job_arg(buf, len, &j) < 0)
         return NULL;
-    if (!block && j.pid > 0) {
-        /* peek first: a running child keeps its pipe and partial file */
-        siginfo_t info;
-        memset(&info, 0, sizeof info);
-        if (waitid(P_PID, (id_t)j.pid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
-            info.si_pid == 0)
-            Py_RETURN_NONE;
-    }
     Py_BEGIN_ALLOW_THREADS;
     gc_job_end(&j, published, 1, &status);
     Py_END_ALLOW_THREADS;
     return PyLong_FromLong(status);
 }
 
-static PyObject *py_job_kill(PyObject *self, PyObject *args, PyObject *kw)
-{
-    (void)self;
-    static char *kwlist[] = {"job", NULL};
-    struct gc_job j;
-    const char *buf;
-    Py_ssize_t len;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y#", kwlist, &buf, &len) || job_arg(buf, len, &j) < 0)
-        return NULL;
-    gc_job_kill(&j);
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(min_core_size_doc,
-             "min_core_size(note_len, max_size) -> int\n\n"
-             "The smallest max_size a core of this process can have now, with note_len bytes of\n"
-             "GENCORE note: the snapshot child's own accounting of headers and notes.");
+             "min_core_size(note_len, max_size) -> int: The smallest max_size a core of this "
+             "process can have now, with note_len bytes of GENCORE note: the snapshot child's "
+             "own accounting of headers and notes.");
 
 static PyObject *py_min_core_size(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -264,32 +180,8 @@ static PyObject *py_min_core_size(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromUnsignedLongLong(gc_min_core_size(note_len, max_size));
 }
 
-PyDoc_STRVAR(reap_doc, "reap(pid, block) -> int | None\n\n"
-                       "waitpid(pid, __WALL) for the snapshot child (it has exit signal 0).\n"
-                       "Returns the wait status, None if it is still running (block=False),\n"
-                       "or -1 if it was already reaped by someone else (ECHILD).");
-
-static PyObject *py_reap(PyObject *self, PyObject *args, PyObject *kw)
-{
-    (void)self;
-    static char *kwlist[] = {"pid", "block", NULL};
-    int pid, block, status = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ip", kwlist, &pid, &block)) return NULL;
-    pid_t r;
-    Py_BEGIN_ALLOW_THREADS;
-    do {
-        r = waitpid(pid, &status, __WALL | (block ? 0 : WNOHANG));
-    } while (r < 0 && errno == EINTR);
-    Py_END_ALLOW_THREADS;
-    if (r == 0) Py_RETURN_NONE;
-    if (r < 0) {
-        if (errno == ECHILD) return PyLong_FromLong(-1);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyLong_FromLong(status);
-}
-
-PyDoc_STRVAR(dumpable_doc, "dumpable() -> int: prctl(PR_GET_DUMPABLE).");
+PyDoc_STRVAR(dumpable_doc,
+             "dumpable() -> int: prctl(PR_GET_DUMPABLE).");
 
 static PyObject *py_dumpable(PyObject *self, PyObject *noargs)
 {
@@ -299,9 +191,9 @@ static PyObject *py_dumpable(PyObject *self, PyObject *noargs)
 }
 
 PyDoc_STRVAR(kernel_fork_doc,
-             "kernel_fork(dir_fd, make_dumpable) -> pid\n\n"
-             "Fork a copy of this thread that dies by SIGSEGV in dir_fd so the kernel writes its\n"
-             "core there (the original technique). Reap it with reap(pid, ...).");
+             "kernel_fork(dir_fd, make_dumpable) -> pid: Fork a copy of this thread that dies by "
+             "SIGSEGV in dir_fd so the kernel writes its core there (the original technique). "
+             "Reap it with reap(pid, ...).");
 
 static PyObject *py_kernel_fork(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -351,12 +243,12 @@ static int start_probe(void)
 }
 
 PyDoc_STRVAR(trigger_install_doc,
-             "trigger_install(*, config, data, probe_callback=None)\n\n"
-             "Install the signal and crash handlers and start the helper thread (reaper and\n"
-             "watchdog). config is the packed 'trigger' record (its 'core' part: how every\n"
-             "triggered core is taken), data its blob (notes, the compressor's and the helper's\n"
-             "commands). probe_callback is called with the GIL from a short-lived thread when\n"
-             "finished cores wait in the notify pipe.");
+             "trigger_install(*, config, data, probe_callback=None): Install the signal and "
+             "crash handlers and start the helper thread (reaper and watchdog). config is the "
+             "packed 'trigger' record (its 'core' part: how every triggered core is taken), data "
+             "its blob (notes, the compressor's and the helper's commands). probe_callback is "
+             "called with the GIL from a short-lived thread when finished cores wait in the "
+             "notify pipe.");
 
 static PyObject *py_trigger_install(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -410,26 +302,18 @@ static PyObject *py_watch_heartbeat(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_watch_loop_beat(PyObject *self, PyObject *args, PyObject *kw)
+static PyObject *py_watch_loop(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"slot", NULL};
-    int slot;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &slot)) return NULL;
-    if (gc_watch_loop_beat(slot, (int32_t)gc_gettid()) < 0) {
+    static char *kwlist[] = {"slot", "running", NULL};
+    int slot, running;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ip", kwlist, &slot, &running)) return NULL;
+    if (!running) {
+        gc_watch_loop_stop(slot);
+    } else if (gc_watch_loop_beat(slot, (int32_t)gc_gettid()) < 0) {
         PyErr_SetString(PyExc_ValueError, "no such loop slot");
         return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_watch_loop_stop(PyObject *self, PyObject *args, PyObject *kw)
-{
-    (void)self;
-    static char *kwlist[] = {"slot", NULL};
-    int slot;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i", kwlist, &slot)) return NULL;
-    gc_watch_loop_stop(slot);
     Py_RETURN_NONE;
 }
 
@@ -510,9 +394,9 @@ static PyObject *py_trigger_stats(PyObject *self, PyObject *noargs)
     (void)noargs;
     struct gc_trigger_stats st;
     gc_trigger_get_stats(&st);
-    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i,s:I,s:I,s:I,s:I}", "cores", st.cores, "merged",
-                         st.merged, "skipped_max_cores", st.skipped_limit, "skipped_min_interval",
-                         st.skipped_interval, "skipped_free_space", st.skipped_space, "failed",
+    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:i,s:I,s:I,s:I,s:I}", "cores",
+                         st.cores, "merged", st.merged, "skipped_max_cores", st.skipped_limit,
+                         "skipped_min_interval", st.skipped_interval, "skipped_free_space", st.skipped_space, "failed",
                          st.failed, "last_start_ns", (unsigned long long)st.last_start_ns,
                          "active", gc_trigger_active(), "altstacks", st.altstacks, "hangs",
                          st.hangs, "memory", st.memory, "probes", st.probes);
@@ -551,7 +435,8 @@ static PyObject *py_exclude_range(PyObject *self, PyObject *args, PyObject *kw)
     int add, rc;
     (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "KKp", kwlist, &addr, &len, &add)) return NULL;
-    if ((rc = gc_exclude_range(addr, len, add))) return errno = -rc, PyErr_SetFromErrno(PyExc_OSError);
+    if ((rc = gc_exclude_range(addr, len, add)))
+        return errno = -rc, PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -563,10 +448,9 @@ static PyObject *py_next_seq(PyObject *self, PyObject *noargs)
 }
 
 PyDoc_STRVAR(gc_list_tail_doc,
-             "gc_list_tail() -> int\n\n"
-             "The _gc_next word of a list object tracked just now (flag bits cleared): new\n"
-             "objects are linked last in the youngest GC list, so this is that list's head.\n"
-             "Nothing runs between the allocation and the read.");
+             "gc_list_tail() -> int: The _gc_next word of a list object tracked just now (flag "
+             "bits cleared): new objects are linked last in the youngest GC list, so this is "
+             "that list's head. Nothing runs between the allocation and the read.");
 
 static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
 {
@@ -584,8 +468,7 @@ static PyObject *py_gc_list_tail(PyObject *self, PyObject *noargs)
 static void *symbol(const char *name) { return dlsym(RTLD_DEFAULT, name); }
 
 PyDoc_STRVAR(self_symbol_doc,
-             "self_symbol(name) -> int: the address of a symbol of this process (dlsym), 0 if\n"
-             "none (_PyRuntime, Py_Version, _r_debug).");
+             "self_symbol(name) -> int: the address of a symbol of this process (dlsym), 0 if");
 
 static PyObject *py_self_symbol(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -600,9 +483,9 @@ typedef void *(*ptr_fn)(void);
 typedef void *(*ptr_fn1)(void *);
 
 PyDoc_STRVAR(thread_states_doc,
-             "thread_states() -> (interp, current, [thread states])\n\n"
-             "The main interpreter's address, this thread's state and every thread state of the\n"
-             "main interpreter, in its list's order (the GIL is held meanwhile).");
+             "thread_states() -> (interp, current, [thread states]): The main interpreter's "
+             "address, this thread's state and every thread state of the main interpreter, in "
+             "its list's order (the GIL is held meanwhile).");
 
 static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
 {
@@ -629,8 +512,8 @@ static PyObject *py_thread_states(PyObject *self, PyObject *noargs)
 }
 
 PyDoc_STRVAR(interpreters_doc,
-             "interpreters() -> (current, [(id, address), ...])\n\n"
-             "This thread's interpreter's address and every interpreter of the process.");
+             "interpreters() -> (current, [(id, address), ...]): This thread's interpreter's "
+             "address and every interpreter of the process.");
 
 static PyObject *py_interpreters(PyObject *self, PyObject *noargs)
 {
@@ -651,9 +534,9 @@ static PyObject *py_interpreters(PyObject *self, PyObject *noargs)
 }
 
 PyDoc_STRVAR(core_stem_doc,
-             "core_stem(time, tz_offset, pid, seq) -> str\n\n"
-             "core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: the one definition of core names, shared with\n"
-             "the signal handler. time is seconds since the epoch, tz_offset seconds east of UTC.");
+             "core_stem(time, tz_offset, pid, seq) -> str: core_<YYYYMMDD>.<HHMMSS>.<pid>.<seq>: "
+             "the one definition of core names, shared with the signal handler. time is seconds "
+             "since the epoch, tz_offset seconds east of UTC.");
 
 static PyObject *py_core_stem(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -761,10 +644,8 @@ static PyMethodDef methods[] = {
      "Interpreter exit: the helper thread starts no more probe threads."},
     {"watch_heartbeat", py_watch_heartbeat, METH_NOARGS,
      "The application is alive (heartbeat_timeout); records the calling thread."},
-    {"watch_loop_beat", KW(py_watch_loop_beat),
-     "watch_loop_beat(slot): the event loop in slot ran a callback just now (arms the slot)."},
-    {"watch_loop_stop", KW(py_watch_loop_stop),
-     "watch_loop_stop(slot): the loop in slot stopped running; no hang is reported for it."},
+    {"watch_loop", KW(py_watch_loop),
+     "watch_loop(slot, running): the loop in slot ran a callback just now, or stopped."},
     {"watch_deadline_arm", KW(py_watch_deadline_arm),
      "watch_deadline_arm(seconds, name): a deadline for the calling thread; name is JSON\n"
      "string text. Returns its handle."},
@@ -780,9 +661,7 @@ static PyMethodDef methods[] = {
     {"kernel_fork", KW(py_kernel_fork), kernel_fork_doc},
     {"job_start", KW(py_job_start), job_start_doc},
     {"job_end", KW(py_job_end), job_end_doc},
-    {"job_kill", KW(py_job_kill), "job_kill(job): SIGKILL the job's snapshot child."},
     {"min_core_size", KW(py_min_core_size), min_core_size_doc},
-    {"reap", KW(py_reap), reap_doc},
     {"dumpable", py_dumpable, METH_NOARGS, dumpable_doc},
     {"heap_open", py_heap_open, METH_VARARGS, "heap_open(fd, config) -> handle: map a core."},
     {"heap_op", py_heap_op, METH_VARARGS, "heap_op(handle, op, request) -> bytes (gc_heap.h)."},

@@ -162,3 +162,17 @@ int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid)
     gc_snapshot_cleanup(s);
     return rc;
 }
+
+const char *gc_thread_state_name(int state)
+{
+    switch (state) {
+    case GC_T_CALLER:
+        return "caller";
+    case GC_T_PARKED:
+        return "parked";
+    case GC_T_TIMEOUT:
+        return "incomplete";
+    default:
+        return "gone";
+    }
+}

@@ -159,6 +159,8 @@ uint32_t gc_tls_note_size(void);  /* NT_ARM_TLS: 16 bytes (tpidr, tpidr2) since 
 int gc_snapshot_run(struct gc_snapshot *s, pid_t *child_pid);
 void gc_procinfo_fill(struct gc_procinfo *p); /* async-signal-safe */
 void gc_snapshot_cleanup(struct gc_snapshot *s);
+/* "caller", "parked", "incomplete" or "gone", for the caller's report. */
+const char *gc_thread_state_name(int state);
 
 /* gc_notes.c: the smallest max_size a core of this process can have now (its headers and
  * notes, with note_len bytes of GENCORE JSON), counted as the snapshot child counts them,

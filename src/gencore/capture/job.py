@@ -16,6 +16,7 @@ import errno as errno_mod
 import logging
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from ..errors import (
     write_error,
 )
 from . import caplayout, engine, metadata
+from .kernel import WALL
 from .options import CoreOptions, check_max_size, freeze_signal
 from .preflight import check_dumpable, open_directory, warn_space
 from .result import CorePath, SnapshotReport, ThreadReport
@@ -205,12 +207,20 @@ class Job:
         status (None while it runs, with ``block=False``)."""
         if self.job is None:
             return -1
-        status = engine.native.job_end(job=self.job, published=self.published, block=block)
-        if status is None:
+        if not block and self.running():
             return None
+        status = engine.native.job_end(job=self.job, published=self.published)
         self.job = None
         os.close(self.dir_fd)  # the job's partial file was removed through it
         return int(status)
+
+    def running(self) -> bool:
+        """Whether the snapshot child is still running (its exit not reaped: a peek)."""
+        try:
+            info = os.waitid(os.P_PID, self.child_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT | WALL)
+        except ChildProcessError:
+            return False  # an application reaper took it
+        return info is None
 
     def finish(self, wait_status: int) -> CorePath:
         """Turn the child's last record and exit status into a path or an exception."""
@@ -283,7 +293,10 @@ class Job:
     def abort(self) -> None:
         """Kill the child (if any), reap it, remove the partial file."""
         if self.job is not None:
-            engine.native.job_kill(job=self.job)
+            try:
+                os.kill(self.child_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.done = None
             self.end(block=True)
 

@@ -97,10 +97,22 @@ def preflight() -> None:
         )
 
 
+WALL = 0x40000000  # __WALL: the child has exit signal 0
+
+
+def reap(pid: int, block: bool) -> Optional[int]:
+    """The child's wait status; None while it runs (``block=False``); -1 if someone else
+    reaped it."""
+    try:
+        got, status = os.waitpid(pid, WALL | (0 if block else os.WNOHANG))
+    except ChildProcessError:
+        return -1
+    return None if got == 0 else status
+
+
 def _wait(pid: int, t0: float, timeout: Optional[float]) -> int:
-    native = _engine.native
     while True:
-        status = native.reap(pid=pid, block=False)
+        status = reap(pid, block=False)
         if status is not None:
             return status
         if timeout is not None and time.monotonic() - t0 > timeout:
@@ -154,7 +166,7 @@ def create(
     finally:
         if pid > 0:
             os.kill(pid, signal.SIGKILL)
-            _engine.native.reap(pid=pid, block=True)
+            reap(pid, block=True)
         os.close(tmp_fd)
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -56,7 +56,7 @@ _original_set_running_loop: Any = None
 
 def _beat(loop: Any, w: _Watched) -> None:
     if _period and w.handle is not None:
-        _engine.native.watch_loop_beat(slot=w.slot)
+        _engine.native.watch_loop(slot=w.slot, running=True)
         w.handle = loop.call_later(_period, _beat, loop, w)
 
 
@@ -83,7 +83,7 @@ def _stopped() -> None:
             return
         _free_slots.append(entry[1].slot)
     loop, w = entry
-    _engine.native.watch_loop_stop(slot=w.slot)
+    _engine.native.watch_loop(slot=w.slot, running=False)
     if w.handle not in (None, True):
         w.handle.cancel()
     w.handle = None
