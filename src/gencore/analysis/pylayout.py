@@ -58,300 +58,118 @@ class MemoryLike(Protocol):
     def readable(self, addr: int, n: int = 8) -> bool: ...
 
 
+# Each version's table lists what changed since the previous version's ("key=-": gone).
 _TABLE_TEXT: dict[tuple[int, int], str] = {
     (3, 9): """
-        bytes.value=32
-        cell.ref=16
-        cfunction.self=24
-        code.argcount=16 code.cellvars=88 code.code=48 code.filename=104 code.firstlineno=40
-        code.flags=36 code.freevars=80 code.kwonlyargcount=24 code.linetable=120 code.name=112
-        code.nlocals=28 code.varnames=72
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=32 frame.lasti=104 frame.localsplus=360 frame.previous=24
-        frame.stacktop=72 frame.valuestack=64
-        func.closure=48 func.code=16 func.qualname=104
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=56 fut.state=80
-        gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame=16 gen.name=48 gen.qualname=56 gen.running=24
-        heaptype.cached_keys=864 heaptype.name=840 heaptype.qualname=856
-        interp.builtins=880 interp.gc=616 interp.id=24 interp.modules=856 interp.next=0
-        interp.sysdict=872 interp.threads_head=8
-        list.items=24
-        long.digits=24
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        op.yield_from=72
-        runtime.interpreters_head=32 runtime.tstate_current=568
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=48 str.compact_size=72 str.state=32
-        task.coro=152 task.fut_waiter=144 task.name=160
-        tstate.dict=152 tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0
-        tstate.thread_id=176
-        tuple.items=24
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
+        bytes.value=32 cell.ref=16 cfunction.self=24 code.argcount=16 code.cellvars=88
+        code.code=48 code.filename=104 code.firstlineno=40 code.flags=36
+        code.freevars=80 code.kwonlyargcount=24 code.linetable=120 code.name=112
+        code.nlocals=28 code.varnames=72 dict.keys=32 dict.used=16 dict.values=40
+        float.value=16 frame.executable=32 frame.lasti=104 frame.localsplus=360
+        frame.previous=24 frame.stacktop=72 frame.valuestack=64 func.closure=48
+        func.code=16 func.qualname=104 fut.callback0=24 fut.callbacks=40 fut.context0=32
+        fut.exception=48 fut.loop=16 fut.result=56 fut.state=80 gc.collecting=200
+        gc.generation_size=24 gc.generations=24 gc.permanent=104 gen.frame=16
+        gen.name=48 gen.qualname=56 gen.running=24 heaptype.cached_keys=864
+        heaptype.name=840 heaptype.qualname=856 interp.builtins=880 interp.gc=616
+        interp.id=24 interp.modules=856 interp.next=0 interp.sysdict=872
+        interp.threads_head=8 list.items=24 long.digits=24 member_def.offset=16
+        member_descr.member=40 method.func=16 method.self=24 module.dict=16
+        op.yield_from=72 runtime.interpreters_head=32 runtime.tstate_current=568
+        set.mask=32 set.table=40 set.used=24 str.ascii_size=48 str.compact_size=72
+        str.state=32 task.coro=152 task.fut_waiter=144 task.name=160 tstate.dict=152
+        tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0
+        tstate.thread_id=176 tuple.items=24 type.base=256 type.basicsize=32
+        type.dict=264 type.dictoffset=288 type.flags=168 type.mro=344 type.name=24
         wakeup.task=16
     """,
     (3, 10): """
-        bytes.value=32
-        cell.ref=16
-        cfunction.self=24
-        code.argcount=16 code.cellvars=88 code.code=48 code.filename=104 code.firstlineno=40
-        code.flags=36 code.freevars=80 code.kwonlyargcount=24 code.linetable=120 code.name=112
-        code.nlocals=28 code.varnames=72
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=32 frame.lasti=96 frame.localsplus=352 frame.previous=24
-        frame.stackdepth=80 frame.state=108 frame.valuestack=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=88
-        gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame=16 gen.name=40 gen.qualname=48
-        heaptype.cached_keys=872 heaptype.name=848 heaptype.qualname=864
-        interp.builtins=880 interp.gc=616 interp.id=24 interp.modules=856 interp.next=0
-        interp.sysdict=872 interp.threads_head=8
-        list.items=24
-        long.digits=24
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        op.yield_from=72
-        runtime.interpreters_head=32 runtime.tstate_current=568
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=48 str.compact_size=72 str.state=32
-        task.coro=160 task.fut_waiter=152 task.name=168
-        tstate.dict=152 tstate.frame=24 tstate.interp=16 tstate.next=8 tstate.prev=0
-        tstate.thread_id=176
-        tuple.items=24
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        frame.lasti=96 frame.localsplus=352 frame.stackdepth=80 frame.state=108
+        func.closure=72 func.code=48 func.qualname=40 fut.result=64 fut.state=88
+        gen.name=40 gen.qualname=48 heaptype.cached_keys=872 heaptype.name=848
+        heaptype.qualname=864 task.coro=160 task.fut_waiter=152 task.name=168
+        wakeup.task=24 frame.stacktop=- gen.running=-
     """,
     (3, 11): """
-        bytes.value=32
-        cell.ref=16
-        cframe.current_frame=8
-        cfunction.self=24
-        code.argcount=56 code.code_adaptive=184 code.filename=112 code.firstlineno=72
-        code.flags=48 code.kwonlyargcount=64 code.linetable=136 code.localspluskinds=104
-        code.localsplusnames=96 code.name=120 code.nlocalsplus=76 code.qualname=128
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=32 frame.instr_ptr=56 frame.is_entry=68 frame.localsplus=72
-        frame.owned_by_generator=1 frame.owned_by_thread=0 frame.owner=69 frame.previous=48
-        frame.stacktop=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=88
-        gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame_state=75 gen.iframe=80 gen.name=32 gen.qualname=40 gen.state_created=-2
+        cframe.current_frame=8 code.argcount=56 code.code_adaptive=184 code.filename=112
+        code.firstlineno=72 code.flags=48 code.kwonlyargcount=64 code.linetable=136
+        code.localspluskinds=104 code.localsplusnames=96 code.name=120
+        code.nlocalsplus=76 code.qualname=128 frame.instr_ptr=56 frame.is_entry=68
+        frame.localsplus=72 frame.owned_by_generator=1 frame.owned_by_thread=0
+        frame.owner=69 frame.previous=48 frame.stacktop=64 gen.frame_state=75
+        gen.iframe=80 gen.name=32 gen.qualname=40 gen.state_created=-2
         gen.state_executing=0 gen.state_finished=1 gen.state_suspended=-1
-        heaptype.cached_keys=872 heaptype.name=848 heaptype.qualname=864
-        interp.builtins=912 interp.gc=648 interp.id=48 interp.modules=888 interp.next=0
-        interp.sysdict=904 interp.threads_head=16
-        list.items=24
-        long.digits=24
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        op.resume=151 op.resume2=150
-        runtime.interpreters_head=40 runtime.tstate_current=576
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=48 str.compact_size=72 str.state=32
-        task.coro=136 task.fut_waiter=128 task.name=144
-        tstate.cframe=56 tstate.dict=128 tstate.interp=16 tstate.native_thread_id=160
-        tstate.next=8 tstate.prev=0 tstate.thread_id=152
-        tuple.items=24
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        interp.builtins=912 interp.gc=648 interp.id=48 interp.modules=888
+        interp.sysdict=904 interp.threads_head=16 op.resume=151 op.resume2=150
+        runtime.interpreters_head=40 runtime.tstate_current=576 task.coro=136
+        task.fut_waiter=128 task.name=144 tstate.cframe=56 tstate.dict=128
+        tstate.native_thread_id=160 tstate.thread_id=152 code.cellvars=- code.code=-
+        code.freevars=- code.nlocals=- code.varnames=- frame.lasti=- frame.stackdepth=-
+        frame.state=- frame.valuestack=- gen.frame=- op.yield_from=- tstate.frame=-
     """,
     (3, 12): """
-        bytes.value=32
-        cell.ref=16
-        cframe.current_frame=0
-        cfunction.self=24
-        code.argcount=52 code.code_adaptive=192 code.filename=112 code.firstlineno=68
-        code.flags=48 code.kwonlyargcount=60 code.linetable=136 code.localspluskinds=104
-        code.localsplusnames=96 code.name=120 code.nlocalsplus=72 code.qualname=128
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=0 frame.instr_ptr=56 frame.localsplus=72 frame.owned_by_cstack=3
-        frame.owned_by_generator=1 frame.owned_by_thread=0 frame.owner=70 frame.previous=8
-        frame.stacktop=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=88
-        gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame_state=67 gen.iframe=72 gen.name=24 gen.qualname=32 gen.state_created=-2
-        gen.state_executing=0 gen.state_finished=1 gen.state_suspended=-1
-        gil.last_holder=8 gil.locked=16
-        heaptype.cached_keys=880 heaptype.module=888 heaptype.name=856 heaptype.qualname=872
-        interp.builtins=360 interp.ceval_gil=384 interp.gc=112 interp.id=8 interp.modules=944
-        interp.next=0 interp.sysdict=352 interp.threads_head=72
-        list.items=24
-        long.digits=24 long.tag=16
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        op.resume=151 op.resume2=240
-        runtime.interpreters_head=40
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=40 str.compact_size=56 str.state=32
-        task.coro=136 task.fut_waiter=128 task.name=144
-        tstate.cframe=56 tstate.dict=112 tstate.interp=16 tstate.native_thread_id=144
-        tstate.next=8 tstate.prev=0 tstate.thread_id=136
-        tuple.items=24
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        cframe.current_frame=0 code.argcount=52 code.code_adaptive=192
+        code.firstlineno=68 code.kwonlyargcount=60 code.nlocalsplus=72
+        frame.executable=0 frame.owned_by_cstack=3 frame.owner=70 frame.previous=8
+        gen.frame_state=67 gen.iframe=72 gen.name=24 gen.qualname=32 gil.last_holder=8
+        gil.locked=16 heaptype.cached_keys=880 heaptype.module=888 heaptype.name=856
+        heaptype.qualname=872 interp.builtins=360 interp.ceval_gil=384 interp.gc=112
+        interp.id=8 interp.modules=944 interp.sysdict=352 interp.threads_head=72
+        long.tag=16 op.resume2=240 str.ascii_size=40 str.compact_size=56 tstate.dict=112
+        tstate.native_thread_id=144 tstate.thread_id=136 frame.is_entry=-
+        runtime.tstate_current=-
     """,
     (3, 13): """
-        bytes.value=32
-        cell.ref=16
-        cfunction.self=24
-        code.argcount=52 code.code_adaptive=200 code.filename=112 code.firstlineno=68
-        code.flags=48 code.kwonlyargcount=60 code.linetable=136 code.localspluskinds=104
-        code.localsplusnames=96 code.name=120 code.nlocalsplus=72 code.qualname=128
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=0 frame.instr_ptr=56 frame.localsplus=72 frame.owned_by_cstack=3
-        frame.owned_by_generator=1 frame.owned_by_thread=0 frame.owner=70 frame.previous=8
-        frame.stacktop=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=96
-        gc.collecting=200 gc.generation_size=24 gc.generations=24 gc.permanent=104
-        gen.frame_state=67 gen.iframe=72 gen.name=24 gen.qualname=32 gen.state_created=-3
-        gen.state_executing=0 gen.state_finished=1 gen.state_suspended=-2
-        gen.state_yield_from=-1
-        gil.last_holder=8 gil.locked=16
-        heaptype.cached_keys=880 heaptype.module=888 heaptype.name=856 heaptype.qualname=872
-        interp.builtins=7648 interp.ceval_gil=16 interp.gc=7400 interp.id=7272
-        interp.modules=7656 interp.next=7264 interp.sysdict=7640 interp.threads_head=7344
-        list.items=24
-        long.digits=24 long.tag=16
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        runtime.interpreters_head=632
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=40 str.compact_size=56 str.state=32
-        task.coro=120 task.fut_waiter=112 task.name=128
-        tstate.asyncio_running_loop=304 tstate.current_frame=72 tstate.interp=16
-        tstate.native_thread_id=160 tstate.next=8 tstate.prev=0 tstate.thread_id=152
-        tuple.items=24
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        code.code_adaptive=200 fut.state=96 gen.state_created=-3 gen.state_suspended=-2
+        gen.state_yield_from=-1 interp.builtins=7648 interp.ceval_gil=16 interp.gc=7400
+        interp.id=7272 interp.modules=7656 interp.next=7264 interp.sysdict=7640
+        interp.threads_head=7344 runtime.interpreters_head=632 task.coro=120
+        task.fut_waiter=112 task.name=128 tstate.asyncio_running_loop=304
+        tstate.current_frame=72 tstate.native_thread_id=160 tstate.thread_id=152
+        cframe.current_frame=- op.resume=- op.resume2=- tstate.cframe=- tstate.dict=-
     """,
     (3, 14): """
-        bytes.value=32
-        cell.ref=16
-        cfunction.self=24
-        code.argcount=52 code.code_adaptive=208 code.filename=112 code.firstlineno=68
-        code.flags=48 code.kwonlyargcount=60 code.linetable=136 code.localspluskinds=104
-        code.localsplusnames=96 code.name=120 code.nlocalsplus=72 code.qualname=128
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=0 frame.instr_ptr=56 frame.localsplus=80 frame.owned_by_cstack=4
-        frame.owned_by_generator=1 frame.owned_by_interpreter=3 frame.owned_by_thread=0
-        frame.owner=74 frame.previous=8 frame.stackpointer=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=104
-        gc.collecting=192 gc.generation_size=24 gc.generations=24 gc.permanent=96
-        gen.frame_state=67 gen.iframe=72 gen.name=24 gen.qualname=32 gen.state_created=-3
-        gen.state_executing=0 gen.state_finished=1 gen.state_suspended=-2
-        gen.state_yield_from=-1
-        gil.last_holder=8 gil.locked=16
-        heaptype.cached_keys=880 heaptype.module=888 heaptype.name=856 heaptype.qualname=872
-        interp.asyncio_tasks_head=10880 interp.builtins=7680 interp.ceval_gil=16 interp.gc=7408
-        interp.id=7280 interp.modules=7688 interp.next=7272 interp.sysdict=7672
-        interp.threads_head=7344
-        list.items=24
-        long.digits=24 long.tag=16
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        runtime.interpreters_head=808
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=40 str.compact_size=56 str.state=32
+        code.code_adaptive=208 frame.localsplus=80 frame.owned_by_cstack=4
+        frame.owned_by_interpreter=3 frame.owner=74 frame.stackpointer=64 fut.state=104
+        gc.collecting=192 gc.permanent=96 interp.asyncio_tasks_head=10880
+        interp.builtins=7680 interp.gc=7408 interp.id=7280 interp.modules=7688
+        interp.next=7272 interp.sysdict=7672 runtime.interpreters_head=808
         task.awaited_by=96 task.awaited_by_is_set=109 task.coro=128 task.fut_waiter=120
-        task.is_task=108 task.name=136 task.node=152
-        tstate.asyncio_running_loop=864 tstate.asyncio_running_task=872
-        tstate.asyncio_tasks_head=880 tstate.current_frame=72 tstate.interp=16
-        tstate.native_thread_id=160 tstate.next=8 tstate.prev=0 tstate.thread_id=152
-        tuple.items=32
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        task.is_task=108 task.name=136 task.node=152 tstate.asyncio_running_loop=864
+        tstate.asyncio_running_task=872 tstate.asyncio_tasks_head=880 tuple.items=32
+        frame.stacktop=-
     """,
     (3, 15): """
-        bytes.value=32
-        cell.ref=16
-        cfunction.self=24
-        code.argcount=52 code.code_adaptive=208 code.filename=112 code.firstlineno=68
-        code.flags=48 code.kwonlyargcount=60 code.linetable=136 code.localspluskinds=104
-        code.localsplusnames=96 code.name=120 code.nlocalsplus=72 code.qualname=128
-        dict.keys=32 dict.used=16 dict.values=40
-        float.value=16
-        frame.executable=0 frame.instr_ptr=56 frame.localsplus=80 frame.owned_by_generator=1
-        frame.owned_by_interpreter=3 frame.owned_by_thread=0 frame.owner=74 frame.previous=8
-        frame.stackpointer=64
-        func.closure=72 func.code=48 func.qualname=40
-        fut.callback0=24 fut.callbacks=40 fut.context0=32 fut.exception=48 fut.loop=16
-        fut.result=64 fut.state=104
-        gc.collecting=112 gc.generation_size=24 gc.generations=8 gc.permanent=80
-        gen.frame_state=67 gen.iframe=72 gen.name=24 gen.qualname=32 gen.state_created=0
-        gen.state_executing=4 gen.state_finished=5 gen.state_suspended=1 gen.state_yield_from=2
-        gen.state_yield_from2=3
-        gil.last_holder=8 gil.locked=16
-        heaptype.cached_keys=888 heaptype.module=896 heaptype.name=864 heaptype.qualname=880
-        interp.asyncio_tasks_head=10856 interp.builtins=7584 interp.ceval_gil=16 interp.gc=7400
+        gc.collecting=112 gc.generations=8 gc.permanent=80 gen.state_created=0
+        gen.state_executing=4 gen.state_finished=5 gen.state_suspended=1
+        gen.state_yield_from=2 gen.state_yield_from2=3 heaptype.cached_keys=888
+        heaptype.module=896 heaptype.name=864 heaptype.qualname=880
+        interp.asyncio_tasks_head=10856 interp.builtins=7584 interp.gc=7400
         interp.id=7272 interp.modules=7592 interp.next=7264 interp.sysdict=7576
-        interp.threads_head=7336
-        list.items=24
-        long.digits=24 long.tag=16
-        member_def.offset=16
-        member_descr.member=40
-        method.func=16 method.self=24
-        module.dict=16
-        runtime.interpreters_head=936
-        set.mask=32 set.table=40 set.used=24
-        str.ascii_size=40 str.compact_size=56 str.state=32
-        task.awaited_by=96 task.awaited_by_is_set=109 task.coro=128 task.fut_waiter=120
-        task.is_task=108 task.name=136 task.node=152
+        interp.threads_head=7336 runtime.interpreters_head=936
         tstate.asyncio_running_loop=1024 tstate.asyncio_running_task=1032
-        tstate.asyncio_tasks_head=1048 tstate.current_frame=72 tstate.interp=16
-        tstate.native_thread_id=184 tstate.next=8 tstate.prev=0 tstate.thread_id=176
-        tuple.items=32
-        type.base=256 type.basicsize=32 type.dict=264 type.dictoffset=288 type.flags=168
-        type.mro=344 type.name=24
-        wakeup.task=24
+        tstate.asyncio_tasks_head=1048 tstate.native_thread_id=184 tstate.thread_id=176
+        frame.owned_by_cstack=-
     """,
 }
 
 
-def _parse_table(text: str) -> dict[str, int]:
-    out = {}
-    for item in text.split():
-        key, _, value = item.partition("=")
-        out[key] = int(value)
+def _parse_tables(texts: dict[tuple[int, int], str]) -> dict[tuple[int, int], dict[str, int]]:
+    out: dict[tuple[int, int], dict[str, int]] = {}
+    table: dict[str, int] = {}
+    for version in sorted(texts):
+        table = dict(table)
+        for item in texts[version].split():
+            key, _, value = item.partition("=")
+            if value == "-":
+                table.pop(key, None)
+            else:
+                table[key] = int(value)
+        out[version] = table
     return out
 
 
-TABLES: dict[tuple[int, int], dict[str, int]] = {v: _parse_table(t) for v, t in _TABLE_TEXT.items()}
+TABLES: dict[tuple[int, int], dict[str, int]] = _parse_tables(_TABLE_TEXT)
 """Offsets (bytes) and constants per CPython version, for 64-bit little-endian default (GIL)
 builds. Keys name ``struct.field`` with CPython's field names shortened (``tstate.next``)."""
 

@@ -273,15 +273,7 @@ def walk_offsets() -> Optional[dict[str, int]]:
     if _walk_cache is None and _walk_failed is None:
         try:
             _walk_cache = _discover_walk()
-        except (
-            LookupError,
-            AttributeError,
-            OSError,
-            ValueError,
-            StopIteration,
-            ImportError,
-            struct.error,
-        ) as e:
+        except _DOUBTS as e:
             _walk_failed = str(e) or type(e).__name__
     return _walk_cache
 
@@ -350,15 +342,7 @@ def layout() -> Optional[dict[str, Any]]:
     if _cache is None and _failed is None:
         try:
             _cache = _discover()
-        except (
-            LookupError,
-            AttributeError,
-            OSError,
-            ValueError,
-            StopIteration,
-            ImportError,
-            struct.error,
-        ) as e:
+        except _DOUBTS as e:
             _failed = str(e) or type(e).__name__
     return _cache
 
