@@ -34,6 +34,13 @@ def test_threads_false_captures_only_the_caller(tmp_path):
     assert_valid_core(r["core"], 4)
 
 
+def test_a_collection_during_the_thread_walk_does_not_hang_the_process(tmp_path):
+    # a collection clearing a thread-local while the thread list is walked hung 3.11 (gh-106883)
+    r = scenario("gc_during_current_frames", timeout=60, dir=str(tmp_path))
+    assert r["gc_enabled"] is True  # the collector is on again afterwards
+    assert_valid_core(r["core"], 4)
+
+
 def test_errors_share_one_hierarchy():
     for cls in (
         gencore.CoreDirectoryError,

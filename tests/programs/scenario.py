@@ -6,6 +6,7 @@ test runner's threads and signal handlers out of the picture.
 
 import asyncio
 import ctypes
+import gc
 import json
 import mmap
 import os
@@ -318,6 +319,37 @@ def scenario_threads_false():
         threads=[(t.tid, t.state) for t in p.report.threads],
         me=threading.get_native_id(),
     )
+
+
+class _LocalCycle:
+    """Cyclic garbage that holds a thread-local: clearing it takes the thread-list lock."""
+
+    def __init__(self) -> None:
+        self.me = self
+        self.local = threading.local()
+        self.local.value = 1
+
+
+def scenario_gc_during_current_frames():
+    """Every collection finds a thread-local in cyclic garbage, and every allocation collects.
+
+    That is the unlucky instant of CPython gh-106883, made certain: a collection started while
+    the thread list is walked, clearing a thread-local, hangs the process on 3.9-3.11.
+    """
+    idle_threads(3)
+
+    def plant(phase, info):
+        if phase == "start":
+            _LocalCycle()
+
+    gc.callbacks.append(plant)
+    gc.set_threshold(1)
+    try:
+        p = gencore.create_core(args["dir"])
+    finally:
+        gc.callbacks.remove(plant)
+        gc.set_threshold(700)
+    report(core=str(p), gc_enabled=gc.isenabled())
 
 
 def scenario_timeout():

@@ -7,6 +7,7 @@ the pause and counts towards it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -129,6 +130,23 @@ def _live_thread(model: PyModel, ts: ThreadState) -> dict[str, Any]:
     }
 
 
+def _current_frames() -> dict[int, Any]:
+    """``sys._current_frames()`` without the interpreter's deadlock of CPython gh-106883.
+
+    Before 3.11.9/3.12.3 the call holds the runtime's thread-list lock while it allocates; a
+    collection started by that allocation that clears a ``threading.local`` takes the same
+    lock and the process hangs for ever (seen with 1,000 threads). No collection can start
+    while the collector is disabled; it is enabled again at once if it was.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def python_stacks() -> list[dict[str, Any]]:
     """Every Python thread's stack, with name, ident and native id.
 
@@ -139,7 +157,7 @@ def python_stacks() -> list[dict[str, Any]]:
     current = threading.get_ident()
     here = _interpreter_id()
     result = []
-    for ident, frame in sys._current_frames().items():
+    for ident, frame in _current_frames().items():
         t = by_ident.get(ident)
         if ident == current:
             while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
