@@ -244,8 +244,12 @@ def census_or_format_error(path: str, patch=None, referrers: bool = False) -> st
         try:
             if referrers:
                 core.heap_referrers("__main__.Node")
-            else:
-                core.heap(largest=3, show_values=True)
+                return "ok"
+            c = core.heap(largest=3, show_values=True)
+            # an honest partial answer: the damage shows as objects it could not read or size
+            node = c.get("__main__.Node")
+            if c.unreadable or c.unsized or node is None or node.count != 3000:
+                return "partial"
             return "ok"
         except gencore.CoreFormatError:
             return "format"
@@ -299,7 +303,8 @@ def test_fuzz_heap_walker_objects(heap_core, tmp_path):
     finally:
         os.close(fd)
     assert sum(outcomes.values()) >= HEAP_CASES
-    assert outcomes.get("format", 0) > 0 and outcomes.get("ok", 0) > 0, outcomes
+    # the damage reached the walker: some cases were refused or answered in part
+    assert outcomes.get("format", 0) + outcomes.get("partial", 0) > 0, outcomes
 
 
 def test_fuzz_heap_layout_in_the_note(heap_core):
