@@ -1,10 +1,12 @@
 """A process holding secrets everywhere values live, taking plain and redacted cores of itself.
 
-``python secretive.py CONFIG_JSON RESULT_JSON``. Every secret is ``SECRET_`` followed by
-random hex text, built at run time (no constant in this file holds the prefix: constants are
-code, and code's strings stay in a redacted core). The secrets sit in a str local of a
+``python secretive.py CONFIG_JSON RESULT_JSON``. Every secret is the word SECRET, an
+underscore and random hex text, built at run time (no constant, and no text of this file,
+holds the prefix: constants are code, code's strings stay in a redacted core, and the
+file's text may stay in freed memory). The secrets sit in a str local of a
 parked thread's frame, a bytes value in a dict, an object's attribute, ``os.environ``, a
-bytearray, a thread's argument, a closure and a 4 MiB bytes object; buffers full of a
+bytearray, a thread's argument, a closure, a 4 MiB bytes object and tuples whose items
+look like a code object, type or module pointing to one; buffers full of a
 marker (``HIDDEN`` and an underscore, then random text) are given to ``gencore.exclude``.
 
 Config: ``coredir``; ``cores``: a list of ``[name, options]`` taken in order after warming
@@ -22,10 +24,11 @@ import mmap
 import os
 import sys
 import threading
+import types
 
 import gencore
 
-PREFIX = "TERCES"[::-1] + "_"  # "SECRET_", made at run time
+PREFIX = "TERCES"[::-1] + "_"  # made at run time: not even this file's text holds it
 
 
 def plant(buf):
@@ -94,6 +97,9 @@ def main() -> None:
     big = (secret() * (4 << 20 >> 5)).encode()  # one large object (mmapped by malloc)
     KEPT.append(big)  # reachable from the module: the heap census finds it
     closure = make_closure()
+    # a type's pointer followed by a secret, as a tuple's items are: memory that looks like
+    # a code object, type or module whose fields point to the secret
+    lookalikes = tuple((t, secret()) for t in (types.CodeType, type, types.ModuleType))
     hidden_small = plant(bytearray(23))
     hidden_big = plant(mmap.mmap(-1, 3 * mmap.PAGESIZE + 100))
     hidden_arr = plant(array.array("b", bytes(230)))
@@ -117,6 +123,7 @@ def main() -> None:
     result["threads"] = {t.name: t.native_id for t in threads}
     result["threads"]["MainThread"] = threading.main_thread().native_id
     result["secrets"] = list(secrets.values()) + [closure(), big[:40].decode()]
+    result["secrets"] += [value for _, value in lookalikes]
     result["hidden"] = hidden_small.decode()
     assert account.token and store and buffer and big and hidden_big and hidden_arr  # alive
     with open(sys.argv[2], "w") as f:

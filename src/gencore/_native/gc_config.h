@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 /* Bumped when a record changes meaning; Python refuses an engine of another version. */
-#define GC_ABI_VERSION 3
+#define GC_ABI_VERSION 4
 #define GC_TRIGGER_MAX_SIGNALS 8
 
 /* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
@@ -83,6 +83,9 @@ enum gc_redact_kind {
     F(uint32_t, pool_size) /* the small-object allocator's pools; 0: not in use */        \
     F(uint32_t, type_dict) /* tp_dict: a heap type's __module__ value stays */             \
     F(uint64_t, module_key) /* the interned "__module__", the key in types' dicts */       \
+    F(uint64_t, dict_type)  /* &PyDict_Type: a type's tp_dict and a module's md_dict */    \
+    F(uint32_t, code_name)  /* PyCodeObject.co_name: a str */                             \
+    F(uint32_t, module_dict) /* PyModuleObject.md_dict */                                 \
     F(uint64_t, hash_secret) /* _Py_HashSecret: zeroed, so stored hashes reveal nothing */ \
     F(uint32_t, hash_secret_len)                                                          \
     F(uint32_t, list_off) /* in the blob: nkeep objects kept, then nscrub scrubbed */      \

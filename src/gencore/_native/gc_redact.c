@@ -279,6 +279,43 @@ static void type_module(struct gc_redact *r, uint64_t type)
     }
 }
 
+/* The type pointer of the object at p, or 0 when p is not readable memory. */
+static uint64_t type_of(const struct gc_redact *r, uint64_t p)
+{
+    if (!p || (p & 7)) return 0;
+    const struct gc_vma *v = gc_rd_vma_of(r->c, p);
+    if (!v || !(v->perms & GC_P_R) || p + 16 > v->end) return 0;
+    return rd64(p + 8);
+}
+
+/* Whether obj, found by its type pointer, is a real code object, type or module: its name is
+ * a str (code), its dict a dict or a dict subclass's instance (type, module). Memory that only looks like one (a data
+ * stack's stale locals next to a class, a tuple holding a type) keeps nothing: the words after
+ * it may point to anything, and a false keep would leave a secret in the core. */
+static int real_container(const struct gc_redact *r, uint64_t obj, uint32_t kind, uint64_t limit)
+{
+    const struct gc_redact_layout *L = r->L;
+    uint32_t off = kind == GC_RK_CODE     ? L->code_name
+                   : kind == GC_RK_MODULE ? L->module_dict
+                                          : L->type_dict;
+    if (!off || obj + off + 8 > limit) return 0;
+    uint64_t t = type_of(r, rd64(obj + off));
+    if (kind == GC_RK_CODE) {
+        int slot = t ? lookup(r, t) : -1;
+        return slot >= 0 && r->tab_kind[slot] == GC_RK_STR;
+    }
+    /* a dict, or an instance of a subclass (ctypes' types keep theirs in one): tp_base, just
+     * before tp_dict, leads to dict */
+    for (int depth = 0; t && depth < 8; depth++) {
+        if (t == L->dict_type) return 1;
+        uint64_t base = t + L->type_dict - 8;
+        const struct gc_vma *v = gc_rd_vma_of(r->c, base);
+        if (!v || !(v->perms & GC_P_R) || base + 8 > v->end) return 0;
+        t = rd64(base);
+    }
+    return 0;
+}
+
 static void push_obj(struct gc_redact *r, uint64_t e, uint64_t lo, uint64_t len)
 {
     if (r->nobj == r->capobj) {
@@ -314,12 +351,12 @@ static uint64_t found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limi
         uint64_t size = rd64(obj + 16), alloc = rd64(obj + L->ba_alloc);
         uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
         if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN ||
-            size >= alloc || start < buf || start + size > buf + alloc ||
+            size > alloc || start < buf || start + size > buf + alloc ||
             !gc_rd_anon_range(r->c, buf, alloc))
             return obj + 16;
         gc_rd_add_range(r, buf, buf + alloc);
         r->st.bytearrays++;
-    } else {
+    } else if (real_container(r, obj, kind, limit)) {
         keep_fields(r, obj, r->tab_size[slot], limit);
         if (kind == GC_RK_MODULE) module_names(r, obj, r->tab_size[slot], limit);
         if (kind == GC_RK_TYPE) type_module(r, obj);

@@ -129,7 +129,10 @@ def _bytes_fields(maps: Maps) -> dict[str, int]:
     ba = bytearray(b"gencore")
     buf = ctypes.addressof((ctypes.c_char * len(ba)).from_buffer(ba))
     words = struct.unpack("<7Q", ctypes.string_at(id(ba), 56))
-    if words[2] != len(ba) or words[3] != ba.__alloc__() or words[4] != buf or words[5] != buf:
+    # ob_alloc: 3.15 backs a bytearray with a bytes object and counts its size there, while
+    # __alloc__() reports that object's allocation (larger): between the two is where it is
+    alloc_ok = len(ba) <= words[3] <= ba.__alloc__()
+    if words[2] != len(ba) or not alloc_ok or words[4] != buf or words[5] != buf:
         raise LookupError("bytearray fields are not where expected")
     return {
         "bytes_data": data,
@@ -181,6 +184,22 @@ def _type_module(maps: Maps) -> dict[str, int]:
     return {"type_dict": _TYPE_OFFSETS["tp_dict"], "module_key": id(key)}
 
 
+def _identities(maps: Maps) -> dict[str, int]:
+    """What tells a real code object or module from memory that only looks like one (a
+    stale local of a data stack, a tuple's items): the offsets of ``co_name`` and ``md_dict``
+    (a str and a dict) and the dict type. The child keeps the strings a code object, type or
+    module points to only when these check out: a false keep would leave a secret."""
+    code = _identities.__code__
+    fields = {
+        "code_name": scan_for(maps, id(code), _basicsize(types.CodeType), id(code.co_name)),
+        "module_dict": scan_for(maps, id(sys), _basicsize(types.ModuleType), id(sys.__dict__)),
+        "dict_type": id(dict),
+    }
+    if fields["code_name"] < 16 or fields["module_dict"] < 16:
+        raise LookupError("a code object's name or a module's dict is in its header")
+    return fields
+
+
 def _hash_secret() -> tuple[int, int]:
     import ctypes  # only when redaction is asked: no libffi otherwise
 
@@ -202,6 +221,7 @@ def _discover() -> dict[str, Any]:
     out["hash_secret"], out["hash_secret_len"] = _hash_secret()
     out["pool_size"] = _pool_size(maps)
     out.update(_type_module(maps))
+    out.update(_identities(maps))
     return out
 
 
