@@ -20,10 +20,15 @@ __all__ = ["Maps", "c_string", "i32", "i64", "read", "scan_for", "symbol", "u64"
 
 
 class Maps:
-    """Readable ranges of this process, from /proc/self/maps (read once)."""
+    """Readable ranges of this process, from /proc/self/maps (read again on a miss: a probe
+    object made after the last reading may live in an arena mapped since)."""
 
     def __init__(self) -> None:
         self.ranges: list[tuple[int, int]] = []
+        self._load()
+
+    def _load(self) -> None:
+        self.ranges = []
         for row in _procfs.maps():
             if not row.readable:
                 continue
@@ -32,9 +37,15 @@ class Maps:
                 lo = self.ranges.pop()[0]
             self.ranges.append((lo, hi))
 
+    def _within(self, addr: int, size: int) -> bool:
+        return any(lo <= addr and addr + size <= hi for lo, hi in self.ranges)
+
     def readable(self, addr: int, size: int) -> bool:
         """Whether ``[addr, addr+size)`` lies in one readable range."""
-        return any(lo <= addr and addr + size <= hi for lo, hi in self.ranges)
+        if self._within(addr, size):
+            return True
+        self._load()
+        return self._within(addr, size)
 
 
 def read(addr: int, size: int) -> bytes:
