@@ -182,19 +182,23 @@ def test_gdb_shows_the_same_threads_and_backtraces(secretive):
 
 
 def test_the_heap_census_counts_the_same(secretive):
-    """Every type's count is the same, and its bytes too but for a few KiB of str and bytes:
-    the two cores come from two calls, whose own live objects differ a little (the core
-    record's bytes carry redaction's lists; 3.14 keeps a time string of another length)."""
+    """Every type's count is the same but for a few floats, and its bytes too but for a few
+    KiB of str and bytes: the two cores come from two calls, whose own live objects differ a
+    little (the core record's bytes carry redaction's lists; 3.14 keeps a time string of
+    another length)."""
     census = {}
     for name in ("plain", "redacted"):
         with gencore.open_core(secretive["path"][name]) as c:
             census[name] = {t: (n, b) for t, n, b in c.heap()}
     plain, redacted = census["plain"], census["redacted"]
     assert plain.keys() == redacted.keys()
-    assert {t: v[0] for t, v in plain.items()} == {t: v[0] for t, v in redacted.items()}
-    for t, (_, size) in plain.items():
-        slack = 8 << 10 if t in ("str", "bytes") else 0
-        assert abs(size - redacted[t][1]) <= slack, (t, size, redacted[t][1])
+    for t, (count, size) in plain.items():
+        # floats are the calls' own clock readings and durations: a slow machine keeps a
+        # different few of them alive at the fork (seen: 106 against 104)
+        count_slack = 4 if t == "float" else 0
+        size_slack = 8 << 10 if t in ("str", "bytes") else count_slack * 24
+        assert abs(count - redacted[t][0]) <= count_slack, (t, count, redacted[t][0])
+        assert abs(size - redacted[t][1]) <= size_slack, (t, size, redacted[t][1])
     assert redacted["bytes"][1] >= 4 << 20
 
 

@@ -151,7 +151,7 @@ def test_native_frames_are_eu_stacks(service, tmp_path):
     p = run(gencore_cmd("report", str(core), "--native", "-o", str(out)))
     assert p.returncode == 0, p.stderr
     eu = run([tool("eu-stack"), "--core", str(core), "-e", real_python(), "-n", "48"])
-    frames = re.findall(r"^#\d+\s+0x[0-9a-f]+\s*(.*)$", eu.stdout.split("TID ")[1], re.M)
+    frames = re.findall(r"^#\d+[ \t]+0x[0-9a-f]+[ \t]*(.*)$", eu.stdout.split("TID ")[1], re.M)
     assert frames, eu.stdout + eu.stderr
     html = out.read_text()
     trig = html[html.index('class="group trig"') :]
