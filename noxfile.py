@@ -71,9 +71,11 @@ def unit(session: nox.Session) -> None:
         py = _venv(session, exe, os.path.join(base, "venv"), "unit")
         shutil.copytree("tests/unit", os.path.join(base, "unit"))
         env = {"PATH": os.path.join(base, "venv", "bin") + ":/usr/bin:/bin", "HOME": base}
-        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(base, "unit")]
-        if as_nobody:
-            cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        cmd_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(base, "unit")]
+        cmd = [py, *cmd_args]
+        if as_nobody:  # from the copy's directory: nobody may not enter the clone's
+            cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+            cmd += ["env", f"--chdir={base}", py, *cmd_args]
         session.run(*cmd, *session.posargs, external=True, env=env)
     finally:
         shutil.rmtree(base, ignore_errors=True)
