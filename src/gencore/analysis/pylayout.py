@@ -175,10 +175,36 @@ builds. Keys name ``struct.field`` with CPython's field names shortened (``tstat
 
 # _Py_DebugOffsets, as each version lays it out: every field a uint64_t after the 8-byte
 # cookie. "section: fields" in order; a field mapped to a key of TABLES is read into it.
+_DEBUG_HEAD = """
+    top: version free_threaded
+    runtime_state: size finalizing interpreters_head
+"""
+_DEBUG_INTERP_314 = """
+    interpreter_state: size id next threads_head threads_main gc imports_modules sysdict
+        builtins ceval_gil gil_runtime_state gil_runtime_state_enabled
+        gil_runtime_state_locked gil_runtime_state_holder code_object_generation
+        tlbc_generation
+"""
+_DEBUG_FRAME_CODE_314 = """
+    interpreter_frame: size previous executable instr_ptr localsplus owner stackpointer
+        tlbc_index
+    code_object: size filename name qualname linetable firstlineno argcount
+        localsplusnames localspluskinds co_code_adaptive co_tlbc
+    pyobject: size ob_type
+"""
+_DEBUG_CONTAINERS = """
+    tuple_object: size ob_item ob_size
+    list_object: size ob_item ob_size
+"""
+_DEBUG_VALUES = """
+    dict_object: size ma_keys ma_values
+    float_object: size ob_fval
+    long_object: size lv_tag ob_digit
+    bytes_object: size ob_size ob_sval
+"""
 _DEBUG_STRUCT = {
-    (3, 13): """
-        top: version free_threaded
-        runtime_state: size finalizing interpreters_head
+    (3, 13): _DEBUG_HEAD
+    + """
         interpreter_state: size id next threads_head gc imports_modules sysdict builtins
             ceval_gil gil_runtime_state gil_runtime_state_enabled gil_runtime_state_locked
             gil_runtime_state_holder
@@ -189,66 +215,52 @@ _DEBUG_STRUCT = {
             localsplusnames localspluskinds co_code_adaptive
         pyobject: size ob_type
         type_object: size tp_name tp_repr tp_flags
-        tuple_object: size ob_item ob_size
-        list_object: size ob_item ob_size
-        dict_object: size ma_keys ma_values
-        float_object: size ob_fval
-        long_object: size lv_tag ob_digit
-        bytes_object: size ob_size ob_sval
+    """
+    + _DEBUG_CONTAINERS
+    + _DEBUG_VALUES
+    + """
         unicode_object: size state length asciiobject_size
         gc: size collecting
     """,
-    (3, 14): """
-        top: version free_threaded
-        runtime_state: size finalizing interpreters_head
-        interpreter_state: size id next threads_head threads_main gc imports_modules sysdict
-            builtins ceval_gil gil_runtime_state gil_runtime_state_enabled
-            gil_runtime_state_locked gil_runtime_state_holder code_object_generation
-            tlbc_generation
+    (3, 14): _DEBUG_HEAD
+    + _DEBUG_INTERP_314
+    + """
         thread_state: size prev next interp current_frame thread_id native_thread_id
             datastack_chunk status
-        interpreter_frame: size previous executable instr_ptr localsplus owner stackpointer
-            tlbc_index
-        code_object: size filename name qualname linetable firstlineno argcount
-            localsplusnames localspluskinds co_code_adaptive co_tlbc
-        pyobject: size ob_type
+    """
+    + _DEBUG_FRAME_CODE_314
+    + """
         type_object: size tp_name tp_repr tp_flags
-        tuple_object: size ob_item ob_size
-        list_object: size ob_item ob_size
+    """
+    + _DEBUG_CONTAINERS
+    + """
         set_object: size used table mask
-        dict_object: size ma_keys ma_values
-        float_object: size ob_fval
-        long_object: size lv_tag ob_digit
-        bytes_object: size ob_size ob_sval
+    """
+    + _DEBUG_VALUES
+    + """
         unicode_object: size state length asciiobject_size
         gc: size collecting
         gen_object: size gi_name gi_iframe gi_frame_state
     """,
-    (3, 15): """
-        top: version free_threaded
-        runtime_state: size finalizing interpreters_head
-        interpreter_state: size id next threads_head threads_main gc imports_modules sysdict
-            builtins ceval_gil gil_runtime_state gil_runtime_state_enabled
-            gil_runtime_state_locked gil_runtime_state_holder code_object_generation
-            tlbc_generation
+    (3, 15): _DEBUG_HEAD
+    + _DEBUG_INTERP_314
+    + """
         thread_state: size prev next interp current_frame base_frame last_profiled_frame
             last_profiled_frame_seq thread_id native_thread_id datastack_chunk status holds_gil
             gil_requested current_exception exc_state
         err_stackitem: exc_value
-        interpreter_frame: size previous executable instr_ptr localsplus owner stackpointer
-            tlbc_index
-        code_object: size filename name qualname linetable firstlineno argcount
-            localsplusnames localspluskinds co_code_adaptive co_tlbc
-        pyobject: size ob_type
+    """
+    + _DEBUG_FRAME_CODE_314
+    + """
         type_object: size tp_name tp_repr tp_flags tp_basicsize tp_dictoffset
         heap_type_object: size ht_cached_keys
-        tuple_object: size ob_item ob_size
-        list_object: size ob_item ob_size
+    """
+    + _DEBUG_CONTAINERS
+    + """
         set_object: size used table mask
-        dict_object: size ma_keys ma_values
-        float_object: size ob_fval
-        long_object: size lv_tag ob_digit
-        bytes_object: size ob_size ob_sval
+    """
+    + _DEBUG_VALUES
+    + """
         unicode_object: size state length asciiobject_size compactunicodeobject_size
         gc: size collecting
     """,
