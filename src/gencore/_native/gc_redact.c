@@ -55,6 +55,23 @@ static int live(uint64_t obj)
 #define POOL_OVERHEAD 48u
 static int live(uint64_t obj);
 
+/* Whether the block at obj of a pool of bs-byte blocks is free: past the pool's nextoffset
+ * (never handed out since the pool took its size) or on its free list. A block in use whose
+ * first words are left from an object freed there before (3.12's dict values keep a stale
+ * prefix) only looks freed: scrubbing its "text" would wipe live data. */
+static int block_free(uint64_t pool, uint64_t psize, uint64_t obj, uint64_t bs)
+{
+    if (obj - pool >= rd32(pool + 40)) return 1;
+    uint64_t b = rd64(pool + 8);
+    for (uint64_t n = 0; b && n <= psize / bs; n++) {
+        if (b == obj) return 1;
+        if (b < pool + POOL_OVERHEAD || b >= pool + psize || (b - pool - POOL_OVERHEAD) % bs)
+            return 0;
+        b = rd64(b);
+    }
+    return 0;
+}
+
 static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
 {
     uint64_t psize = r->L->pool_size;
@@ -67,8 +84,13 @@ static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
     if (!in_scan && !gc_rd_anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
     uint32_t szidx = rd32(pool + 36), maxnext = rd32(pool + 44);
     uint64_t bs = ((uint64_t)szidx + 1) * 16;
-    return szidx < SMALL_REQUEST / 16 && maxnext == psize - bs &&
-           (obj - pool - POOL_OVERHEAD) % bs == 0 && size <= bs;
+    if (szidx >= SMALL_REQUEST / 16 || maxnext != psize - bs ||
+        (obj - pool - POOL_OVERHEAD) % bs != 0 || size > bs)
+        return 0;
+    if (live(obj)) return 1;
+    return (in_scan && pool + psize <= r->scan_hi) || gc_rd_anon_range(r->c, pool, psize)
+               ? block_free(pool, psize, obj, bs)
+               : 0;
 }
 
 /* A live object, or a block the object allocator freed: its first word then points to the
