@@ -189,7 +189,8 @@ def test_hang_loop_core_shows_the_blocking_task(tmp_path):
 
 
 def test_uvloop(tmp_path):
-    pytest.importorskip("uvloop", reason="uvloop (PyPI) is one of the test extras")
+    """uvloop is one of the test extras: where it is missing, the program fails and so does
+    this test."""
     got = take(tmp_path, loop="uvloop", parked=20)
     doc = ours(got["core"])
     assert doc["loops"][0]["type"] == "uvloop.Loop" and doc["loops"][0]["thread"]
