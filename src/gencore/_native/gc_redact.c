@@ -40,68 +40,6 @@ static int readable_range(const struct child *c, uint64_t a, uint64_t n)
            v->how != GC_DUMP_HOLE && v->how != GC_DUMP_NONE && a + n <= v->end && a + n >= a;
 }
 
-static int live(uint64_t obj)
-{
-    uint64_t refcnt = rd64(obj);
-    return refcnt >= 1 && refcnt < (1ull << 33);
-}
-
-/* An object of size bytes at obj is where an allocator would put one: objects up to 512
- * bytes come from pymalloc's pools, so obj starts a block of its pool (whose header gives the
- * block size: POOL_SIZE - size is its maxnextoffset) and fits in it; a freed block (its text
- * is still there) counts too. A stray type pointer (a word left over at the end of a block)
- * is no object: its "header" spans the next one. */
-#define SMALL_REQUEST 512u
-#define POOL_OVERHEAD 48u
-static int live(uint64_t obj);
-
-/* Whether the block at obj of a pool of bs-byte blocks is free: past the pool's nextoffset
- * (never handed out since the pool took its size) or on its free list. A block in use whose
- * first words are left from an object freed there before (3.12's dict values keep a stale
- * prefix) only looks freed: scrubbing its "text" would wipe live data. */
-static int block_free(uint64_t pool, uint64_t psize, uint64_t obj, uint64_t bs)
-{
-    if (obj - pool >= rd32(pool + 40)) return 1;
-    uint64_t b = rd64(pool + 8);
-    for (uint64_t n = 0; b && n <= psize / bs; n++) {
-        if (b == obj) return 1;
-        if (b < pool + POOL_OVERHEAD || b >= pool + psize || (b - pool - POOL_OVERHEAD) % bs)
-            return 0;
-        b = rd64(b);
-    }
-    return 0;
-}
-
-static int fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size)
-{
-    uint64_t psize = r->L->pool_size;
-    /* larger objects come from malloc, which overwrites a freed one's header (and may leave
-     * a stale one inside memory reused since): only a live one counts */
-    if (size > SMALL_REQUEST || !psize) return live(obj);
-    uint64_t pool = obj & ~(psize - 1);
-    if (obj - pool < POOL_OVERHEAD) return 0;
-    int in_scan = pool >= r->scan_lo && pool + POOL_OVERHEAD <= r->scan_hi; /* no search */
-    if (!in_scan && !gc_rd_anon_range(r->c, pool, POOL_OVERHEAD)) return 0;
-    uint32_t szidx = rd32(pool + 36), maxnext = rd32(pool + 44);
-    uint64_t bs = ((uint64_t)szidx + 1) * 16;
-    if (szidx >= SMALL_REQUEST / 16 || maxnext != psize - bs ||
-        (obj - pool - POOL_OVERHEAD) % bs != 0 || size > bs)
-        return 0;
-    if (live(obj)) return 1;
-    return (in_scan && pool + psize <= r->scan_hi) || gc_rd_anon_range(r->c, pool, psize)
-               ? block_free(pool, psize, obj, bs)
-               : 0;
-}
-
-/* A live object, or a block the object allocator freed: its first word then points to the
- * next free block of the same pool (or is 0 at the end of the list). */
-static int plausible(uint64_t obj)
-{
-    uint64_t first = rd64(obj);
-    uint64_t dist = first > obj ? first - obj : obj - first;
-    return live(obj) || first == 0 || (!(first & 15) && dist < (1u << 20));
-}
-
 /* ---- what an object's header says ---- */
 
 struct str_info {
@@ -125,9 +63,9 @@ static int str_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, str
         out->data = obj + (ascii ? L->str_ascii_data : L->str_compact_data);
         out->inline_data = 1;
         if (out->data + out->size + kind > limit) return 0;
-        if (r->checking && !fits_block(r, obj, out->data + out->size + kind - obj)) return 0;
+        if (r->checking && !gc_rd_fits_block(r, obj, out->data + out->size + kind - obj)) return 0;
     } else {
-        if (r->checking && !fits_block(r, obj, L->str_compact_data + 8)) return 0;
+        if (r->checking && !gc_rd_fits_block(r, obj, L->str_compact_data + 8)) return 0;
         if (L->str_data < 0) return 0;
         out->data = rd64(obj + (uint32_t)L->str_data);
         out->inline_data = 0;
@@ -142,7 +80,7 @@ static int bytes_info(const struct gc_redact *r, uint64_t obj, uint64_t limit, u
 {
     uint64_t n = rd64(obj + 16), data = obj + r->L->bytes_data;
     if (n >= MAX_LEN || data + n + 1 > limit) return 0;
-    if (r->checking && !fits_block(r, obj, r->L->bytes_data + n + 1)) return 0;
+    if (r->checking && !gc_rd_fits_block(r, obj, r->L->bytes_data + n + 1)) return 0;
     *size = n;
     return *(const volatile unsigned char *)(uintptr_t)(data + n) == 0;
 }
@@ -353,7 +291,7 @@ static void push_obj(struct gc_redact *r, uint64_t e, uint64_t lo, uint64_t len)
 static uint64_t found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limit)
 {
     uint32_t kind = r->tab_kind[slot];
-    if ((kind == GC_RK_STR || kind == GC_RK_BYTES) && !plausible(obj)) return obj + 16;
+    if ((kind == GC_RK_STR || kind == GC_RK_BYTES) && !gc_rd_plausible(obj)) return obj + 16;
     if (kind == GC_RK_STR) {
         struct str_info si;
         if (!str_info(r, obj, limit, &si)) return obj + 16;
@@ -372,7 +310,7 @@ static uint64_t found(struct gc_redact *r, uint64_t obj, int slot, uint64_t limi
         const struct gc_redact_layout *L = r->L;
         uint64_t size = rd64(obj + 16), alloc = rd64(obj + L->ba_alloc);
         uint64_t buf = rd64(obj + L->ba_bytes), start = rd64(obj + L->ba_start);
-        if (!alloc || !live(obj) || !fits_block(r, obj, 56) || alloc >= MAX_LEN ||
+        if (!alloc || !live(obj) || !gc_rd_fits_block(r, obj, 56) || alloc >= MAX_LEN ||
             size > alloc || start < buf || start + size > buf + alloc ||
             !gc_rd_anon_range(r->c, buf, alloc))
             return obj + 16;

@@ -1,5 +1,6 @@
-/* What gc_redact.c (objects) and gc_scrub.c (the environment, stacks, excluded buffers,
- * sorting) share: the redaction's state in the snapshot child. */
+/* What gc_redact.c (objects), gc_pools.c (the allocator's blocks) and gc_scrub.c (the
+ * environment, stacks, excluded buffers, sorting) share: the redaction's state in the
+ * snapshot child. */
 #ifndef GC_REDACT_INT_H
 #define GC_REDACT_INT_H
 
@@ -48,6 +49,19 @@ struct gc_redact {
 
 static inline uint64_t rd64(uint64_t a) { return *(const volatile uint64_t *)(uintptr_t)a; }
 static inline uint32_t rd32(uint64_t a) { return *(const volatile uint32_t *)(uintptr_t)a; }
+
+/* A reference count a live object can have. */
+static inline int live(uint64_t obj)
+{
+    uint64_t refcnt = rd64(obj);
+    return refcnt >= 1 && refcnt < (1ull << 33);
+}
+
+/* gc_pools.c */
+/* An object of size bytes at obj is where the allocator would put one (see there). */
+int gc_rd_fits_block(const struct gc_redact *r, uint64_t obj, uint64_t size);
+/* obj is live, or a block the object allocator freed. */
+int gc_rd_plausible(uint64_t obj);
 
 /* gc_scrub.c */
 const struct gc_vma *gc_rd_vma_of(const struct child *c, uint64_t addr);
