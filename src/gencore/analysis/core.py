@@ -11,18 +11,20 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._common import PathLike, plain_name
 from ..ship.crypt import decrypt_file, is_encrypted
 from ..ship.extract import decompress_core, extract_bundle, is_bundle, is_compressed_core
-from .heap import Census, Referrers, census, referrers
 from .memory import CoreMemory
 from .pylayout import ProcessMemory, find_layout
 from .pyobjects import PyModel
 from .reader import EM_X86_64, ElfCore, open_elf
 from .stacks import ThreadStack, iter_stacks, note_stacks
 from .tasks import TaskReport, find_tasks
+
+if TYPE_CHECKING:
+    from .heap import Census, Referrers
 
 __all__ = ["CoreFile", "open_core"]
 
@@ -112,12 +114,16 @@ class CoreFile(ElfCore):
         ``.duplicates()`` answer what grew, who holds it and why it is kept.
         ``interpreter`` (an id) censuses a subinterpreter's heap.
         """
+        from .heap import census  # the heap's modules load when a census is asked for
+
         return census(
             self, largest=largest, show_values=show_values, interpreter=interpreter, engine=engine
         )
 
     def heap_referrers(self, type_name: str) -> Referrers:
         """Which types hold references to objects of ``type_name`` (``"__main__.Order"``)."""
+        from .heap import referrers
+
         return referrers(self, type_name)
 
 

@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._common import format_size
 from ..analysis.core import CoreFile, open_core
-from ..analysis.heap import Census
 from ._format import identity_option, signed_size
+
+if TYPE_CHECKING:  # the census's modules load when a core is read
+    from ..analysis.heap import Census
 
 
 def _header(core: CoreFile, census: Census) -> str:
