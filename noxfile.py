@@ -70,7 +70,11 @@ def unit(session: nox.Session) -> None:
     try:
         py = _venv(session, exe, os.path.join(base, "venv"), "unit")
         shutil.copytree("tests/unit", os.path.join(base, "unit"))
+        # the C sources too: an installed package has none, and the structure test counts
+        # their lines
+        shutil.copytree("src/gencore/_native", os.path.join(base, "native"))
         env = {"PATH": os.path.join(base, "venv", "bin") + ":/usr/bin:/bin", "HOME": base}
+        env["GENCORE_NATIVE_SOURCES"] = os.path.join(base, "native")
         cmd_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(base, "unit")]
         cmd = [py, *cmd_args]
         if as_nobody:  # from the copy's directory: nobody may not enter the clone's
