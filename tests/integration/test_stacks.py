@@ -289,14 +289,19 @@ def test_foreign_core_needs_no_note(cores):
 
 THREADS = 3000
 
+# Thread.start() returns before the new thread runs its target: each worker says it is in
+# parked_worker before the core is taken, or the last ones may still be in _bootstrap
 MANY = """
 import json, sys, threading, gencore
-ev = threading.Event()
+ev, inside = threading.Event(), threading.Semaphore(0)
 def parked_worker(i):
+    inside.release()
     ev.wait()
 threads = [threading.Thread(target=parked_worker, args=(i,), daemon=True) for i in range(N)]
 for t in threads:
     t.start()
+for t in threads:
+    inside.acquire()
 print(gencore.create_core(sys.argv[1]))
 """
 
