@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import PROGRAMS, real_python, run, tool
 
+import gencore
+
 PROGRAM = str(PROGRAMS / "pystacks.py")
 MODES = ["api", "kernel", "signal", "hang", "crash", "foreign", "inject", "capped"]
 DEPTH = {"api": 900}  # frames of recursion in the "deep" thread (150 otherwise)
@@ -190,6 +192,11 @@ def test_stacks_from_memory_match_pystack(cores, mode):
     assert sum(f[2] == "recurse" for f in deep) == DEPTH.get(mode, 150) + 1
     if mode in ("foreign", "inject"):
         assert "GENCORE" not in doc["layout"] or mode == "inject"
+    if mode == "capped":  # the walk kept every interpreter's thread states, whatever fit
+        with gencore.open_core(core) as c:
+            walked = c.capture["budget"]["python_threads"]
+        # the subinterpreter's thread has one in each interpreter
+        assert walked == len(report["tids"]) + ("subinterpreter" in report["tids"])
 
 
 @pytest.mark.parametrize("mode", ["api", "kernel", "signal", "foreign"])

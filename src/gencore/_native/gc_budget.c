@@ -25,6 +25,7 @@
 #define PHDR_COST 56u
 #define STACK_FIRST (256u << 10)
 #define MAX_THREADS 100000u
+#define MAX_INTERPRETERS 256u /* MAX_INTERPRETERS in capture/caplayout.py */
 #define MAX_FRAMES 1000000u
 #define MAX_OBJECT (16u << 20)
 
@@ -257,6 +258,26 @@ static int walk_frames(struct gc_budget *b, const struct gc_pylayout *L, uint64_
     return 0;
 }
 
+/* One interpreter: its state, its thread states, their frames. */
+static int walk_interpreter(struct gc_budget *b, const struct gc_pylayout *L, uint64_t interp)
+{
+    if (keep(b, interp, L->interp_keep, GC_CAT_PYTHON)) return 1;
+    for (int k = 0; k < 3; k++) { /* the dicts readers check an interpreter by */
+        uint64_t d = L->interp_dicts[k] >= 0 ? rd(b, interp + (uint64_t)L->interp_dicts[k]) : 0;
+        if (d && keep(b, d - 16, 256, GC_CAT_PYTHON)) return 1;
+    }
+    uint64_t ts = rd(b, interp + (uint64_t)L->interp_threads);
+    for (uint32_t n = 0; ts && n < MAX_THREADS; n++, b->threads++) {
+        if (rd(b, ts + (uint64_t)L->ts_interp) != interp) break; /* not a thread state */
+        if (keep(b, ts, L->ts_keep, GC_CAT_PYTHON)) return 1;
+        uint64_t f = rd(b, ts + (uint64_t)L->ts_frame);
+        if (L->cframe_current >= 0 && f) f = rd(b, f + (uint64_t)L->cframe_current);
+        if (walk_frames(b, L, f)) return 1;
+        ts = rd(b, ts + (uint64_t)L->ts_next);
+    }
+    return 0;
+}
+
 static int tier_python(struct gc_budget *b, const struct gc_snapshot *s, uint32_t lead)
 {
     for (uint32_t k = 0; k < s->nthreads; k++) {
@@ -281,15 +302,12 @@ static int tier_python(struct gc_budget *b, const struct gc_snapshot *s, uint32_
     if (keep(b, L->runtime, L->runtime_size, GC_CAT_PYTHON)) return 1;
     for (int k = 0; k < 4; k++)
         if (L->objects[k] && keep(b, L->objects[k] - 16, 256, GC_CAT_PYTHON)) return 1;
-    if (keep(b, L->interp, L->interp_keep, GC_CAT_PYTHON)) return 1;
-    uint64_t ts = rd(b, L->interp + (uint64_t)L->interp_threads);
-    for (uint32_t n = 0; ts && n < MAX_THREADS; n++, b->threads++) {
-        if (rd(b, ts + (uint64_t)L->ts_interp) != L->interp) break; /* not a thread state */
-        if (keep(b, ts, L->ts_keep, GC_CAT_PYTHON)) return 1;
-        uint64_t f = rd(b, ts + (uint64_t)L->ts_frame);
-        if (L->cframe_current >= 0 && f) f = rd(b, f + (uint64_t)L->cframe_current);
-        if (walk_frames(b, L, f)) return 1;
-        ts = rd(b, ts + (uint64_t)L->ts_next);
+    /* every interpreter, newest first (readers start from the head), else the caller's */
+    int chain = L->interp_head >= 0 && L->interp_next >= 0;
+    uint64_t interp = chain ? rd(b, L->runtime + (uint64_t)L->interp_head) : L->interp;
+    for (uint32_t n = 0; interp && n < MAX_INTERPRETERS; n++) {
+        if (walk_interpreter(b, L, interp)) return 1;
+        interp = chain ? rd(b, interp + (uint64_t)L->interp_next) : 0;
     }
     return 0;
 }

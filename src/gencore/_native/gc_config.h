@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 /* Bumped when a record changes meaning; Python refuses an engine of another version. */
-#define GC_ABI_VERSION 4
+#define GC_ABI_VERSION 5
 #define GC_TRIGGER_MAX_SIGNALS 8
 
 /* Where the interpreter keeps what pystack and py-spy follow, found and checked in the
@@ -25,11 +25,14 @@
     F(uint64_t, runtime_size)                                                             \
     A(uint64_t, objects, 4)   /* objects readers check the interpreter by (builtins...) */ \
     F(uint64_t, r_debug)      /* the dynamic loader's struct r_debug: the link_map list */ \
-    F(uint64_t, interp)       /* the main PyInterpreterState */                           \
+    F(uint64_t, interp)       /* the caller's PyInterpreterState */                       \
     F(uint64_t, code_type)    /* &PyCode_Type: a frame's code must point to a code */     \
     F(uint64_t, code_mask)    /* clears the tag bits of a frame's code reference */       \
     F(uint32_t, interp_keep)  /* bytes kept from interp */                                \
     F(int32_t, interp_threads)                                                            \
+    F(int32_t, interp_head)   /* in _PyRuntime: the newest interpreter; -1: interp only */ \
+    F(int32_t, interp_next)   /* in an interpreter: the next (older) one */               \
+    A(int32_t, interp_dicts, 3) /* in an interpreter: sysdict, builtins, modules */        \
     F(int32_t, ts_next)                                                                   \
     F(int32_t, ts_interp)                                                                 \
     F(uint32_t, ts_keep)                                                                  \

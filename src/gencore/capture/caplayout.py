@@ -19,8 +19,11 @@ import types
 from typing import Any, Optional
 
 from .. import _procfs
+from ..analysis.memory import Unreadable
+from ..analysis.pylayout import build_layout
+from ..errors import GencoreError
 from . import engine
-from .selfmem import Maps, read, scan_for, symbol, u64
+from .selfmem import LiveMemory, Maps, read, scan_for, symbol, u64
 
 # What _discover finds; layout() returns them as struct gc_pylayout's fields (gc_config.h):
 # OBJECTS as "objects", CODE_FIELDS as "code_fields".
@@ -58,6 +61,8 @@ FIELDS = (
     *CODE_FIELDS,
 )
 
+MAX_INTERPRETERS = 256  # the chain's length the walk follows (gc_budget.c)
+INTERP_DICTS = ("sysdict", "builtins", "modules")  # kept with each interpreter
 INTERP_KEEP = 64 << 10  # PyInterpreterState is at most tens of KiB (3.9-3.11: in the heap)
 TS_KEEP = 4 << 10
 IFRAME_KEEP = 512  # a _PyInterpreterFrame's header and first locals (3.11+)
@@ -278,15 +283,44 @@ def walk_offsets() -> Optional[dict[str, int]]:
     return _walk_cache
 
 
+def _interp_chain(runtime: int, interp: int) -> dict[str, Any]:
+    """Where ``_PyRuntime`` keeps the newest interpreter, where each interpreter keeps the
+    next one and its dicts readers check it by (pystack reads the newest one's builtins), from
+    the version's layout (its table, or 3.13+'s debug offsets), checked: from the head, the
+    chain reaches this thread's interpreter. Else -1: the walk keeps that interpreter only,
+    and subinterpreters' threads are left out."""
+    out: dict[str, Any] = {"interp_head": -1, "interp_next": -1, "interp_dicts": [-1] * 3}
+    fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mem = LiveMemory(fd)
+        layout = build_layout(mem, runtime, sys.hexversion, {})
+        head, nxt = layout["runtime.interpreters_head"], layout["interp.next"]
+        dicts = [layout.get(f"interp.{k}", -1) for k in INTERP_DICTS]
+        p = mem.u64(runtime + head)
+        for _ in range(MAX_INTERPRETERS):
+            if p == interp:
+                return {"interp_head": head, "interp_next": nxt, "interp_dicts": dicts}
+            if not p:
+                break
+            p = mem.u64(p + nxt)
+    except (Unreadable, GencoreError, KeyError, struct.error):
+        pass
+    finally:
+        os.close(fd)
+    return out
+
+
 def _discover() -> dict[str, Any]:
     found = walk_offsets()
     if found is None:
         raise LookupError(_walk_failed or "the walk's offsets were not found")
     out = dict(found)
     out["runtime"], out["runtime_size"] = _runtime()
+    chain = _interp_chain(out["runtime"], out["interp"])
     record: dict[str, Any] = {k: v for k, v in out.items() if k not in OBJECTS + CODE_FIELDS}
     record["objects"] = [out[k] for k in OBJECTS]
     record["code_fields"] = [out[k] for k in CODE_FIELDS]
+    record.update(chain)
     return record
 
 

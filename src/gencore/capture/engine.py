@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     native = None  # bound by _load() when the engine loads
 
-ABI_VERSION = 4  # GC_ABI_VERSION in gc_config.h
+ABI_VERSION = 5  # GC_ABI_VERSION in gc_config.h
 ST_PROGRESS, ST_DONE, ST_ERROR = 1, 2, 3
 STAGES = {1: "setup", 2: "maps", 3: "notes", 4: "memory", 5: "publish"}
 

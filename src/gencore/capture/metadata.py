@@ -20,12 +20,13 @@ from types import FrameType
 from typing import Any, Optional
 
 from ..analysis.memory import Unreadable
-from ..analysis.pylayout import RawMemory, build_layout
+from ..analysis.pylayout import build_layout
 from ..analysis.pyobjects import PyModel, ThreadState
 from ..errors import GencoreError
 from . import caplayout as _caplayout
 from . import engine
 from . import heaplayout as _heaplayout
+from .selfmem import LiveMemory
 
 FORMAT_VERSION = 1
 MAX_FRAMES = 2000  # per thread; deeper stacks keep the innermost frames
@@ -55,23 +56,6 @@ def _frames(frame: Optional[FrameType]) -> tuple[list[dict[str, Any]], int]:
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-class _LiveMemory(RawMemory):
-    """This process's own memory, read through ``/proc/self/mem``: an address that is not
-    mapped gives :class:`~gencore.analysis.memory.Unreadable`, never a fault."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def raw(self, addr: int, n: int) -> bytes:
-        try:
-            data = os.pread(self.fd, n, addr) if 0 < addr < 1 << 63 and n >= 0 else b""
-        except OSError:
-            data = b""
-        if len(data) != n:
-            raise Unreadable
-        return data
-
-
 def _other_interpreters() -> list[dict[str, Any]]:
     """The stacks of threads running in other interpreters (subinterpreters, or the main one
     seen from a subinterpreter): ``sys._current_frames`` sees only this interpreter's. They
@@ -88,7 +72,7 @@ def _other_interpreters() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        mem = _LiveMemory(fd)
+        mem = LiveMemory(fd)
         layout = build_layout(mem, note["runtime"], sys.hexversion, note["offsets"])
         model = PyModel(mem, layout)
         for interp in model.interpreters():

@@ -14,9 +14,29 @@ import os
 import struct
 
 from .. import _procfs
+from ..analysis.memory import Unreadable
+from ..analysis.pylayout import RawMemory
 from . import engine
 
-__all__ = ["Maps", "c_string", "i32", "i64", "read", "scan_for", "symbol", "u64"]
+__all__ = ["LiveMemory", "Maps", "c_string", "i32", "i64", "read", "scan_for", "symbol", "u64"]
+
+
+class LiveMemory(RawMemory):
+    """This process's own memory as the offline readers read a core's, through an open
+    ``/proc/self/mem``: an address that is not mapped gives
+    :class:`~gencore.analysis.memory.Unreadable`, never a fault."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def raw(self, addr: int, n: int) -> bytes:
+        try:
+            data = os.pread(self.fd, n, addr) if 0 < addr < 1 << 63 and n >= 0 else b""
+        except OSError:
+            data = b""
+        if len(data) != n:
+            raise Unreadable
+        return data
 
 
 class Maps:
